@@ -1,0 +1,102 @@
+"""An FMA-like source repository made on the spot, for the demo, tests and benchmarks.
+
+No public image can be pulled on these machines, so every image is built
+``FROM scratch`` with a static busybox copied in. The repository is tagged
+and then gets one more commit, so that building HEAD instead of the tag shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+FMA_IMAGES = ("dual-pods-controller", "launcher-populator", "launcher", "requester")
+BUSYBOX = Path("/bin/busybox")
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    path: Path
+    tag: str
+    tag_commit: str
+    head_commit: str
+    config: Path  # a release config for it (outside the repository)
+
+
+def dockerfile_text(name: str, sleep: float = 0, fail: bool = False) -> str:
+    """A scratch image that records its name and the source VERSION; optionally slow or broken."""
+    # COPY comes first: an ARG or LABEL before the first COPY trips the legacy
+    # builder's platform check on FROM scratch.
+    run = f"/bin/busybox sleep {sleep} && " if sleep else ""
+    run += "/bin/busybox false && " if fail else ""
+    run += f"/bin/busybox mkdir -p /app && echo {name} > /app/name"
+    return (
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        "COPY VERSION /app/VERSION\n"
+        f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
+        'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
+    )
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "FMA Sample", "GIT_AUTHOR_EMAIL": "sample@example.invalid",
+        "GIT_COMMITTER_NAME": "FMA Sample", "GIT_COMMITTER_EMAIL": "sample@example.invalid",
+    }
+    out = subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def make_sample_source(
+    root: Path,
+    *,
+    tag: str = "v0.3.1",
+    images: Iterable[str] = FMA_IMAGES,
+    sleeps: Mapping[str, float] | None = None,
+    broken: Iterable[str] = (),
+    chart_from: str = "project",
+    nonce: str = "",
+) -> SampleSource:
+    """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it."""
+    sleeps = dict(sleeps or {})
+    broken = set(broken)
+    images = list(images)
+    repo = root / "source"
+    (repo / "dockerfiles").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, repo / "busybox")
+    (repo / "VERSION").write_text(f"{tag.removeprefix('v')}\n{nonce}\n")
+    for name in images:
+        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken)
+        (repo / "dockerfiles" / f"Dockerfile.{name}").write_text(text)
+    if chart_from == "source":
+        shutil.copytree(Path(__file__).resolve().parent.parent / "charts", repo / "charts")
+    _git(repo, "init", "--quiet", "--initial-branch=main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "--quiet", "-m", "sample FMA source")
+    _git(repo, "tag", "-a", tag, "-m", f"release {tag}")
+    tag_commit = _git(repo, "rev-parse", f"{tag}^{{commit}}")
+    # A commit after the tag: a release must not pick it up.
+    (repo / "VERSION").write_text("main-after-the-tag\n")
+    _git(repo, "commit", "--quiet", "-am", "work after the tag")
+    head_commit = _git(repo, "rev-parse", "HEAD")
+
+    config = root / "release.yaml"
+    lines = ["images:"]
+    for name in images:
+        lines += [f"  - name: {name}", f"    dockerfile: dockerfiles/Dockerfile.{name}", "    context: ."]
+    lines += ["charts:", "  - path: charts/fma-controllers", f"    from: {chart_from}"] if _chart_fits(images) else [
+        "charts: []"
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return SampleSource(path=repo, tag=tag, tag_commit=tag_commit, head_commit=head_commit, config=config)
+
+
+def _chart_fits(images: list[str]) -> bool:
+    # The chart references both controllers; without them it would be refused.
+    return {"dual-pods-controller", "launcher-populator"} <= set(images)

@@ -1,0 +1,115 @@
+"""``fma-release``: the command line.
+
+Errors print as one line on stderr with a non-zero exit; ``--debug`` adds the
+traceback. Input is checked before Prefect starts, so a bad tag or config
+costs nothing and touches nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tasks.config import load_config
+from tasks.errors import ReleaseError
+from tasks.redact import redact
+from tasks.tags import parse_tag
+
+DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fma-release",
+        description="Release a tag of Fast Model Actuation: images, Helm chart, summary.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="release TAG of the source")
+    run.add_argument("tag", help="release tag, e.g. v0.3.1 or v0.3.0-rc.1")
+    run.add_argument("--source", required=True, help="git URL or local path of the source repository")
+    run.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
+    run.add_argument("--config", type=Path, help="release config YAML (default: this project's release.yaml)")
+    run.add_argument("--chart-registry", help="OCI URL for charts (default oci://<registry>/charts)")
+    run.add_argument("--summary-json", type=Path, help="write the summary as JSON to this file")
+    run.add_argument("--dry-run", action="store_true", help="build and package, push nothing")
+    run.add_argument("--workdir", type=Path, help="workspace (default: a temporary directory)")
+    run.add_argument("--push-attempts", type=int, default=5, help="attempts per push (default 5)")
+    run.add_argument("--retry-delay", type=float, default=2.0,
+                     help="first wait between push attempts in seconds, doubling (default 2)")
+    run.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+    except ReleaseError as err:
+        if args.debug:
+            raise
+        print(f"fma-release: error: {redact(str(err))}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("fma-release: interrupted; nothing more was pushed. Re-run the same tag to finish.",
+              file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"fma-release: internal error: {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''} "
+              "(re-run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Decide everything that can be decided without running anything.
+    parse_tag(args.tag)
+    load_config(args.config)
+    if args.push_attempts < 1:
+        raise ReleaseError("--push-attempts must be at least 1")
+
+    if not (args.verbose or args.debug):
+        # Progress lines replace Prefect's console log; the run logs still go to the API.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    started = time.monotonic()
+    from flows.progress_view import ProgressView
+    from flows.release import release_flow
+    from tasks import progress
+    from tasks.summary import render_summary
+
+    view = ProgressView()
+    progress.subscribe(view.update)
+    try:
+        summary = release_flow(
+            tag=args.tag,
+            source=args.source,
+            registry=args.registry,
+            config=str(args.config) if args.config else None,
+            chart_registry=args.chart_registry,
+            dry_run=args.dry_run,
+            workdir=str(args.workdir) if args.workdir else None,
+            push_attempts=args.push_attempts,
+            retry_base_delay=args.retry_delay,
+        )
+    finally:
+        progress.unsubscribe(view.update)
+        view.close()
+    if args.summary_json:
+        import json
+
+        args.summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(render_summary(summary))
+    print(f"released {args.tag} in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

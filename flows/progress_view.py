@@ -1,0 +1,65 @@
+"""What the terminal shows during a run: one row per image and chart.
+
+On a terminal, a live table (rich); elsewhere (CI logs, pipes), one line per
+change of state. Both go to stderr so that stdout carries only the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+_STYLE = {
+    "building": "cyan", "built": "cyan", "pushing": "blue", "retrying": "yellow",
+    "push failed": "yellow", "pushed": "green", "packaging": "cyan", "packaged": "cyan",
+    "failed": "bold red", "done": "green",
+}
+
+
+class ProgressView:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(file=sys.stderr)
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[str, str, float]] = {}
+        self._started = time.monotonic()
+        self._live: Live | None = None
+        if self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+            self._live.start()
+
+    def update(self, item: str, state: str, detail: str) -> None:
+        with self._lock:
+            if item == "run":
+                if state == "started" and detail:
+                    self.console.print(f"Prefect UI: {detail}")
+                return
+            self._rows[item] = (state, detail, time.monotonic() - self._started)
+            if self._live is not None:
+                self._live.update(self._table())
+            else:
+                extra = f": {detail}" if detail else ""
+                self.console.print(
+                    f"[{time.monotonic() - self._started:6.1f}s] {item}: {state}{extra}",
+                    highlight=False, markup=False, soft_wrap=True,
+                )
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        table.add_column("item")
+        table.add_column("state")
+        table.add_column("at", justify="right")
+        table.add_column("detail", overflow="fold")
+        for item, (state, detail, at) in self._rows.items():
+            style = _STYLE.get(state, "")
+            table.add_row(Text(item), Text(state, style=style), f"{at:.1f}s", Text(detail[:160]))
+        return table
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()

@@ -1,0 +1,200 @@
+"""The release flow: one tag of the source becomes images, charts and a summary.
+
+The body only orchestrates; every box of the process is a task:
+
+    tag -> checkout@tag -> package charts ----------------------------.
+                       \\-> build A -> push A --\\                      |
+                        \\-> build B -> push B ---+--> push charts --> summary
+                         \\-> ...      -> ...   --/
+
+Charts are packaged (and their rendered images checked) while images build,
+so a broken chart stops the release before anything is pushed. A push waits
+for its build and for every chart package; charts are pushed only when every
+image push succeeded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks import progress
+from tasks.charts import (
+    PackagedChart,
+    PublishedChart,
+    chart_remote,
+    package_chart_task,
+    push_chart_task,
+)
+from tasks.config import PROJECT_ROOT, ReleaseConfig, load_config
+from tasks.errors import ConfigError, ImagesFailedError, ReleaseError
+from tasks.images import BuiltImage, ImageSpec, PushedImage, build_task, image_specs, push_task
+from tasks.redact import install_log_filter
+from tasks.retry import RetryPolicy
+from tasks.source import Checkout, checkout_task
+from tasks.summary import ReleaseResult, summary_dict, summary_task
+from tasks.tags import parse_tag
+
+DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
+
+
+def chart_dirs(config: ReleaseConfig, checkout: Checkout, project_root: Path = PROJECT_ROOT) -> list[Path]:
+    """Where each configured chart lives; :class:`ConfigError` when one is missing."""
+    dirs = []
+    for chart in config.charts:
+        base = checkout.path if chart.origin == "source" else project_root
+        path = (base / chart.path).resolve()
+        if not path.is_relative_to(base.resolve()):
+            raise ConfigError(f"chart path {chart.path} leaves its tree; use a path inside it")
+        if not (path / "Chart.yaml").is_file():
+            where = f"the source at {checkout.tag}" if chart.origin == "source" else "this project"
+            raise ConfigError(
+                f"chart {chart.path} has no Chart.yaml in {where}: fix 'path' or 'from' in the release config"
+            )
+        dirs.append(path)
+    return dirs
+
+
+def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
+    """``(result, None)`` or ``(None, error)`` of a finished future, never raising."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result(), None
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        return None, error
+    return None, RuntimeError(state.message or f"task ended {state.name}")
+
+
+def _dry_run_image(built: BuiltImage) -> PushedImage:
+    # Nothing is pushed: the local image id stands where the registry digest would.
+    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id)
+
+
+def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
+    return PublishedChart(
+        name=package.name, ref=f"{remote}/{package.name}", version=package.version,
+        digest=helm.digest(package.archive),
+    )
+
+
+@flow(
+    name="publish-release",
+    flow_run_name="release {tag}",
+    task_runner=ThreadPoolTaskRunner(),
+    validate_parameters=True,
+)
+def release_flow(
+    tag: str,
+    source: str,
+    registry: str = DEFAULT_REGISTRY,
+    config: str | None = None,
+    chart_registry: str | None = None,
+    dry_run: bool = False,
+    workdir: str | None = None,
+    push_attempts: int = 5,
+    retry_base_delay: float = 2.0,
+) -> dict[str, Any]:
+    """Release ``tag`` of ``source``: images, then charts, then the summary.
+
+    Args:
+        tag: the release tag, e.g. v0.3.1 or v0.3.0-rc.1.
+        source: git URL or local path of the FMA source repository.
+        registry: image registry, e.g. ghcr.io/llm-d-incubation/llm-d-fast-model-actuation.
+        config: release config file (default: this project's release.yaml).
+        chart_registry: OCI URL for charts (default: oci://<registry>/charts).
+        dry_run: build and package, push nothing.
+        workdir: workspace directory (default: a new temporary one, removed after success).
+        push_attempts: attempts per push, first included; only transient faults are retried.
+        retry_base_delay: first wait between push attempts, in seconds; doubles each time.
+    """
+    install_log_filter()
+    log = get_run_logger()
+    version = parse_tag(tag)
+    release_config = load_config(config)
+    remote = chart_remote(registry, chart_registry)
+    policy = RetryPolicy(attempts=push_attempts, base_delay=retry_base_delay,
+                         max_delay=max(30.0, retry_base_delay))
+    ui_url = flow_run.ui_url or ""
+    progress.report("run", "started", ui_url if ui_url.startswith("http") else "")
+
+    own_workspace = workdir is None
+    workspace = Path(workdir) if workdir else Path(tempfile.gettempdir()) / "fma-release" / (
+        f"{tag}-{uuid.uuid4().hex[:8]}"
+    )
+    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        checkout = checkout_task(source, tag, workspace)
+        specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
+        charts = chart_dirs(release_config, checkout)
+        log.info("releasing %s (%s) of %s: %d image(s), %d chart(s)",
+                 tag, checkout.revision, checkout.source, len(specs), len(charts))
+
+        released_refs = [spec.ref for spec in specs]
+        staging = workspace / "charts"
+        packages = [
+            package_chart_task.submit(d, staging, registry, tag, version.version, released_refs)
+            for d in charts
+        ]
+        builds = {spec.name: build_task.submit(spec) for spec in specs}
+        pusher = push_task.with_options(**policy.task_options())
+        pushes = {} if dry_run else {
+            name: pusher.submit(build, wait_for=packages) for name, build in builds.items()
+        }
+
+        chart_packages: list[PackagedChart] = []
+        chart_failure: BaseException | None = None
+        for future in packages:
+            package, error = _outcome(future)
+            if error is not None:
+                chart_failure = chart_failure or error
+            else:
+                chart_packages.append(package)
+
+        images: list[PushedImage] = []
+        failures: dict[str, str] = {}
+        for name, build in builds.items():
+            built, error = _outcome(build)
+            if error is None and not dry_run:
+                pushed, error = _outcome(pushes[name])
+            else:
+                pushed = _dry_run_image(built) if error is None else None
+            if error is not None:
+                failures[name] = str(error)
+                progress.report(name, "failed", str(error))
+            else:
+                images.append(pushed)
+        if chart_failure is not None:
+            raise chart_failure
+        if failures:
+            raise ImagesFailedError(failures)
+
+        published = [
+            _dry_run_chart(p, remote) if dry_run else push_chart_task(p, remote, workspace)
+            for p in chart_packages
+        ]
+        result = ReleaseResult(
+            tag=tag, version=version.version, prerelease=version.prerelease, registry=registry,
+            source_revision=checkout.revision, images=tuple(images), charts=tuple(published),
+            chart_remote=remote, dry_run=dry_run,
+            notes=tuple(f"chart archive kept at {p.archive}" for p in chart_packages) if dry_run else (),
+        )
+        summary = summary_dict(result)
+        summary_task(summary)
+        progress.report("run", "done", "")
+        if own_workspace and not dry_run:
+            shutil.rmtree(workspace, ignore_errors=True)
+        return summary
+    except ReleaseError as err:
+        progress.report("run", "failed", str(err))
+        raise

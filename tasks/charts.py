@@ -1,0 +1,269 @@
+"""Helm charts: set the release's images in values.yaml, package, check, push.
+
+The chart is edited in a staging copy, never where it lives. values.yaml goes
+through a comment-preserving round trip (ruamel.yaml): comments, key order
+and quoting stay as written. Packaging, linting, rendering and pushing use
+Helm's own Go SDK in-process (``helm_python``); no helm binary is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import yaml
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from tasks import progress
+from tasks.credentials import registry_credentials
+from tasks.errors import ChartError, RegistryError
+from tasks.images import is_transient_push_error
+from tasks.redact import redact
+from tasks.retry import RetryPolicy
+from tasks.registry import RegistryAPI, Reference, registry_scheme
+
+
+@dataclass(frozen=True)
+class PackagedChart:
+    name: str
+    version: str
+    archive: Path
+
+
+@dataclass(frozen=True)
+class PublishedChart:
+    name: str
+    ref: str  # oci://host/path/charts/name
+    version: str
+    digest: str
+
+
+# -- pure -----------------------------------------------------------------------
+
+
+def _round_trip() -> YAML:
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096  # never re-wrap long lines
+    rt.indent(mapping=2, sequence=4, offset=2)
+    return rt
+
+
+def set_image_values(text: str, registry: str, tag: str) -> str:
+    """values.yaml text with ``global.imageRegistry`` and ``global.imageTag`` set.
+
+    Everything else (comments, key order, quoting) is kept. Raises
+    :class:`ChartError` when the text is not YAML or lacks the ``global`` keys.
+    """
+    rt = _round_trip()
+    try:
+        data = rt.load(text)
+    except YAMLError as err:
+        raise ChartError(f"values.yaml is not valid YAML ({_first_line(err)}): fix its syntax") from err
+    glob = data.get("global") if isinstance(data, Mapping) else None
+    if not isinstance(glob, Mapping) or "imageRegistry" not in glob or "imageTag" not in glob:
+        raise ChartError(
+            "values.yaml has no global.imageRegistry / global.imageTag: add both keys under 'global' "
+            "and use them in the chart's image references"
+        )
+    glob["imageRegistry"] = registry
+    glob["imageTag"] = tag
+    out = io.StringIO()
+    rt.dump(data, out)
+    return out.getvalue()
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def chart_remote(registry: str, chart_registry: str | None = None) -> str:
+    """Where charts go: ``oci://<registry>/charts`` unless overridden."""
+    remote = chart_registry or f"oci://{registry.rstrip('/')}/charts"
+    if not remote.startswith("oci://"):
+        raise ChartError(f"chart registry {remote!r} must start with oci://, e.g. oci://ghcr.io/org/charts")
+    return remote.rstrip("/")
+
+
+def install_command(remote: str, name: str, version: str, release: str = "fma") -> str:
+    return f"helm install {release} {remote}/{name} --version {version}"
+
+
+def rendered_images(manifests: Mapping[str, str]) -> set[str]:
+    """Every container image a set of rendered manifests references."""
+    found: set[str] = set()
+    for text in manifests.values():
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as err:
+            raise ChartError(f"the chart renders invalid YAML ({_first_line(err)}): fix its templates") from err
+        for doc in docs:
+            found.update(_images_in(doc))
+    return found
+
+
+def _images_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("containers", "initContainers", "ephemeralContainers") and isinstance(value, list):
+                for container in value:
+                    if isinstance(container, dict) and isinstance(container.get("image"), str):
+                        yield container["image"]
+            else:
+                yield from _images_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _images_in(item)
+
+
+def foreign_images(referenced: Iterable[str], released: Iterable[str]) -> list[str]:
+    """The referenced images that this release did not publish."""
+    return sorted(set(referenced) - set(released))
+
+
+# -- helm -----------------------------------------------------------------------
+
+
+def stage_chart(chart_dir: Path, staging_root: Path) -> Path:
+    """Copy the chart into a staging directory of its own and return the copy."""
+    if not (chart_dir / "Chart.yaml").is_file():
+        raise ChartError(f"{chart_dir} has no Chart.yaml: point the release config's chart path at a Helm chart")
+    target = staging_root / chart_dir.name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(chart_dir, target, symlinks=False)
+    return target
+
+
+def prepare_chart(
+    chart_dir: Path, staging_root: Path, *, registry: str, tag: str, version: str,
+    released_refs: Iterable[str],
+) -> PackagedChart:
+    """Stage, set the image values, lint, check rendered images, package."""
+    staged = stage_chart(chart_dir, staging_root)
+    values = staged / "values.yaml"
+    if not values.is_file():
+        raise ChartError(f"chart {chart_dir.name} has no values.yaml: add one with global.imageRegistry and global.imageTag")
+    values.write_text(set_image_values(values.read_text(encoding="utf-8"), registry, tag), encoding="utf-8")
+    try:
+        chart = helm.Chart.load(staged)
+    except helm.HelmError as err:
+        raise ChartError(f"chart {chart_dir.name} cannot be loaded ({_first_line(err)}): fix Chart.yaml") from err
+    name = chart.name
+    try:
+        report = helm.lint(staged)
+        errors = list(report.get("errors") or [])
+        if errors:
+            raise ChartError(f"chart {name} fails lint: {_first_line(Exception(errors[0]))}; fix the chart")
+        manifests = chart.render(name="fma", namespace="default", is_install=True)
+    except helm.HelmError as err:
+        raise ChartError(f"chart {name} does not render ({_first_line(err)}): fix its templates") from err
+    finally:
+        chart.close()
+    foreign = foreign_images(rendered_images(manifests), released_refs)
+    if foreign:
+        raise ChartError(
+            f"chart {name} references images this release does not publish: {', '.join(foreign)}; "
+            "add them to the release config or fix the chart's image references"
+        )
+    out = staging_root / "packages"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = helm.package(staged, destination=out, version=version, app_version=tag)
+    except helm.HelmError as err:
+        raise ChartError(f"chart {name} cannot be packaged ({_first_line(err)}): fix the chart") from err
+    return PackagedChart(name=name, version=version, archive=Path(archive))
+
+
+@contextmanager
+def helm_registry(host: str, workdir: Path) -> Iterator[tuple[helm.RegistryClient, bool]]:
+    """A Helm registry client with its own credentials file, logged in when credentials exist."""
+    plain_http = registry_scheme(host) == "http"
+    creds_file = workdir / "helm-registry.json"
+    client = helm.RegistryClient(plain_http=plain_http, credentials_file=creds_file)
+    try:
+        creds = registry_credentials()
+        if creds is not None:
+            try:
+                client.login(host, creds.username, creds.password.get_secret_value(), plain_http=plain_http)
+            except helm.HelmError as err:
+                raise ChartError(
+                    f"registry {host} refused the chart login ({redact(_first_line(err))}): check "
+                    "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
+                ) from err
+        yield client, plain_http
+    finally:
+        client.close()
+        creds_file.unlink(missing_ok=True)
+
+
+def push_chart(package: PackagedChart, remote: str, workdir: Path) -> PublishedChart:
+    """Push a packaged chart unless that version already exists; return its digest."""
+    target = Reference.parse(f"{remote}/{package.name}")
+    with RegistryAPI(target.host) as api:
+        if package.version in api.tags(target.repository):
+            raise ChartError(
+                f"chart {package.name} {package.version} already exists at {remote}: charts are never "
+                "overwritten; release a new tag"
+            )
+    with helm_registry(target.host, workdir) as (client, plain_http):
+        try:
+            client.push(package.archive, remote, plain_http=plain_http)
+        except helm.HelmError as err:
+            reason = redact(_first_line(err))
+            raise RegistryError(
+                f"push of chart {package.name} to {remote} failed ({reason}): "
+                "check the registry and credentials, then re-run",
+                transient=is_transient_push_error(reason),
+            ) from err
+    with RegistryAPI(target.host) as api:
+        found = api.manifest(target.repository, package.version)
+    if found is None:
+        raise RegistryError(f"chart {package.name} {package.version} is not in {remote} after the push; re-run")
+    return PublishedChart(name=package.name, ref=f"{remote}/{package.name}", version=package.version, digest=found[0])
+
+
+# -- tasks ----------------------------------------------------------------------
+
+
+@task(name="package chart", task_run_name="package {chart_dir.name}", cache_policy=NONE)
+def package_chart_task(
+    chart_dir: Path, staging_root: Path, registry: str, tag: str, version: str, released_refs: list[str]
+) -> PackagedChart:
+    """Set image values in a staging copy, lint, check rendered images, package."""
+    progress.report(f"chart {chart_dir.name}", "packaging")
+    try:
+        packaged = prepare_chart(
+            chart_dir, staging_root, registry=registry, tag=tag, version=version, released_refs=released_refs
+        )
+    except Exception as err:
+        progress.report(f"chart {chart_dir.name}", "failed", str(err))
+        raise
+    get_run_logger().info("packaged %s %s as %s", packaged.name, version, packaged.archive.name)
+    progress.report(f"chart {chart_dir.name}", "packaged", packaged.archive.name)
+    return packaged
+
+
+@task(name="push chart", task_run_name="push chart {package.name}", cache_policy=NONE,
+      **RetryPolicy().task_options())
+def push_chart_task(package: PackagedChart, remote: str, workdir: Path) -> PublishedChart:
+    """Push the chart to the OCI chart registry; never over an existing version."""
+    item = f"chart {package.name}"
+    progress.report(item, "pushing")
+    try:
+        published = push_chart(package, remote, workdir)
+    except Exception as err:
+        progress.report(item, "failed", str(err))
+        raise
+    get_run_logger().info("pushed %s:%s (%s)", published.ref, published.version, published.digest)
+    progress.report(item, "pushed", published.digest)
+    return published

@@ -1,0 +1,148 @@
+"""The release config: which images to build and which charts to publish.
+
+The schema is shared with other tools, so the documented fields are accepted
+exactly as they are written; fields of this project are optional additions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "release.yaml"
+
+# An image name becomes the last path component of a registry repository.
+_IMAGE_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+
+
+def _relative_inside(value: str, what: str) -> str:
+    """A path that stays inside the tree it is relative to (no absolute, no ``..``)."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError(
+            f"{what} {value!r} must be a relative path inside the tree, without '..'"
+        )
+    return value
+
+
+class ImageConfig(BaseModel):
+    """One image: built from the source checkout at the tag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dockerfile: str
+    context: str = "."
+    build_args: dict[str, str] = Field(default_factory=dict)
+    # Optional: "source" (default) reads the Dockerfile from the checkout;
+    # "project" from this repository, for images upstream ships no Dockerfile for.
+    dockerfile_from: Literal["source", "project"] = "source"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _IMAGE_NAME.fullmatch(value):
+            raise ValueError(
+                f"image name {value!r} must be lowercase letters, digits and single . _ - separators"
+            )
+        return value
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _dockerfile(cls, value: str) -> str:
+        return _relative_inside(value, "dockerfile")
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: str) -> str:
+        return _relative_inside(value, "context")
+
+    @field_validator("build_args", mode="before")
+    @classmethod
+    def _build_args(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+
+class ChartConfig(BaseModel):
+    """One chart: packaged at the release version and pushed to the chart registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    path: str
+    origin: Literal["source", "project"] = Field(default="source", alias="from")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _relative_inside(value, "chart path")
+
+
+class ReleaseConfig(BaseModel):
+    """The whole config; either list may be empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: tuple[ImageConfig, ...] = ()
+    charts: tuple[ChartConfig, ...] = ()
+
+    @field_validator("images", "charts", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return () if value is None else value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ReleaseConfig:
+        seen: set[str] = set()
+        for image in self.images:
+            if image.name in seen:
+                raise ValueError(f"image name {image.name!r} appears twice; give each image one entry")
+            seen.add(image.name)
+        paths = [c.path for c in self.charts]
+        if len(paths) != len(set(paths)):
+            raise ValueError("a chart path appears twice; list each chart once")
+        return self
+
+
+def parse_config(text: str, origin: str = "release config") -> ReleaseConfig:
+    """Validate config text; one-line :class:`ConfigError` on any problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{origin} is not valid YAML{where}: fix the syntax") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin} must be a mapping with 'images' and 'charts' lists")
+    try:
+        return ReleaseConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        msg = first["msg"].removeprefix("Value error, ")
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise ConfigError(f"{origin}: {where}: {msg}{more}") from err
+
+
+def load_config(path: str | Path | None) -> ReleaseConfig:
+    """Read and validate a config file (the project's default when ``None``)."""
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read release config {file}: {err.strerror or err}; pass an existing file with --config"
+        ) from err
+    return parse_config(text, origin=f"release config {file}")

@@ -1,0 +1,88 @@
+"""One base error and flat subclasses.
+
+Every message is one line that says what failed and what to do about it. The
+CLI prints ``str(err)`` of a :class:`ReleaseError` and exits non-zero; anything
+else is a bug and shows a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class ReleaseError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # Keep the contract: one line, whatever the caller passed in.
+        super().__init__(" ".join(message.split()))
+
+
+class InvalidTagError(ReleaseError):
+    """The tag is not vMAJOR.MINOR.PATCH[-PRERELEASE]."""
+
+    exit_code = 2
+
+
+class ConfigError(ReleaseError):
+    """The release config is malformed or points at missing files."""
+
+    exit_code = 2
+
+
+class SourceError(ReleaseError):
+    """The source cannot be read, or the tag is not in it."""
+
+
+class CommandError(ReleaseError):
+    """A subprocess failed; carries the (masked) command, exit code and stderr."""
+
+    def __init__(self, message: str, *, argv: list[str], returncode: int, stderr: str) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class EngineError(ReleaseError):
+    """The Docker engine cannot be reached."""
+
+
+class ImageBuildError(ReleaseError):
+    """A Dockerfile failed; the message names the image and the failing step."""
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(message)
+        self.image = image
+
+
+class ImagePushError(ReleaseError):
+    """A push failed. ``transient`` says whether trying again may help."""
+
+    def __init__(self, image: str, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.image = image
+        self.transient = transient
+
+
+class ImagesFailedError(ReleaseError):
+    """One or more images failed; lists each with its reason."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
+        super().__init__(
+            f"{len(failures)} image(s) failed, no chart was published: {listed}"
+        )
+        self.failures = dict(failures)
+
+
+class RegistryError(ReleaseError):
+    """The registry cannot be reached or refused a request."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ChartError(ReleaseError):
+    """The chart is invalid, cannot be packaged, or cannot be published."""

@@ -1,0 +1,305 @@
+"""Build and push container images through the Docker Engine API.
+
+Pure parts decide (references, labels, the specs of a release, whether a push
+error is worth another try); :func:`build_image` and :func:`push_image` are
+the only places that talk to the engine. Build and push report failure as
+``{"error": ...}`` items inside their streams, not as exceptions: both scan
+the stream and raise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import task_run as current_task_run
+
+from tasks import progress
+from tasks.config import PROJECT_ROOT, ReleaseConfig
+from tasks.credentials import registry_credentials
+from tasks.errors import ConfigError, EngineError, ImageBuildError, ImagePushError
+from tasks.redact import redact
+from tasks.retry import RetryPolicy
+from tasks.source import Checkout
+
+LABEL_PREFIX = "org.opencontainers.image"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything one build needs; small and picklable for remote task runners."""
+
+    name: str
+    ref: str  # <registry>/<name>:<tag>
+    dockerfile: Path
+    context: Path
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    ref: str
+    image_id: str
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    name: str
+    ref: str
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        """``repo@digest``: the reference that never moves."""
+        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+
+# -- pure ---------------------------------------------------------------------
+
+
+def image_ref(registry: str, name: str, tag: str) -> str:
+    """``<registry>/<name>:<tag>``; the tag keeps its ``v``."""
+    return f"{registry.rstrip('/')}/{name}:{tag}"
+
+
+def oci_labels(checkout: Checkout, name: str) -> dict[str, str]:
+    """The OCI annotations every release image carries."""
+    return {
+        f"{LABEL_PREFIX}.source": checkout.source,
+        f"{LABEL_PREFIX}.revision": checkout.revision,
+        f"{LABEL_PREFIX}.version": checkout.tag,
+        f"{LABEL_PREFIX}.created": checkout.created,
+        f"{LABEL_PREFIX}.title": name,
+    }
+
+
+def image_specs(
+    config: ReleaseConfig, checkout: Checkout, registry: str, project_root: Path = PROJECT_ROOT
+) -> list[ImageSpec]:
+    """One spec per configured image; :class:`ConfigError` for a missing Dockerfile or context."""
+    specs = []
+    for image in config.images:
+        base = project_root if image.dockerfile_from == "project" else checkout.path
+        dockerfile = (base / image.dockerfile).resolve()
+        context = (checkout.path / image.context).resolve()
+        for what, path, root in (("dockerfile", dockerfile, base), ("context", context, checkout.path)):
+            if not path.is_relative_to(root.resolve()):
+                raise ConfigError(f"image {image.name}: {what} {path} leaves its tree; use a path inside it")
+        if not dockerfile.is_file():
+            where = "this project" if image.dockerfile_from == "project" else f"the source at {checkout.tag}"
+            raise ConfigError(
+                f"image {image.name}: dockerfile {image.dockerfile} is not in {where}; "
+                "fix 'dockerfile' in the release config"
+            )
+        if not context.is_dir():
+            raise ConfigError(
+                f"image {image.name}: context {image.context} is not a directory in the source at "
+                f"{checkout.tag}; fix 'context' in the release config"
+            )
+        specs.append(
+            ImageSpec(
+                name=image.name,
+                ref=image_ref(registry, image.name, checkout.tag),
+                dockerfile=dockerfile,
+                context=context,
+                build_args=dict(image.build_args),
+                labels=oci_labels(checkout, image.name),
+            )
+        )
+    return specs
+
+
+_AUTH = re.compile(
+    r"unauthorized|authentication required|denied|forbidden|\b401\b|\b403\b|"
+    r"no basic auth credentials|incorrect username or password",
+    re.IGNORECASE,
+)
+_TRANSIENT = re.compile(
+    r"\b5\d\d\b|service unavailable|bad gateway|gateway time-?out|internal server error|"
+    r"toomanyrequests|too many requests|\b429\b|connection reset|connection refused|"
+    r"broken pipe|\bEOF\b|timed? ?out|timeout|i/o timeout|tls handshake|"
+    r"server closed|connection aborted|remote end closed|temporar",
+    re.IGNORECASE,
+)
+
+
+def is_transient_push_error(message: str) -> bool:
+    """Whether another push attempt may succeed. Auth and denial never are."""
+    if _AUTH.search(message):
+        return False
+    return bool(_TRANSIENT.search(message))
+
+
+def failed_step(lines: Iterable[str]) -> str:
+    """The last ``Step N/M : ...`` line of a legacy-builder log, or ``""``."""
+    step = ""
+    for line in lines:
+        if line.startswith("Step "):
+            step = line.strip()
+    return step
+
+
+# -- the engine -----------------------------------------------------------------
+
+_ENGINE_FIX = "start dockerd (bash scripts/setup.sh does) or point DOCKER_HOST at a running engine"
+
+
+@contextmanager
+def engine(docker_host: str | None = None) -> Iterator[docker.APIClient]:
+    """A Docker API client of this task's own, checked with a ping."""
+    base_url = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        # Builds can be silent for a long time (a slow RUN step): no short read timeout.
+        client = docker.APIClient(base_url=base_url, version="auto", timeout=3600)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        raise EngineError(f"cannot reach the Docker engine at {redact(base_url)}: {_ENGINE_FIX}") from err
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltImage:
+    """Build ``spec`` with the legacy builder, streaming its output into ``log``."""
+    lines: list[str] = []
+    image_id = ""
+    try:
+        stream = client.build(
+            path=str(spec.context),
+            dockerfile=str(spec.dockerfile),
+            tag=spec.ref,
+            labels=dict(spec.labels),
+            buildargs=dict(spec.build_args),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        for item in stream:
+            if "stream" in item:
+                for line in str(item["stream"]).splitlines():
+                    if line.strip():
+                        lines.append(line)
+                        log.info("%s | %s", spec.name, redact(line))
+            if "aux" in item and isinstance(item["aux"], dict) and "ID" in item["aux"]:
+                image_id = str(item["aux"]["ID"])
+            if "error" in item or "errorDetail" in item:
+                detail = item.get("errorDetail") or {}
+                message = str(item.get("error") or detail.get("message") or "unknown error")
+                step = failed_step(lines)
+                raise ImageBuildError(
+                    spec.name,
+                    f"image {spec.name} failed to build at {step or 'the first step'}: "
+                    f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run",
+                )
+    except docker.errors.APIError as err:
+        raise ImageBuildError(
+            spec.name,
+            f"image {spec.name} failed to build: {redact(str(err.explanation or err))}; "
+            "fix the Dockerfile or build context and re-run",
+        ) from err
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+        raise EngineError(f"lost the Docker engine while building {spec.name}: {_ENGINE_FIX}") from err
+    if not image_id:
+        image_id = str(client.inspect_image(spec.ref)["Id"])
+    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id)
+
+
+def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedImage:
+    """Push ``built.ref``; the digest comes from the stream's ``aux.Digest``."""
+    repository, tag = built.ref.rsplit(":", 1)
+    creds = registry_credentials()
+    digest = ""
+    try:
+        stream = client.push(
+            repository,
+            tag=tag,
+            stream=True,
+            decode=True,
+            auth_config=creds.docker_auth() if creds else None,
+        )
+        for item in stream:
+            status = str(item.get("status", ""))
+            if status.startswith("Retrying"):
+                log.info("%s | %s (the engine retries the layer itself)", built.name, status)
+            if "aux" in item and isinstance(item["aux"], dict) and "Digest" in item["aux"]:
+                digest = str(item["aux"]["Digest"])
+            if "error" in item or "errorDetail" in item:
+                detail = item.get("errorDetail") or {}
+                message = redact(str(item.get("error") or detail.get("message") or "unknown error"))
+                raise _push_error(built.name, built.ref, message)
+    except docker.errors.APIError as err:
+        raise _push_error(built.name, built.ref, redact(str(err.explanation or err))) from err
+    except requests.exceptions.RequestException as err:
+        raise _push_error(built.name, built.ref, f"connection to the engine failed: {err}") from err
+    if not digest:
+        raise ImagePushError(
+            built.name, f"push of {built.ref} reported no digest; re-run the release", transient=True
+        )
+    return PushedImage(name=built.name, ref=built.ref, digest=digest)
+
+
+def _push_error(name: str, ref: str, message: str) -> ImagePushError:
+    transient = is_transient_push_error(message)
+    if transient:
+        fix = "the registry failed; it is retried, re-run the release if it keeps failing"
+    elif _AUTH.search(message):
+        fix = "check FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD and the token's push rights"
+    else:
+        fix = "check the registry address and that it accepts pushes"
+    return ImagePushError(name, f"push of {ref} failed: {message.strip()}; {fix}", transient=transient)
+
+
+# -- tasks ----------------------------------------------------------------------
+
+
+@task(name="build", task_run_name="build {spec.name}", cache_policy=NONE)
+def build_task(spec: ImageSpec) -> BuiltImage:
+    """Build one image from the checkout at the tag."""
+    log = get_run_logger()
+    progress.report(spec.name, "building")
+    try:
+        with engine() as client:
+            built = build_image(client, spec, log)
+    except Exception as err:
+        progress.report(spec.name, "failed", str(err))
+        raise
+    progress.report(spec.name, "built", built.image_id[:19])
+    return built
+
+
+@task(
+    name="push",
+    task_run_name="push {built.name}",
+    cache_policy=NONE,
+    **RetryPolicy().task_options(),
+)
+def push_task(built: BuiltImage) -> PushedImage:
+    """Push one image; transient registry faults are retried, auth errors are not."""
+    log = get_run_logger()
+    attempt = current_task_run.run_count
+    progress.report(built.name, "retrying" if attempt > 1 else "pushing", f"attempt {attempt}" if attempt > 1 else "")
+    try:
+        with engine() as client:
+            pushed = push_image(client, built, log)
+    except ImagePushError as err:
+        progress.report(built.name, "push failed" if err.transient else "failed", str(err))
+        raise
+    except Exception as err:
+        progress.report(built.name, "failed", str(err))
+        raise
+    progress.report(built.name, "pushed", pushed.digest)
+    return pushed

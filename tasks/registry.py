@@ -1,0 +1,226 @@
+"""Read an OCI registry through its HTTP API (distribution spec v2).
+
+Used to read back what a release published (manifests, digests, labels) and
+to decide whether a chart version already exists. Auth follows the
+registry's challenge: Basic, or a Bearer token fetched from the realm (as
+ghcr and Docker Hub do). TLS is verified per request (the machine-wide
+``REQUESTS_CA_BUNDLE`` would override ``Session.verify``); a loopback
+registry without TLS is spoken to over plain HTTP, as dockerd does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tasks.credentials import RegistryCredentials, registry_credentials
+from tasks.errors import RegistryError
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``host[:port]/repository[:tag]`` split into its parts."""
+
+    host: str
+    repository: str
+    tag: str = ""
+
+    @classmethod
+    def parse(cls, ref: str) -> Reference:
+        ref = ref.removeprefix("oci://")
+        host, _, rest = ref.partition("/")
+        if not rest or ("." not in host and ":" not in host and host != "localhost"):
+            raise RegistryError(
+                f"registry reference {ref!r} has no registry host; write it as host[:port]/path"
+            )
+        repository, tag = rest, ""
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            repository, tag = rest.rsplit(":", 1)
+        return cls(host=host, repository=repository, tag=tag)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_schemes: dict[str, str] = {}
+_schemes_lock = threading.Lock()
+
+
+def _verify() -> bool | str:
+    return os.environ.get("FMA_REGISTRY_CA_FILE") or True
+
+
+def registry_scheme(host: str) -> str:
+    """``https``, or ``http`` for a loopback registry that does not speak TLS."""
+    with _schemes_lock:
+        if host in _schemes:
+            return _schemes[host]
+    scheme = "https"
+    if is_loopback(host):
+        try:
+            requests.get(f"https://{host}/v2/", timeout=5, verify=False)  # noqa: S501 - probing which scheme a loopback registry speaks; no data is trusted
+        except requests.exceptions.SSLError:
+            scheme = "http"
+        except requests.exceptions.ConnectionError:
+            scheme = "http"
+    with _schemes_lock:
+        _schemes[host] = scheme
+    return scheme
+
+
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryAPI:
+    """A small client for one registry host."""
+
+    def __init__(self, host: str, credentials: RegistryCredentials | None = None, timeout: float = 30) -> None:
+        self.host = host
+        self.credentials = credentials if credentials is not None else registry_credentials()
+        self.timeout = timeout
+        self.base = f"{registry_scheme(host)}://{host}"
+        self._session = requests.Session()
+        self._token: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, scope: str, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        url = f"{self.base}{path}"
+        for _ in range(2):
+            token = self._token.get(scope)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self.timeout, verify=_verify(),
+                    auth=None if token else self._basic(), **kwargs,
+                )
+            except requests.exceptions.RequestException as err:
+                raise RegistryError(
+                    f"cannot reach the registry {self.host} ({type(err).__name__}): check the address "
+                    "and that the registry is running",
+                    transient=True,
+                ) from err
+            if response.status_code != 401:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if not challenge.lower().startswith("bearer") or scope in self._token:
+                return response
+            self._token[scope] = self._fetch_token(challenge, scope)
+        return response
+
+    def _basic(self) -> tuple[str, str] | None:
+        if self.credentials is None:
+            return None
+        return (self.credentials.username, self.credentials.password.get_secret_value())
+
+    def _fetch_token(self, challenge: str, scope: str) -> str:
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", "")
+        if not realm:
+            raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
+        params.setdefault("scope", scope)
+        try:
+            response = self._session.get(
+                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=_verify()
+            )
+        except requests.exceptions.RequestException as err:
+            raise RegistryError(
+                f"cannot reach the token service of {self.host}: check the network", transient=True
+            ) from err
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} refused the credentials: check FMA_REGISTRY_USERNAME / "
+                "FMA_REGISTRY_PASSWORD"
+            )
+        response.raise_for_status()
+        body = response.json()
+        return str(body.get("token") or body.get("access_token") or "")
+
+    def _check(self, response: requests.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} refused to {what} ({response.status_code}): check "
+                "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
+            )
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RegistryError(
+                f"registry {self.host} failed to {what} ({response.status_code}): try again later",
+                transient=True,
+            )
+        if response.status_code >= 400:
+            raise RegistryError(f"registry {self.host} cannot {what} ({response.status_code})")
+
+    # -- reads -------------------------------------------------------------------
+
+    def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]] | None:
+        """``(digest, manifest)`` for a tag or digest, ``None`` when it does not exist."""
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, f"read {repository}:{reference}")
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return digest, json.loads(response.content)
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        response = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        self._check(response, f"read blob {digest} of {repository}")
+        return response.content
+
+    def tags(self, repository: str) -> list[str]:
+        response = self.request("GET", f"/v2/{repository}/tags/list", scope=f"repository:{repository}:pull")
+        if response.status_code == 404:
+            return []
+        self._check(response, f"list the tags of {repository}")
+        return list(response.json().get("tags") or [])
+
+    def image_config(self, repository: str, reference: str) -> dict[str, Any] | None:
+        """The image config (with ``config.Labels``) of a single-platform image."""
+        found = self.manifest(repository, reference)
+        if found is None:
+            return None
+        _, manifest = found
+        config = manifest.get("config") or {}
+        if "digest" not in config:
+            return None
+        return dict(json.loads(self.blob(repository, config["digest"])))

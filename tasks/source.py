@@ -1,0 +1,87 @@
+"""Check out the source repository at the release tag."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks import cmd
+from tasks.errors import CommandError, SourceError
+from tasks.redact import redact
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The source at the tag: where it is and which commit the tag names."""
+
+    path: Path
+    source: str  # as given, credentials masked: goes into image labels
+    tag: str
+    revision: str  # full commit id the tag points at
+    created: str  # the commit's date (RFC 3339): reproducible "created" label
+
+
+def _git(args: list[str], *, what: str, fix: str, cwd: Path | None = None) -> str:
+    # Never prompt for credentials: a missing one must fail, not hang the run.
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    return cmd.run(["git", *args], cwd=cwd, what=what, fix=fix, env=env)
+
+
+def resolve_tag(source: str, tag: str) -> None:
+    """Fail with :class:`SourceError` unless ``tag`` exists in ``source``."""
+    shown = redact(source)
+    try:
+        out = _git(
+            ["ls-remote", "--tags", "--", source, f"refs/tags/{tag}"],
+            what=f"read the source {shown}",
+            fix="check that --source is a git URL or a local git repository that exists",
+        )
+    except CommandError as err:
+        raise SourceError(str(err)) from err
+    if not out.strip():
+        raise SourceError(
+            f"tag {tag} is not in the source {shown}: push the tag first (git push origin {tag}) or check --source"
+        )
+
+
+def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:
+    """Clone ``source`` at ``tag`` into ``workspace/source`` (a fresh directory)."""
+    resolve_tag(source, tag)
+    target = workspace / "source"
+    if target.exists():  # the workspace is this run's own: a retried checkout starts clean
+        shutil.rmtree(target)
+    workspace.mkdir(parents=True, exist_ok=True)
+    shown = redact(source)
+    try:
+        _git(
+            ["-c", "advice.detachedHead=false", "clone", "--quiet", "--depth", "1",
+             "--branch", tag, "--", _clone_url(source), str(target)],
+            what=f"clone {shown} at {tag}",
+            fix="check that the source is reachable and the tag exists",
+        )
+        revision = _git(["rev-parse", "HEAD^{commit}"], cwd=target,
+                        what="read the tagged commit", fix="check the clone").strip()
+        created = _git(["log", "-1", "--format=%cI", "HEAD"], cwd=target,
+                       what="read the commit date", fix="check the clone").strip()
+    except CommandError as err:
+        raise SourceError(str(err)) from err
+    return Checkout(path=target, source=shown, tag=tag, revision=revision, created=created)
+
+
+def _clone_url(source: str) -> str:
+    # --depth is ignored for plain local paths; file:// makes shallow clones work.
+    path = Path(source)
+    if "://" not in source and ":" not in source.split("/")[0] and path.exists():
+        return path.resolve().as_uri()
+    return source
+
+
+@task(name="checkout", cache_policy=NONE)
+def checkout_task(source: str, tag: str, workspace: Path) -> Checkout:
+    """Check out the source at the tag; record the tagged commit."""
+    return checkout_at_tag(source, tag, workspace)

@@ -1,0 +1,99 @@
+"""The release summary: rendered (pure), then written (the artifact, a JSON file)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from tasks.charts import PublishedChart, install_command
+from tasks.images import PushedImage
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    tag: str
+    version: str
+    prerelease: bool
+    registry: str
+    source_revision: str
+    images: tuple[PushedImage, ...] = ()
+    charts: tuple[PublishedChart, ...] = ()
+    chart_remote: str = ""
+    dry_run: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def artifact_key(version: str) -> str:
+    """A Prefect artifact key for a release: lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"release-{version}".lower()).strip("-")
+    return slug
+
+
+def summary_dict(result: ReleaseResult) -> dict[str, Any]:
+    """The ``--summary-json`` document."""
+    return {
+        "tag": result.tag,
+        "version": result.version,
+        "prerelease": result.prerelease,
+        "registry": result.registry,
+        "source_revision": result.source_revision,
+        "dry_run": result.dry_run,
+        "notes": list(result.notes),
+        "images": [{"name": i.name, "ref": i.ref, "digest": i.digest} for i in result.images],
+        "charts": [
+            {"name": c.name, "ref": c.ref, "version": c.version, "digest": c.digest} for c in result.charts
+        ],
+    }
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """Markdown listing every image with its digest, each chart, and how to install."""
+    kind = "pre-release" if summary["prerelease"] else "release"
+    dry = ", dry run: nothing was pushed" if summary.get("dry_run") else ""
+    lines = [
+        f"# {summary['tag']} ({kind}{dry})",
+        "",
+        f"Source revision: `{summary['source_revision']}`  ",
+        f"Registry: `{summary['registry']}`",
+        "",
+        "## Images",
+        "",
+        "| image | reference | digest |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {i['name']} | `{i['ref']}` | `{i['digest']}` |" for i in summary["images"]]
+    if not summary["images"]:
+        lines += ["| (none) | | |"]
+    lines += ["", "## Charts", ""]
+    if summary["charts"]:
+        lines += ["| chart | reference | version | digest |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {c['name']} | `{c['ref']}` | {c['version']} | `{c['digest']}` |" for c in summary["charts"]
+        ]
+        lines += ["", "## Install", "", "```"]
+        lines += [
+            install_command(c["ref"].rsplit("/", 1)[0], c["name"], c["version"]) for c in summary["charts"]
+        ]
+        lines += ["```"]
+    else:
+        lines += ["(no chart in this release)"]
+    if summary.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="summary", cache_policy=NONE)
+def summary_task(summary: dict[str, Any]) -> str:
+    """Publish the summary as a Prefect markdown artifact; return its text."""
+    text = render_summary(summary)
+    create_markdown_artifact(
+        key=artifact_key(summary["version"]),
+        markdown=text,
+        description=f"fma-release {summary['tag']}",
+    )
+    return text
