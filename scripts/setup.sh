@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install and start what fma-release needs on a fresh Debian 12 machine:
+# Debian packages (Docker engine, Distribution registry, busybox, git),
+# a Python venv with the project, and a running dockerd.
+# Idempotent: what is installed or running already is left as it is.
+# Records the PIDs of what it starts in .local/run/; scripts/stop.sh stops
+# only those.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+run_dir="$here/.local/run"
+mkdir -p "$run_dir"
+say() { printf 'setup: %s\n' "$*"; }
+
+# 1. Debian packages.
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+# A static /bin/busybox is copied into FROM-scratch images (Debian's plain busybox is dynamic).
+{ ldd /bin/busybox 2>&1 || true; } | grep -q "not a dynamic" || need+=(busybox-static)
+command -v curl >/dev/null || need+=(curl)
+command -v git >/dev/null || need+=(git)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# 2. The project in a venv.
+py=${PYTHON:-python3}
+if [ ! -x "$here/.venv/bin/python" ]; then
+  say "creating .venv"
+  "$py" -m venv "$here/.venv"
+fi
+if ! "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, helm_python, ruamel.yaml, pytest, hypothesis" 2>/dev/null \
+   || [ "$here/pyproject.toml" -nt "$here/.venv/.installed" ]; then
+  say "installing the project and its test tools into .venv"
+  "$here/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$here[test]" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, helm_python"
+  touch "$here/.venv/.installed"
+fi
+
+# 3. dockerd.
+sock=/var/run/docker.sock
+engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
+if ! engine_up; then
+  say "starting dockerd"
+  nohup dockerd --host "unix://$sock" >"$run_dir/dockerd.log" 2>&1 &
+  echo $! >"$run_dir/dockerd.pid"
+  for _ in $(seq 1 100); do engine_up && break; sleep 0.1; done
+  engine_up || { say "dockerd did not start: see $run_dir/dockerd.log"; exit 1; }
+fi
+say "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo up), $(git --version), .venv"

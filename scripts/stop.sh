@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stop what scripts/setup.sh and scripts/demo.sh started (and nothing else).
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+for pidfile in "$here"/.local/run/*.pid; do
+  [ -e "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "stop: $(basename "$pidfile" .pid) (pid $pid)"
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidfile"
+done

@@ -1,0 +1,84 @@
+"""Real parts for integration tests: dockerd, a Distribution registry, git sources."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from devkit.faultproxy import FaultProxy
+from devkit.registry import RegistryProcess, free_port
+from devkit.sample_source import SampleSource, make_sample_source
+from tasks import progress
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.APIClient]:
+    """The local Docker engine; the tests fail (not skip) without one."""
+    try:
+        client = docker.APIClient(version="auto")
+        client.ping()
+    except Exception as err:  # the one message that tells how to get an engine
+        pytest.fail(f"no Docker engine ({err}); run: bash scripts/setup.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient) -> Iterator[RegistryProcess]:
+    """A real Distribution registry on a free loopback port, for the whole session."""
+    reg = RegistryProcess(tmp_path_factory.mktemp("registry"), free_port()).start()
+    yield reg
+    reg.stop()
+    _remove_images(engine, f"127.0.0.1:{reg.port}/")
+
+
+@pytest.fixture
+def fault_proxy(registry: RegistryProcess, engine: docker.APIClient) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the session registry."""
+    proxy = FaultProxy("127.0.0.1", registry.port).start()
+    yield proxy
+    proxy.stop()
+    _remove_images(engine, f"{proxy.host}/")
+
+
+def _remove_images(client: docker.APIClient, prefix: str) -> None:
+    for image in client.images():
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(prefix):
+                client.remove_image(tag, force=True)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A registry path of this test's own, so that tests never see each other's images."""
+    return f"t{uuid.uuid4().hex[:10]}/fma"
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Callable[..., SampleSource]:
+    """Make an FMA-like tagged source repository in this test's directory."""
+
+    def make(**kwargs: Any) -> SampleSource:
+        return make_sample_source(tmp_path / f"sample-{uuid.uuid4().hex[:6]}", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def events() -> Iterator[list[tuple[str, str, str]]]:
+    """Every progress report of the run (item, state, detail)."""
+    seen: list[tuple[str, str, str]] = []
+
+    def listen(item: str, state: str, detail: str) -> None:
+        seen.append((item, state, detail))
+
+    progress.subscribe(listen)
+    yield seen
+    progress.unsubscribe(listen)

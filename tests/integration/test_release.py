@@ -1,0 +1,222 @@
+"""The release flow end to end against dockerd, a Distribution registry, git, Helm and Prefect."""
+
+from __future__ import annotations
+
+import io
+import re
+import json
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from devkit.faultproxy import FaultProxy, Rule
+from devkit.registry import RegistryProcess
+from devkit.sample_source import FMA_IMAGES, SampleSource
+from flows.release import release_flow
+from tasks.config import PROJECT_ROOT
+from tasks.errors import ImagesFailedError, SourceError
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+
+def run_release(src: SampleSource, registry: str, **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("retry_base_delay", 0.1)
+    return release_flow(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
+
+
+def file_in_image(api: RegistryAPI, repository: str, tag: str, name: str) -> str:
+    """Read one file of a pushed image from its layers in the registry."""
+    found = api.manifest(repository, tag)
+    assert found is not None
+    content = ""
+    for layer in found[1]["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(api.blob(repository, layer["digest"])), mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == name and member.isfile():
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    content = extracted.read().decode()
+    return content
+
+
+def test_full_release_publishes_images_and_chart_read_back_from_registry(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """Four images and the chart land in the registry with the tag's labels, digests and values."""
+    src = sample()
+    reg = f"{registry.host}/{namespace}"
+    values_before = (PROJECT_ROOT / "charts/fma-controllers/values.yaml").read_text()
+
+    summary = run_release(src, reg)
+
+    assert summary["source_revision"] == src.tag_commit != src.head_commit
+    assert [i["name"] for i in summary["images"]] == list(FMA_IMAGES)
+    with RegistryAPI(registry.host) as api:
+        for image in summary["images"]:
+            repo = f"{namespace}/{image['name']}"
+            assert image["ref"] == f"{reg}/{image['name']}:v0.3.1"
+            assert api.tags(repo) == ["v0.3.1"]
+            digest, _ = api.manifest(repo, "v0.3.1") or ("", {})
+            assert digest == image["digest"]
+            config = api.image_config(repo, "v0.3.1")
+            assert config is not None
+            labels = config["config"]["Labels"]
+            assert labels["org.opencontainers.image.revision"] == src.tag_commit
+            assert labels["org.opencontainers.image.version"] == "v0.3.1"
+            assert labels["org.opencontainers.image.title"] == image["name"]
+            assert labels["org.opencontainers.image.source"] == str(src.path)
+            assert labels["org.opencontainers.image.created"].startswith("20")
+            # Built from the tag, not from HEAD (HEAD's VERSION says otherwise).
+            assert file_in_image(api, repo, "v0.3.1", "app/VERSION").startswith("0.3.1\n")
+            assert file_in_image(api, repo, "v0.3.1", "app/name").strip() == image["name"]
+
+        (chart,) = summary["charts"]
+        assert chart["ref"] == f"oci://{reg}/charts/fma-controllers"
+        assert chart["version"] == "0.3.1"
+        found = api.manifest(f"{namespace}/charts/fma-controllers", "0.3.1")
+        assert found is not None and found[0] == chart["digest"]
+
+    pulled = tmp_path / "pulled"
+    client = helm.RegistryClient(plain_http=True)
+    try:
+        client.pull(chart["ref"], version="0.3.1", destination=pulled, untar=True, untar_dir=pulled, plain_http=True)
+    finally:
+        client.close()
+    meta = yaml.safe_load((pulled / "fma-controllers/Chart.yaml").read_text())
+    assert (meta["version"], meta["appVersion"]) == ("0.3.1", "v0.3.1")
+    values_text = (pulled / "fma-controllers/values.yaml").read_text()
+    values = yaml.safe_load(values_text)
+    assert values["global"]["imageRegistry"] == reg
+    assert values["global"]["imageTag"] == "v0.3.1"
+    assert "# Image tag of both controllers" in values_text  # comments survive the edit
+    # The chart was edited in a staging copy: the project's own file is untouched.
+    assert (PROJECT_ROOT / "charts/fma-controllers/values.yaml").read_text() == values_before
+
+
+def test_prerelease_tag_is_released_and_flagged(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+) -> None:
+    """An -rc tag publishes images under the tag and a chart at the pre-release version."""
+    src = sample(tag="v0.3.0-rc.1", images=("requester",))
+    summary = run_release(src, f"{registry.host}/{namespace}")
+    assert summary["prerelease"] is True
+    assert summary["version"] == "0.3.0-rc.1"
+    assert summary["charts"] == []  # the sample config for one image carries no chart
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/requester") == ["v0.3.0-rc.1"]
+
+
+def test_broken_dockerfile_fails_naming_the_image_and_publishes_no_chart(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+) -> None:
+    """One failing build fails the run with its name and step; the others finish; no chart."""
+    src = sample(broken=("launcher",))
+    with pytest.raises(ImagesFailedError) as caught:
+        run_release(src, f"{registry.host}/{namespace}")
+    message = str(caught.value)
+    assert "launcher:" in message and "\n" not in message
+    assert re.search(r"failed to build at Step \d+/\d+ : RUN", message)
+    assert set(caught.value.failures) == {"launcher"}
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/charts/fma-controllers") == []
+        assert api.tags(f"{namespace}/launcher") == []
+        for name in ("dual-pods-controller", "launcher-populator", "requester"):
+            assert api.tags(f"{namespace}/{name}") == ["v0.3.1"]
+
+
+def test_missing_tag_fails_before_any_build_and_publishes_nothing(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+    events: list[tuple[str, str, str]],
+) -> None:
+    """A tag that is not in the source stops the run before building anything."""
+    src = sample()
+    with pytest.raises(SourceError, match=r"tag v9\.9\.9 is not in the source"):
+        release_flow(tag="v9.9.9", source=str(src.path), registry=f"{registry.host}/{namespace}",
+                     config=str(src.config))
+    assert not [e for e in events if e[1] == "building"]
+    with RegistryAPI(registry.host) as api:
+        for name in FMA_IMAGES:
+            assert api.tags(f"{namespace}/{name}") == []
+
+
+def test_push_retried_after_503_on_manifest_put_without_rebuilding(
+    fault_proxy: FaultProxy, namespace: str, sample: Callable[..., SampleSource],
+    events: list[tuple[str, str, str]],
+) -> None:
+    """Two 503s on one image's manifest PUT: that push is retried alone and the release succeeds."""
+    fault_proxy.add(Rule(repo_suffix="/requester", op="manifest_put", status=503, times=2))
+    src = sample()
+    summary = run_release(src, f"{fault_proxy.host}/{namespace}")
+    assert len(summary["images"]) == 4 and len(summary["charts"]) == 1
+    assert fault_proxy.count("/requester", "manifest_put") == 3
+    for name in ("dual-pods-controller", "launcher-populator", "launcher"):
+        assert fault_proxy.count(f"/{name}", "manifest_put") == 1
+    assert [e for e in events if e[0] == "requester" and e[1] == "building"] == [("requester", "building", "")]
+    assert sum(1 for e in events if e[0] == "requester" and e[1] == "retrying") == 2
+
+
+def test_push_unauthorized_is_not_retried_and_no_chart_is_published(
+    fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+) -> None:
+    """A 401 on a manifest PUT fails that image at once: one attempt, no chart."""
+    fault_proxy.add(Rule(repo_suffix="/requester", op="manifest_put", status=401))
+    src = sample()
+    with pytest.raises(ImagesFailedError) as caught:
+        run_release(src, f"{fault_proxy.host}/{namespace}")
+    assert set(caught.value.failures) == {"requester"}
+    assert "FMA_REGISTRY_USERNAME" in caught.value.failures["requester"]
+    assert fault_proxy.count("/requester", "manifest_put") == 1
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/charts/fma-controllers") == []
+
+
+def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """`fma-release run --dry-run` writes the summary JSON and leaves the registry empty."""
+    src = sample(images=("dual-pods-controller", "launcher-populator"))
+    out = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [str(Path(__import__("sys").executable).with_name("fma-release")), "run", src.tag,
+         "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
+         "--config", str(src.config), "--summary-json", str(out), "--dry-run",
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["dry_run"] is True
+    assert {i["name"] for i in summary["images"]} == {"dual-pods-controller", "launcher-populator"}
+    assert all(i["digest"].startswith("sha256:") for i in summary["images"])
+    assert summary["charts"][0]["version"] == "0.3.1"
+    assert "helm install fma oci://" in proc.stdout
+    assert (tmp_path / "work/charts/packages/fma-controllers-0.3.1.tgz").is_file()
+    with RegistryAPI(registry.host) as api:
+        for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
+            assert api.tags(f"{namespace}/{name}") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "0.3.1", "--source", "."], "invalid release tag '0.3.1'"),
+        (["run", "v1.4", "--source", "."], "invalid release tag 'v1.4'"),
+        (["run", "v1.0.0;rm -rf /", "--source", "."], "invalid release tag"),
+        (["run", "v1.0.0", "--source", ".", "--config", "/nonexistent.yaml"], "cannot read release config"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_non_zero(args: list[str], needle: str) -> None:
+    """Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
+    exe = Path(__import__("sys").executable).with_name("fma-release")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
