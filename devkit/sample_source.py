@@ -100,3 +100,19 @@ def make_sample_source(
 def _chart_fits(images: list[str]) -> bool:
     # The chart references both controllers; without them it would be refused.
     return {"dual-pods-controller", "launcher-populator"} <= set(images)
+
+
+def main() -> None:
+    """``python -m devkit.sample_source DIR [TAG]``: make a sample source, print its paths."""
+    import sys
+
+    root = Path(sys.argv[1])
+    tag = sys.argv[2] if len(sys.argv) > 2 else "v0.3.1"
+    src = make_sample_source(root, tag=tag)
+    print(f"source={src.path}")
+    print(f"config={src.config}")
+    print(f"tag_commit={src.tag_commit}")
+
+
+if __name__ == "__main__":
+    main()

@@ -63,8 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        print(f"fma-release: internal error: {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''} "
-              "(re-run with --debug for the traceback)", file=sys.stderr)
+        first = redact(str(err)).splitlines()[0] if str(err) else ""
+        print(f"fma-release: internal error: {type(err).__name__}: {first} (re-run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
     return 2
 

@@ -37,7 +37,7 @@ class ProgressView:
         with self._lock:
             if item == "run":
                 if state == "started" and detail:
-                    self.console.print(f"Prefect UI: {detail}")
+                    self.console.print(f"Prefect UI: {detail}", soft_wrap=True, highlight=False)
                 return
             self._rows[item] = (state, detail, time.monotonic() - self._started)
             if self._live is not None:

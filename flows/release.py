@@ -76,6 +76,44 @@ def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
     return None, RuntimeError(state.message or f"task ended {state.name}")
 
 
+def _collect_charts(
+    packages: list[PrefectFuture[PackagedChart]],
+) -> tuple[list[PackagedChart], BaseException | None]:
+    """Packaged charts, and the first packaging error if any."""
+    done: list[PackagedChart] = []
+    failure: BaseException | None = None
+    for future in packages:
+        package, error = _outcome(future)
+        if error is None:
+            done.append(package)
+        else:
+            failure = failure or error
+    return done, failure
+
+
+def _collect_images(
+    builds: dict[str, PrefectFuture[BuiltImage]],
+    pushes: dict[str, PrefectFuture[PushedImage]],
+    dry_run: bool,
+) -> tuple[list[PushedImage], dict[str, str]]:
+    """Every image's outcome: the published ones, and each failure's reason by name."""
+    images: list[PushedImage] = []
+    failures: dict[str, str] = {}
+    for name, build in builds.items():
+        built, error = _outcome(build)
+        if error is None:
+            if dry_run:
+                images.append(_dry_run_image(built))
+                continue
+            pushed, error = _outcome(pushes[name])
+        if error is None:
+            images.append(pushed)
+        else:
+            failures[name] = str(error)
+            progress.report(name, "failed", str(error))
+    return images, failures
+
+
 def _dry_run_image(built: BuiltImage) -> PushedImage:
     # Nothing is pushed: the local image id stands where the registry digest would.
     return PushedImage(name=built.name, ref=built.ref, digest=built.image_id)
@@ -91,7 +129,7 @@ def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
 @flow(
     name="publish-release",
     flow_run_name="release {tag}",
-    task_runner=ThreadPoolTaskRunner(),
+    task_runner=ThreadPoolTaskRunner(),  # type: ignore[arg-type]  # Prefect's generic runner typing
     validate_parameters=True,
 )
 def release_flow(
@@ -149,31 +187,13 @@ def release_flow(
         builds = {spec.name: build_task.submit(spec) for spec in specs}
         pusher = push_task.with_options(**policy.task_options())
         pushes = {} if dry_run else {
-            name: pusher.submit(build, wait_for=packages) for name, build in builds.items()
+            # A future stands for its result; Prefect's overloads do not say so.
+            name: pusher.submit(build, wait_for=packages)  # type: ignore[call-overload]
+            for name, build in builds.items()
         }
 
-        chart_packages: list[PackagedChart] = []
-        chart_failure: BaseException | None = None
-        for future in packages:
-            package, error = _outcome(future)
-            if error is not None:
-                chart_failure = chart_failure or error
-            else:
-                chart_packages.append(package)
-
-        images: list[PushedImage] = []
-        failures: dict[str, str] = {}
-        for name, build in builds.items():
-            built, error = _outcome(build)
-            if error is None and not dry_run:
-                pushed, error = _outcome(pushes[name])
-            else:
-                pushed = _dry_run_image(built) if error is None else None
-            if error is not None:
-                failures[name] = str(error)
-                progress.report(name, "failed", str(error))
-            else:
-                images.append(pushed)
+        chart_packages, chart_failure = _collect_charts(packages)
+        images, failures = _collect_images(builds, pushes, dry_run)
         if chart_failure is not None:
             raise chart_failure
         if failures:
@@ -192,9 +212,10 @@ def release_flow(
         summary = summary_dict(result)
         summary_task(summary)
         progress.report("run", "done", "")
-        if own_workspace and not dry_run:
-            shutil.rmtree(workspace, ignore_errors=True)
         return summary
     except ReleaseError as err:
         progress.report("run", "failed", str(err))
         raise
+    finally:
+        if own_workspace and not dry_run:
+            shutil.rmtree(workspace, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,8 @@ from tasks.credentials import registry_credentials
 from tasks.errors import ChartError, RegistryError
 from tasks.images import is_transient_push_error
 from tasks.redact import redact
+from tasks.registry import Reference, RegistryAPI, registry_scheme
 from tasks.retry import RetryPolicy
-from tasks.registry import RegistryAPI, Reference, registry_scheme
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def set_image_values(text: str, registry: str, tag: str) -> str:
         data = rt.load(text)
     except YAMLError as err:
         raise ChartError(f"values.yaml is not valid YAML ({_first_line(err)}): fix its syntax") from err
-    glob = data.get("global") if isinstance(data, Mapping) else None
-    if not isinstance(glob, Mapping) or "imageRegistry" not in glob or "imageTag" not in glob:
+    glob = data.get("global") if isinstance(data, MutableMapping) else None
+    if not isinstance(glob, MutableMapping) or "imageRegistry" not in glob or "imageTag" not in glob:
         raise ChartError(
             "values.yaml has no global.imageRegistry / global.imageTag: add both keys under 'global' "
             "and use them in the chart's image references"
@@ -152,7 +152,9 @@ def prepare_chart(
     staged = stage_chart(chart_dir, staging_root)
     values = staged / "values.yaml"
     if not values.is_file():
-        raise ChartError(f"chart {chart_dir.name} has no values.yaml: add one with global.imageRegistry and global.imageTag")
+        raise ChartError(
+            f"chart {chart_dir.name} has no values.yaml: add one with global.imageRegistry and global.imageTag"
+        )
     values.write_text(set_image_values(values.read_text(encoding="utf-8"), registry, tag), encoding="utf-8")
     try:
         chart = helm.Chart.load(staged)

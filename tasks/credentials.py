@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 from pydantic import SecretStr
 
@@ -47,7 +48,7 @@ def _secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(name).get()
+        value = cast(Secret[str], Secret.load(name)).get()
     except (ValueError, RuntimeError) as err:
         raise RegistryError(
             f"cannot load the Prefect Secret block {name!r}: create it (prefect block create secret) "

@@ -76,7 +76,7 @@ def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:
 def _clone_url(source: str) -> str:
     # --depth is ignored for plain local paths; file:// makes shallow clones work.
     path = Path(source)
-    if "://" not in source and ":" not in source.split("/")[0] and path.exists():
+    if "://" not in source and ":" not in source.split("/", maxsplit=1)[0] and path.exists():
         return path.resolve().as_uri()
     return source
 

@@ -30,8 +30,7 @@ class ReleaseResult:
 
 def artifact_key(version: str) -> str:
     """A Prefect artifact key for a release: lowercase letters, digits and dashes."""
-    slug = re.sub(r"[^a-z0-9]+", "-", f"release-{version}".lower()).strip("-")
-    return slug
+    return re.sub(r"[^a-z0-9]+", "-", f"release-{version}".lower()).strip("-")
 
 
 def summary_dict(result: ReleaseResult) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     src = sample(images=("dual-pods-controller", "launcher-populator"))
     out = tmp_path / "summary.json"
     proc = subprocess.run(
-        [str(Path(__import__("sys").executable).with_name("fma-release")), "run", src.tag,
+        [str(Path(sys.executable).with_name("fma-release")), "run", src.tag,
          "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
          "--config", str(src.config), "--summary-json", str(out), "--dry-run",
          "--workdir", str(tmp_path / "work")],
@@ -201,22 +202,3 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     with RegistryAPI(registry.host) as api:
         for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
             assert api.tags(f"{namespace}/{name}") == []
-
-
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["run", "0.3.1", "--source", "."], "invalid release tag '0.3.1'"),
-        (["run", "v1.4", "--source", "."], "invalid release tag 'v1.4'"),
-        (["run", "v1.0.0;rm -rf /", "--source", "."], "invalid release tag"),
-        (["run", "v1.0.0", "--source", ".", "--config", "/nonexistent.yaml"], "cannot read release config"),
-    ],
-)
-def test_cli_bad_input_is_one_line_and_non_zero(args: list[str], needle: str) -> None:
-    """Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
-    exe = Path(__import__("sys").executable).with_name("fma-release")
-    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr

@@ -1,0 +1,48 @@
+"""A real Prefect server on a free loopback port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devkit.registry import free_port
+
+
+def start_prefect_server(home: Path, timeout: float = 120) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    prefect = Path(sys.executable).with_name("prefect")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "prefect-server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited early; see {home / 'prefect-server.log'}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - our own loopback server
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    stop_prefect_server(proc)
+    raise RuntimeError(f"prefect server did not become healthy within {timeout:.0f} s")
+
+
+def stop_prefect_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,97 @@
+"""Release config validation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tasks.config import DEFAULT_CONFIG, load_config, parse_config
+from tasks.errors import ConfigError
+
+DOCUMENTED = """
+images:                 # built in parallel, pushed as <registry>/<name>:<tag>
+  - name: requester
+    dockerfile: dockerfiles/Dockerfile.requester   # relative to the source checkout
+    context: .                                     # relative to the source checkout (default ".")
+    build_args: {}                                 # optional
+charts:                 # packaged and pushed to oci://<registry>/charts
+  - path: charts/fma-controllers
+    from: source        # "source": the checkout at the tag; "project": this repository's charts/
+"""
+
+
+def test_documented_schema_is_accepted_as_written() -> None:
+    """The shared schema, comments and all, validates unchanged."""
+    config = parse_config(DOCUMENTED)
+    assert config.images[0].name == "requester"
+    assert config.images[0].context == "."
+    assert config.charts[0].origin == "source"
+
+
+def test_default_config_describes_fma() -> None:
+    """The project's release.yaml has FMA's four images and its chart from this project."""
+    config = load_config(None)
+    assert [i.name for i in config.images] == [
+        "dual-pods-controller", "launcher-populator", "launcher", "requester"
+    ]
+    assert [(c.path, c.origin) for c in config.charts] == [("charts/fma-controllers", "project")]
+    assert DEFAULT_CONFIG.is_file()
+
+
+@pytest.mark.parametrize("text", ["images: []\ncharts: []\n", "charts: []\n", "images: []\n", ""])
+def test_empty_lists_are_allowed(text: str) -> None:
+    """Either list may be empty (an images-only or an empty release config)."""
+    config = parse_config(text)
+    assert config.charts == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("images: [", "not valid YAML"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("images:\n  - name: a\n", "dockerfile"),
+        ("images:\n  - name: a\n    dockerfile: D\n  - name: a\n    dockerfile: E\n", "appears twice"),
+        ("images:\n  - name: a\n    dockerfile: ../D\n", "without '..'"),
+        ("images:\n  - name: a\n    dockerfile: /etc/passwd\n", "without '..'"),
+        ("images:\n  - name: a\n    dockerfile: D\n    context: ../..\n", "without '..'"),
+        ("images:\n  - name: Bad_Name\n    dockerfile: D\n", "lowercase"),
+        ("images:\n  - name: a\n    dockerfile: D\n    colour: red\n", "Extra inputs"),
+        ("charts:\n  - path: c\n    from: elsewhere\n", "'source' or 'project'"),
+        ("charts:\n  - path: /abs\n", "without '..'"),
+        ("unknown: 1\n", "Extra inputs"),
+    ],
+)
+def test_malformed_configs_fail_in_one_line(text: str, needle: str) -> None:
+    """Each malformed config is a ConfigError whose one line names the problem."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert needle in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_config_file_names_the_fix(tmp_path: object) -> None:
+    """An unreadable config file says which and how to fix it."""
+    with pytest.raises(ConfigError, match="pass an existing file with --config"):
+        load_config("/nonexistent/release.yaml")
+
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._/ AZ", min_size=0, max_size=12)
+
+
+@given(st.lists(st.fixed_dictionaries({"name": _names, "dockerfile": _names}), max_size=4))
+def test_generated_configs_validate_or_fail_cleanly(images: list[dict[str, str]]) -> None:
+    """Arbitrary image entries either validate into unique, relative entries or raise ConfigError."""
+    import yaml
+
+    try:
+        config = parse_config(yaml.safe_dump({"images": images}))
+    except ConfigError as err:
+        message = str(err)
+        assert "\n" not in message
+        return
+    names = [i.name for i in config.images]
+    assert len(names) == len(set(names))
+    for image in config.images:
+        assert not image.dockerfile.startswith("/") and ".." not in image.dockerfile.split("/")

@@ -1,0 +1,129 @@
+"""Image references, labels, specs and the push-error classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config import parse_config
+from tasks.errors import ConfigError
+from tasks.images import (
+    PushedImage,
+    failed_step,
+    image_ref,
+    image_specs,
+    is_transient_push_error,
+    oci_labels,
+)
+from tasks.retry import RetryPolicy
+from tasks.source import Checkout
+
+
+def checkout(path: Path) -> Checkout:
+    return Checkout(path=path, source="https://example.invalid/fma.git", tag="v0.3.1",
+                    revision="a" * 40, created="2026-11-25T10:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("registry", "name", "tag", "ref"),
+    [
+        ("ghcr.io/llm-d-incubation/llm-d-fast-model-actuation", "requester", "v0.3.1",
+         "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation/requester:v0.3.1"),
+        ("127.0.0.1:5000/x/", "launcher", "v0.3.0-rc.1", "127.0.0.1:5000/x/launcher:v0.3.0-rc.1"),
+    ],
+)
+def test_image_ref_keeps_the_v(registry: str, name: str, tag: str, ref: str) -> None:
+    """<registry>/<name>:<tag>, the tag with its v, no double slash."""
+    assert image_ref(registry, name, tag) == ref
+
+
+def test_pinned_reference_uses_the_digest() -> None:
+    """repo@digest, even with a registry port in the name."""
+    pushed = PushedImage(name="r", ref="127.0.0.1:5000/x/r:v1.0.0", digest="sha256:abc")
+    assert pushed.pinned == "127.0.0.1:5000/x/r@sha256:abc"
+
+
+def test_oci_labels() -> None:
+    """The five OCI labels carry source, tagged commit, tag, commit date and name."""
+    labels = oci_labels(checkout(Path("/src")), "launcher")
+    assert labels == {
+        "org.opencontainers.image.source": "https://example.invalid/fma.git",
+        "org.opencontainers.image.revision": "a" * 40,
+        "org.opencontainers.image.version": "v0.3.1",
+        "org.opencontainers.image.created": "2026-11-25T10:00:00+00:00",
+        "org.opencontainers.image.title": "launcher",
+    }
+
+
+def test_image_specs_resolve_dockerfiles_from_source_or_project(tmp_path: Path) -> None:
+    """dockerfile_from picks the tree; context is always the checkout."""
+    src, project = tmp_path / "src", tmp_path / "project"
+    (src / "d").mkdir(parents=True)
+    (project / "d").mkdir(parents=True)
+    (src / "d/Dockerfile.a").write_text("FROM scratch\n")
+    (project / "d/Dockerfile.b").write_text("FROM scratch\n")
+    config = parse_config(
+        "images:\n  - name: a\n    dockerfile: d/Dockerfile.a\n"
+        "  - name: b\n    dockerfile: d/Dockerfile.b\n    dockerfile_from: project\n    build_args: {X: 1}\n"
+    )
+    a, b = image_specs(config, checkout(src), "reg.example/fma", project_root=project)
+    assert (a.dockerfile, a.context, a.ref) == (src / "d/Dockerfile.a", src, "reg.example/fma/a:v0.3.1")
+    assert (b.dockerfile, b.context, dict(b.build_args)) == (project / "d/Dockerfile.b", src, {"X": "1"})
+
+
+def test_missing_dockerfile_is_a_config_error(tmp_path: Path) -> None:
+    """A Dockerfile that is not in the checkout names the image and the field to fix."""
+    config = parse_config("images:\n  - name: a\n    dockerfile: nope/Dockerfile\n")
+    with pytest.raises(ConfigError, match=r"image a: dockerfile nope/Dockerfile is not in the source"):
+        image_specs(config, checkout(tmp_path), "r.example/x")
+
+
+def test_symlink_escaping_the_checkout_is_refused(tmp_path: Path) -> None:
+    """A Dockerfile path that resolves outside the checkout (via a symlink) is refused."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text("FROM scratch\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "link").symlink_to(outside)
+    config = parse_config("images:\n  - name: a\n    dockerfile: link/Dockerfile\n")
+    with pytest.raises(ConfigError, match="leaves its tree"):
+        image_specs(config, checkout(src), "r.example/x")
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("received unexpected HTTP status: 503 Service Unavailable", True),
+        ("received unexpected HTTP status: 500 Internal Server Error", True),
+        ("Put \"http://127.0.0.1:5000/v2/x/manifests/v1\": EOF", True),
+        ("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", True),
+        ("net/http: TLS handshake timeout", True),
+        ("toomanyrequests: retry later", True),
+        ("unauthorized: authentication required", False),
+        ("denied: requested access to the resource is denied", False),
+        ("received unexpected HTTP status: 403 Forbidden", False),
+        ("name unknown: repository name not known to registry", False),
+        ("manifest invalid: manifest invalid", False),
+    ],
+)
+def test_push_error_classifier(message: str, transient: bool) -> None:
+    """5xx, 429, dropped connections and timeouts are transient; auth and denial never are."""
+    assert is_transient_push_error(message) is transient
+
+
+def test_failed_step_is_the_last_step_line() -> None:
+    """The step reported for a failing build is the last 'Step N/M' the builder printed."""
+    lines = ["Step 1/3 : FROM scratch", " ---> x", "Step 3/3 : RUN false", "oops"]
+    assert failed_step(lines) == "Step 3/3 : RUN false"
+    assert failed_step(["no steps"]) == ""
+
+
+def test_retry_policy_is_bounded_exponential() -> None:
+    """Delays double from the base and stop at the cap; attempts count the first try."""
+    policy = RetryPolicy(attempts=6, base_delay=1.0, max_delay=8.0)
+    assert policy.delays == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert policy.task_options()["retries"] == 5
+    with pytest.raises(ValueError, match="attempts >= 1"):
+        RetryPolicy(attempts=0)
