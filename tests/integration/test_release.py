@@ -100,6 +100,19 @@ def test_full_release_publishes_images_and_chart_read_back_from_registry(
     # The chart was edited in a staging copy: the project's own file is untouched.
     assert (PROJECT_ROOT / "charts/fma-controllers/values.yaml").read_text() == values_before
 
+    # The summary artifact is in the Prefect server, with every digest in it.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-0-3-1"])))
+    ours = [str(a.data) for a in artifacts if reg in str(a.data)]  # other tests release v0.3.1 too
+    assert len(ours) == 1, "no release-0-3-1 artifact of this run in the Prefect server"
+    markdown = ours[0]
+    for image in summary["images"]:
+        assert image["digest"] in markdown
+    assert f"helm install fma {chart['ref']} --version 0.3.1" in markdown
+
 
 def test_prerelease_tag_is_released_and_flagged(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
