@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ from tasks.charts import (
     push_chart_task,
 )
 from tasks.config import PROJECT_ROOT, ReleaseConfig, load_config
-from tasks.errors import ConfigError, ImagesFailedError, ReleaseError
+from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
 from tasks.images import BuiltImage, ImageSpec, PushedImage, build_task, image_specs, push_task
 from tasks.redact import install_log_filter
+from tasks.registry import check_registries_task
 from tasks.retry import RetryPolicy
 from tasks.source import Checkout, checkout_task
-from tasks.summary import ReleaseResult, summary_dict, summary_task
+from tasks.summary import ReleaseResult, release_notes, summary_dict, summary_task
 from tasks.tags import parse_tag
 
 DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
@@ -95,8 +97,12 @@ def _collect_images(
     builds: dict[str, PrefectFuture[BuiltImage]],
     pushes: dict[str, PrefectFuture[PushedImage]],
     dry_run: bool,
+    rebuild: Callable[[str], PushedImage],
 ) -> tuple[list[PushedImage], dict[str, str]]:
-    """Every image's outcome: the published ones, and each failure's reason by name."""
+    """Every image's outcome: the published ones, and each failure's reason by name.
+
+    A cached build whose image is gone from the engine is built again and pushed (``rebuild``).
+    """
     images: list[PushedImage] = []
     failures: dict[str, str] = {}
     for name, build in builds.items():
@@ -106,6 +112,11 @@ def _collect_images(
                 images.append(_dry_run_image(built))
                 continue
             pushed, error = _outcome(pushes[name])
+            if isinstance(error, ImageMissingError):
+                try:
+                    pushed, error = rebuild(name), None
+                except ReleaseError as again:
+                    error = again
         if error is None:
             images.append(pushed)
         else:
@@ -116,13 +127,13 @@ def _collect_images(
 
 def _dry_run_image(built: BuiltImage) -> PushedImage:
     # Nothing is pushed: the local image id stands where the registry digest would.
-    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id)
+    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status="dry run")
 
 
 def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
     return PublishedChart(
         name=package.name, ref=f"{remote}/{package.name}", version=package.version,
-        digest=helm.digest(package.archive),
+        digest=helm.digest(package.archive), status="dry run",
     )
 
 
@@ -142,6 +153,7 @@ def release_flow(
     workdir: str | None = None,
     push_attempts: int = 5,
     retry_base_delay: float = 2.0,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Release ``tag`` of ``source``: images, then charts, then the summary.
 
@@ -155,6 +167,7 @@ def release_flow(
         workdir: workspace directory (default: a new temporary one, removed after success).
         push_attempts: attempts per push, first included; only transient faults are retried.
         retry_base_delay: first wait between push attempts, in seconds; doubles each time.
+        force: replace a chart version that exists in the registry with other content.
     """
     install_log_filter()
     log = get_run_logger()
@@ -172,6 +185,8 @@ def release_flow(
     )
     workspace.mkdir(parents=True, exist_ok=True)
     try:
+        if not dry_run:
+            check_registries_task(registry, remote)
         checkout = checkout_task(source, tag, workspace)
         specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
         charts = chart_dirs(release_config, checkout)
@@ -184,8 +199,14 @@ def release_flow(
             package_chart_task.submit(d, staging, registry, tag, version.version, released_refs)
             for d in charts
         ]
-        builds = {spec.name: build_task.submit(spec) for spec in specs}
+        builds = {spec.name: build_task.submit(spec, check_registry=not dry_run) for spec in specs}
         pusher = push_task.with_options(**policy.task_options())
+        by_name = {spec.name: spec for spec in specs}
+
+        def rebuild(name: str) -> PushedImage:
+            built = build_task.with_options(refresh_cache=True)(by_name[name], check_registry=False)
+            return pusher(built)
+
         pushes = {} if dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.
             name: pusher.submit(build, wait_for=packages)  # type: ignore[call-overload]
@@ -193,21 +214,22 @@ def release_flow(
         }
 
         chart_packages, chart_failure = _collect_charts(packages)
-        images, failures = _collect_images(builds, pushes, dry_run)
+        images, failures = _collect_images(builds, pushes, dry_run, rebuild)
         if chart_failure is not None:
             raise chart_failure
         if failures:
             raise ImagesFailedError(failures)
 
         published = [
-            _dry_run_chart(p, remote) if dry_run else push_chart_task(p, remote, workspace)
+            _dry_run_chart(p, remote) if dry_run else push_chart_task(p, remote, workspace, force)
             for p in chart_packages
         ]
         result = ReleaseResult(
             tag=tag, version=version.version, prerelease=version.prerelease, registry=registry,
             source_revision=checkout.revision, images=tuple(images), charts=tuple(published),
             chart_remote=remote, dry_run=dry_run,
-            notes=tuple(f"chart archive kept at {p.archive}" for p in chart_packages) if dry_run else (),
+            notes=release_notes(images, published)
+            + (tuple(f"chart archive kept at {p.archive}" for p in chart_packages) if dry_run else ()),
         )
         summary = summary_dict(result)
         summary_task(summary)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import tarfile
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ class PublishedChart:
     ref: str  # oci://host/path/charts/name
     version: str
     digest: str
+    status: str = "pushed"  # or "already published", "replaced", "dry run"
+
+
+CHART_LAYER_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 
 
 # -- pure -----------------------------------------------------------------------
@@ -123,6 +128,21 @@ def _images_in(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from _images_in(item)
+
+
+def chart_contents(archive: bytes) -> dict[str, bytes]:
+    """The files of a chart archive by name: what two packages of one chart are compared on
+    (archive bytes differ with packaging times, the files do not)."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    extracted = tar.extractfile(member)
+                    files[member.name] = extracted.read() if extracted else b""
+    except (tarfile.TarError, OSError) as err:
+        raise ChartError(f"a chart archive cannot be read ({err}): re-package the chart") from err
+    return files
 
 
 def foreign_images(referenced: Iterable[str], released: Iterable[str]) -> list[str]:
@@ -208,15 +228,35 @@ def helm_registry(host: str, workdir: Path) -> Iterator[tuple[helm.RegistryClien
         creds_file.unlink(missing_ok=True)
 
 
-def push_chart(package: PackagedChart, remote: str, workdir: Path) -> PublishedChart:
-    """Push a packaged chart unless that version already exists; return its digest."""
+def published_chart_contents(api: RegistryAPI, repository: str, version: str) -> tuple[str, dict[str, bytes]] | None:
+    """``(digest, files)`` of a chart version in the registry, ``None`` when it is not there."""
+    found = api.manifest(repository, version)
+    if found is None:
+        return None
+    digest, manifest = found
+    layers = [layer for layer in manifest.get("layers", []) if layer.get("mediaType") == CHART_LAYER_TYPE]
+    if not layers:
+        raise ChartError(f"{repository}:{version} exists but is not a Helm chart: choose another chart registry")
+    return digest, chart_contents(api.blob(repository, layers[0]["digest"]))
+
+
+def push_chart(package: PackagedChart, remote: str, workdir: Path, *, force: bool = False) -> PublishedChart:
+    """Push a packaged chart; an existing version is kept when identical and refused when not (unless force)."""
     target = Reference.parse(f"{remote}/{package.name}")
+    ref = f"{remote}/{package.name}"
+    status = "pushed"
     with RegistryAPI(target.host) as api:
-        if package.version in api.tags(target.repository):
+        existing = published_chart_contents(api, target.repository, package.version)
+    if existing is not None:
+        digest, files = existing
+        if files == chart_contents(package.archive.read_bytes()):
+            return PublishedChart(package.name, ref, package.version, digest, status="already published")
+        if not force:
             raise ChartError(
-                f"chart {package.name} {package.version} already exists at {remote}: charts are never "
-                "overwritten; release a new tag"
+                f"chart {package.name} {package.version} already exists at {remote} with other content: "
+                "published charts are not overwritten; release a new tag, or pass --force to replace it"
             )
+        status = "replaced"
     with helm_registry(target.host, workdir) as (client, plain_http):
         try:
             client.push(package.archive, remote, plain_http=plain_http)
@@ -231,7 +271,7 @@ def push_chart(package: PackagedChart, remote: str, workdir: Path) -> PublishedC
         found = api.manifest(target.repository, package.version)
     if found is None:
         raise RegistryError(f"chart {package.name} {package.version} is not in {remote} after the push; re-run")
-    return PublishedChart(name=package.name, ref=f"{remote}/{package.name}", version=package.version, digest=found[0])
+    return PublishedChart(package.name, ref, package.version, found[0], status=status)
 
 
 # -- tasks ----------------------------------------------------------------------
@@ -257,15 +297,15 @@ def package_chart_task(
 
 @task(name="push chart", task_run_name="push chart {package.name}", cache_policy=NONE,
       **RetryPolicy().task_options())
-def push_chart_task(package: PackagedChart, remote: str, workdir: Path) -> PublishedChart:
-    """Push the chart to the OCI chart registry; never over an existing version."""
+def push_chart_task(package: PackagedChart, remote: str, workdir: Path, force: bool = False) -> PublishedChart:
+    """Push the chart to the OCI chart registry; an existing version is never silently replaced."""
     item = f"chart {package.name}"
     progress.report(item, "pushing")
     try:
-        published = push_chart(package, remote, workdir)
+        published = push_chart(package, remote, workdir, force=force)
     except Exception as err:
         progress.report(item, "failed", str(err))
         raise
-    get_run_logger().info("pushed %s:%s (%s)", published.ref, published.version, published.digest)
-    progress.report(item, "pushed", published.digest)
+    get_run_logger().info("%s: %s:%s (%s)", published.status, published.ref, published.version, published.digest)
+    progress.report(item, published.status, published.digest)
     return published

@@ -65,6 +65,13 @@ class ImagePushError(ReleaseError):
         self.transient = transient
 
 
+class ImageMissingError(ImagePushError):
+    """A cached build's image is gone from the engine: build it again, then push."""
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(image, message, transient=False)
+
+
 class ImagesFailedError(ReleaseError):
     """One or more images failed; lists each with its reason."""
 

@@ -9,6 +9,8 @@ the stream and raise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,12 +29,23 @@ from prefect.runtime import task_run as current_task_run
 from tasks import progress
 from tasks.config import PROJECT_ROOT, ReleaseConfig
 from tasks.credentials import registry_credentials
-from tasks.errors import ConfigError, EngineError, ImageBuildError, ImagePushError
+from tasks.errors import (
+    ConfigError,
+    EngineError,
+    ImageBuildError,
+    ImageMissingError,
+    ImagePushError,
+    RegistryError,
+)
 from tasks.redact import redact
+from tasks.registry import Reference, RegistryAPI
 from tasks.retry import RetryPolicy
 from tasks.source import Checkout
 
 LABEL_PREFIX = "org.opencontainers.image"
+# Our own label: the build inputs' fingerprint, so a re-run can tell that the
+# image in the registry is exactly the one it would build.
+FINGERPRINT_LABEL = "io.llm-d.fma-release.fingerprint"
 
 
 @dataclass(frozen=True)
@@ -45,13 +58,16 @@ class ImageSpec:
     context: Path
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Hash of everything that determines the image; also its FINGERPRINT_LABEL.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
 class BuiltImage:
     name: str
     ref: str
-    image_id: str
+    image_id: str  # "" when the build was skipped because the registry has the image
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class PushedImage:
     name: str
     ref: str
     digest: str
+    status: str = "pushed"  # or "already published", "dry run"
 
     @property
     def pinned(self) -> str:
@@ -108,17 +125,41 @@ def image_specs(
                 f"image {image.name}: context {image.context} is not a directory in the source at "
                 f"{checkout.tag}; fix 'context' in the release config"
             )
+        ref = image_ref(registry, image.name, checkout.tag)
+        labels = oci_labels(checkout, image.name)
+        fingerprint = build_fingerprint(
+            ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
+            labels=labels,
+        )
         specs.append(
             ImageSpec(
                 name=image.name,
-                ref=image_ref(registry, image.name, checkout.tag),
+                ref=ref,
                 dockerfile=dockerfile,
                 context=context,
                 build_args=dict(image.build_args),
-                labels=oci_labels(checkout, image.name),
+                labels={**labels, FINGERPRINT_LABEL: fingerprint},
+                fingerprint=fingerprint,
             )
         )
     return specs
+
+
+def build_fingerprint(
+    *, ref: str, dockerfile: bytes, context: str, build_args: Mapping[str, str], labels: Mapping[str, str],
+    platform: str = "linux/amd64",
+) -> str:
+    """What determines a build's result: the source revision (in the labels), the Dockerfile's bytes,
+    the context path in the checkout, build args, labels, platform and target reference."""
+    payload = json.dumps(
+        {
+            "ref": ref, "dockerfile": hashlib.sha256(dockerfile).hexdigest(), "context": context,
+            "build_args": dict(sorted(build_args.items())), "labels": dict(sorted(labels.items())),
+            "platform": platform,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 _AUTH = re.compile(
@@ -263,13 +304,56 @@ def _push_error(name: str, ref: str, message: str) -> ImagePushError:
     return ImagePushError(name, f"push of {ref} failed: {message.strip()}; {fix}", transient=transient)
 
 
+# -- resume ---------------------------------------------------------------------
+
+
+def published_digest(ref: str, fingerprint: str) -> str:
+    """The registry's digest of ``ref`` when it holds exactly this build, else ``""``."""
+    target = Reference.parse(ref)
+    with RegistryAPI(target.host) as api:
+        found = api.manifest(target.repository, target.tag)
+        if found is None or "config" not in found[1]:
+            return ""
+        config = json.loads(api.blob(target.repository, found[1]["config"]["digest"]))
+    labels = (config.get("config") or {}).get("Labels") or {}
+    return found[0] if fingerprint and labels.get(FINGERPRINT_LABEL) == fingerprint else ""
+
+
+def local_image_id(client: docker.APIClient, ref: str) -> str:
+    """The engine's image id for ``ref``, or ``""`` when the engine does not have it."""
+    try:
+        return str(client.inspect_image(ref)["Id"])
+    except docker.errors.ImageNotFound:
+        return ""
+
+
+def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect cache key of a build: its inputs' fingerprint on this engine."""
+    spec: ImageSpec = parameters["spec"]
+    engine_id = os.environ.get("DOCKER_HOST") or "local"
+    return f"fma-build-{spec.fingerprint}-{hashlib.sha256(engine_id.encode()).hexdigest()[:8]}"
+
+
 # -- tasks ----------------------------------------------------------------------
 
 
-@task(name="build", task_run_name="build {spec.name}", cache_policy=NONE)
-def build_task(spec: ImageSpec) -> BuiltImage:
-    """Build one image from the checkout at the tag."""
+@task(
+    name="build",
+    task_run_name="build {spec.name}",
+    cache_key_fn=build_cache_key,
+    persist_result=True,
+)
+def build_task(spec: ImageSpec, check_registry: bool = True) -> BuiltImage:
+    """Build one image from the checkout at the tag, unless the registry already has exactly it.
+
+    The result is cached by the build inputs' fingerprint (Prefect result
+    storage: PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again.
+    """
     log = get_run_logger()
+    if check_registry and published_digest(spec.ref, spec.fingerprint):
+        log.info("%s is already in the registry with the same inputs: not built", spec.ref)
+        progress.report(spec.name, "already built", "in the registry")
+        return BuiltImage(name=spec.name, ref=spec.ref, image_id="", fingerprint=spec.fingerprint)
     progress.report(spec.name, "building")
     try:
         with engine() as client:
@@ -278,7 +362,7 @@ def build_task(spec: ImageSpec) -> BuiltImage:
         progress.report(spec.name, "failed", str(err))
         raise
     progress.report(spec.name, "built", built.image_id[:19])
-    return built
+    return BuiltImage(name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint)
 
 
 @task(
@@ -288,14 +372,24 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     **RetryPolicy().task_options(),
 )
 def push_task(built: BuiltImage) -> PushedImage:
-    """Push one image; transient registry faults are retried, auth errors are not."""
+    """Push one image unless the registry has it already; transient faults are retried, auth errors are not."""
     log = get_run_logger()
     attempt = current_task_run.run_count
-    progress.report(built.name, "retrying" if attempt > 1 else "pushing", f"attempt {attempt}" if attempt > 1 else "")
     try:
+        digest = published_digest(built.ref, built.fingerprint)
+        if digest:
+            log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
+            progress.report(built.name, "already published", digest)
+            return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published")
+        progress.report(built.name, "retrying" if attempt > 1 else "pushing",
+                        f"attempt {attempt}" if attempt > 1 else "")
         with engine() as client:
+            if not built.image_id or local_image_id(client, built.ref) != built.image_id:
+                raise ImageMissingError(
+                    built.name, f"image {built.ref} is not in the Docker engine any more; it will be rebuilt"
+                )
             pushed = push_image(client, built, log)
-    except ImagePushError as err:
+    except (ImagePushError, RegistryError) as err:
         progress.report(built.name, "push failed" if err.transient else "failed", str(err))
         raise
     except Exception as err:

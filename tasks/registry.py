@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from prefect import task
+from prefect.cache_policies import NONE
 
 from tasks.credentials import RegistryCredentials, registry_credentials
 from tasks.errors import RegistryError
@@ -71,8 +73,12 @@ _schemes: dict[str, str] = {}
 _schemes_lock = threading.Lock()
 
 
-def _verify() -> bool | str:
-    return os.environ.get("FMA_REGISTRY_CA_FILE") or True
+def _verify(host: str) -> bool | str:
+    """A CA bundle when configured; loopback registries go unverified, as dockerd treats them."""
+    ca_file = os.environ.get("FMA_REGISTRY_CA_FILE")
+    if ca_file:
+        return ca_file
+    return not is_loopback(host)
 
 
 def registry_scheme(host: str) -> str:
@@ -127,9 +133,14 @@ class RegistryAPI:
                 headers["Authorization"] = f"Bearer {token}"
             try:
                 response = self._session.request(
-                    method, url, headers=headers, timeout=self.timeout, verify=_verify(),
+                    method, url, headers=headers, timeout=self.timeout, verify=_verify(self.host),
                     auth=None if token else self._basic(), **kwargs,
                 )
+            except requests.exceptions.SSLError as err:
+                raise RegistryError(
+                    f"TLS verification of the registry {self.host} failed: set FMA_REGISTRY_CA_FILE to its "
+                    "CA bundle, or check the address"
+                ) from err
             except requests.exceptions.RequestException as err:
                 raise RegistryError(
                     f"cannot reach the registry {self.host} ({type(err).__name__}): check the address "
@@ -157,7 +168,7 @@ class RegistryAPI:
         params.setdefault("scope", scope)
         try:
             response = self._session.get(
-                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=_verify()
+                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=_verify(self.host)
             )
         except requests.exceptions.RequestException as err:
             raise RegistryError(
@@ -187,6 +198,24 @@ class RegistryAPI:
             raise RegistryError(f"registry {self.host} cannot {what} ({response.status_code})")
 
     # -- reads -------------------------------------------------------------------
+
+    def check_access(self, repository: str) -> None:
+        """Fail unless the registry answers and accepts the credentials (for pulls and pushes).
+
+        One request, no retry: the point is to fail fast, before anything is built.
+        """
+        response = self.request("GET", "/v2/", scope=f"repository:{repository}:pull,push")
+        if response.status_code == 401:
+            if self.credentials is None:
+                raise RegistryError(
+                    f"registry {self.host} requires credentials: set FMA_REGISTRY_USERNAME and "
+                    "FMA_REGISTRY_PASSWORD"
+                )
+            raise RegistryError(
+                f"registry {self.host} refused the credentials of {self.credentials.username!r}: check "
+                "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
+            )
+        self._check(response, "answer the API check")
 
     def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]] | None:
         """``(digest, manifest)`` for a tag or digest, ``None`` when it does not exist."""
@@ -224,3 +253,12 @@ class RegistryAPI:
         if "digest" not in config:
             return None
         return dict(json.loads(self.blob(repository, config["digest"])))
+
+
+@task(name="check registries", cache_policy=NONE)
+def check_registries_task(registry: str, chart_remote: str) -> None:
+    """Fail fast, before any build, when a registry is unreachable or refuses the credentials."""
+    for ref in dict.fromkeys([registry, chart_remote.removeprefix("oci://")]):
+        target = Reference.parse(ref)
+        with RegistryAPI(target.host) as api:
+            api.check_access(target.repository)

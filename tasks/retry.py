@@ -39,6 +39,8 @@ def retry_if_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     """Prefect retry condition: retry only errors that say they are transient."""
     try:
         state.result()
+    except TimeoutError:
+        return True  # a hung attempt (task timeout) is worth another try
     except Exception as err:
         return bool(getattr(err, "transient", False))
     return False

@@ -33,6 +33,21 @@ def artifact_key(version: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"release-{version}".lower()).strip("-")
 
 
+def release_notes(images: list[PushedImage], charts: list[PublishedChart]) -> tuple[str, ...]:
+    """What a re-run found already done, in words."""
+    statuses = [i.status for i in images] + [c.status for c in charts]
+    if statuses and all(s == "already published" for s in statuses):
+        return ("nothing changed: every image and chart of this tag was already published",)
+    notes = []
+    kept = [i.name for i in images if i.status == "already published"]
+    if kept:
+        notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
+    notes += [f"chart {c.name} {c.version} was already published" for c in charts if c.status == "already published"]
+    notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts
+              if c.status == "replaced"]
+    return tuple(notes)
+
+
 def summary_dict(result: ReleaseResult) -> dict[str, Any]:
     """The ``--summary-json`` document."""
     return {
@@ -43,9 +58,10 @@ def summary_dict(result: ReleaseResult) -> dict[str, Any]:
         "source_revision": result.source_revision,
         "dry_run": result.dry_run,
         "notes": list(result.notes),
-        "images": [{"name": i.name, "ref": i.ref, "digest": i.digest} for i in result.images],
+        "images": [{"name": i.name, "ref": i.ref, "digest": i.digest, "status": i.status} for i in result.images],
         "charts": [
-            {"name": c.name, "ref": c.ref, "version": c.version, "digest": c.digest} for c in result.charts
+            {"name": c.name, "ref": c.ref, "version": c.version, "digest": c.digest, "status": c.status}
+            for c in result.charts
         ],
     }
 
