@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--push-attempts", type=int, default=5, help="attempts per push (default 5)")
     run.add_argument("--retry-delay", type=float, default=2.0,
                      help="first wait between push attempts in seconds, doubling (default 2)")
+    run.add_argument("--force", action="store_true",
+                     help="replace a chart version that already exists in the registry with other content")
     run.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
+    from flows.cli_triggers import add_trigger_commands
+
+    add_trigger_commands(sub)
     return parser
 
 
@@ -51,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if getattr(args, "handler", None) is not None:
+            return int(args.handler(args))
     except ReleaseError as err:
         if args.debug:
             raise
@@ -99,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
             workdir=str(args.workdir) if args.workdir else None,
             push_attempts=args.push_attempts,
             retry_base_delay=args.retry_delay,
+            force=args.force,
         )
     finally:
         progress.unsubscribe(view.update)

@@ -1,0 +1,109 @@
+"""``fma-release tag | github-release | webhook | serve``: the commands around the release flow.
+
+Each parser sets ``handler``; :func:`flows.cli.main` calls it and turns a
+:class:`~tasks.errors.ReleaseError` into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ReleaseError
+
+DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
+DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"
+
+
+def add_trigger_commands(sub: Any) -> None:
+    """Add the subcommands to the ``fma-release`` subparsers ``sub``."""
+    tag = sub.add_parser("tag", help="create the annotated release tag in a local clone (step 1)")
+    tag.add_argument("tag", help="release tag, e.g. v0.3.1 or v0.3.0-rc.1")
+    tag.add_argument("--source", type=Path, required=True, help="path of a local clone of the source")
+    tag.add_argument("--ref", default="HEAD", help="commit, branch or tag to tag (default HEAD)")
+    tag.add_argument("--push", action="store_true", help="push the tag to the remote")
+    tag.add_argument("--remote", default="origin", help="remote to push to (default origin)")
+    tag.set_defaults(handler=_tag)
+
+    rel = sub.add_parser("github-release", help="publish the GitHub release of TAG (step 2); token from GITHUB_TOKEN")
+    rel.add_argument("tag", help="release tag, e.g. v0.3.1")
+    rel.add_argument("--repo", default=DEFAULT_REPO, help=f"OWNER/NAME on GitHub (default {DEFAULT_REPO})")
+    rel.add_argument("--api-url", default=None, help="GitHub API URL (GitHub Enterprise: https://HOST/api/v3)")
+    rel.add_argument("--target", help="commit or branch for a tag that does not exist on GitHub yet")
+    rel.add_argument("--breaking", type=Path, help="markdown file for the 'Breaking Changes' section")
+    rel.add_argument("--upgrade-notes", type=Path, help="markdown file for the 'Upgrade Notes' section")
+    rel.set_defaults(handler=_github_release)
+
+    hook = sub.add_parser("webhook", help="receive GitHub webhooks; secret from GITHUB_WEBHOOK_SECRET")
+    hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    hook.add_argument("--port", type=int, default=8780, help="port (default 8780)")
+    hook.add_argument("--repository", default=os.environ.get("FMA_GITHUB_REPOSITORY", DEFAULT_REPO),
+                      help="the only OWNER/NAME whose releases start a run (env FMA_GITHUB_REPOSITORY)")
+    hook.set_defaults(handler=_webhook)
+
+    serve = sub.add_parser("serve", help="serve the publish-release and watch-releases deployments on this machine")
+    serve.add_argument("--source", default=f"https://github.com/{DEFAULT_REPO}.git",
+                       help="default source of publish-release runs")
+    serve.add_argument("--registry", default=DEFAULT_REGISTRY, help="default image registry of runs")
+    serve.add_argument("--config", help="default release config of runs")
+    serve.add_argument("--chart-registry", help="default OCI URL for charts")
+    serve.add_argument("--dry-run", action="store_true", help="runs build and package but push nothing")
+    serve.add_argument("--repo", default=DEFAULT_REPO, help="repository the watcher lists releases of")
+    serve.add_argument("--api-url", default=None, help="GitHub API URL for the watcher")
+    serve.add_argument("--watch-interval", type=float, default=3600.0,
+                       help="seconds between watcher runs (default 3600; 0 disables the schedule)")
+    serve.add_argument("--name-suffix", default="", help=argparse.SUPPRESS)  # tests serve side by side
+    serve.set_defaults(handler=_serve)
+
+
+def _read(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ReleaseError(f"cannot read {path} ({err.strerror}): pass an existing markdown file") from err
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from tasks.github import create_tag
+
+    commit = create_tag(args.source, args.tag, ref=args.ref, push=args.push, remote=args.remote)
+    where = f" and pushed to {args.remote}" if args.push else ""
+    print(f"tagged {commit} as {args.tag}{where}")
+    return 0
+
+
+def _github_release(args: argparse.Namespace) -> int:
+    from tasks.github import DEFAULT_API_URL, create_github_release
+
+    created = create_github_release(
+        args.tag, args.repo, api_url=args.api_url or DEFAULT_API_URL,
+        breaking=_read(args.breaking), upgrade=_read(args.upgrade_notes), target=args.target,
+    )
+    plan = created.plan
+    kind = "pre-release" if plan.prerelease else ("release, marked Latest" if plan.make_latest else "release")
+    since = f", notes since {plan.previous_tag}" if plan.previous_tag else ""
+    print(f"published {plan.tag} on {args.repo} ({kind}{since}): {created.url}")
+    return 0
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    from flows.triggers import serve_webhook
+
+    return serve_webhook(args.host, args.port, args.repository)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serving import serve_deployments
+
+    print("serving publish-release and watch-releases; stop with Ctrl-C", file=sys.stderr)
+    serve_deployments(
+        source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
+        dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
+        name_suffix=args.name_suffix,
+    )
+    return 0
