@@ -1,0 +1,264 @@
+"""GitHub webhook receiver: a published release becomes a Prefect event.
+
+``POST /github/webhook`` checks, in this order: size (413 over 1 MiB, the body
+is not read), ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with
+``GITHUB_WEBHOOK_SECRET``, compared in constant time; 401), JSON and the
+fields used (400). ``ping`` gets 200. A ``release`` event with action
+``published`` for the configured repository emits ``github.release.published``
+(resource: repository and tag) and gets 202; the ``publish-release``
+deployment's trigger turns that event into a flow run. Anything else gets 202
+and is ignored. A delivery id seen before emits nothing; the event id is
+derived from the delivery id, so even a restarted receiver's repeat is one
+event for Prefect's triggers.
+
+:func:`judge` decides (pure); :class:`WebhookServer` does the HTTP and emits.
+Neither the secret nor the body is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tasks.errors import InvalidTagError, ReleaseError
+from tasks.redact import register
+from tasks.tags import parse_tag
+
+PATH = "/github/webhook"
+MAX_BODY = 1024 * 1024
+EVENT_NAME = "github.release.published"
+_DELIVERY_NS = uuid.UUID("6f1d9a3e-5a0b-4c38-9a62-0d3c1b7e2f11")
+
+log = logging.getLogger("fma_release.webhook")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to a delivery, and the release to announce when there is one."""
+
+    status: int
+    message: str
+    repository: str = ""
+    tag: str = ""
+    prerelease: bool = False
+    url: str = ""
+
+    @property
+    def announces(self) -> bool:
+        return bool(self.tag)
+
+
+def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+    """Whether ``header`` is ``sha256=<hex HMAC-SHA256 of body>``; constant-time compare."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.strip().encode())
+
+
+def judge(headers: Mapping[str, str], body: bytes, secret: bytes, repository: str) -> Verdict:  # noqa: PLR0911 - one return per answer, in the order of the spec
+    """What to answer a delivery with ``headers`` (lower-case names) and ``body``.
+
+    The size is checked by the server before the body is read.
+    """
+    if not signature_ok(secret, body, headers.get("x-hub-signature-256")):
+        return Verdict(401, "missing or wrong X-Hub-Signature-256")
+    event = headers.get("x-github-event", "")
+    if not event or not headers.get("x-github-delivery"):
+        return Verdict(400, "missing X-GitHub-Event or X-GitHub-Delivery")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Verdict(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        return Verdict(400, "body is not a JSON object")
+    if event == "ping":
+        return Verdict(200, "pong")
+    if event != "release":
+        return Verdict(202, f"ignored: {event} event")
+    release = payload.get("release")
+    repo = payload.get("repository")
+    action = payload.get("action")
+    if not (isinstance(release, dict) and isinstance(repo, dict) and isinstance(action, str)
+            and isinstance(release.get("tag_name"), str) and isinstance(repo.get("full_name"), str)):
+        return Verdict(400, "release event without action, release.tag_name or repository.full_name")
+    if action != "published":
+        return Verdict(202, f"ignored: release {action}")
+    full_name = repo["full_name"]
+    if full_name.lower() != repository.lower():
+        return Verdict(202, "ignored: not the configured repository")
+    tag = release["tag_name"]
+    try:
+        version = parse_tag(tag)
+    except InvalidTagError:
+        return Verdict(202, "ignored: not a release tag")
+    return Verdict(202, f"release {tag} announced", repository=full_name, tag=tag,
+                   prerelease=version.prerelease, url=str(release.get("html_url") or ""))
+
+
+def event_resource(repository: str, tag: str) -> dict[str, str]:
+    """The Prefect resource of a published release; the trigger reads ``github.tag``."""
+    return {
+        "prefect.resource.id": f"github.release.{repository}.{tag}",
+        "prefect.resource.name": f"{repository} {tag}",
+        "github.repository": repository,
+        "github.tag": tag,
+    }
+
+
+def event_id(delivery: str) -> uuid.UUID:
+    """One delivery, one event id: Prefect's triggers act on an event id once."""
+    return uuid.uuid5(_DELIVERY_NS, delivery)
+
+
+def emit_release_event(verdict: Verdict, delivery: str) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event=EVENT_NAME,
+        resource=event_resource(verdict.repository, verdict.tag),
+        payload={"prerelease": verdict.prerelease, "url": verdict.url, "delivery": delivery},
+        id=event_id(delivery),
+    )
+
+
+class Deliveries:
+    """Delivery ids seen recently (bounded), to answer a redelivery without a second event."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery: str) -> bool:
+        with self._lock:
+            if delivery in self._seen:
+                return False
+            self._seen[delivery] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
+class WebhookServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], secret: str, repository: str,
+                 emit: Callable[[Verdict, str], None] = emit_release_event) -> None:
+        super().__init__(address, _Handler)
+        self.secret = secret.encode()
+        self.repository = repository
+        self.emit = emit
+        self.deliveries = Deliveries()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: WebhookServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # the request line is enough, logged in _answer
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._answer(200, "ok")
+        else:
+            self._answer(404, "not found")
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != PATH:
+            self._answer(404, "not found", close=True)
+            return
+        length_header = self.headers.get("Content-Length")
+        if length_header is None or not length_header.isdigit():
+            self._answer(411, "Content-Length required", close=True)
+            return
+        length = int(length_header)
+        if length > MAX_BODY:
+            self._answer(413, f"body over {MAX_BODY} bytes", close=True)
+            return
+        body = self.rfile.read(length)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        verdict = judge(headers, body, self.server.secret, self.server.repository)
+        delivery = headers.get("x-github-delivery", "")
+        if verdict.announces:
+            if not self.server.deliveries.first_time(delivery):
+                self._answer(202, "duplicate delivery: already handled")
+                return
+            try:
+                self.server.emit(verdict, delivery)
+            except Exception as err:  # the event did not leave: let GitHub redeliver
+                log.error("cannot emit %s for %s: %s", EVENT_NAME, verdict.tag, type(err).__name__)
+                self._answer(503, "cannot reach Prefect; redeliver later")
+                return
+        self._answer(verdict.status, verdict.message)
+
+    def _answer(self, status: int, message: str, close: bool = False) -> None:
+        data = json.dumps({"status": status, "message": message}).encode()
+        log.info("%s %s %s %s delivery=%s", self.command, self.path, status, message,
+                 self.headers.get("X-GitHub-Delivery", "-"))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def webhook_secret() -> str:
+    secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    if not secret:
+        raise ReleaseError(
+            "GITHUB_WEBHOOK_SECRET is not set: set it to the webhook's secret in GitHub's settings; "
+            "the receiver does not start without it"
+        )
+    register(secret)
+    return secret
+
+
+def serve_webhook(host: str, port: int, repository: str) -> int:
+    """Run the receiver until SIGTERM or Ctrl-C."""
+    secret = webhook_secret()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        server = WebhookServer((host, port), secret, repository)
+    except OSError as err:
+        raise ReleaseError(f"cannot listen on {host}:{port} ({err.strerror}): pick another --port") from err
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"listening on http://{host}:{server.server_address[1]}{PATH} for releases of {repository}",
+          file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        _flush_events()
+    return 0
+
+
+def _flush_events() -> None:
+    try:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all()
+    except Exception:  # noqa: S110 - best effort at exit; nothing left to report to
+        pass

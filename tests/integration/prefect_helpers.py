@@ -1,0 +1,37 @@
+"""Reading what happened from the test session's Prefect server, polling with a deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from prefect import get_client
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def events(name: str, resource_id: str | None = None, since_minutes: float = 30) -> list[Any]:
+    """Events named ``name`` (optionally for one resource id) stored in the server."""
+    since = datetime.now(UTC) - timedelta(minutes=since_minutes)
+    flt = EventFilter(
+        occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(minutes=5)),
+        event=EventNameFilter(name=[name]),
+        resource=EventResourceFilter(id=[resource_id]) if resource_id else None,
+    )
+    with get_client(sync_client=True) as client:
+        return list(client.read_events(filter=flt, limit=50).events)
