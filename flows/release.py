@@ -28,6 +28,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.events import on_release_completed, on_release_failed
 from tasks import progress
 from tasks.charts import (
     PackagedChart,
@@ -36,6 +37,7 @@ from tasks.charts import (
     package_chart_task,
     push_chart_task,
 )
+from tasks.concurrency import one_run_per_tag
 from tasks.config import PROJECT_ROOT, ReleaseConfig, load_config
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
 from tasks.images import BuiltImage, ImageSpec, PushedImage, build_task, image_specs, push_task
@@ -142,7 +144,11 @@ def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
     flow_run_name="release {tag}",
     task_runner=ThreadPoolTaskRunner(),  # type: ignore[arg-type]  # Prefect's generic runner typing
     validate_parameters=True,
+    on_completion=[on_release_completed],  # fma.release.succeeded / .failed for automations
+    on_failure=[on_release_failed],
+    on_crashed=[on_release_failed],
 )
+@one_run_per_tag  # the body holds the global concurrency limit release-<tag>: one run per tag at a time
 def release_flow(
     tag: str,
     source: str,

@@ -1,0 +1,69 @@
+"""``fma.release.succeeded`` / ``fma.release.failed``: Prefect events for automations.
+
+Flow-state hooks of the release flow emit them, so a notification (Slack,
+e-mail, a webhook) is an automation on the event, not code in the release.
+The resource is the tag: ``{"prefect.resource.id": "fma.release.v0.3.1",
+"fma.release.tag": "v0.3.1"}``; the flow run is a related resource. Failure
+messages are masked like every other output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.redact import redact
+
+SUCCEEDED = "fma.release.succeeded"
+FAILED = "fma.release.failed"
+
+
+def release_resource(tag: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"fma.release.{tag}", "prefect.resource.name": tag, "fma.release.tag": tag}
+
+
+def success_payload(summary: Any) -> dict[str, Any]:
+    """What a notification needs of the summary: references, digests, the chart version."""
+    if not isinstance(summary, dict):
+        return {}
+    return {
+        "version": summary.get("version"),
+        "prerelease": summary.get("prerelease"),
+        "dry_run": summary.get("dry_run"),
+        "images": [f"{i.get('ref')}@{i.get('digest')}" for i in summary.get("images") or []],
+        "charts": [f"{c.get('ref')}:{c.get('version')}" for c in summary.get("charts") or []],
+    }
+
+
+def failure_payload(message: str | None) -> dict[str, Any]:
+    first = redact(message or "").strip().splitlines()
+    return {"error": first[0] if first else "the release failed"}
+
+
+def _emit(name: str, flow_run: Any, payload: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    tag = str((flow_run.parameters or {}).get("tag", ""))
+    emit_event(
+        event=name,
+        resource=release_resource(tag),
+        related=[{
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": str(flow_run.name),
+        }],
+        payload=payload,
+    )
+
+
+def on_release_completed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: emit ``fma.release.succeeded`` with the summary's references."""
+    try:
+        summary = state.result(raise_on_failure=False)
+    except Exception:  # the result may not be retrievable here; the event still goes out
+        summary = None
+    _emit(SUCCEEDED, flow_run, success_payload(summary))
+
+
+def on_release_failed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (failed or crashed): emit ``fma.release.failed`` with the one-line error."""
+    _emit(FAILED, flow_run, failure_payload(state.message))
