@@ -1,0 +1,79 @@
+"""The watcher against the GitHub stub, a real registry and the session's Prefect server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from devkit.github_stub import GitHubStub
+from devkit.registry import RegistryProcess
+from flows.release import release_flow
+from flows.watch import watch_releases
+
+pytestmark = pytest.mark.integration
+REPO = "llm-d-incubation/llm-d-fast-model-actuation"
+
+
+def put_artifact(registry: RegistryProcess, repository: str, tag: str) -> None:
+    """Store a minimal OCI artifact as ``repository:tag`` through the registry's HTTP API."""
+    config = b"{}"
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    start = requests.post(f"{registry.url}/v2/{repository}/blobs/uploads/", timeout=10)
+    location = start.headers["Location"]
+    location = location if location.startswith("http") else registry.url + location
+    sep = "&" if "?" in location else "?"
+    requests.put(f"{location}{sep}digest={digest}", data=config, timeout=10).raise_for_status()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": digest, "size": 2},
+                "layers": []}
+    requests.put(f"{registry.url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest),
+                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def deployment() -> Iterator[str]:
+    """A deployment of the release flow of this test's own (nobody serves it: its runs wait)."""
+    name = f"watch-test-{uuid.uuid4().hex[:8]}"
+    deployment_id = release_flow.to_deployment(name=name, parameters={"source": "/nowhere"}).apply()
+    yield f"publish-release/{name}"
+    with get_client(sync_client=True) as client:
+        only_this = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        for run in client.read_flow_runs(deployment_filter=only_this):
+            client.delete_flow_run(run.id)
+        client.delete_deployment(deployment_id)
+
+
+def started_tags(deployment_name: str) -> list[str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment_name)
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])))
+    return sorted(str(r.parameters["tag"]) for r in runs)
+
+
+def test_watcher_starts_exactly_the_missing_releases_once(
+    registry: RegistryProcess, namespace: str, deployment: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Published-but-unreleased (regular and pre-release) start once; drafts and released charts never."""
+    monkeypatch.setenv("GITHUB_TOKEN", "watch-token")
+    put_artifact(registry, f"{namespace}/charts/fma-controllers", "0.1.0")
+    with GitHubStub(token="watch-token") as github:
+        github.add_release(REPO, "v0.1.0")
+        github.add_release(REPO, "v0.2.0")
+        github.add_release(REPO, "v0.3.0-rc.1", prerelease=True)
+        github.add_release(REPO, "v0.3.0", draft=True)
+        args = {"repo": REPO, "api_url": github.url, "registry": f"{registry.host}/{namespace}",
+                "deployment": deployment}
+        first = watch_releases(**args)
+        second = watch_releases(**args)
+        listed = [r for r in github.requests if r.path == f"/repos/{REPO}/releases"]
+    assert first == ["v0.2.0", "v0.3.0-rc.1"]
+    assert second == []
+    assert started_tags(deployment) == ["v0.2.0", "v0.3.0-rc.1"]
+    assert len(listed) == 2 and all(r.authorized for r in listed)
