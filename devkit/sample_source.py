@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,7 @@ def make_sample_source(
     broken: Iterable[str] = (),
     chart_from: str = "project",
     nonce: str = "",
+    mutate: Callable[[Path], None] | None = None,
 ) -> SampleSource:
     """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it."""
     sleeps = dict(sleeps or {})
@@ -76,6 +77,8 @@ def make_sample_source(
         (repo / "dockerfiles" / f"Dockerfile.{name}").write_text(text)
     if chart_from == "source":
         shutil.copytree(Path(__file__).resolve().parent.parent / "charts", repo / "charts")
+    if mutate is not None:  # a test's own change to the tree before it is tagged
+        mutate(repo)
     _git(repo, "init", "--quiet", "--initial-branch=main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "--quiet", "-m", "sample FMA source")

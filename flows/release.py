@@ -40,7 +40,15 @@ from tasks.charts import (
 from tasks.concurrency import one_run_per_tag
 from tasks.config import PROJECT_ROOT, ReleaseConfig, load_config
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
-from tasks.images import BuiltImage, ImageSpec, PushedImage, build_task, image_specs, push_task
+from tasks.images import (
+    BuiltImage,
+    ImageSpec,
+    PushedImage,
+    build_task,
+    check_engine_task,
+    image_specs,
+    push_task,
+)
 from tasks.redact import install_log_filter
 from tasks.registry import check_registries_task
 from tasks.retry import RetryPolicy
@@ -74,6 +82,8 @@ def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
     state = future.state
     if state.is_completed():
         return future.result(), None
+    if not state.is_final():  # never ran: something it waits for failed
+        return None, RuntimeError(f"not run: {state.message or 'a step it waits for failed'}")
     error = state.result(raise_on_failure=False)
     if isinstance(error, BaseException):
         return None, error
@@ -191,6 +201,7 @@ def release_flow(
     )
     workspace.mkdir(parents=True, exist_ok=True)
     try:
+        check_engine_task()
         if not dry_run:
             check_registries_task(registry, remote)
         checkout = checkout_task(source, tag, workspace)
@@ -202,7 +213,8 @@ def release_flow(
         released_refs = [spec.ref for spec in specs]
         staging = workspace / "charts"
         packages = [
-            package_chart_task.submit(d, staging, registry, tag, version.version, released_refs)
+            package_chart_task.submit(d, staging, registry, tag, version.version, released_refs,
+                                      None if dry_run else remote, force)
             for d in charts
         ]
         builds = {spec.name: build_task.submit(spec, check_registry=not dry_run) for spec in specs}

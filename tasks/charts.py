@@ -29,7 +29,7 @@ from tasks.credentials import registry_credentials
 from tasks.errors import ChartError, RegistryError
 from tasks.images import is_transient_push_error
 from tasks.redact import redact
-from tasks.registry import Reference, RegistryAPI, registry_scheme
+from tasks.registry import Reference, RegistryAPI, is_loopback, registry_scheme
 from tasks.retry import RetryPolicy
 
 
@@ -216,7 +216,9 @@ def helm_registry(host: str, workdir: Path) -> Iterator[tuple[helm.RegistryClien
         creds = registry_credentials()
         if creds is not None:
             try:
-                client.login(host, creds.username, creds.password.get_secret_value(), plain_http=plain_http)
+                # Loopback registries go unverified, as dockerd treats them (Helm takes no CA file).
+                client.login(host, creds.username, creds.password.get_secret_value(), plain_http=plain_http,
+                             insecure=is_loopback(host))
             except helm.HelmError as err:
                 raise ChartError(
                     f"registry {host} refused the chart login ({redact(_first_line(err))}): check "
@@ -240,23 +242,34 @@ def published_chart_contents(api: RegistryAPI, repository: str, version: str) ->
     return digest, chart_contents(api.blob(repository, layers[0]["digest"]))
 
 
+def existing_chart(package: PackagedChart, remote: str, *, force: bool = False) -> str:
+    """How ``package`` stands against the registry: ``""`` when its version is not there, the
+    existing digest when it is there with the same files; :class:`ChartError` when it is there with
+    other files, unless ``force`` (then ``"replace"``)."""
+    target = Reference.parse(f"{remote}/{package.name}")
+    with RegistryAPI(target.host) as api:
+        existing = published_chart_contents(api, target.repository, package.version)
+    if existing is None:
+        return ""
+    digest, files = existing
+    if files == chart_contents(package.archive.read_bytes()):
+        return digest
+    if force:
+        return "replace"
+    raise ChartError(
+        f"chart {package.name} {package.version} already exists at {remote} with other content: "
+        "published charts are not overwritten; release a new tag, or pass --force to replace it"
+    )
+
+
 def push_chart(package: PackagedChart, remote: str, workdir: Path, *, force: bool = False) -> PublishedChart:
     """Push a packaged chart; an existing version is kept when identical and refused when not (unless force)."""
     target = Reference.parse(f"{remote}/{package.name}")
     ref = f"{remote}/{package.name}"
-    status = "pushed"
-    with RegistryAPI(target.host) as api:
-        existing = published_chart_contents(api, target.repository, package.version)
-    if existing is not None:
-        digest, files = existing
-        if files == chart_contents(package.archive.read_bytes()):
-            return PublishedChart(package.name, ref, package.version, digest, status="already published")
-        if not force:
-            raise ChartError(
-                f"chart {package.name} {package.version} already exists at {remote} with other content: "
-                "published charts are not overwritten; release a new tag, or pass --force to replace it"
-            )
-        status = "replaced"
+    existing = existing_chart(package, remote, force=force)
+    if existing.startswith("sha256:"):
+        return PublishedChart(package.name, ref, package.version, existing, status="already published")
+    status = "replaced" if existing == "replace" else "pushed"
     with helm_registry(target.host, workdir) as (client, plain_http):
         try:
             client.push(package.archive, remote, plain_http=plain_http)
@@ -279,14 +292,18 @@ def push_chart(package: PackagedChart, remote: str, workdir: Path, *, force: boo
 
 @task(name="package chart", task_run_name="package {chart_dir.name}", cache_policy=NONE)
 def package_chart_task(
-    chart_dir: Path, staging_root: Path, registry: str, tag: str, version: str, released_refs: list[str]
+    chart_dir: Path, staging_root: Path, registry: str, tag: str, version: str, released_refs: list[str],
+    remote: str | None = None, force: bool = False,
 ) -> PackagedChart:
-    """Set image values in a staging copy, lint, check rendered images, package."""
+    """Set image values in a staging copy, lint, check rendered images, package; then, with a
+    ``remote``, refuse a version that is already published with other content (before any push)."""
     progress.report(f"chart {chart_dir.name}", "packaging")
     try:
         packaged = prepare_chart(
             chart_dir, staging_root, registry=registry, tag=tag, version=version, released_refs=released_refs
         )
+        if remote is not None:
+            existing_chart(packaged, remote, force=force)
     except Exception as err:
         progress.report(f"chart {chart_dir.name}", "failed", str(err))
         raise

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,11 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+
+# Loopback registries are spoken to without TLS verification on purpose (see _verify).
+warnings.filterwarnings(
+    "ignore", message=r"Unverified HTTPS request is being made to host '(127\.|localhost|\[?::1)",
+)
 
 _schemes: dict[str, str] = {}
 _schemes_lock = threading.Lock()

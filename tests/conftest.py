@@ -45,7 +45,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     proc = _state.get("server")
     if isinstance(proc, subprocess.Popen):
+        from prefect.logging.handlers import APILogHandler
+
         from devkit.prefect_server import stop_prefect_server
+
+        APILogHandler.flush()  # the last run logs reach the server before it stops
 
         stop_prefect_server(proc)
     home = _state.get("home")
