@@ -143,7 +143,7 @@ def test_existing_chart_with_other_content_is_refused_before_any_push_and_force_
     reg = f"{registry.host}/{namespace}"
     with RegistryAPI(registry.host) as api:
         before = api.manifest(f"{namespace}/charts/fma-controllers", "0.3.1")
-    with pytest.raises(ChartError, match="already exists .* with other content: .* --force"):
+    with pytest.raises(ChartError, match=r"already exists .* with other content: .* --force"):
         run_release(src, reg)
     with RegistryAPI(registry.host) as api:
         for name in FMA_IMAGES:
@@ -263,5 +263,5 @@ def test_unreachable_engine_registry_and_source(
         release_flow(tag="v0.3.1", source=str(tmp_path / "no-such-repo"), registry=f"{registry.host}/{namespace}",
                      config=str(src.config))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    with pytest.raises(EngineError, match="cannot reach the Docker engine .* start dockerd"):
+    with pytest.raises(EngineError, match=r"cannot reach the Docker engine .* start dockerd"):
         run_release(src, f"{registry.host}/{namespace}")
