@@ -17,7 +17,9 @@ def start_prefect_server(home: Path, timeout: float = 120) -> tuple[subprocess.P
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     prefect = Path(sys.executable).with_name("prefect")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # The UI asks the server where the API is; without this it answers port 4200.
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_API_URL", None)
     log = (home / "prefect-server.log").open("wb")
     proc = subprocess.Popen(

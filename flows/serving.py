@@ -1,0 +1,71 @@
+"""``fma-release serve``: both deployments, served by this one process (no work pool).
+
+The same deployments as prefect.yaml: ``publish-release`` (the release flow,
+``tag`` required, run by the ``github.release.published`` trigger) and
+``watch-releases`` (the watcher, on an interval). ``prefect.serve`` registers
+them, creates the trigger's automation, and runs each flow run in a
+subprocess of this process. For more than one machine use prefect.yaml with a
+work pool (docs/triggers.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.triggers import EVENT_NAME
+
+TAG_TEMPLATE = "{{ event.resource['github.tag'] }}"
+
+
+def release_trigger(repository: str) -> Any:
+    """The event trigger of ``publish-release``: a published release of ``repository``, tag from the event."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name=f"publish-release on {EVENT_NAME}",
+        description="A GitHub release was published (webhook receiver): release its tag.",
+        expect={EVENT_NAME},
+        match={"prefect.resource.id": "github.release.*", "github.repository": repository},
+        parameters={"tag": TAG_TEMPLATE},
+    )
+
+
+def _defined(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def build_deployments(
+    *, source: str, registry: str, config: str | None, chart_registry: str | None, dry_run: bool,
+    repo: str, api_url: str | None, watch_interval: float, name_suffix: str = "",
+) -> list[Any]:
+    """The two runner deployments (for ``prefect.serve``)."""
+    from flows.release import release_flow
+    from flows.watch import watch_releases
+
+    publish_name = f"publish-release{name_suffix}"
+    publish = release_flow.to_deployment(
+        name=publish_name,
+        description="Release a tag: images, chart, summary. Started by published GitHub releases, "
+                    "the watcher, or by hand with a tag.",
+        parameters=_defined({"source": source, "registry": registry, "config": config,
+                             "chart_registry": chart_registry, "dry_run": dry_run}),
+        triggers=[release_trigger(repo)],
+        tags=["fma-release"],
+    )
+    watch = watch_releases.to_deployment(
+        name=f"watch-releases{name_suffix}",
+        description="Start publish-release for published GitHub releases not in the registry yet.",
+        interval=watch_interval if watch_interval > 0 else None,
+        parameters=_defined({"repo": repo, "api_url": api_url, "registry": registry,
+                             "chart_registry": chart_registry,
+                             "deployment": f"publish-release/{publish_name}"}),
+        tags=["fma-release"],
+    )
+    return [publish, watch]
+
+
+def serve_deployments(**options: Any) -> None:
+    """Register both deployments and run their flow runs until interrupted."""
+    from prefect import serve
+
+    serve(*build_deployments(**options))

@@ -1,0 +1,192 @@
+"""A signed GitHub webhook becomes a completed publish-release run, through `fma-release serve`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.exceptions import ObjectNotFound
+
+from devkit.registry import RegistryProcess, free_port
+from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
+from tasks.registry import RegistryAPI
+from tests.integration.prefect_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).with_name("fma-release"))
+SECRET = "whsec-" + uuid.uuid4().hex
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class Served:
+    repo: str
+    src: SampleSource
+    namespace: str
+    deployment_id: uuid.UUID
+    webhook_url: str
+    tmp: Path
+
+    def deliver(self, tag: str, delivery: str, secret: str = SECRET) -> requests.Response:
+        body = json.dumps({"action": "published", "release": {"tag_name": tag, "html_url": "x"},
+                           "repository": {"full_name": self.repo}}).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return requests.post(self.webhook_url, data=body, timeout=10, headers={
+            "X-GitHub-Event": "release", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature,
+            "Content-Type": "application/json"})
+
+
+def _spawn(args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([CLI, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **env})
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def deployment_runs(deployment_id: uuid.UUID) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))))
+
+
+@pytest.fixture(scope="module")
+def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`fma-release serve` (both deployments) and `fma-release webhook`, as real processes, for a repo of its own."""
+    tmp = tmp_path_factory.mktemp("served")
+    repo = f"fma-test/fma-{uuid.uuid4().hex[:8]}"  # the trigger matches this repository only
+    src = make_sample_source(tmp / "sample", tag="v0.3.1", nonce=uuid.uuid4().hex)
+    namespace = f"t{uuid.uuid4().hex[:10]}/fma"
+    serve = _spawn(["serve", "--source", str(src.path), "--config", str(src.config),
+                    "--registry", f"{registry.host}/{namespace}", "--repo", repo, "--watch-interval", "0"],
+                   tmp / "serve.log", PREFECT_RUNNER_POLL_INTERVAL="1")
+    port = free_port()
+    hook = _spawn(["webhook", "--port", str(port), "--repository", repo], tmp / "webhook.log",
+                  GITHUB_WEBHOOK_SECRET=SECRET)
+    ids: list[uuid.UUID] = []
+    try:
+        def trigger_ready() -> uuid.UUID | None:
+            assert serve.poll() is None, (tmp / "serve.log").read_text()
+            with get_client(sync_client=True) as client:
+                try:
+                    deployment = client.read_deployment_by_name("publish-release/publish-release")
+                    ids[:] = [deployment.id, client.read_deployment_by_name("watch-releases/watch-releases").id]
+                except ObjectNotFound:
+                    return None
+                automations = client.read_resource_related_automations(f"prefect.deployment.{deployment.id}")
+            return deployment.id if automations and deployment.parameters.get("source") == str(src.path) else None
+
+        deployment_id = wait_for("publish-release to be served with its trigger", trigger_ready, timeout=90)
+
+        def hook_up() -> bool:
+            assert hook.poll() is None, (tmp / "webhook.log").read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for("the webhook receiver", hook_up, timeout=30)
+        yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp)
+    finally:
+        _stop(hook)
+        _stop(serve)
+        with get_client(sync_client=True) as client:
+            for deployment_id in ids:  # its trigger goes with it: later events start nothing
+                client.delete_deployment(deployment_id)
+        for log in ("serve.log", "webhook.log"):
+            assert SECRET not in (tmp / log).read_text()
+
+
+@pytest.fixture(scope="module")
+def released(served: Served, registry: RegistryProcess) -> Any:
+    """The flow run a signed release-published webhook started, once Completed."""
+    delivery = str(uuid.uuid4())
+    assert served.deliver("v0.3.1", delivery).status_code == 202
+    assert served.deliver("v0.3.1", delivery).status_code == 202  # GitHub redelivers: still one run
+    assert served.deliver("v0.3.2", str(uuid.uuid4()), secret="forged").status_code == 401
+
+    def finished() -> Any:
+        runs = deployment_runs(served.deployment_id)
+        done = [r for r in runs if r.state and r.state.is_final()]
+        return done[0] if done else None
+
+    run = wait_for("the triggered release run to finish", finished, timeout=300, every=0.5)
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}"
+    return run
+
+
+def test_signed_webhook_starts_a_completed_release_of_that_tag(
+    served: Served, released: Any, registry: RegistryProcess,
+) -> None:
+    """Webhook -> event -> trigger -> publish-release(tag=v0.3.1) Completed; the chart is in the registry."""
+    assert released.parameters["tag"] == "v0.3.1"
+    assert released.parameters["source"] == str(served.src.path)  # the deployment's defaults fill the rest
+    assert released.name == "release v0.3.1"
+    with RegistryAPI(registry.host) as api:
+        assert "0.3.1" in api.tags(f"{served.namespace}/charts/fma-controllers")
+        assert api.tags(f"{served.namespace}/requester") == ["v0.3.1"]
+
+
+def test_replayed_and_forged_deliveries_started_nothing(served: Served, released: Any) -> None:
+    """The redelivered webhook and the forged one made no second run."""
+    runs = deployment_runs(served.deployment_id)
+    assert [r.parameters["tag"] for r in runs] == ["v0.3.1"]
+
+
+def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
+    """Headless Chromium renders the run in the Prefect UI: its task runs list build and push tasks."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed; run: bash scripts/setup.sh")
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    page = f"{ui}/v2/runs/flow-run/{released.id}"
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        profile = ARTIFACTS / f".chromium-{uuid.uuid4().hex[:6]}"
+        try:
+            return subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 "--window-size=1400,1400", "--virtual-time-budget=15000", *extra, url],
+                capture_output=True, text=True, timeout=120, check=False,
+            )
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    dom = browse(f"{page}?tab=TaskRuns", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    (ARTIFACTS / "prefect-ui-release-run-tasks.html").write_text(dom.stdout)
+    text = " ".join(re.sub(r"<[^>]+>", " ", dom.stdout).split())
+    assert "release v0.3.1" in text and "Completed" in text
+    builds = set(re.findall(r"build ([a-z-]+) Completed", text))
+    pushes = set(re.findall(r"push ([a-z-]+) Completed", text))
+    assert builds == pushes == set(FMA_IMAGES), f"build/push tasks missing on the page: {text[:600]}"
+    shots = {"prefect-ui-release-run.png": page, "prefect-ui-release-run-tasks.png": f"{page}?tab=TaskRuns"}
+    for name, url in shots.items():
+        shot = ARTIFACTS / name
+        shot.unlink(missing_ok=True)
+        done = browse(url, f"--screenshot={shot}")
+        assert done.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, done.stderr[-2000:]
