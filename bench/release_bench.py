@@ -74,7 +74,7 @@ def main() -> int:
         registry.stop()
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # send the last run logs before the server goes away
+        APILogHandler().flush()  # send the last run logs before the server goes away
         if server is not None:
             stop_prefect_server(server)
 

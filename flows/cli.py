@@ -88,11 +88,13 @@ def _run(args: argparse.Namespace) -> int:
         # Progress lines replace Prefect's console log; the run logs still go to the API.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     started = time.monotonic()
+    from flows import cancel
     from flows.progress_view import ProgressView
     from flows.release import release_flow
     from tasks import progress
     from tasks.summary import render_summary
 
+    cancel.install()
     view = ProgressView()
     progress.subscribe(view.update)
     try:

@@ -193,6 +193,7 @@ def release_flow(
     policy = RetryPolicy(attempts=push_attempts, base_delay=retry_base_delay,
                          max_delay=max(30.0, retry_base_delay))
     ui_url = flow_run.ui_url or ""
+    progress.report("run", "id", str(flow_run.id or ""))
     progress.report("run", "started", ui_url if ui_url.startswith("http") else "")
 
     own_workspace = workdir is None

@@ -49,7 +49,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
         from devkit.prefect_server import stop_prefect_server
 
-        APILogHandler.flush()  # the last run logs reach the server before it stops
+        APILogHandler().flush()  # the last run logs reach the server before it stops
 
         stop_prefect_server(proc)
     home = _state.get("home")

@@ -1,0 +1,115 @@
+"""Stopping a release run started by the CLI: Ctrl-C, SIGTERM, or Cancel in the Prefect UI.
+
+Builds and pushes run inside the Docker engine; the engine abandons a build or
+a push when its client's connection closes. So stopping means: mark the flow
+run Cancelled, flush its logs, and end the process at once (its connections
+close with it). A push that had not sent its manifest publishes nothing, and
+the chart, pushed last, is never reached. Finished builds stay cached, so the
+next run of the tag resumes.
+
+A run under a worker or ``fma-release serve`` is stopped by Prefect itself,
+which ends the run's process the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from uuid import UUID
+
+from tasks import progress
+
+EXIT_CANCELLED = 130
+_run: dict[str, UUID] = {}  # "id": the flow run of this process, once it started
+_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _remember_run(item: str, state: str, detail: str) -> None:
+    if item == "run" and state == "id" and detail:
+        _run["id"] = UUID(detail)
+
+
+def abort(reason: str) -> None:
+    """Mark the run Cancelled, flush logs, and end the process with exit code 130."""
+    with _lock:
+        if _stopping.is_set():
+            return
+        _stopping.set()
+    print(f"fma-release: {reason}: stopping builds and pushes; nothing more is published. "
+          "Re-run the same tag to resume.", file=sys.stderr, flush=True)
+    _release_leases()
+    run_id = _run.get("id")
+    if run_id is not None:
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.states import Cancelled
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Cancelled(message=reason), force=True)
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler().flush()
+        except Exception as err:  # the process ends either way; say why the UI may lag
+            print(f"fma-release: could not mark the run cancelled in Prefect ({type(err).__name__})",
+                  file=sys.stderr)
+    os._exit(EXIT_CANCELLED)
+
+
+def _release_leases() -> None:
+    """Free the concurrency slots this run holds (the tag's), so that a re-run need not wait for them
+    to lapse. Called in the main thread, where the flow's concurrency context is."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.concurrency.context import ConcurrencyContext
+
+        ctx = ConcurrencyContext.get()
+        if ctx is None or not ctx.cleanup_lease_ids:
+            return
+        with get_client(sync_client=True) as client:
+            for lease_id in list(ctx.cleanup_lease_ids):
+                client.release_concurrency_slots_with_lease(lease_id=lease_id)
+    except Exception as err:  # the slot then frees itself when its lease lapses
+        print(f"fma-release: could not free the tag's concurrency slot ({type(err).__name__}); "
+              "it frees itself within 5 minutes", file=sys.stderr)
+
+
+_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGUSR1: "cancelled from the Prefect UI"}
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    abort(_REASONS.get(signal.Signals(signum), "stopped"))
+
+
+def _watch_ui(interval: float) -> None:
+    """Poll the run's state; Cancel in the Prefect UI turns it to CANCELLING."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        while not _stopping.wait(interval):
+            run_id = _run.get("id")
+            if run_id is None:
+                continue
+            try:
+                state = client.read_flow_run(run_id).state
+            except Exception:  # noqa: S112 - a missed poll is retried at the next tick
+                continue
+            if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
+                # Stop in the main thread, where the run's concurrency slot can be freed.
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+
+def install(watch_interval: float = 1.0) -> None:
+    """Handle SIGINT/SIGTERM and watch for a UI cancel, for the rest of this process."""
+    progress.subscribe(_remember_run)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGUSR1, _on_signal)
+    if os.environ.get("PREFECT_API_URL"):  # with an ephemeral server there is no UI to cancel from
+        threading.Thread(target=_watch_ui, args=(watch_interval,), name="fma-cancel-watch", daemon=True
+        ).start()

@@ -1,0 +1,109 @@
+"""Stopping a CLI run (Ctrl-C, Cancel in the Prefect UI) publishes nothing more, and a re-run resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from devkit.registry import RegistryProcess
+from devkit.sample_source import FMA_IMAGES, SampleSource
+from flows.release import release_flow
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+EXE = Path(sys.executable).with_name("fma-release")
+SLOW = "launcher"
+
+
+def start_cli(src: SampleSource, registry: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(EXE), "run", src.tag, "--source", str(src.path), "--registry", registry, "--config", str(src.config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    )
+
+
+def wait_for_lines(proc: subprocess.Popen[str], needles: list[str], timeout: float = 120) -> list[str]:
+    """Read the CLI's progress lines until each needle has appeared in one of them."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    missing = set(needles)
+    deadline = time.monotonic() + timeout
+    while missing and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        missing -= {n for n in missing if n in line}
+    if missing:
+        pytest.fail(f"the CLI never printed {sorted(missing)}; it printed: {''.join(seen)[-2000:]}")
+    return seen
+
+
+def running_build_containers(engine: object) -> list[dict[str, object]]:
+    return [c for c in engine.containers() if "/bin/busybox sleep" in str(c.get("Command", ""))]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "ui-cancel"])
+def test_stopping_a_run_stops_builds_publishes_no_chart_and_a_rerun_resumes(
+    how: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], engine: object,
+    events: list[tuple[str, str, str]],
+) -> None:
+    """The run ends with 130 within seconds, the slow build stops, no chart; the re-run builds only what was left."""
+    src = sample(sleeps={SLOW: 20}, nonce=uuid.uuid4().hex)  # nothing cached by dockerd
+    reg = f"{registry.host}/{namespace}"
+    proc = start_cli(src, reg)
+    try:
+        seen = wait_for_lines(proc, ["Prefect UI: http", f"{SLOW}: building"]
+                              + [f"{n}: pushed" for n in FMA_IMAGES if n != SLOW])
+        # The CLI prints the run's page in the UI; its last part is the flow run id.
+        run_id = next(line for line in seen if "Prefect UI: " in line).strip().rsplit("/", 1)[-1]
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            from prefect.client.orchestration import get_client
+            from prefect.states import Cancelling
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Cancelling(), force=True)
+        stopped_at = time.monotonic()
+        code = proc.wait(timeout=30)
+        assert code == 130
+        assert time.monotonic() - stopped_at < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "nothing more is published" in err
+
+    deadline = time.monotonic() + 20
+    while running_build_containers(engine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running_build_containers(engine) == [], "the slow build kept running after the run was stopped"
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/charts/fma-controllers") == []
+        assert api.tags(f"{namespace}/{SLOW}") == []
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    assert state is not None and state.name == "Cancelled"
+
+    if how != "ctrl-c":
+        return  # one re-run proves the resume; the slow build takes its full time again
+    events.clear()
+    summary = release_flow(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
+                           retry_base_delay=0.1)
+    assert [item for item, state, _ in events if state == "building"] == [SLOW]
+    statuses = {i["name"]: i["status"] for i in summary["images"]}
+    assert statuses == {name: ("pushed" if name == SLOW else "already published") for name in FMA_IMAGES}
+    assert summary["charts"][0]["status"] == "pushed"
