@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from tasks.errors import ReleaseError
+from tasks.tags import parse_tag
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +80,7 @@ def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         tag = _tag_argument(fn, args, kwargs)
+        parse_tag(tag)  # a malformed tag fails here, before it gets a limit of its own
         with tag_slot(tag):
             return fn(*args, **kwargs)
 
