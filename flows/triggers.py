@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tasks.errors import InvalidTagError, ReleaseError
-from tasks.redact import register
+from tasks.redact import install_log_filter, register
 from tasks.tags import parse_tag
 
 PATH = "/github/webhook"
@@ -234,6 +234,7 @@ def serve_webhook(host: str, port: int, repository: str) -> int:
     """Run the receiver until SIGTERM or Ctrl-C."""
     secret = webhook_secret()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    install_log_filter()
     try:
         server = WebhookServer((host, port), secret, repository)
     except OSError as err:

@@ -19,6 +19,7 @@ from prefect.client.schemas.objects import FlowRun
 from tasks.charts import chart_remote
 from tasks.errors import InvalidTagError
 from tasks.github import DEFAULT_API_URL, PublishedRelease, list_releases
+from tasks.redact import install_log_filter
 from tasks.registry import Reference, RegistryAPI
 from tasks.tags import parse_tag
 
@@ -123,6 +124,7 @@ def watch_releases(
         chart: chart whose version tells whether a release is published.
         deployment: the deployment to start, FLOW/DEPLOYMENT.
     """
+    install_log_filter()  # the GitHub token is masked in the run's logs
     log = get_run_logger()
     releases = list_releases_task(repo, api_url)
     versions = chart_versions_task(registry, chart_registry, chart)

@@ -1,4 +1,4 @@
-"""prefect.yaml: `prefect deploy --all` accepts it offline and registers the trigger and schedule."""
+"""prefect.yaml: `prefect deploy --all` accepts it offline; a process worker runs what its trigger starts."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.events import emit_event
 
+from devkit.registry import RegistryProcess
+from devkit.sample_source import SampleSource, make_sample_source
 from tasks.config import PROJECT_ROOT
+from tests.integration.prefect_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -23,45 +31,110 @@ def prefect(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
-def test_prefect_deploy_all_registers_both_deployments(tmp_path: Path) -> None:
-    """`prefect deploy --all` on a process pool: publish-release (tag, trigger), watch-releases (schedule)."""
-    suffix = uuid.uuid4().hex[:6]
-    pool, repo = f"fma-release-{suffix}", f"fma-test/deploy-{suffix}"  # a repository no event names
+@dataclass
+class Deployed:
+    pool: str
+    repo: str
+    publish: Any
+    watch: Any
+    src: SampleSource
+    namespace: str
+
+
+def project_yaml_for_test(suffix: str, repo: str, pool: str, src: SampleSource, registry: str) -> str:
+    """prefect.yaml with names of this test's own, and defaults pointing at local parts."""
     text = (PROJECT_ROOT / "prefect.yaml").read_text()
-    for old, new in (("- name: publish-release\n", f"- name: publish-release-{suffix}\n"),
-                     ("- name: watch-releases\n", f"- name: watch-releases-{suffix}\n"),
-                     ("name: fma-release\n    work_queue_name", f"name: {pool}\n    work_queue_name"),
-                     ("&repository llm-d-incubation/llm-d-fast-model-actuation", f"&repository {repo}")):
-        assert old in text
+    for old, new in (
+        ("- name: publish-release\n", f"- name: publish-release-{suffix}\n"),
+        ("- name: watch-releases\n", f"- name: watch-releases-{suffix}\n"),
+        ("name: fma-release\n    work_queue_name", f"name: {pool}\n    work_queue_name"),
+        ("&repository llm-d-incubation/llm-d-fast-model-actuation", f"&repository {repo}"),
+        ("source: https://github.com/llm-d-incubation/llm-d-fast-model-actuation.git",
+         f"source: {src.path}\n      config: {src.config}"),
+        ("registry: ghcr.io/llm-d-incubation/llm-d-fast-model-actuation\n      dry_run: false",
+         f"registry: {registry}\n      dry_run: true"),
+    ):
+        assert old in text, old
         text = text.replace(old, new)
-    copy = tmp_path / "prefect.yaml"
-    copy.write_text(text)
+    return text
+
+
+@pytest.fixture(scope="module")
+def deployed(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """`prefect deploy --all` of prefect.yaml (renamed for this module) onto a new process work pool."""
+    tmp = tmp_path_factory.mktemp("deploy")
+    suffix = uuid.uuid4().hex[:6]
+    pool, repo = f"fma-release-{suffix}", f"fma-test/deploy-{suffix}"  # a repository other tests never name
+    namespace = f"t{uuid.uuid4().hex[:10]}/fma"
+    src = make_sample_source(tmp / "sample", tag="v0.3.1", images=("requester",), nonce=uuid.uuid4().hex)
+    copy = tmp / "prefect.yaml"
+    copy.write_text(project_yaml_for_test(suffix, repo, pool, src, f"{registry.host}/{namespace}"))
     created = prefect("work-pool", "create", pool, "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
+    ids = []
     try:
         done = prefect("deploy", "--all", "--prefect-file", str(copy))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         with get_client(sync_client=True) as client:
             publish = client.read_deployment_by_name(f"publish-release/publish-release-{suffix}")
             watch = client.read_deployment_by_name(f"watch-releases/watch-releases-{suffix}")
-            automations = client.read_resource_related_automations(f"prefect.deployment.{publish.id}")
-            try:
-                assert publish.work_pool_name == watch.work_pool_name == pool
-                schema = publish.parameter_openapi_schema or {}
-                assert schema["required"] == ["tag", "source"]
-                assert schema["properties"]["tag"]["type"] == "string" and schema["properties"]["tag"]["description"]
-                assert publish.parameters["source"].endswith("llm-d-fast-model-actuation.git")
-                (automation,) = automations
-                trigger = automation.trigger.model_dump()
-                assert trigger["expect"] == {"github.release.published"}
-                assert trigger["match"]["github.repository"] == repo
-                (action,) = automation.actions
-                assert action.model_dump()["parameters"] == {"tag": "{{ event.resource['github.tag'] }}"}
-                (schedule,) = watch.schedules
-                assert schedule.schedule.model_dump()["interval"].total_seconds() == 3600
-                assert watch.parameters["deployment"] == "publish-release/publish-release"
-            finally:
-                client.delete_deployment(publish.id)
-                client.delete_deployment(watch.id)
+        ids = [publish.id, watch.id]
+        yield Deployed(pool, repo, publish, watch, src, namespace)
     finally:
+        with get_client(sync_client=True) as client:
+            for deployment_id in ids:
+                client.delete_deployment(deployment_id)
         prefect("work-pool", "delete", pool)
+
+
+def test_prefect_deploy_all_registers_both_deployments(deployed: Deployed) -> None:
+    """publish-release: tag required and typed, defaults, the event trigger; watch-releases: the schedule."""
+    publish, watch = deployed.publish, deployed.watch
+    assert publish.work_pool_name == watch.work_pool_name == deployed.pool
+    schema = publish.parameter_openapi_schema or {}
+    assert schema["required"] == ["tag", "source"]
+    assert schema["properties"]["tag"]["type"] == "string" and schema["properties"]["tag"]["description"]
+    assert "tag" not in publish.parameters and publish.parameters["dry_run"] is True
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_resource_related_automations(f"prefect.deployment.{publish.id}")
+    trigger = automation.trigger.model_dump()
+    assert trigger["expect"] == {"github.release.published"}
+    assert trigger["match"]["github.repository"] == deployed.repo
+    (action,) = automation.actions
+    assert action.model_dump()["parameters"] == {"tag": "{{ event.resource['github.tag'] }}"}
+    (schedule,) = watch.schedules
+    assert schedule.schedule.model_dump()["interval"].total_seconds() == 3600
+    assert watch.parameters["deployment"] == "publish-release/publish-release"
+
+
+def test_process_worker_runs_the_triggered_release(deployed: Deployed, tmp_path: Path) -> None:
+    """The work-pool route: an event -> trigger -> run in the pool -> `prefect worker` runs it to Completed."""
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", deployed.pool, "--type", "process"], cwd=PROJECT_ROOT,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+    )
+    try:
+        emit_event(event="github.release.published", id=uuid.uuid4(), resource={
+            "prefect.resource.id": f"github.release.{deployed.repo}.v0.3.1",
+            "github.repository": deployed.repo, "github.tag": "v0.3.1"})
+
+        def finished() -> Any:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployed.publish.id])))
+            done = [r for r in runs if r.state and r.state.is_final()]
+            return done[0] if done else None
+
+        run = wait_for("the worker to finish the triggered run", finished, timeout=240, every=0.5)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}; worker log: {log.read_text()[-2000:]}"
+    assert run.parameters["tag"] == "v0.3.1" and run.parameters["source"] == str(deployed.src.path)
