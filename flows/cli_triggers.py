@@ -51,11 +51,11 @@ def add_trigger_commands(sub: Any) -> None:
     serve.add_argument("--config", help="default release config of runs")
     serve.add_argument("--chart-registry", help="default OCI URL for charts")
     serve.add_argument("--dry-run", action="store_true", help="runs build and package but push nothing")
-    serve.add_argument("--repo", default=DEFAULT_REPO, help="repository the watcher lists releases of")
+    serve.add_argument("--repo", default=DEFAULT_REPO,
+                       help="OWNER/NAME whose published releases trigger runs and are watched")
     serve.add_argument("--api-url", default=None, help="GitHub API URL for the watcher")
     serve.add_argument("--watch-interval", type=float, default=3600.0,
                        help="seconds between watcher runs (default 3600; 0 disables the schedule)")
-    serve.add_argument("--name-suffix", default="", help=argparse.SUPPRESS)  # tests serve side by side
     serve.set_defaults(handler=_serve)
 
 
@@ -104,6 +104,5 @@ def _serve(args: argparse.Namespace) -> int:
     serve_deployments(
         source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
         dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
-        name_suffix=args.name_suffix,
     )
     return 0
