@@ -55,10 +55,14 @@ def _emit(name: str, flow_run: Any, payload: dict[str, Any]) -> None:
     )
 
 
-def on_release_completed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook: emit ``fma.release.succeeded`` with the summary's references."""
+async def on_release_completed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: emit ``fma.release.succeeded`` with the summary's references.
+
+    Async, so that it reads the result the same way under the sync and the async flow engine
+    (both await a hook's coroutine).
+    """
     try:
-        summary = state.result(raise_on_failure=False)
+        summary = await state.aresult(raise_on_failure=False)
     except Exception:  # the result may not be retrievable here; the event still goes out
         summary = None
     _emit(SUCCEEDED, flow_run, success_payload(summary))

@@ -24,8 +24,9 @@ from prefect.exceptions import ObjectNotFound
 
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
+from flows.events import SUCCEEDED
 from tasks.registry import RegistryAPI
-from tests.integration.prefect_helpers import wait_for
+from tests.integration.prefect_helpers import events, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("fma-release"))
@@ -146,6 +147,20 @@ def test_signed_webhook_starts_a_completed_release_of_that_tag(
     with RegistryAPI(registry.host) as api:
         assert "0.3.1" in api.tags(f"{served.namespace}/charts/fma-controllers")
         assert api.tags(f"{served.namespace}/requester") == ["v0.3.1"]
+
+
+def test_completed_release_emits_succeeded_event_with_references(released: Any) -> None:
+    """fma.release.succeeded for the tag, related to the run, lists every image reference with its digest."""
+
+    def for_this_run() -> list[Any]:
+        return [e for e in events(SUCCEEDED, "fma.release.v0.3.1")
+                if f"prefect.flow-run.{released.id}" in {r.id for r in e.related}]
+
+    (event,) = wait_for("the success event of the run", for_this_run)
+    assert event.resource["fma.release.tag"] == "v0.3.1"
+    images = event.payload["images"]
+    assert len(images) == len(FMA_IMAGES) and all("@sha256:" in i for i in images)
+    assert event.payload["charts"] and event.payload["charts"][0].endswith("fma-controllers:0.3.1")
 
 
 def test_replayed_and_forged_deliveries_started_nothing(served: Served, released: Any) -> None:
