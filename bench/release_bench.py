@@ -66,7 +66,7 @@ def main() -> int:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     registry = RegistryProcess(work / "registry", free_port()).start()
     proxy = FaultProxy("127.0.0.1", registry.port).start()
-    from flows.release import release_flow  # after PREFECT_API_URL is set
+    from flows.release import release  # after PREFECT_API_URL is set
     from tasks import progress
 
     builds: list[str] = []
@@ -77,7 +77,7 @@ def main() -> int:
 
     def timed(src: SampleSource, registry_path: str, **kwargs: Any) -> float:
         started = time.perf_counter()
-        release_flow(tag=src.tag, source=str(src.path), config=str(src.config), registry=registry_path,
+        release(tag=src.tag, source=str(src.path), config=str(src.config), registry=registry_path,
                      retry_base_delay=0.2, **kwargs)
         return time.perf_counter() - started
 

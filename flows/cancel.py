@@ -61,16 +61,16 @@ def abort(reason: str) -> None:
 
 def _release_leases() -> None:
     """Free the concurrency slots this run holds (the tag's), so that a re-run need not wait for them
-    to lapse. Called in the main thread, where the flow's concurrency context is."""
+    to lapse."""
+    from tasks.concurrency import HELD_LEASES
+
+    if not HELD_LEASES:
+        return
     try:
         from prefect.client.orchestration import get_client
-        from prefect.concurrency.context import ConcurrencyContext
 
-        ctx = ConcurrencyContext.get()
-        if ctx is None or not ctx.cleanup_lease_ids:
-            return
         with get_client(sync_client=True) as client:
-            for lease_id in list(ctx.cleanup_lease_ids):
+            for lease_id in list(HELD_LEASES):
                 client.release_concurrency_slots_with_lease(lease_id=lease_id)
     except Exception as err:  # the slot then frees itself when its lease lapses
         print(f"fma-release: could not free the tag's concurrency slot ({type(err).__name__}); "

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from flows import cancel
     from flows.progress_view import ProgressView
-    from flows.release import release_flow
+    from flows.release import release
     from tasks import progress
     from tasks.summary import render_summary
 
@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     view = ProgressView()
     progress.subscribe(view.update)
     try:
-        summary = release_flow(
+        summary = release(
             tag=args.tag,
             source=args.source,
             registry=args.registry,

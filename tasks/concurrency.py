@@ -10,11 +10,14 @@ different tags hold different limits and run side by side; a deployment's own
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID
 
 from tasks.errors import ReleaseError
 from tasks.tags import parse_tag
@@ -54,11 +57,12 @@ def ensure_limit(name: str, limit: int = 1) -> bool:
         return True
 
 
-@contextmanager
-def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
-    """Hold the tag's slot: wait while another run of the same tag holds it."""
-    from prefect.concurrency.sync import concurrency
+# Leases of the slots this process holds: a run that is stopped at once (flows/cancel.py) frees
+# them first, so that the next run of the tag need not wait for them to lapse.
+HELD_LEASES: list[UUID] = []
 
+
+def _ensure(tag: str) -> str:
     name = limit_name(tag)
     try:
         ensure_limit(name)
@@ -67,8 +71,52 @@ def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
             f"cannot create the concurrency limit {name} ({type(err).__name__}): check that the Prefect API "
             "is reachable (PREFECT_API_URL)"
         ) from err
+    return name
+
+
+def _held() -> list[UUID]:
+    from prefect.concurrency.context import ConcurrencyContext
+
+    ctx = ConcurrencyContext.get()
+    leases = list(ctx.cleanup_lease_ids) if ctx is not None else []
+    HELD_LEASES.extend(leases)
+    return leases
+
+
+def _drop(leases: list[UUID]) -> None:
+    for lease in leases:
+        if lease in HELD_LEASES:
+            HELD_LEASES.remove(lease)
+
+
+@contextmanager
+def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
+    """Hold the tag's slot: wait while another run of the same tag holds it."""
+    from prefect.concurrency.sync import concurrency
+
+    name = _ensure(tag)
     with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS):
-        yield
+        leases = _held()
+        try:
+            yield
+        finally:
+            _drop(leases)
+
+
+@asynccontextmanager
+async def atag_slot(tag: str, timeout_seconds: float | None = None) -> AsyncIterator[None]:
+    """:func:`tag_slot` for async flows: the lease is renewed on the flow's event loop."""
+    from prefect.concurrency.asyncio import concurrency
+
+    name = await asyncio.to_thread(_ensure, tag)
+    async with concurrency(
+        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS
+    ):
+        leases = _held()
+        try:
+            yield
+        finally:
+            _drop(leases)
 
 
 def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:
@@ -76,6 +124,17 @@ def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:
 
     The signature and docstring stay the function's own (Prefect builds the UI form from them).
     """
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            tag = _tag_argument(fn, args, kwargs)
+            parse_tag(tag)  # a malformed tag fails here, before it gets a limit of its own
+            async with atag_slot(tag):
+                return await fn(*args, **kwargs)
+
+        return cast(Callable[P, R], awrapper)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -88,7 +147,5 @@ def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _tag_argument(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    import inspect
-
     bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     return str(bound.arguments.get("tag", ""))

@@ -235,6 +235,17 @@ class RegistryAPI:
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest, json.loads(response.content)
 
+    def digest(self, repository: str, reference: str) -> str:
+        """The digest ``reference`` (a tag) points at, ``""`` when there is none; one HEAD request."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return ""
+        self._check(response, f"read {repository}:{reference}")
+        return response.headers.get("Docker-Content-Digest", "")
+
     def blob(self, repository: str, digest: str) -> bytes:
         response = self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"

@@ -32,21 +32,33 @@ def _git(args: list[str], *, what: str, fix: str, cwd: Path | None = None) -> st
     return cmd.run(["git", *args], cwd=cwd, what=what, fix=fix, env=env)
 
 
-def resolve_tag(source: str, tag: str) -> None:
-    """Fail with :class:`SourceError` unless ``tag`` exists in ``source``."""
+def resolve_tag(source: str, tag: str) -> str:
+    """The commit ``tag`` names in ``source``; :class:`SourceError` when the tag is not there."""
     shown = redact(source)
     try:
         out = _git(
-            ["ls-remote", "--tags", "--", source, f"refs/tags/{tag}"],
+            ["ls-remote", "--tags", "--", source, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
             what=f"read the source {shown}",
             fix="check that --source is a git URL or a local git repository that exists",
         )
     except CommandError as err:
         raise SourceError(str(err)) from err
-    if not out.strip():
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        commit, _, ref = line.partition("\t")
+        refs[ref.strip()] = commit.strip()
+    if f"refs/tags/{tag}" not in refs:
         raise SourceError(
             f"tag {tag} is not in the source {shown}: push the tag first (git push origin {tag}) or check --source"
         )
+    # An annotated tag lists the tag object and, peeled (^{}), the commit it names.
+    return refs.get(f"refs/tags/{tag}^{{}}", refs[f"refs/tags/{tag}"])
+
+
+@task(name="resolve tag", cache_policy=NONE)
+def resolve_tag_task(source: str, tag: str) -> str:
+    """Check that the tag is in the source and return the commit it names (no clone)."""
+    return resolve_tag(source, tag)
 
 
 def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:

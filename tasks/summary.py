@@ -37,7 +37,7 @@ def release_notes(images: list[PushedImage], charts: list[PublishedChart]) -> tu
     """What a re-run found already done, in words."""
     statuses = [i.status for i in images] + [c.status for c in charts]
     if statuses and all(s == "already published" for s in statuses):
-        return ("nothing changed: every image and chart of this tag was already published",)
+        return (NOTHING_CHANGED,)
     notes = []
     kept = [i.name for i in images if i.status == "already published"]
     if kept:
@@ -46,6 +46,19 @@ def release_notes(images: list[PushedImage], charts: list[PublishedChart]) -> tu
     notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts
               if c.status == "replaced"]
     return tuple(notes)
+
+
+NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
+
+
+def already_published(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded summary, as the answer to releasing the same thing again."""
+    return {
+        **recorded,
+        "images": [{**i, "status": "already published"} for i in recorded.get("images", [])],
+        "charts": [{**c, "status": "already published"} for c in recorded.get("charts", [])],
+        "notes": [NOTHING_CHANGED],
+    }
 
 
 def summary_dict(result: ReleaseResult) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
-from flows.release import release_flow
+from flows.release import release
 from tasks.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_stopping_a_run_stops_builds_publishes_no_chart_and_a_rerun_resumes(
     if how != "ctrl-c":
         return  # one re-run proves the resume; the slow build takes its full time again
     events.clear()
-    summary = release_flow(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
+    summary = release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
                            retry_base_delay=0.1)
     assert [item for item, state, _ in events if state == "building"] == [SLOW]
     statuses = {i["name"]: i["status"] for i in summary["images"]}

@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, Tas
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.events import FAILED, SUCCEEDED
-from flows.release import release_flow
+from flows.release import release
 from tasks.concurrency import limit_name
 from tasks.errors import SourceError
 from tests.integration.prefect_helpers import events, wait_for
@@ -105,7 +105,7 @@ def test_failed_release_emits_failed_event(registry: RegistryProcess, namespace:
     src = sample(tag="v0.3.1", images=IMAGES)
     tag = f"v0.{uuid.uuid4().int % 10_000}.7"
     with pytest.raises(SourceError):
-        release_flow(tag=tag, source=str(src.path), registry=f"{registry.host}/{namespace}",
+        release(tag=tag, source=str(src.path), registry=f"{registry.host}/{namespace}",
                      config=str(src.config), dry_run=True)
     found = wait_for("the failure event", lambda: events(FAILED, f"fma.release.{tag}"))
     (event,) = found

@@ -18,7 +18,7 @@ import pytest
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource
-from flows.release import release_flow
+from flows.release import release
 from tasks.errors import (
     ChartError,
     ConfigError,
@@ -36,7 +36,7 @@ Events = list[tuple[str, str, str]]
 
 def run_release(src: SampleSource, registry: str, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("retry_base_delay", 0.1)
-    return release_flow(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
+    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
 
 
 def builds(events: Events) -> list[str]:
@@ -193,7 +193,9 @@ def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.logging.handlers import APILogHandler
 
+    APILogHandler().flush()  # run logs are sent in batches: send the last ones before reading
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
         task_runs = client.read_task_runs()
@@ -260,7 +262,7 @@ def test_unreachable_engine_registry_and_source(
     with pytest.raises(RegistryError, match=r"cannot reach the registry 127\.0\.0\.1:1 .* check the address"):
         run_release(src, f"127.0.0.1:1/{namespace}")
     with pytest.raises(SourceError, match="check that --source is a git URL or a local git repository"):
-        release_flow(tag="v0.3.1", source=str(tmp_path / "no-such-repo"), registry=f"{registry.host}/{namespace}",
+        release(tag="v0.3.1", source=str(tmp_path / "no-such-repo"), registry=f"{registry.host}/{namespace}",
                      config=str(src.config))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(EngineError, match=r"cannot reach the Docker engine .* start dockerd"):

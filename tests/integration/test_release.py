@@ -19,7 +19,7 @@ import yaml
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
-from flows.release import release_flow
+from flows.release import release
 from tasks.config import PROJECT_ROOT
 from tasks.errors import ImagesFailedError, SourceError
 from tasks.registry import RegistryAPI
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 def run_release(src: SampleSource, registry: str, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("retry_base_delay", 0.1)
-    return release_flow(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
+    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
 
 
 def file_in_image(api: RegistryAPI, repository: str, tag: str, name: str) -> str:
@@ -152,7 +152,7 @@ def test_missing_tag_fails_before_any_build_and_publishes_nothing(
     """A tag that is not in the source stops the run before building anything."""
     src = sample()
     with pytest.raises(SourceError, match=r"tag v9\.9\.9 is not in the source"):
-        release_flow(tag="v9.9.9", source=str(src.path), registry=f"{registry.host}/{namespace}",
+        release(tag="v9.9.9", source=str(src.path), registry=f"{registry.host}/{namespace}",
                      config=str(src.config))
     assert not [e for e in events if e[1] == "building"]
     with RegistryAPI(registry.host) as api:
