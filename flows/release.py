@@ -38,7 +38,7 @@ from tasks.charts import (
     package_chart_task,
     push_chart_task,
 )
-from tasks.concurrency import one_run_per_tag
+from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_CONFIG, PROJECT_ROOT, ReleaseConfig, load_config
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
 from tasks.images import (
@@ -46,15 +46,14 @@ from tasks.images import (
     ImageSpec,
     PushedImage,
     build_task,
-    check_engine_task,
     image_specs,
     push_task,
 )
+from tasks.preflight import preflight_task
 from tasks.records import published_release_task, release_key, save_record
 from tasks.redact import install_log_filter
-from tasks.registry import check_registries_task
 from tasks.retry import RetryPolicy
-from tasks.source import Checkout, checkout_task, resolve_tag_task
+from tasks.source import Checkout, checkout_task
 from tasks.summary import ReleaseResult, already_published, release_notes, summary_dict, summary_task
 from tasks.tags import parse_tag
 
@@ -153,20 +152,6 @@ def _workspace(workdir: str | None, tag: str) -> Path:
     return path
 
 
-def _recorded_release(
-    source: str, tag: str, release_config: ReleaseConfig, config: str | None, registry: str, remote: str,
-    force: bool,
-) -> tuple[str, dict[str, Any] | None]:
-    """The release's record key and, when this exact release is still published, its summary."""
-    revision = resolve_tag_task(source, tag)
-    key = release_key(
-        revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
-        registry=registry, chart_remote=remote,
-    )
-    recorded = None if force else published_release_task(key)
-    return key, already_published(recorded) if recorded is not None else None
-
-
 def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callable[[str], PushedImage]:
     """Build an image again, ignoring the cache, and push it (its cached build's image is gone)."""
     by_name = {spec.name: spec for spec in specs}
@@ -199,7 +184,6 @@ def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
     on_failure=[on_release_failed],
     on_crashed=[on_release_failed],
 )
-@one_run_per_tag  # the body holds the global concurrency limit release-<tag>: one run per tag at a time
 async def release_flow(
     tag: str,
     source: str,
@@ -227,12 +211,27 @@ async def release_flow(
         force: replace a chart version that exists in the registry with other content.
     """
     # An async flow costs Prefect ~0.3 s a run where a sync one costs ~1.2 s (its heartbeat is
-    # joined in 1 s steps). The body blocks on the Docker engine and on task futures, so it runs
-    # in a thread of its own; the event loop stays free for the tag slot's lease renewals.
-    return await asyncio.to_thread(
-        _release, tag, source, registry, config, chart_registry, dry_run, workdir, push_attempts,
-        retry_base_delay, force,
-    )
+    # joined in 1 s steps). The steps block on git, the Docker engine and task futures, so they run
+    # in a thread of their own; the event loop stays free for the tag slot's lease renewals.
+    install_log_filter()
+    parse_tag(tag)
+    release_config = load_config(config)
+    remote = chart_remote(registry, chart_registry)
+    _announce_run()
+    try:
+        key, recorded = await asyncio.to_thread(
+            _preflight, source, tag, registry, config, release_config, remote, dry_run, force
+        )
+        if recorded is not None:  # this exact release is published: nothing to do, no slot needed
+            return recorded
+        async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
+            return await asyncio.to_thread(
+                _release, tag, source, registry, release_config, remote, dry_run, workdir, push_attempts,
+                retry_base_delay, force, key,
+            )
+    except ReleaseError as err:
+        progress.report("run", "failed", str(err))
+        raise
 
 
 def release(**parameters: Any) -> dict[str, Any]:
@@ -241,30 +240,39 @@ def release(**parameters: Any) -> dict[str, Any]:
     return result
 
 
+def _preflight(
+    source: str, tag: str, registry: str, config: str | None, release_config: ReleaseConfig, remote: str,
+    dry_run: bool, force: bool,
+) -> tuple[str, dict[str, Any] | None]:
+    """Fail fast on a missing engine, registry or tag; then the release's record key and, when this
+    exact release is still published, its summary (already published as the run's artifact)."""
+    revision = preflight_task(source, tag, registry, remote, push=not dry_run)
+    if dry_run:
+        return "", None
+    key = release_key(
+        revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
+        registry=registry, chart_remote=remote,
+    )
+    recorded = None if force else published_release_task(key)
+    if recorded is None:
+        return key, None
+    summary = already_published(recorded)
+    summary_task(summary)
+    progress.report("run", "done", "nothing changed")
+    return key, summary
+
+
 def _release(
-    tag: str, source: str, registry: str, config: str | None, chart_registry: str | None, dry_run: bool,
-    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool,
+    tag: str, source: str, registry: str, release_config: ReleaseConfig, remote: str, dry_run: bool,
+    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool, key: str,
 ) -> dict[str, Any]:
-    """The flow's body: every step a task, run from this (non-event-loop) thread."""
-    install_log_filter()
+    """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     log = get_run_logger()
     version = parse_tag(tag)
-    release_config = load_config(config)
-    remote = chart_remote(registry, chart_registry)
     policy = RetryPolicy(attempts=push_attempts, base_delay=retry_base_delay, max_delay=max(30.0, retry_base_delay))
-    _announce_run()
     own_workspace = workdir is None
     workspace = _workspace(workdir, tag)
     try:
-        check_engine_task()
-        key = ""
-        if not dry_run:
-            check_registries_task(registry, remote)
-            key, recorded = _recorded_release(source, tag, release_config, config, registry, remote, force)
-            if recorded is not None:  # this exact release is published: nothing to do
-                summary_task(recorded)
-                progress.report("run", "done", "nothing changed")
-                return recorded
         checkout = checkout_task(source, tag, workspace)
         specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
         charts = chart_dirs(release_config, checkout)
@@ -310,9 +318,6 @@ def _release(
             save_record(key, summary)
         progress.report("run", "done", "")
         return summary
-    except ReleaseError as err:
-        progress.report("run", "failed", str(err))
-        raise
     finally:
         if own_workspace and not dry_run:
             shutil.rmtree(workspace, ignore_errors=True)

@@ -337,13 +337,6 @@ def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 # -- tasks ----------------------------------------------------------------------
 
 
-@task(name="check engine", cache_policy=NONE)
-def check_engine_task() -> None:
-    """Fail fast, before the checkout, when the Docker engine cannot be reached."""
-    with engine():
-        pass
-
-
 @task(
     name="build",
     task_run_name="build {spec.name}",

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from prefect import task
-from prefect.cache_policies import NONE
 
 from tasks.credentials import RegistryCredentials, registry_credentials
 from tasks.errors import RegistryError
@@ -271,11 +269,3 @@ class RegistryAPI:
             return None
         return dict(json.loads(self.blob(repository, config["digest"])))
 
-
-@task(name="check registries", cache_policy=NONE)
-def check_registries_task(registry: str, chart_remote: str) -> None:
-    """Fail fast, before any build, when a registry is unreachable or refuses the credentials."""
-    for ref in dict.fromkeys([registry, chart_remote.removeprefix("oci://")]):
-        target = Reference.parse(ref)
-        with RegistryAPI(target.host) as api:
-            api.check_access(target.repository)

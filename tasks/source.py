@@ -55,11 +55,6 @@ def resolve_tag(source: str, tag: str) -> str:
     return refs.get(f"refs/tags/{tag}^{{}}", refs[f"refs/tags/{tag}"])
 
 
-@task(name="resolve tag", cache_policy=NONE)
-def resolve_tag_task(source: str, tag: str) -> str:
-    """Check that the tag is in the source and return the commit it names (no clone)."""
-    return resolve_tag(source, tag)
-
 
 def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:
     """Clone ``source`` at ``tag`` into ``workspace/source`` (a fresh directory)."""

@@ -200,7 +200,7 @@ def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
         (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
         task_runs = client.read_task_runs()
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    checks = [t for t in task_runs if t.flow_run_id == run.id and t.name.startswith("check registries")]
+    checks = [t for t in task_runs if t.flow_run_id == run.id and t.name.startswith("preflight")]
     assert [t.run_count for t in checks] == [1]
     assert logs, "the run stored no logs"
     assert all(password not in log.message for log in logs)

@@ -1,0 +1,29 @@
+"""Checks that fail a release in well under a second, before anything is checked out or built."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.images import engine
+from tasks.registry import Reference, RegistryAPI
+from tasks.source import resolve_tag
+
+
+def check_registries(registry: str, chart_remote: str) -> None:
+    """One ``GET /v2/`` per registry with the credentials: unreachable or refused fails here, once."""
+    for ref in dict.fromkeys([registry, chart_remote.removeprefix("oci://")]):
+        target = Reference.parse(ref)
+        with RegistryAPI(target.host) as api:
+            api.check_access(target.repository)
+
+
+@task(name="preflight", cache_policy=NONE)
+def preflight_task(source: str, tag: str, registry: str, chart_remote: str, push: bool = True) -> str:
+    """The Docker engine answers, the registries accept the credentials (when pushing), the tag is in
+    the source; returns the commit the tag names."""
+    with engine():
+        pass
+    if push:
+        check_registries(registry, chart_remote)
+    return resolve_tag(source, tag)
