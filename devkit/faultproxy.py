@@ -2,7 +2,7 @@
 
 Rules pick requests by repository and operation (``upload_start``,
 ``upload_patch``, ``blob_put``, ``manifest_put``, ``manifest_get``, ...) and
-answer them with a status code or a dropped connection, a set number of times
+answer them with a status code, a dropped connection or a hang, a set number of times
 or forever. Everything else is forwarded as is (the Host header is kept, so
 the registry's upload ``Location`` URLs point back at the proxy). Every
 request is counted per ``(repository, operation)``.
@@ -44,6 +44,7 @@ class Rule:
     op: str
     status: int | None = None  # answer with this code...
     drop: bool = False  # ...or close the connection without answering
+    hang: float = 0  # ...or hold the request this many seconds, then close the connection
     times: int | None = None  # None = forever
     retry_after: str | None = None
 
@@ -58,6 +59,7 @@ class FaultProxy:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.injected: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
+        self._released = threading.Event()  # set on stop: hung requests end
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,7 +87,9 @@ class FaultProxy:
                 repo, op = operation(self.command, self.path)
                 rule = proxy._take(repo, op)
                 if rule is not None:
-                    if rule.drop:
+                    if rule.hang:
+                        proxy._released.wait(rule.hang)
+                    if rule.drop or rule.hang:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
@@ -157,5 +161,6 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()

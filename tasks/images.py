@@ -22,6 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
@@ -197,13 +198,21 @@ def failed_step(lines: Iterable[str]) -> str:
 _ENGINE_FIX = "start dockerd (bash scripts/setup.sh does) or point DOCKER_HOST at a running engine"
 
 
+def push_stall_seconds() -> float:
+    """How long a push may go without a word from the engine before it counts as hung (and is retried)."""
+    return float(os.environ.get("FMA_PUSH_STALL_SECONDS") or 300)
+
+
 @contextmanager
-def engine(docker_host: str | None = None) -> Iterator[docker.APIClient]:
-    """A Docker API client of this task's own, checked with a ping."""
+def engine(docker_host: str | None = None, timeout: float = 3600) -> Iterator[docker.APIClient]:
+    """A Docker API client of this task's own, checked with a ping.
+
+    ``timeout`` bounds each read: a build can be silent for long (a slow RUN step), a push streams
+    progress all along, so a silent push has hung.
+    """
     base_url = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        # Builds can be silent for a long time (a slow RUN step): no short read timeout.
-        client = docker.APIClient(base_url=base_url, version="auto", timeout=3600)
+        client = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
         raise EngineError(f"cannot reach the Docker engine at {redact(base_url)}: {_ENGINE_FIX}") from err
@@ -252,7 +261,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltIma
             f"image {spec.name} failed to build: {redact(str(err.explanation or err))}; "
             "fix the Dockerfile or build context and re-run",
         ) from err
-    except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, docker.errors.DockerException) as err:
         raise EngineError(f"lost the Docker engine while building {spec.name}: {_ENGINE_FIX}") from err
     if not image_id:
         image_id = str(client.inspect_image(spec.ref)["Id"])
@@ -284,7 +293,11 @@ def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedI
                 raise _push_error(built.name, built.ref, message)
     except docker.errors.APIError as err:
         raise _push_error(built.name, built.ref, redact(str(err.explanation or err))) from err
-    except requests.exceptions.RequestException as err:
+    except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError) as err:
+        raise _push_error(
+            built.name, built.ref, f"no progress for {push_stall_seconds():.0f}s: the push timed out (hung registry?)"
+        ) from err
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
         raise _push_error(built.name, built.ref, f"connection to the engine failed: {err}") from err
     if not digest:
         raise ImagePushError(
@@ -383,7 +396,7 @@ def push_task(built: BuiltImage) -> PushedImage:
             return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published")
         progress.report(built.name, "retrying" if attempt > 1 else "pushing",
                         f"attempt {attempt}" if attempt > 1 else "")
-        with engine() as client:
+        with engine(timeout=push_stall_seconds()) as client:
             if not built.image_id or local_image_id(client, built.ref) != built.image_id:
                 raise ImageMissingError(
                     built.name, f"image {built.ref} is not in the Docker engine any more; it will be rebuilt"

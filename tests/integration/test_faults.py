@@ -55,6 +55,20 @@ def test_dropped_connection_on_blob_put_is_survived(
     assert sorted(builds(events)) == sorted(FMA_IMAGES)
 
 
+def test_hung_push_times_out_and_is_retried(
+    fault_proxy: FaultProxy, namespace: str, sample: Callable[..., SampleSource], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry that hangs on a manifest PUT: the silent push is abandoned after the stall limit and retried."""
+    monkeypatch.setenv("FMA_PUSH_STALL_SECONDS", "3")
+    fault_proxy.add(Rule(repo_suffix="/requester", op="manifest_put", hang=60, times=1))
+    started = time.monotonic()
+    summary = run_release(sample(images=("requester",)), f"{fault_proxy.host}/{namespace}")
+    assert time.monotonic() - started < 40
+    assert summary["images"][0]["status"] == "pushed"
+    assert fault_proxy.injected[(f"{namespace}/requester", "manifest_put")] == 1
+    assert fault_proxy.count("/requester", "manifest_put") == 2
+
+
 def test_failing_push_fails_only_that_image_and_a_rerun_resumes(
     fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str,
     sample: Callable[..., SampleSource], events: Events,
