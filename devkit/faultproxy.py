@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _PATH = re.compile(r"^/v2/(?P<repo>.+?)/(?P<kind>manifests|blobs/uploads|blobs)(?:/(?P<ref>[^?]*))?")
+_ERROR_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS"}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
@@ -93,12 +94,10 @@ class FaultProxy:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
-                    payload = (
-                        b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
-                        if (rule.status or 500) >= 500
-                        else b'{"errors":[{"code":"UNAUTHORIZED","message":"injected auth failure"}]}'
-                    )
-                    self.send_response(rule.status or 503)
+                    status = rule.status or 503
+                    code = _ERROR_CODES.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
+                    payload = b'{"errors":[{"code":"%s","message":"injected fault"}]}' % code.encode()
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     if rule.retry_after:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,17 @@ def registry_scheme(host: str) -> str:
     return scheme
 
 
+MAX_RETRY_AFTER = 30.0
+
+
+def retry_after(value: str) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds), capped; ``None`` when absent or a date."""
+    value = value.strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER)
+
+
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -131,7 +143,8 @@ class RegistryAPI:
     def request(self, method: str, path: str, *, scope: str, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}))
         url = f"{self.base}{path}"
-        for _ in range(2):
+        throttled = 0
+        for _ in range(3):
             token = self._token.get(scope)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -151,6 +164,11 @@ class RegistryAPI:
                     "and that the registry is running",
                     transient=True,
                 ) from err
+            wait = retry_after(response.headers.get("Retry-After", "")) if response.status_code == 429 else None
+            if wait is not None and not throttled:  # rate limited: wait as told, once, then try again
+                throttled += 1
+                time.sleep(wait)
+                continue
             if response.status_code != 401:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")

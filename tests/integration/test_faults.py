@@ -69,6 +69,19 @@ def test_hung_push_times_out_and_is_retried(
     assert fault_proxy.count("/requester", "manifest_put") == 2
 
 
+def test_rate_limits_are_waited_out(
+    fault_proxy: FaultProxy, namespace: str, sample: Callable[..., SampleSource],
+) -> None:
+    """429 on a registry read (with Retry-After) and on a manifest PUT: both are retried and the release completes."""
+    fault_proxy.add(Rule(repo_suffix="/requester", op="manifest_get", status=429, times=1, retry_after="1"))
+    fault_proxy.add(Rule(repo_suffix="/requester", op="manifest_put", status=429, times=1, retry_after="1"))
+    summary = run_release(sample(images=("requester",)), f"{fault_proxy.host}/{namespace}")
+    assert summary["images"][0]["status"] == "pushed"
+    assert fault_proxy.injected[(f"{namespace}/requester", "manifest_get")] == 1
+    assert fault_proxy.injected[(f"{namespace}/requester", "manifest_put")] == 1
+    assert fault_proxy.count("/requester", "manifest_put") == 2
+
+
 def test_failing_push_fails_only_that_image_and_a_rerun_resumes(
     fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str,
     sample: Callable[..., SampleSource], events: Events,

@@ -127,3 +127,12 @@ def test_retry_policy_is_bounded_exponential() -> None:
     assert policy.task_options()["retries"] == 5
     with pytest.raises(ValueError, match="attempts >= 1"):
         RetryPolicy(attempts=0)
+
+
+@pytest.mark.parametrize(("header", "wait"), [("2", 2.0), ("0", 0.0), ("3600", 30.0), ("", None),
+                                              ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("-1", None)])
+def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
+    """Retry-After in seconds is honoured up to a cap; dates and junk are ignored (backoff applies)."""
+    from tasks.registry import retry_after
+
+    assert retry_after(header) == wait
