@@ -50,11 +50,18 @@ from tasks.images import (
     push_task,
 )
 from tasks.preflight import preflight_task
-from tasks.records import published_release_task, release_key, save_record
+from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
 from tasks.retry import RetryPolicy
 from tasks.source import Checkout, checkout_task
-from tasks.summary import ReleaseResult, already_published, release_notes, summary_dict, summary_task
+from tasks.summary import (
+    ReleaseResult,
+    already_published,
+    publish_summary,
+    release_notes,
+    summary_dict,
+    summary_task,
+)
 from tasks.tags import parse_tag
 
 DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
@@ -253,11 +260,11 @@ def _preflight(
         revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
         registry=registry, chart_remote=remote,
     )
-    recorded = None if force else published_release_task(key)
+    recorded = None if force else published_release(key)
     if recorded is None:
         return key, None
     summary = already_published(recorded)
-    summary_task(summary)
+    publish_summary(summary)  # no task: the whole answer is this artifact
     progress.report("run", "done", "nothing changed")
     return key, summary
 

@@ -118,6 +118,11 @@ def render_summary(summary: dict[str, Any]) -> str:
 @task(name="summary", cache_policy=NONE)
 def summary_task(summary: dict[str, Any]) -> str:
     """Publish the summary as a Prefect markdown artifact; return its text."""
+    return publish_summary(summary)
+
+
+def publish_summary(summary: dict[str, Any]) -> str:
+    """The summary as the run's markdown artifact (from a flow or a task); returns its text."""
     text = render_summary(summary)
     create_markdown_artifact(
         key=artifact_key(summary["version"]),
