@@ -34,7 +34,7 @@ class Recorded:
 class GitHubStub:
     """``with GitHubStub(token="t") as gh: gh.add_release("o/r", "v0.2.0")``; ``gh.url`` is the base URL."""
 
-    token: str = "stub-token"
+    token: str = "stub-token"  # noqa: S105 - the stub's own test token, not a secret
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -87,7 +87,7 @@ class GitHubStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def do_GET(self) -> None:
@@ -128,7 +128,7 @@ class GitHubStub:
         status, payload = self._route(method, path, body or {})
         self._send(handler, status, payload)
 
-    def _route(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _route(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:  # noqa: PLR0911 - one return per endpoint
         match = re.fullmatch(r"(?:/api/v3)?/repos/([^/]+/[^/]+)(/.*)?", path)
         if match is None:
             return 404, {"message": "Not Found"}
