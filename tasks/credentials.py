@@ -48,7 +48,7 @@ def _secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        value = cast(Secret[str], Secret.load(name)).get()
+        value = cast(Secret[str], Secret.load(name, _sync=True)).get()  # type: ignore[call-arg]  # sync in any thread
     except (ValueError, RuntimeError) as err:
         raise RegistryError(
             f"cannot load the Prefect Secret block {name!r}: create it (prefect block create secret) "

@@ -130,6 +130,15 @@ def test_rerelease_of_a_published_tag_changes_nothing(
     assert again["charts"][0]["digest"] == first["charts"][0]["digest"]
     assert again["notes"] == ["nothing changed: every image and chart of this tag was already published"]
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-0-3-1"])))
+    ours = [str(a.data) for a in artifacts if reg in str(a.data)]
+    assert len(ours) == 2, "each of the two runs publishes its summary artifact"
+    assert sum("nothing changed" in text for text in ours) == 1
+
 
 def test_cached_build_whose_image_is_gone_is_rebuilt(
     fault_proxy: FaultProxy, namespace: str, sample: Callable[..., SampleSource], events: Events,
