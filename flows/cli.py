@@ -14,12 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.config import load_config
+from tasks.config import DEFAULT_REGISTRY, load_config
 from tasks.errors import ReleaseError
 from tasks.redact import redact
 from tasks.tags import parse_tag
-
-DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
 
 
 def _parser() -> argparse.ArgumentParser:

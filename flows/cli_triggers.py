@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tasks.config import DEFAULT_REGISTRY, DEFAULT_REPO
 from tasks.errors import ReleaseError
-
-DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
-DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"
 
 
 def add_trigger_commands(sub: Any) -> None:

@@ -2,10 +2,11 @@
 
 The body only orchestrates; every box of the process is a task:
 
-    tag -> checkout@tag -> package charts ----------------------------.
-                       \\-> build A -> push A --\\                      |
-                        \\-> build B -> push B ---+--> push charts --> summary
-                         \\-> ...      -> ...   --/
+    preflight -> (release record: published? -> summary, done)
+      -> checkout@tag -> package charts ----------------------------.
+                     \\-> build A -> push A --\\                      |
+                      \\-> build B -> push B ---+--> push charts --> summary
+                       \\-> ...      -> ...   --/
 
 Charts are packaged (and their rendered images checked) while images build,
 so a broken chart stops the release before anything is pushed. A push waits
@@ -39,7 +40,7 @@ from tasks.charts import (
     push_chart_task,
 )
 from tasks.concurrency import atag_slot
-from tasks.config import DEFAULT_CONFIG, PROJECT_ROOT, ReleaseConfig, load_config
+from tasks.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig, load_config
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
 from tasks.images import (
     BuiltImage,
@@ -63,8 +64,6 @@ from tasks.summary import (
     summary_task,
 )
 from tasks.tags import parse_tag
-
-DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
 
 
 def chart_dirs(config: ReleaseConfig, checkout: Checkout, project_root: Path = PROJECT_ROOT) -> list[Path]:

@@ -17,14 +17,13 @@ from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import FlowRun
 
 from tasks.charts import chart_remote
+from tasks.config import DEFAULT_REGISTRY, DEFAULT_REPO
 from tasks.errors import InvalidTagError
 from tasks.github import DEFAULT_API_URL, PublishedRelease, list_releases
 from tasks.redact import install_log_filter
 from tasks.registry import Reference, RegistryAPI
 from tasks.tags import parse_tag
 
-DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"
-DEFAULT_REGISTRY = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
 DEFAULT_DEPLOYMENT = "publish-release/publish-release"
 ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
 
