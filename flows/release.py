@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,16 @@ from tasks.images import (
     ImageSpec,
     PushedImage,
     build_task,
+    image_ref,
     image_specs,
+    published_digest,
     push_task,
 )
-from tasks.preflight import preflight_task
+from tasks.preflight import preflight
 from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
 from tasks.retry import RetryPolicy
-from tasks.source import Checkout, checkout_task
+from tasks.source import checkout_task
 from tasks.summary import (
     ReleaseResult,
     already_published,
@@ -66,16 +69,18 @@ from tasks.summary import (
 from tasks.tags import parse_tag
 
 
-def chart_dirs(config: ReleaseConfig, checkout: Checkout, project_root: Path = PROJECT_ROOT) -> list[Path]:
-    """Where each configured chart lives; :class:`ConfigError` when one is missing."""
+def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> list[Path]:
+    """Where each configured chart of ``origin`` ("source": ``base`` is the checkout, "project":
+    this repository) lives; :class:`ConfigError` when one is missing."""
     dirs = []
     for chart in config.charts:
-        base = checkout.path if chart.origin == "source" else project_root
+        if chart.origin != origin:
+            continue
         path = (base / chart.path).resolve()
         if not path.is_relative_to(base.resolve()):
             raise ConfigError(f"chart path {chart.path} leaves its tree; use a path inside it")
         if not (path / "Chart.yaml").is_file():
-            where = f"the source at {checkout.tag}" if chart.origin == "source" else "this project"
+            where = f"the source at {tag}" if chart.origin == "source" else "this project"
             raise ConfigError(
                 f"chart {chart.path} has no Chart.yaml in {where}: fix 'path' or 'from' in the release config"
             )
@@ -156,6 +161,20 @@ def _workspace(workdir: str | None, tag: str) -> Path:
     path = Path(workdir) if workdir else Path(tempfile.gettempdir()) / "fma-release" / f"{tag}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _published_images(specs: list[ImageSpec]) -> list[PushedImage]:
+    """The images whose tag in the registry is exactly this build (same fingerprint label)."""
+    if not specs:
+        return []
+    kept = []
+    with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:  # reads only: ask all at once
+        digests = list(pool.map(lambda spec: published_digest(spec.ref, spec.fingerprint), specs))
+    for spec, digest in zip(specs, digests, strict=True):
+        if digest:
+            progress.report(spec.name, "already published", digest)
+            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status="already published"))
+    return kept
 
 
 def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callable[[str], PushedImage]:
@@ -252,7 +271,7 @@ def _preflight(
 ) -> tuple[str, dict[str, Any] | None]:
     """Fail fast on a missing engine, registry or tag; then the release's record key and, when this
     exact release is still published, its summary (already published as the run's artifact)."""
-    revision = preflight_task(source, tag, registry, remote, push=not dry_run)
+    revision = preflight(source, tag, registry, remote, push=not dry_run)
     if dry_run:
         return "", None
     key = release_key(
@@ -279,20 +298,29 @@ def _release(
     own_workspace = workdir is None
     workspace = _workspace(workdir, tag)
     try:
+        # The references this release publishes are known from the config alone, so this project's
+        # charts are packaged and checked while the source is checked out.
+        released_refs = [image_ref(registry, image.name, tag) for image in release_config.images]
+        staging = workspace / "charts"
+
+        def package(dirs: list[Path]) -> list[PrefectFuture[PackagedChart]]:
+            return [
+                package_chart_task.submit(d, staging, registry, tag, version.version, released_refs,
+                                          None if dry_run else remote, force)
+                for d in dirs
+            ]
+
+        packages = package(chart_dirs(release_config, "project", PROJECT_ROOT, tag))
         checkout = checkout_task(source, tag, workspace)
         specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
-        charts = chart_dirs(release_config, checkout)
+        packages += package(chart_dirs(release_config, "source", checkout.path, tag))
         log.info("releasing %s (%s) of %s: %d image(s), %d chart(s)",
-                 tag, checkout.revision, checkout.source, len(specs), len(charts))
+                 tag, checkout.revision, checkout.source, len(specs), len(packages))
 
-        released_refs = [spec.ref for spec in specs]
-        staging = workspace / "charts"
-        packages = [
-            package_chart_task.submit(d, staging, registry, tag, version.version, released_refs,
-                                      None if dry_run else remote, force)
-            for d in charts
-        ]
-        builds = {spec.name: build_task.submit(spec, check_registry=not dry_run) for spec in specs}
+        # Images the registry already holds exactly (a re-run) get no build or push step at all.
+        kept = [] if dry_run else _published_images(specs)
+        to_build = [spec for spec in specs if spec.name not in {image.name for image in kept}]
+        builds = {spec.name: build_task.submit(spec, check_registry=not dry_run) for spec in to_build}
         pusher = push_task.with_options(**policy.task_options())
         pushes = {} if dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.
@@ -302,6 +330,8 @@ def _release(
 
         chart_packages, chart_failure = _collect_charts(packages)
         images, failures = _collect_images(builds, pushes, dry_run, _rebuilder(specs, pusher))
+        order = [spec.name for spec in specs]
+        images = sorted(kept + images, key=lambda image: order.index(image.name))
         if chart_failure is not None:
             raise chart_failure
         if failures:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from tasks.images import engine
 from tasks.registry import Reference, RegistryAPI
 from tasks.source import resolve_tag
@@ -18,10 +15,13 @@ def check_registries(registry: str, chart_remote: str) -> None:
             api.check_access(target.repository)
 
 
-@task(name="preflight", cache_policy=NONE)
-def preflight_task(source: str, tag: str, registry: str, chart_remote: str, push: bool = True) -> str:
+def preflight(source: str, tag: str, registry: str, chart_remote: str, push: bool = True) -> str:
     """The Docker engine answers, the registries accept the credentials (when pushing), the tag is in
-    the source; returns the commit the tag names."""
+    the source; returns the commit the tag names.
+
+    Reads only, a few tens of milliseconds: the flow calls it before any task (a task run would cost
+    more than the checks), so a run that cannot succeed fails before anything starts.
+    """
     with engine():
         pass
     if push:

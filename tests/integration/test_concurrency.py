@@ -38,12 +38,11 @@ def flow_runs_of(tag: str, source: Path) -> list[Any]:
 
 def locked_window(flow_run_id: uuid.UUID) -> tuple[datetime, datetime]:
     """From the first task's start to the last task's end, of the tasks that run inside the tag's slot
-    (all but the read-only preflight, which comes before it)."""
+    (the read-only preflight, before it, is no task)."""
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
         )
-    tasks = [t for t in tasks if not t.name.startswith("preflight")]
     starts = [t.start_time for t in tasks if t.start_time]
     ends = [t.end_time for t in tasks if t.end_time]
     assert starts and ends
