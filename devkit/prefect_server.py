@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devkit.processes import stop_process
 from devkit.registry import free_port
 
 
@@ -42,9 +43,4 @@ def start_prefect_server(home: Path, timeout: float = 120) -> tuple[subprocess.P
 
 
 def stop_prefect_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout=15)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from devkit.processes import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -70,11 +72,6 @@ class RegistryProcess:
         raise RuntimeError(f"docker-registry did not answer on {self.host} within {timeout}s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
         self.process = None

@@ -16,6 +16,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events import emit_event
 
+from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource, make_sample_source
 from tasks.config import PROJECT_ROOT
@@ -130,11 +131,6 @@ def test_process_worker_runs_the_triggered_release(deployed: Deployed, tmp_path:
 
         run = wait_for("the worker to finish the triggered run", finished, timeout=240, every=0.5)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
     assert run.state.is_completed(), f"{run.state.name}: {run.state.message}; worker log: {log.read_text()[-2000:]}"
     assert run.parameters["tag"] == "v0.3.1" and run.parameters["source"] == str(deployed.src.path)

@@ -22,6 +22,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.exceptions import ObjectNotFound
 
+from devkit.processes import stop_process
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
 from flows.events import SUCCEEDED
@@ -55,15 +56,6 @@ class Served:
 def _spawn(args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([CLI, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, **env})
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def deployment_runs(deployment_id: uuid.UUID) -> list[Any]:
@@ -110,8 +102,8 @@ def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) 
         wait_for("the webhook receiver", hook_up, timeout=30)
         yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp)
     finally:
-        _stop(hook)
-        _stop(serve)
+        stop_process(hook)
+        stop_process(serve)
         with get_client(sync_client=True) as client:
             for deployment_id in ids:  # its trigger goes with it: later events start nothing
                 client.delete_deployment(deployment_id)
