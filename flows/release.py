@@ -182,7 +182,7 @@ def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callab
     by_name = {spec.name: spec for spec in specs}
 
     def rebuild(name: str) -> PushedImage:
-        built = build_task.with_options(refresh_cache=True)(by_name[name], check_registry=False)
+        built = build_task.with_options(refresh_cache=True)(by_name[name])
         return pusher(built)
 
     return rebuild
@@ -320,7 +320,7 @@ def _release(
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
         kept = [] if dry_run else _published_images(specs)
         to_build = [spec for spec in specs if spec.name not in {image.name for image in kept}]
-        builds = {spec.name: build_task.submit(spec, check_registry=not dry_run) for spec in to_build}
+        builds = {spec.name: build_task.submit(spec) for spec in to_build}
         pusher = push_task.with_options(**policy.task_options())
         pushes = {} if dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.

@@ -356,17 +356,14 @@ def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     cache_key_fn=build_cache_key,
     persist_result=True,
 )
-def build_task(spec: ImageSpec, check_registry: bool = True) -> BuiltImage:
-    """Build one image from the checkout at the tag, unless the registry already has exactly it.
+def build_task(spec: ImageSpec) -> BuiltImage:
+    """Build one image from the checkout at the tag.
 
     The result is cached by the build inputs' fingerprint (Prefect result
-    storage: PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again.
+    storage: PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again;
+    images the registry already holds are not even submitted (the flow asks first).
     """
     log = get_run_logger()
-    if check_registry and published_digest(spec.ref, spec.fingerprint):
-        log.info("%s is already in the registry with the same inputs: not built", spec.ref)
-        progress.report(spec.name, "already built", "in the registry")
-        return BuiltImage(name=spec.name, ref=spec.ref, image_id="", fingerprint=spec.fingerprint)
     progress.report(spec.name, "building")
     try:
         with engine() as client:
