@@ -344,7 +344,7 @@ def _release(
         result = ReleaseResult(
             tag=tag, version=version.version, prerelease=version.prerelease, registry=registry,
             source_revision=checkout.revision, images=tuple(images), charts=tuple(published),
-            chart_remote=remote, dry_run=dry_run,
+            dry_run=dry_run,
             notes=release_notes(images, published)
             + (tuple(f"chart archive kept at {p.archive}" for p in chart_packages) if dry_run else ()),
         )

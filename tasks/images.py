@@ -67,7 +67,7 @@ class ImageSpec:
 class BuiltImage:
     name: str
     ref: str
-    image_id: str  # "" when the build was skipped because the registry has the image
+    image_id: str  # the engine's image id; the push checks the engine still has it
     fingerprint: str = ""
 
 
@@ -77,11 +77,6 @@ class PushedImage:
     ref: str
     digest: str
     status: str = "pushed"  # or "already published", "dry run"
-
-    @property
-    def pinned(self) -> str:
-        """``repo@digest``: the reference that never moves."""
-        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
 
 
 # -- pure ---------------------------------------------------------------------

@@ -23,7 +23,6 @@ class ReleaseResult:
     source_revision: str
     images: tuple[PushedImage, ...] = ()
     charts: tuple[PublishedChart, ...] = ()
-    chart_remote: str = ""
     dry_run: bool = False
     notes: tuple[str, ...] = ()
 

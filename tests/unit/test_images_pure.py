@@ -9,7 +9,6 @@ import pytest
 from tasks.config import parse_config
 from tasks.errors import ConfigError
 from tasks.images import (
-    PushedImage,
     failed_step,
     image_ref,
     image_specs,
@@ -36,12 +35,6 @@ def checkout(path: Path) -> Checkout:
 def test_image_ref_keeps_the_v(registry: str, name: str, tag: str, ref: str) -> None:
     """<registry>/<name>:<tag>, the tag with its v, no double slash."""
     assert image_ref(registry, name, tag) == ref
-
-
-def test_pinned_reference_uses_the_digest() -> None:
-    """repo@digest, even with a registry port in the name."""
-    pushed = PushedImage(name="r", ref="127.0.0.1:5000/x/r:v1.0.0", digest="sha256:abc")
-    assert pushed.pinned == "127.0.0.1:5000/x/r@sha256:abc"
 
 
 def test_oci_labels() -> None:
