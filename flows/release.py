@@ -244,7 +244,7 @@ async def release_flow(
     remote = chart_remote(registry, chart_registry)
     _announce_run()
     try:
-        key, recorded = await asyncio.to_thread(
+        revision, key, recorded = await asyncio.to_thread(
             _preflight, source, tag, registry, config, release_config, remote, dry_run, force
         )
         if recorded is not None:  # this exact release is published: nothing to do, no slot needed
@@ -252,7 +252,7 @@ async def release_flow(
         async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
             return await asyncio.to_thread(
                 _release, tag, source, registry, release_config, remote, dry_run, workdir, push_attempts,
-                retry_base_delay, force, key,
+                retry_base_delay, force, revision, key,
             )
     except ReleaseError as err:
         progress.report("run", "failed", str(err))
@@ -268,28 +268,28 @@ def release(**parameters: Any) -> dict[str, Any]:
 def _preflight(
     source: str, tag: str, registry: str, config: str | None, release_config: ReleaseConfig, remote: str,
     dry_run: bool, force: bool,
-) -> tuple[str, dict[str, Any] | None]:
-    """Fail fast on a missing engine, registry or tag; then the release's record key and, when this
-    exact release is still published, its summary (already published as the run's artifact)."""
+) -> tuple[str, str, dict[str, Any] | None]:
+    """Fail fast on a missing engine, registry or tag; then the tagged commit, the release's record
+    key and, when this exact release is still published, its summary (already the run's artifact)."""
     revision = preflight(source, tag, registry, remote, push=not dry_run)
     if dry_run:
-        return "", None
+        return revision, "", None
     key = release_key(
         revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
         registry=registry, chart_remote=remote,
     )
     recorded = None if force else published_release(key)
     if recorded is None:
-        return key, None
+        return revision, key, None
     summary = already_published(recorded)
     publish_summary(summary)  # no task: the whole answer is this artifact
     progress.report("run", "done", "nothing changed")
-    return key, summary
+    return revision, key, summary
 
 
 def _release(
     tag: str, source: str, registry: str, release_config: ReleaseConfig, remote: str, dry_run: bool,
-    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool, key: str,
+    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool, revision: str, key: str,
 ) -> dict[str, Any]:
     """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     log = get_run_logger()
@@ -311,7 +311,7 @@ def _release(
             ]
 
         packages = package(chart_dirs(release_config, "project", PROJECT_ROOT, tag))
-        checkout = checkout_task(source, tag, workspace)
+        checkout = checkout_task(source, tag, workspace, revision)
         specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
         packages += package(chart_dirs(release_config, "source", checkout.path, tag))
         log.info("releasing %s (%s) of %s: %d image(s), %d chart(s)",

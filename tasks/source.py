@@ -56,9 +56,12 @@ def resolve_tag(source: str, tag: str) -> str:
 
 
 
-def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:
-    """Clone ``source`` at ``tag`` into ``workspace/source`` (a fresh directory)."""
-    resolve_tag(source, tag)
+def checkout_at_tag(source: str, tag: str, workspace: Path, expected: str = "") -> Checkout:
+    """Clone ``source`` at ``tag`` into ``workspace/source`` (a fresh directory).
+
+    ``expected`` is the commit the preflight saw the tag name (``resolve_tag``); a tag moved since
+    then fails the run rather than release a commit other than the one checked.
+    """
     target = workspace / "source"
     if target.exists():  # the workspace is this run's own: a retried checkout starts clean
         shutil.rmtree(target)
@@ -71,12 +74,15 @@ def checkout_at_tag(source: str, tag: str, workspace: Path) -> Checkout:
             what=f"clone {shown} at {tag}",
             fix="check that the source is reachable and the tag exists",
         )
-        revision = _git(["rev-parse", "HEAD^{commit}"], cwd=target,
-                        what="read the tagged commit", fix="check the clone").strip()
-        created = _git(["log", "-1", "--format=%cI", "HEAD"], cwd=target,
-                       what="read the commit date", fix="check the clone").strip()
+        revision, created = _git(["log", "-1", "--format=%H%n%cI", "HEAD"], cwd=target,
+                                 what="read the tagged commit", fix="check the clone").split()
     except CommandError as err:
         raise SourceError(str(err)) from err
+    if expected and revision != expected:
+        raise SourceError(
+            f"tag {tag} moved from {expected[:12]} to {revision[:12]} during the release: tags of a release "
+            "must not move; re-run to release the commit it names now"
+        )
     return Checkout(path=target, source=shown, tag=tag, revision=revision, created=created)
 
 
@@ -89,6 +95,6 @@ def _clone_url(source: str) -> str:
 
 
 @task(name="checkout", cache_policy=NONE)
-def checkout_task(source: str, tag: str, workspace: Path) -> Checkout:
+def checkout_task(source: str, tag: str, workspace: Path, expected: str = "") -> Checkout:
     """Check out the source at the tag; record the tagged commit."""
-    return checkout_at_tag(source, tag, workspace)
+    return checkout_at_tag(source, tag, workspace, expected)
