@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import docker
+import docker.errors
 
 FMA_IMAGES = ("dual-pods-controller", "launcher-populator", "launcher", "requester")
 BUSYBOX = Path("/bin/busybox")
@@ -27,19 +31,33 @@ class SampleSource:
     config: Path  # a release config for it (outside the repository)
 
 
-def dockerfile_text(name: str, sleep: float = 0, fail: bool = False) -> str:
-    """A scratch image that records its name and the source VERSION; optionally slow or broken."""
+def dockerfile_text(name: str, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "") -> str:
+    """A scratch image that records its name and the source VERSION; optionally slow or broken.
+
+    With ``base`` (an image holding /bin/busybox, see :func:`base_image`) it starts from that image
+    instead; with ``sleep_url`` (a :class:`devkit.sleep_server.SleepServer`) the image has only the
+    sleep, a fetch of a slow URL instead of a container.
+    """
+    if sleep_url:  # for benchmarks: as few steps as possible, each one costs the engine a layer
+        return (
+            f"FROM {base or 'scratch'}\n"
+            + ("" if base else "COPY busybox /bin/busybox\n")
+            # The same URL for the same sleep: the engine downloads it every time (the build waits),
+            # then finds the layer in its cache.
+            + (f"ADD {sleep_url}/{sleep}/slept /app/slept\n" if sleep else "")
+            + ('RUN ["/bin/busybox", "false"]\n' if fail else "")
+        )
     # COPY comes first: an ARG or LABEL before the first COPY trips the legacy
     # builder's platform check on FROM scratch.
     run = f"/bin/busybox sleep {sleep} && " if sleep else ""
     run += "/bin/busybox false && " if fail else ""
     run += f"/bin/busybox mkdir -p /app && echo {name} > /app/name"
     return (
-        "FROM scratch\n"
-        "COPY busybox /bin/busybox\n"
-        "COPY VERSION /app/VERSION\n"
-        f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
-        'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
+        f"FROM {base or 'scratch'}\n"
+        + ("" if base else "COPY busybox /bin/busybox\n")
+        + "COPY VERSION /app/VERSION\n"
+        + f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
+        + 'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
     )
 
 
@@ -63,6 +81,8 @@ def make_sample_source(
     chart_from: str = "project",
     nonce: str = "",
     mutate: Callable[[Path], None] | None = None,
+    base: str = "",
+    sleep_url: str = "",
 ) -> SampleSource:
     """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it."""
     sleeps = dict(sleeps or {})
@@ -70,10 +90,11 @@ def make_sample_source(
     images = list(images)
     repo = root / "source"
     (repo / "dockerfiles").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, repo / "busybox")
+    if not base:  # a base image brings its own busybox
+        shutil.copy2(BUSYBOX, repo / "busybox")
     (repo / "VERSION").write_text(f"{tag.removeprefix('v')}\n{nonce}\n")
     for name in images:
-        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken)
+        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken, base=base, sleep_url=sleep_url)
         (repo / "dockerfiles" / f"Dockerfile.{name}").write_text(text)
     if chart_from == "source":
         shutil.copytree(Path(__file__).resolve().parent.parent / "charts", repo / "charts")
@@ -98,6 +119,27 @@ def make_sample_source(
     ]
     config.write_text("\n".join(lines) + "\n")
     return SampleSource(path=repo, tag=tag, tag_commit=tag_commit, head_commit=head_commit, config=config)
+
+
+def base_image(client: docker.APIClient, tag: str = "fma-sample-base:busybox") -> str:
+    """Build (once per engine) a base image holding a static busybox; return its tag.
+
+    The legacy builder looks up its cache for a ``FROM scratch`` step by reading every image in
+    the engine's store, so on an engine with thousands of images each such build costs seconds of
+    CPU; builds from a base image read only that image's children.
+    """
+    try:
+        client.inspect_image(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy2(BUSYBOX, Path(context) / "busybox")
+        (Path(context) / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n")
+        for item in client.build(path=context, tag=tag, rm=True, decode=True):
+            if "error" in item:
+                raise RuntimeError(f"cannot build {tag}: {item['error']}")
+    return tag
 
 
 def _chart_fits(images: list[str]) -> bool:

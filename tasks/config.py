@@ -46,6 +46,8 @@ class ImageConfig(BaseModel):
     # Optional: "source" (default) reads the Dockerfile from the checkout;
     # "project" from this repository, for images upstream ships no Dockerfile for.
     dockerfile_from: Literal["source", "project"] = "source"
+    # Optional: the name of an entry of ``engines`` that must build this image.
+    engine: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -76,6 +78,37 @@ class ImageConfig(BaseModel):
         return value
 
 
+class EngineConfig(BaseModel):
+    """One Docker engine that builds and pushes images: the local one or a remote one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    # As DOCKER_HOST: unix:///var/run/docker.sock, tcp://builder-1:2376, ssh://user@builder-2
+    docker_host: str
+    # A directory with ca.pem, cert.pem and key.pem (Docker's convention) for a TLS tcp:// engine.
+    tls_cert_path: str | None = None
+    # At most this many builds at a time on this engine (default: no cap, every build at once).
+    max_builds: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _IMAGE_NAME.fullmatch(value):
+            raise ValueError(f"engine name {value!r} must be lowercase letters, digits and single . _ - separators")
+        return value
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, value: str) -> str:
+        if not re.fullmatch(r"(unix|tcp|ssh|npipe)://\S+", value):
+            raise ValueError(
+                f"docker_host {value!r} must be a Docker address such as unix:///var/run/docker.sock "
+                "or tcp://host:2376"
+            )
+        return value
+
+
 class ChartConfig(BaseModel):
     """One chart: packaged at the release version and pushed to the chart registry."""
 
@@ -97,8 +130,10 @@ class ReleaseConfig(BaseModel):
 
     images: tuple[ImageConfig, ...] = ()
     charts: tuple[ChartConfig, ...] = ()
+    # Optional: the engines builds are spread over (default: the one DOCKER_HOST names).
+    engines: tuple[EngineConfig, ...] = ()
 
-    @field_validator("images", "charts", mode="before")
+    @field_validator("images", "charts", "engines", mode="before")
     @classmethod
     def _none_is_empty(cls, value: object) -> object:
         return () if value is None else value
@@ -110,6 +145,15 @@ class ReleaseConfig(BaseModel):
             if image.name in seen:
                 raise ValueError(f"image name {image.name!r} appears twice; give each image one entry")
             seen.add(image.name)
+        engines = [engine.name for engine in self.engines]
+        if len(engines) != len(set(engines)):
+            raise ValueError("an engine name appears twice; give each engine one entry")
+        for image in self.images:
+            if image.engine is not None and image.engine not in engines:
+                raise ValueError(
+                    f"image {image.name!r} names engine {image.engine!r}, which is not under 'engines'; "
+                    "add it there or remove 'engine'"
+                )
         paths = [c.path for c in self.charts]
         if len(paths) != len(set(paths)):
             raise ValueError("a chart path appears twice; list each chart once")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
 import requests.exceptions
 import urllib3.exceptions
 from prefect import get_run_logger, task
@@ -50,6 +52,22 @@ FINGERPRINT_LABEL = "io.llm-d.fma-release.fingerprint"
 
 
 @dataclass(frozen=True)
+class Engine:
+    """A Docker engine a build goes to (see ``engines`` in the release config)."""
+
+    name: str = "default"
+    docker_host: str = ""  # "" = DOCKER_HOST of the task's process, else the local socket
+    tls_cert_path: str = ""  # ca.pem, cert.pem, key.pem for a TLS tcp:// engine
+    max_builds: int = 0  # 0 = no cap
+
+    def address(self) -> str:
+        return self.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+DEFAULT_ENGINE = Engine()
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """Everything one build needs; small and picklable for remote task runners."""
 
@@ -61,6 +79,7 @@ class ImageSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     # Hash of everything that determines the image; also its FINGERPRINT_LABEL.
     fingerprint: str = ""
+    engine: Engine = DEFAULT_ENGINE  # where it is built and pushed from
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,7 @@ class BuiltImage:
     ref: str
     image_id: str  # the engine's image id; the push checks the engine still has it
     fingerprint: str = ""
+    engine: Engine = DEFAULT_ENGINE  # the engine that holds it
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,8 @@ def image_specs(
 ) -> list[ImageSpec]:
     """One spec per configured image; :class:`ConfigError` for a missing Dockerfile or context."""
     specs = []
+    engines = {target.name: target for target in configured_engines(config)}
+    placed = assign_engines([(image.name, image.engine) for image in config.images], list(engines))
     for image in config.images:
         base = project_root if image.dockerfile_from == "project" else checkout.path
         dockerfile = (base / image.dockerfile).resolve()
@@ -136,9 +158,38 @@ def image_specs(
                 build_args=dict(image.build_args),
                 labels={**labels, FINGERPRINT_LABEL: fingerprint},
                 fingerprint=fingerprint,
+                engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
             )
         )
     return specs
+
+
+def configured_engines(config: ReleaseConfig) -> list[Engine]:
+    """The config's engines; the default one (DOCKER_HOST or the local socket) when it lists none."""
+    return [
+        Engine(name=e.name, docker_host=e.docker_host, tls_cert_path=e.tls_cert_path or "",
+               max_builds=e.max_builds or 0)
+        for e in config.engines
+    ] or [DEFAULT_ENGINE]
+
+
+def assign_engines(images: list[tuple[str, str | None]], engines: list[str]) -> dict[str, str]:
+    """Which engine builds each image: its own when it names one, else the engine with the fewest
+    images so far (first listed on a tie). ``{}`` without engines: all go to the default one."""
+    if not engines:
+        return {}
+    load = dict.fromkeys(engines, 0)
+    placed: dict[str, str] = {}
+    for name, pinned in images:
+        if pinned is not None:
+            placed[name] = pinned
+            load[pinned] += 1
+    for name, pinned in images:
+        if pinned is None:
+            chosen = min(engines, key=lambda engine: load[engine])
+            placed[name] = chosen
+            load[chosen] += 1
+    return placed
 
 
 def build_fingerprint(
@@ -198,23 +249,56 @@ def push_stall_seconds() -> float:
     return float(os.environ.get("FMA_PUSH_STALL_SECONDS") or 300)
 
 
+# The API version each engine speaks, asked once per process (``version="auto"`` costs a request).
+_api_versions: dict[str, str] = {}
+_build_slots: dict[str, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _tls(target: Engine) -> docker.tls.TLSConfig | bool:
+    if not target.tls_cert_path:
+        return False
+    certs = Path(target.tls_cert_path)
+    return docker.tls.TLSConfig(
+        client_cert=(str(certs / "cert.pem"), str(certs / "key.pem")), ca_cert=str(certs / "ca.pem"), verify=True
+    )
+
+
 @contextmanager
-def engine(docker_host: str | None = None, timeout: float = 3600) -> Iterator[docker.APIClient]:
-    """A Docker API client of this task's own, checked with a ping.
+def engine(target: Engine = DEFAULT_ENGINE, timeout: float = 3600) -> Iterator[docker.APIClient]:
+    """A Docker API client of this task's own for ``target``, checked with a ping.
 
     ``timeout`` bounds each read: a build can be silent for long (a slow RUN step), a push streams
     progress all along, so a silent push has hung.
     """
-    base_url = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    base_url = target.address()
+    fix = _ENGINE_FIX if target == DEFAULT_ENGINE else f"start it or fix engine {target.name!r} in the release config"
     try:
-        client = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+        client = docker.APIClient(
+            base_url=base_url, version=_api_versions.get(base_url, "auto"), timeout=timeout, tls=_tls(target)
+        )
         client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-        raise EngineError(f"cannot reach the Docker engine at {redact(base_url)}: {_ENGINE_FIX}") from err
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as err:
+        raise EngineError(f"cannot reach the Docker engine at {redact(base_url)}: {fix}") from err
+    _api_versions[base_url] = str(client.api_version)
     try:
         yield client
     finally:
         client.close()
+
+
+@contextmanager
+def build_slot(target: Engine) -> Iterator[None]:
+    """Hold one of the engine's ``max_builds`` slots (no cap when 0). Per process: with a task runner
+    spread over machines, each process keeps its own count."""
+    if not target.max_builds:
+        yield
+        return
+    key = f"{target.address()}#{target.max_builds}"
+    with _slots_lock:
+        slot = _build_slots.setdefault(key, threading.BoundedSemaphore(target.max_builds))
+    with slot:
+        yield
 
 
 def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltImage:
@@ -260,7 +344,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltIma
         raise EngineError(f"lost the Docker engine while building {spec.name}: {_ENGINE_FIX}") from err
     if not image_id:
         image_id = str(client.inspect_image(spec.ref)["Id"])
-    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id)
+    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, engine=spec.engine)
 
 
 def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedImage:
@@ -338,7 +422,7 @@ def local_image_id(client: docker.APIClient, ref: str) -> str:
 def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Prefect cache key of a build: its inputs' fingerprint on this engine."""
     spec: ImageSpec = parameters["spec"]
-    engine_id = os.environ.get("DOCKER_HOST") or "local"
+    engine_id = spec.engine.address()
     return f"fma-build-{spec.fingerprint}-{hashlib.sha256(engine_id.encode()).hexdigest()[:8]}"
 
 
@@ -359,15 +443,18 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     images the registry already holds are not even submitted (the flow asks first).
     """
     log = get_run_logger()
-    progress.report(spec.name, "building")
     try:
-        with engine() as client:
-            built = build_image(client, spec, log)
+        with build_slot(spec.engine):
+            progress.report(spec.name, "building", "" if spec.engine == DEFAULT_ENGINE else f"on {spec.engine.name}")
+            with engine(spec.engine) as client:
+                built = build_image(client, spec, log)
     except Exception as err:
         progress.report(spec.name, "failed", str(err))
         raise
     progress.report(spec.name, "built", built.image_id[:19])
-    return BuiltImage(name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint)
+    return BuiltImage(
+        name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint, engine=spec.engine
+    )
 
 
 @task(
@@ -388,7 +475,7 @@ def push_task(built: BuiltImage) -> PushedImage:
             return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published")
         progress.report(built.name, "retrying" if attempt > 1 else "pushing",
                         f"attempt {attempt}" if attempt > 1 else "")
-        with engine(timeout=push_stall_seconds()) as client:
+        with engine(built.engine, timeout=push_stall_seconds()) as client:
             if not built.image_id or local_image_id(client, built.ref) != built.image_id:
                 raise ImageMissingError(
                     built.name, f"image {built.ref} is not in the Docker engine any more; it will be rebuilt"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.images import engine
+from tasks.images import DEFAULT_ENGINE, Engine, engine
 from tasks.registry import Reference, RegistryAPI
 from tasks.source import resolve_tag
 
@@ -15,15 +15,18 @@ def check_registries(registry: str, chart_remote: str) -> None:
             api.check_access(target.repository)
 
 
-def preflight(source: str, tag: str, registry: str, chart_remote: str, push: bool = True) -> str:
-    """The Docker engine answers, the registries accept the credentials (when pushing), the tag is in
+def preflight(
+    source: str, tag: str, registry: str, chart_remote: str, push: bool = True, engines: tuple[Engine, ...] = ()
+) -> str:
+    """Every Docker engine answers, the registries accept the credentials (when pushing), the tag is in
     the source; returns the commit the tag names.
 
     Reads only, a few tens of milliseconds: the flow calls it before any task (a task run would cost
     more than the checks), so a run that cannot succeed fails before anything starts.
     """
-    with engine():
-        pass
+    for target in engines or (DEFAULT_ENGINE,):
+        with engine(target):
+            pass
     if push:
         check_registries(registry, chart_remote)
     return resolve_tag(source, tag)

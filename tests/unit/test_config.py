@@ -61,6 +61,11 @@ def test_empty_lists_are_allowed(text: str) -> None:
         ("charts:\n  - path: c\n    from: elsewhere\n", "'source' or 'project'"),
         ("charts:\n  - path: /abs\n", "without '..'"),
         ("unknown: 1\n", "Extra inputs"),
+        ("engines:\n  - name: e\n    docker_host: 10.0.0.5:2376\n", "tcp://host:2376"),
+        ("engines:\n  - {name: e, docker_host: 'tcp://a:2376'}\n  - {name: e, docker_host: 'tcp://b:2376'}\n",
+         "engine name appears twice"),
+        ("engines:\n  - {name: e, docker_host: 'tcp://a:2376', max_builds: 0}\n", "greater than or equal to 1"),
+        ("images:\n  - {name: a, dockerfile: D, engine: elsewhere}\n", "not under 'engines'"),
     ],
 )
 def test_malformed_configs_fail_in_one_line(text: str, needle: str) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tasks.config import parse_config
 from tasks.errors import ConfigError
 from tasks.images import (
+    DEFAULT_ENGINE,
+    Engine,
+    assign_engines,
+    build_slot,
     failed_step,
     image_ref,
     image_specs,
@@ -63,6 +70,73 @@ def test_image_specs_resolve_dockerfiles_from_source_or_project(tmp_path: Path) 
     a, b = image_specs(config, checkout(src), "reg.example/fma", project_root=project)
     assert (a.dockerfile, a.context, a.ref) == (src / "d/Dockerfile.a", src, "reg.example/fma/a:v0.3.1")
     assert (b.dockerfile, b.context, dict(b.build_args)) == (project / "d/Dockerfile.b", src, {"X": "1"})
+
+
+def test_images_are_spread_over_the_engines_and_pins_are_kept(tmp_path: Path) -> None:
+    """Unpinned images go to the least loaded engine; a pinned one stays where the config says."""
+    (tmp_path / "D").write_text("FROM scratch\n")
+    config = parse_config(
+        "engines:\n  - {name: one, docker_host: 'unix:///run/one.sock', max_builds: 2}\n"
+        "  - {name: two, docker_host: 'tcp://builder-2:2376', tls_cert_path: /certs}\n"
+        "images:\n" + "".join(f"  - {{name: i{n}, dockerfile: D}}\n" for n in range(4))
+        + "  - {name: pinned, dockerfile: D, engine: one}\n"
+    )
+    specs = {spec.name: spec.engine for spec in image_specs(config, checkout(tmp_path), "reg.example/fma")}
+    assert specs["pinned"] == Engine(name="one", docker_host="unix:///run/one.sock", max_builds=2)
+    assert specs["i0"].name == "two"  # "one" already holds the pinned image
+    assert [engine.name for engine in specs.values()] == ["two", "one", "two", "one", "one"]
+    assert specs["i0"].tls_cert_path == "/certs"
+
+
+def test_without_engines_every_image_goes_to_the_default_engine(tmp_path: Path) -> None:
+    (tmp_path / "D").write_text("FROM scratch\n")
+    config = parse_config("images:\n  - {name: a, dockerfile: D}\n  - {name: b, dockerfile: D}\n")
+    assert {spec.engine for spec in image_specs(config, checkout(tmp_path), "reg.example/fma")} == {DEFAULT_ENGINE}
+    assert assign_engines([("a", None)], []) == {}
+
+
+@given(
+    pins=st.lists(st.one_of(st.none(), st.sampled_from(["e0", "e1", "e2"])), max_size=30),
+    count=st.integers(min_value=1, max_value=3),
+)
+def test_unpinned_images_balance_the_engines(pins: list[str | None], count: int) -> None:
+    """Whatever the pins, no engine ends with more than one unpinned image above the least loaded one
+    unless pins alone put it there."""
+    engines = [f"e{i}" for i in range(count)]
+    images = [(f"i{n}", pin if pin in engines else None) for n, pin in enumerate(pins)]
+    placed = assign_engines(images, engines)
+    assert set(placed) == {name for name, _ in images}
+    assert all(placed[name] == pin for name, pin in images if pin is not None)
+    load = {engine: list(placed.values()).count(engine) for engine in engines}
+    pinned = {engine: sum(1 for _, pin in images if pin == engine) for engine in engines}
+    for engine in engines:
+        if load[engine] > pinned[engine]:  # it received unpinned images, so it was never the most loaded
+            assert load[engine] <= min(load.values()) + 1
+
+
+def test_build_slot_caps_the_builds_on_one_engine() -> None:
+    """max_builds=2: six builds at once go through in pairs, never more than two inside."""
+    target = Engine(name="capped", docker_host="unix:///run/capped.sock", max_builds=2)
+    inside, peak, lock = 0, 0, threading.Lock()
+    pair = threading.Barrier(2, timeout=30)  # holders wait for each other: two must fit at once
+
+    def build() -> None:
+        nonlocal inside, peak
+        with build_slot(target):
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            pair.wait()
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=build) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 2
+    assert not pair.broken
 
 
 def test_missing_dockerfile_is_a_config_error(tmp_path: Path) -> None:

@@ -1,0 +1,104 @@
+"""A Docker engine of its own: a second dockerd with its own socket, data, bridge and containerd.
+
+Used by the benchmark (a fresh engine, so images piled up by earlier runs do not slow its
+builds) and by the tests that spread builds over two engines. Needs root and Debian's
+``docker.io``. The daemon gets a bridge of its own: a second dockerd started with
+``--bridge=none`` deletes the host's ``docker0`` and breaks the first daemon's RUN steps.
+It leaves iptables alone (``--iptables=false``), so it never touches the first daemon's chains;
+its containers need no network to build.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from devkit.processes import stop_process
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """A /24 in 172.29.0.0/16 that no interface of this machine uses."""
+    used = [ipaddress.ip_interface(word).network for word in _ip("-4", "-o", "addr").split() if "/" in word]
+    for third in range(1, 255):
+        net = ipaddress.IPv4Network(f"172.29.{third}.0/24")
+        if not any(net.overlaps(other) for other in used):
+            return net
+    raise RuntimeError("no free /24 in 172.29.0.0/16 for a second engine's bridge")
+
+
+@dataclass
+class EngineProcess:
+    """``EngineProcess().start()``; ``.docker_host`` is its ``unix://`` address; ``.stop()`` removes it all."""
+
+    # Unix socket paths are limited to 107 bytes: the daemon's files live in a short /tmp directory.
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fma-engine-", dir="/tmp")))
+    bridge: str = field(default_factory=lambda: f"fmae{uuid.uuid4().hex[:8]}")
+    # Keep the image store in memory (a tmpfs): no disk writeback in the figures of a benchmark.
+    in_memory: bool = False
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 30) -> EngineProcess:
+        if shutil.which("dockerd") is None:
+            raise RuntimeError("dockerd is not installed: run bash scripts/setup.sh")
+        subnet = _free_subnet()
+        gateway = next(subnet.hosts())
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        if self.in_memory:
+            (self.root / "data").mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(self.root / "data")], check=True)
+        namespace = self.bridge  # containerd namespaces of its own, too
+        log = (self.root / "dockerd.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                "dockerd", "--host", self.docker_host, "--data-root", str(self.root / "data"),
+                "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
+                "--bridge", self.bridge, "--iptables=false", "--ip-masq=false",
+                "--containerd-namespace", namespace, "--containerd-plugins-namespace", f"{namespace}p",
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"dockerd exited early; see {self.root / 'dockerd.log'}")
+            try:
+                client = docker.APIClient(base_url=self.docker_host, version="auto", timeout=5)
+                client.ping()
+                client.close()
+                return self
+            except Exception:  # not listening yet
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s; see {self.root / 'dockerd.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=30)
+            self.process = None
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
+        if self.in_memory:
+            subprocess.run(["umount", "--lazy", str(self.root / "data")], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Builds spread over two Docker engines: the local dockerd and a second one on its own bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from devkit.engine import EngineProcess
+from devkit.registry import RegistryProcess
+from devkit.sample_source import FMA_IMAGES, SampleSource
+from flows.release import release
+from tasks.errors import EngineError
+from tasks.registry import Reference, RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+LOCAL = "unix:///var/run/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def second_engine() -> Iterator[EngineProcess]:
+    engine = EngineProcess().start()
+    yield engine
+    engine.stop()
+
+
+def with_engines(src: SampleSource, engines: str, pins: dict[str, str] | None = None) -> None:
+    """Add an ``engines:`` section (and optional per-image pins) to the sample's release config."""
+    text = src.config.read_text()
+    for name, engine in (pins or {}).items():
+        text = text.replace(f"  - name: {name}\n", f"  - name: {name}\n    engine: {engine}\n")
+    src.config.write_text(text + engines)
+
+
+def images_on(docker_host: str, prefix: str) -> set[str]:
+    """Names of the images tagged under ``prefix`` that an engine holds."""
+    client = docker.APIClient(base_url=docker_host, version="auto")
+    try:
+        return {
+            tag.removeprefix(prefix).split(":")[0]
+            for image in client.images() for tag in image.get("RepoTags") or [] if tag.startswith(prefix)
+        }
+    finally:
+        client.close()
+
+
+def test_builds_are_spread_over_two_engines_and_pushed_from_each(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+    second_engine: EngineProcess, events: list[tuple[str, str, str]],
+) -> None:
+    """Four images over two engines: each engine builds and pushes two, the registry gets all four."""
+    src = sample()
+    with_engines(src, f"engines:\n  - {{name: local, docker_host: '{LOCAL}'}}\n"
+                      f"  - {{name: second, docker_host: '{second_engine.docker_host}', max_builds: 2}}\n")
+    reg = f"{registry.host}/{namespace}"
+
+    summary: dict[str, Any] = release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
+                                      retry_base_delay=0.1)
+
+    prefix = f"{reg}/"
+    local, second = images_on(LOCAL, prefix), images_on(second_engine.docker_host, prefix)
+    assert len(local) == len(second) == 2
+    assert local | second == set(FMA_IMAGES)
+    building = {item: detail for item, state, detail in events if state == "building"}
+    assert {name for name, detail in building.items() if detail == "on second"} == second
+    with RegistryAPI(registry.host) as api:
+        for image in summary["images"]:
+            target = Reference.parse(image["ref"])
+            assert api.digest(target.repository, target.tag) == image["digest"]
+    assert summary["charts"], "the chart is published once every engine has pushed"
+
+
+def test_an_image_pinned_to_an_engine_is_built_there(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], second_engine: EngineProcess,
+) -> None:
+    src = sample(images=("requester", "launcher"))
+    with_engines(src, f"engines:\n  - {{name: local, docker_host: '{LOCAL}'}}\n"
+                      f"  - {{name: second, docker_host: '{second_engine.docker_host}'}}\n",
+                 pins={"requester": "second", "launcher": "second"})
+    reg = f"{registry.host}/{namespace}"
+
+    release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config))
+
+    assert images_on(second_engine.docker_host, f"{reg}/") == {"requester", "launcher"}
+    assert images_on(LOCAL, f"{reg}/") == set()
+
+
+def test_an_unreachable_engine_fails_the_preflight_by_name(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+    events: list[tuple[str, str, str]],
+) -> None:
+    src = sample(images=("requester",))
+    with_engines(src, f"engines:\n  - {{name: local, docker_host: '{LOCAL}'}}\n"
+                      "  - {name: gone, docker_host: 'unix:///tmp/fma-no-such-engine.sock'}\n")
+
+    with pytest.raises(EngineError, match=r"cannot reach the Docker engine at unix:///tmp/fma-no-such-engine.sock: "
+                                          r"start it or fix engine 'gone' in the release config"):
+        release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", config=str(src.config))
+    assert not [event for event in events if event[1] == "building"]
