@@ -30,9 +30,9 @@ from prefect import Task, flow, get_run_logger
 from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.events import on_release_completed, on_release_failed
+from flows.runners import task_runner
 from tasks import progress
 from tasks.charts import (
     PackagedChart,
@@ -205,7 +205,7 @@ def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
 @flow(
     name="publish-release",
     flow_run_name="release {tag}",
-    task_runner=ThreadPoolTaskRunner(),  # type: ignore[arg-type]  # Prefect's generic runner typing
+    task_runner=task_runner(),  # threads, or Dask when FMA_DASK_ADDRESS is set (flows/runners.py)
     validate_parameters=True,
     on_completion=[on_release_completed],  # fma.release.succeeded / .failed for automations
     on_failure=[on_release_failed],
@@ -261,9 +261,11 @@ async def release_flow(
         raise
 
 
-def release(**parameters: Any) -> dict[str, Any]:
-    """Run the release flow to completion from synchronous code (the CLI, tests, benchmarks)."""
-    result: dict[str, Any] = asyncio.run(release_flow(**parameters))
+def release(runner: Any = None, **parameters: Any) -> dict[str, Any]:
+    """Run the release flow to completion from synchronous code (the CLI, tests, benchmarks);
+    ``runner``: a task runner instead of the flow's own (see flows/runners.py)."""
+    flow_ = release_flow if runner is None else release_flow.with_options(task_runner=runner)
+    result: dict[str, Any] = asyncio.run(flow_(**parameters))
     return result
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from tasks.errors import (
     ImagePushError,
     RegistryError,
 )
-from tasks.redact import redact
+from tasks.redact import install_log_filter, redact
 from tasks.registry import Reference, RegistryAPI
 from tasks.retry import RetryPolicy
 from tasks.source import Checkout
@@ -209,6 +210,34 @@ def build_fingerprint(
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+_DIRECTIVE = re.compile(r"#\s*([a-z]+)\s*=\s*(\S+)", re.IGNORECASE)
+
+
+def labelled_dockerfile(text: str, labels: Mapping[str, str]) -> str:
+    """``text`` with one ``LABEL`` line for all ``labels`` appended (it applies to the final stage).
+
+    Values are double-quoted with the Dockerfile's escape character (``\\`` unless an ``# escape=``
+    directive says otherwise) before quotes, escapes and ``$`` (LABEL expands variables).
+    """
+    if not labels:
+        return text
+    escape = "\\"
+    for line in text.splitlines():  # parser directives (# syntax=, # escape=) come before anything else
+        directive = _DIRECTIVE.fullmatch(line.strip())
+        if directive is None:
+            break
+        if directive.group(1).lower() == "escape":
+            escape = directive.group(2)[0]
+
+    def quoted(value: str) -> str:
+        for special in (escape, '"', "$"):
+            value = value.replace(special, escape + special)
+        return '"' + value.replace("\n", " ") + '"'
+
+    pairs = " ".join(f"{quoted(key)}={quoted(value)}" for key, value in labels.items())
+    return text.rstrip("\n") + "\n" + f"LABEL {pairs}\n"
+
+
 _AUTH = re.compile(
     r"unauthorized|authentication required|denied|forbidden|\b401\b|\b403\b|"
     r"no basic auth credentials|incorrect username or password",
@@ -302,15 +331,27 @@ def build_slot(target: Engine) -> Iterator[None]:
 
 
 def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltImage:
-    """Build ``spec`` with the legacy builder, streaming its output into ``log``."""
+    """Build ``spec`` with the legacy builder, streaming its output into ``log``.
+
+    The labels go in as one LABEL line appended to a staged copy of the Dockerfile (outside the
+    context; the SDK sends it along): the engine's own ``labels`` option costs one build step, a
+    container and a layer commit, per label.
+    """
+    with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
+        staged = Path(staging) / "Dockerfile"
+        staged.write_text(labelled_dockerfile(spec.dockerfile.read_text(encoding="utf-8"), spec.labels),
+                          encoding="utf-8")
+        return _build(client, spec, staged, log)
+
+
+def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, log: Any) -> BuiltImage:
     lines: list[str] = []
     image_id = ""
     try:
         stream = client.build(
             path=str(spec.context),
-            dockerfile=str(spec.dockerfile),
+            dockerfile=str(dockerfile),
             tag=spec.ref,
-            labels=dict(spec.labels),
             buildargs=dict(spec.build_args),
             rm=True,
             forcerm=True,
@@ -442,6 +483,7 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     storage: PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again;
     images the registry already holds are not even submitted (the flow asks first).
     """
+    install_log_filter()  # a no-op here; in a Dask worker's process it is the first task's job
     log = get_run_logger()
     try:
         with build_slot(spec.engine):
@@ -465,6 +507,7 @@ def build_task(spec: ImageSpec) -> BuiltImage:
 )
 def push_task(built: BuiltImage) -> PushedImage:
     """Push one image unless the registry has it already; transient faults are retried, auth errors are not."""
+    install_log_filter()
     log = get_run_logger()
     attempt = current_task_run.run_count
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
+from flows.timing import where_time_went
 
 EXE = Path(sys.executable).with_name("fma-release")
 
@@ -40,3 +41,19 @@ def test_bad_config_content_is_rejected_in_process(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert code == 2
     assert "without '..'" in err and err.count("\n") == 1
+
+
+def test_where_time_went_splits_prefect_images_and_the_rest() -> None:
+    reports = [(10.0, "run", "id"), (10.1, "run", "started"), (10.5, "a", "building"), (13.0, "a", "built"),
+               (13.2, "a", "pushing"), (14.0, "a", "pushed"), (14.1, "chart fma-controllers", "pushed"),
+               (14.3, "run", "done")]
+    line = where_time_went(2.0, 14.5, reports, server_configured=False)
+    assert line == ("12.5s: Prefect start-up 8.0s (a temporary server: set PREFECT_API_URL to a running one), "
+                    "images 4.0s, charts and summary 0.5s")
+    assert where_time_went(2.0, 14.5, reports, server_configured=True).startswith("12.5s: Prefect start-up 8.0s, ")
+
+
+def test_where_time_went_without_images_or_without_a_run() -> None:
+    assert where_time_went(0.0, 1.0, [(0.4, "run", "id"), (0.9, "run", "done")], True) == (
+        "1.0s: Prefect start-up 0.4s, release 0.6s")
+    assert where_time_went(0.0, 0.2, [], True) == "0.2s"

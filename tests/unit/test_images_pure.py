@@ -20,6 +20,7 @@ from tasks.images import (
     image_ref,
     image_specs,
     is_transient_push_error,
+    labelled_dockerfile,
     oci_labels,
 )
 from tasks.retry import RetryPolicy
@@ -137,6 +138,22 @@ def test_build_slot_caps_the_builds_on_one_engine() -> None:
         thread.join()
     assert peak == 2
     assert not pair.broken
+
+
+def test_labels_are_one_line_appended_to_the_dockerfile() -> None:
+    """All labels in one LABEL instruction after the last line; quotes, escapes and $ are escaped."""
+    text = "FROM scratch\nCOPY a /a"
+    staged = labelled_dockerfile(text, {"org.opencontainers.image.title": "a", "odd": 'say "hi" $HOME \\ now'})
+    assert staged == (
+        "FROM scratch\nCOPY a /a\n"
+        'LABEL "org.opencontainers.image.title"="a" "odd"="say \\"hi\\" \\$HOME \\\\ now"\n'
+    )
+    assert labelled_dockerfile(text, {}) == text
+
+
+def test_labels_use_the_dockerfiles_escape_character() -> None:
+    text = "# syntax=docker/dockerfile:1\n# escape=`\nFROM scratch\n"
+    assert labelled_dockerfile(text, {"k": 'a"$b'}).endswith('LABEL "k"="a`"`$b"\n')
 
 
 def test_missing_dockerfile_is_a_config_error(tmp_path: Path) -> None:
