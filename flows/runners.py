@@ -26,7 +26,7 @@ def task_runner(address: str | None = None) -> Any:
     if not address:
         return ThreadPoolTaskRunner()
     try:
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask.task_runners import DaskTaskRunner
     except ImportError as err:
         raise ConfigError(
             "a Dask address is set (FMA_DASK_ADDRESS or --dask) but prefect-dask is not installed: "
