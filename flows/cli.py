@@ -131,9 +131,13 @@ def _run(args: argparse.Namespace) -> int:
 
         args.summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(render_summary(summary))
+    from prefect.settings import get_current_settings
+
     from flows.timing import where_time_went
 
-    took = where_time_went(started, time.monotonic(), reports, bool(os.environ.get("PREFECT_API_URL")))
+    # The environment or the active Prefect profile (prefect config set PREFECT_API_URL=...).
+    configured = bool(get_current_settings().api.url)
+    took = where_time_went(started, time.monotonic(), reports, configured)
     print(f"released {args.tag} in {took}", file=sys.stderr)
     return 0
 

@@ -55,15 +55,15 @@ from tasks.images import (
     published_digest,
     push_task,
 )
-from tasks.preflight import preflight
+from tasks.preflight import check_engines_and_registries, preflight
 from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
 from tasks.retry import RetryPolicy
-from tasks.source import checkout_task
+from tasks.source import checkout_task, resolve_tag
 from tasks.summary import (
     ReleaseResult,
     already_published,
-    publish_summary,
+    apublish_summary,
     release_notes,
     summary_dict,
     summary_task,
@@ -250,6 +250,8 @@ async def release_flow(
             _preflight, source, tag, registry, config, release_config, remote, dry_run, force
         )
         if recorded is not None:  # this exact release is published: nothing to do, no slot needed
+            await apublish_summary(recorded)  # no task: the whole answer is this artifact
+            progress.report("run", "done", "nothing changed")
             return recorded
         async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
             return await asyncio.to_thread(
@@ -274,22 +276,22 @@ def _preflight(
     dry_run: bool, force: bool,
 ) -> tuple[str, str, dict[str, Any] | None]:
     """Fail fast on a missing engine, registry or tag; then the tagged commit, the release's record
-    key and, when this exact release is still published, its summary (already the run's artifact)."""
-    revision = preflight(source, tag, registry, remote, push=not dry_run,
-                         engines=tuple(configured_engines(release_config)))
+    key and, when this exact release is still published, its summary."""
+    engines = tuple(configured_engines(release_config))
     if dry_run:
-        return revision, "", None
+        return preflight(source, tag, registry, remote, push=False, engines=engines), "", None
+    # The tagged commit first: with the config it names the release's record. A release that is
+    # still published needs no engine and pushes nothing, so the other checks come after.
+    revision = resolve_tag(source, tag)
     key = release_key(
         revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
         registry=registry, chart_remote=remote,
     )
     recorded = None if force else published_release(key)
     if recorded is None:
+        check_engines_and_registries(registry, remote, push=True, engines=engines)
         return revision, key, None
-    summary = already_published(recorded)
-    publish_summary(summary)  # no task: the whole answer is this artifact
-    progress.report("run", "done", "nothing changed")
-    return revision, key, summary
+    return revision, key, already_published(recorded)
 
 
 def _release(

@@ -506,12 +506,15 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     **RetryPolicy().task_options(),
 )
 def push_task(built: BuiltImage) -> PushedImage:
-    """Push one image unless the registry has it already; transient faults are retried, auth errors are not."""
+    """Push one image; transient faults are retried (a retry first asks whether the last attempt landed),
+    auth errors are not."""
     install_log_filter()
     log = get_run_logger()
     attempt = current_task_run.run_count
     try:
-        digest = published_digest(built.ref, built.fingerprint)
+        # The flow asked the registry just before submitting this push. A retry asks again: an
+        # earlier attempt's manifest PUT may have succeeded with its answer lost.
+        digest = published_digest(built.ref, built.fingerprint) if attempt > 1 else ""
         if digest:
             log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
             progress.report(built.name, "already published", digest)

@@ -24,9 +24,16 @@ def preflight(
     Reads only, a few tens of milliseconds: the flow calls it before any task (a task run would cost
     more than the checks), so a run that cannot succeed fails before anything starts.
     """
+    check_engines_and_registries(registry, chart_remote, push, engines)
+    return resolve_tag(source, tag)
+
+
+def check_engines_and_registries(
+    registry: str, chart_remote: str, push: bool = True, engines: tuple[Engine, ...] = ()
+) -> None:
+    """Every Docker engine answers and, when pushing, the registries accept the credentials."""
     for target in engines or (DEFAULT_ENGINE,):
         with engine(target):
             pass
     if push:
         check_registries(registry, chart_remote)
-    return resolve_tag(source, tag)

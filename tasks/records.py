@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +79,17 @@ def _still_published(summary: dict[str, Any]) -> bool:
     for chart in summary.get("charts", []):
         ref = Reference.parse(f"{chart['ref']}:{chart['version']}")
         wanted.append((ref.host, ref.repository, f"{ref.tag}={chart['digest']}"))
-    apis: dict[str, RegistryAPI] = {}
-    try:
-        for host, repository, pair in wanted:
-            tag, digest = pair.split("=", 1)
-            api = apis.setdefault(host, RegistryAPI(host))
-            if api.digest(repository, tag) != digest:
-                return False
-    finally:
-        for api in apis.values():
-            api.close()
-    return True
+
+    def matches(item: tuple[str, str, str]) -> bool:
+        host, repository, pair = item
+        tag, digest = pair.split("=", 1)
+        with RegistryAPI(host) as api:
+            return api.digest(repository, tag) == digest
+
+    if not wanted:
+        return True
+    with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:  # reads only: ask all at once
+        return all(pool.map(matches, wanted))
 
 
 def published_release(key: str) -> dict[str, Any] | None:

@@ -211,6 +211,9 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     assert all(i["digest"].startswith("sha256:") for i in summary["images"])
     assert summary["charts"][0]["version"] == "0.3.1"
     assert "helm install fma oci://" in proc.stdout
+    # The server is configured (PREFECT_API_URL): no word of a temporary one in where the time went.
+    assert re.search(r"released v0\.3\.1 in [\d.]+s: Prefect start-up [\d.]+s, images [\d.]+s, "
+                     r"charts and summary [\d.]+s$", proc.stderr.strip()), proc.stderr[-500:]
     assert (tmp_path / "work/charts/packages/fma-controllers-0.3.1.tgz").is_file()
     with RegistryAPI(registry.host) as api:
         for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
