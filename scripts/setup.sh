@@ -21,6 +21,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v git >/dev/null || need+=(git)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+# A second dockerd (benchmark, two-engine tests) gets a bridge of its own, made with ip.
+command -v ip >/dev/null || need+=(iproute2)
 # Headless Chromium renders the Prefect UI for the UI test's screenshot (tests/integration/test_triggers.py).
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
