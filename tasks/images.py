@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
 from tasks import progress
+from tasks.bases import engine_platform, staged_dockerfile
 from tasks.config import PROJECT_ROOT, ReleaseConfig
 from tasks.credentials import registry_credentials
+from tasks.dockerfile import declared_args
 from tasks.errors import (
     ConfigError,
     EngineError,
@@ -38,6 +41,7 @@ from tasks.errors import (
     ImagePushError,
     RegistryError,
 )
+from tasks.platforms import DEFAULT_PLATFORM, exec_format_hint, platform_build_args, platform_tag
 from tasks.redact import redact
 from tasks.registry import Reference, RegistryAPI
 from tasks.retry import RetryPolicy
@@ -61,6 +65,15 @@ class ImageSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     # Hash of everything that determines the image; also its FINGERPRINT_LABEL.
     fingerprint: str = ""
+    platform: str = DEFAULT_PLATFORM
+    # A multi-platform image's tag (<registry>/<name>:<tag>), where the index goes; then ``ref`` is
+    # this platform's own tag (<tag>-linux-arm64). "" for a single-platform image.
+    index_ref: str = ""
+
+    @property
+    def label(self) -> str:
+        """How a task run and the progress view name this build: ``requester linux/arm64``, or the name."""
+        return f"{self.name} {self.platform}" if self.index_ref else self.name
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,8 @@ class BuiltImage:
     ref: str
     image_id: str  # the engine's image id; the push checks the engine still has it
     fingerprint: str = ""
+    platform: str = ""  # set for one platform of a multi-platform image
+    label: str = ""  # as ImageSpec.label
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,10 @@ class PushedImage:
     ref: str
     digest: str
     status: str = "pushed"  # or "already published", "dry run"
+    platform: str = ""  # the platform of this manifest ("" for an image index)
+    # An image index's platform images, each with its own tag and digest.
+    platforms: tuple[PushedImage, ...] = ()
+    label: str = ""  # as ImageSpec.label; "" means the name
 
 
 # -- pure ---------------------------------------------------------------------
@@ -121,23 +140,28 @@ def image_specs(
                 f"image {image.name}: context {image.context} is not a directory in the source at "
                 f"{checkout.tag}; fix 'context' in the release config"
             )
-        ref = image_ref(registry, image.name, checkout.tag)
+        tag_ref = image_ref(registry, image.name, checkout.tag)
         labels = oci_labels(checkout, image.name)
-        fingerprint = build_fingerprint(
-            ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
-            labels=labels,
-        )
-        specs.append(
-            ImageSpec(
-                name=image.name,
-                ref=ref,
-                dockerfile=dockerfile,
-                context=context,
-                build_args=dict(image.build_args),
-                labels={**labels, FINGERPRINT_LABEL: fingerprint},
-                fingerprint=fingerprint,
+        several = len(image.platforms) > 1
+        for platform in image.platforms:
+            ref = image_ref(registry, image.name, platform_tag(checkout.tag, platform)) if several else tag_ref
+            fingerprint = build_fingerprint(
+                ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
+                labels=labels, platform=platform,
             )
-        )
+            specs.append(
+                ImageSpec(
+                    name=image.name,
+                    ref=ref,
+                    dockerfile=dockerfile,
+                    context=context,
+                    build_args=dict(image.build_args),
+                    labels={**labels, FINGERPRINT_LABEL: fingerprint},
+                    fingerprint=fingerprint,
+                    platform=platform,
+                    index_ref=tag_ref if several else "",
+                )
+            )
     return specs
 
 
@@ -218,16 +242,37 @@ def engine(docker_host: str | None = None, timeout: float = 3600) -> Iterator[do
 
 
 def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltImage:
-    """Build ``spec`` with the legacy builder, streaming its output into ``log``."""
+    """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log``.
+
+    Base images are pinned to the platform's digests in a staging copy of the Dockerfile
+    (:func:`tasks.bases.staged_dockerfile`); the ``TARGET*``/``BUILD*`` args the Dockerfile
+    declares are passed as BuildKit defines them.
+    """
+    with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
+        try:
+            text = spec.dockerfile.read_text(encoding="utf-8")
+            platform_args = platform_build_args(spec.platform, engine_platform(client))
+            declared = declared_args(text)
+            build_args = {**{k: v for k, v in platform_args.items() if k in declared}, **spec.build_args}
+            dockerfile = staged_dockerfile(client, spec.name, spec.dockerfile, build_args, spec.platform, spec.ref,
+                                           Path(staging), log)
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            raise EngineError(f"lost the Docker engine while preparing {spec.label}: {_ENGINE_FIX}") from err
+        return _build(client, spec, dockerfile, build_args, log)
+
+
+def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str],
+           log: Any) -> BuiltImage:
     lines: list[str] = []
     image_id = ""
     try:
         stream = client.build(
             path=str(spec.context),
-            dockerfile=str(spec.dockerfile),
+            dockerfile=str(dockerfile),
             tag=spec.ref,
             labels=dict(spec.labels),
-            buildargs=dict(spec.build_args),
+            buildargs=build_args,
+            platform=spec.platform,
             rm=True,
             forcerm=True,
             pull=False,
@@ -238,29 +283,30 @@ def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltIma
                 for line in str(item["stream"]).splitlines():
                     if line.strip():
                         lines.append(line)
-                        log.info("%s | %s", spec.name, redact(line))
+                        log.info("%s | %s", spec.label, redact(line))
             if "aux" in item and isinstance(item["aux"], dict) and "ID" in item["aux"]:
                 image_id = str(item["aux"]["ID"])
             if "error" in item or "errorDetail" in item:
                 detail = item.get("errorDetail") or {}
                 message = str(item.get("error") or detail.get("message") or "unknown error")
                 step = failed_step(lines)
+                hint = exec_format_hint([*lines, message], spec.platform)
                 raise ImageBuildError(
                     spec.name,
-                    f"image {spec.name} failed to build at {step or 'the first step'}: "
-                    f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run",
+                    f"image {spec.label} failed to build at {step or 'the first step'}: "
+                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run"),
                 )
     except docker.errors.APIError as err:
         raise ImageBuildError(
             spec.name,
-            f"image {spec.name} failed to build: {redact(str(err.explanation or err))}; "
+            f"image {spec.label} failed to build: {redact(str(err.explanation or err))}; "
             "fix the Dockerfile or build context and re-run",
         ) from err
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, docker.errors.DockerException) as err:
-        raise EngineError(f"lost the Docker engine while building {spec.name}: {_ENGINE_FIX}") from err
+        raise EngineError(f"lost the Docker engine while building {spec.label}: {_ENGINE_FIX}") from err
     if not image_id:
         image_id = str(client.inspect_image(spec.ref)["Id"])
-    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id)
+    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, platform=spec.platform, label=spec.label)
 
 
 def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedImage:
@@ -298,7 +344,7 @@ def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedI
         raise ImagePushError(
             built.name, f"push of {built.ref} reported no digest; re-run the release", transient=True
         )
-    return PushedImage(name=built.name, ref=built.ref, digest=digest)
+    return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=built.platform, label=built.label)
 
 
 def _push_error(name: str, ref: str, message: str) -> ImagePushError:
@@ -347,7 +393,7 @@ def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 @task(
     name="build",
-    task_run_name="build {spec.name}",
+    task_run_name="build {spec.label}",
     cache_key_fn=build_cache_key,
     persist_result=True,
 )
@@ -359,20 +405,21 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     images the registry already holds are not even submitted (the flow asks first).
     """
     log = get_run_logger()
-    progress.report(spec.name, "building")
+    progress.report(spec.label, "building")
     try:
         with engine() as client:
             built = build_image(client, spec, log)
     except Exception as err:
-        progress.report(spec.name, "failed", str(err))
+        progress.report(spec.label, "failed", str(err))
         raise
-    progress.report(spec.name, "built", built.image_id[:19])
-    return BuiltImage(name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint)
+    progress.report(spec.label, "built", built.image_id[:19])
+    return BuiltImage(name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint,
+                      platform=spec.platform, label=spec.label)
 
 
 @task(
     name="push",
-    task_run_name="push {built.name}",
+    task_run_name="push {built.label}",
     cache_policy=NONE,
     **RetryPolicy().task_options(),
 )
@@ -380,13 +427,15 @@ def push_task(built: BuiltImage) -> PushedImage:
     """Push one image unless the registry has it already; transient faults are retried, auth errors are not."""
     log = get_run_logger()
     attempt = current_task_run.run_count
+    item = built.label or built.name
     try:
         digest = published_digest(built.ref, built.fingerprint)
         if digest:
             log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
-            progress.report(built.name, "already published", digest)
-            return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published")
-        progress.report(built.name, "retrying" if attempt > 1 else "pushing",
+            progress.report(item, "already published", digest)
+            return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published",
+                               platform=built.platform, label=built.label)
+        progress.report(item, "retrying" if attempt > 1 else "pushing",
                         f"attempt {attempt}" if attempt > 1 else "")
         with engine(timeout=push_stall_seconds()) as client:
             if not built.image_id or local_image_id(client, built.ref) != built.image_id:
@@ -395,10 +444,10 @@ def push_task(built: BuiltImage) -> PushedImage:
                 )
             pushed = push_image(client, built, log)
     except (ImagePushError, RegistryError) as err:
-        progress.report(built.name, "push failed" if err.transient else "failed", str(err))
+        progress.report(item, "push failed" if err.transient else "failed", str(err))
         raise
     except Exception as err:
-        progress.report(built.name, "failed", str(err))
+        progress.report(item, "failed", str(err))
         raise
-    progress.report(built.name, "pushed", pushed.digest)
+    progress.report(item, "pushed", pushed.digest)
     return pushed
