@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +27,25 @@ class SampleSource:
     config: Path  # a release config for it (outside the repository)
 
 
-def dockerfile_text(name: str, sleep: float = 0, fail: bool = False) -> str:
-    """A scratch image that records its name and the source VERSION; optionally slow or broken."""
+def dockerfile_text(name: str, sleep: float = 0, fail: bool = False, base: str = "") -> str:
+    """A scratch image that records its name and the source VERSION; optionally slow or broken.
+
+    With ``base`` (an image holding /bin/busybox, e.g. a multi-platform one of
+    devkit/multiarch.py) it starts FROM it and also records the machine its RUN step ran on.
+    """
     # COPY comes first: an ARG or LABEL before the first COPY trips the legacy
     # builder's platform check on FROM scratch.
     run = f"/bin/busybox sleep {sleep} && " if sleep else ""
     run += "/bin/busybox false && " if fail else ""
     run += f"/bin/busybox mkdir -p /app && echo {name} > /app/name"
+    if base:
+        run += " && /bin/busybox uname -m > /app/arch"
+        return (
+            f"FROM {base}\n"
+            "COPY VERSION /app/VERSION\n"
+            f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
+            'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
+        )
     return (
         "FROM scratch\n"
         "COPY busybox /bin/busybox\n"
@@ -63,8 +75,15 @@ def make_sample_source(
     chart_from: str = "project",
     nonce: str = "",
     mutate: Callable[[Path], None] | None = None,
+    base: str = "",
+    platforms: Mapping[str, Sequence[str]] | None = None,
 ) -> SampleSource:
-    """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it."""
+    """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it.
+
+    ``base``: the image every Dockerfile starts FROM (default scratch); ``platforms``: an image's
+    ``platforms`` in the config (default: none given, so linux/amd64).
+    """
+    platforms = dict(platforms or {})
     sleeps = dict(sleeps or {})
     broken = set(broken)
     images = list(images)
@@ -73,7 +92,7 @@ def make_sample_source(
     shutil.copy2(BUSYBOX, repo / "busybox")
     (repo / "VERSION").write_text(f"{tag.removeprefix('v')}\n{nonce}\n")
     for name in images:
-        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken)
+        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken, base=base)
         (repo / "dockerfiles" / f"Dockerfile.{name}").write_text(text)
     if chart_from == "source":
         shutil.copytree(Path(__file__).resolve().parent.parent / "charts", repo / "charts")
@@ -93,6 +112,8 @@ def make_sample_source(
     lines = ["images:"]
     for name in images:
         lines += [f"  - name: {name}", f"    dockerfile: dockerfiles/Dockerfile.{name}", "    context: ."]
+        if name in platforms:
+            lines += [f"    platforms: [{', '.join(platforms[name])}]"]
     lines += ["charts:", "  - path: charts/fma-controllers", f"    from: {chart_from}"] if _chart_fits(images) else [
         "charts: []"
     ]

@@ -1,0 +1,110 @@
+"""Multi-platform images end to end: per-platform builds from a multi-platform base, an OCI image index
+under the tag, arm64 under qemu, resume per platform."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devkit.faultproxy import FaultProxy
+from devkit.multiarch import busybox_index
+from devkit.registry import RegistryProcess
+from devkit.sample_source import SampleSource
+from flows.release import release
+from tasks.images import FINGERPRINT_LABEL
+from tasks.platforms import INDEX_MEDIA_TYPE, Platform, index_entries
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+MULTI, SINGLE = "dual-pods-controller", "launcher-populator"  # the chart needs both controllers
+
+
+@pytest.fixture(scope="module")
+def base(registry: RegistryProcess) -> Iterator[str]:
+    """A multi-platform busybox base (linux/amd64 + linux/arm64) as an index in the session registry."""
+    yield busybox_index(f"{registry.host}/bases").ref
+
+
+def docker(*args: str) -> str:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def run_on(ref: str, platform: str, *command: str) -> str:
+    """Pull ``ref`` for ``platform`` (the tag's index picks the image) and run ``command`` in it."""
+    docker("pull", "--quiet", "--platform", platform, ref)
+    return docker("run", "--rm", "--platform", platform, ref, *command)
+
+
+def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plain_manifest(
+    fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, base: str,
+    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """linux/amd64 + linux/arm64 from a multi-platform base: the tag is an OCI index whose arm64 image
+    runs aarch64 (its RUN step ran under qemu too); the one-platform image is a plain manifest; the
+    chart comes after the index; a re-run builds and pushes nothing and leaves the index alone."""
+    monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))  # to drop the release record below
+    src = sample(images=(MULTI, SINGLE), base=base, platforms={MULTI: ["linux/amd64", "linux/arm64"]})
+    reg = f"{fault_proxy.host}/{namespace}"
+    run: dict[str, Any] = {"tag": src.tag, "source": str(src.path), "registry": reg, "config": str(src.config)}
+
+    summary = release(**run)
+
+    multi, single = summary["images"]
+    assert [p["platform"] for p in multi["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert [p["ref"] for p in multi["platforms"]] == [f"{reg}/{MULTI}:v0.3.1-linux-amd64",
+                                                      f"{reg}/{MULTI}:v0.3.1-linux-arm64"]
+    with RegistryAPI(registry.host) as api:
+        found = api.manifest_bytes(f"{namespace}/{MULTI}", "v0.3.1")
+        assert found is not None
+        digest, media_type, body = found
+        assert (media_type, digest) == (INDEX_MEDIA_TYPE, multi["digest"])
+        assert index_entries(json.loads(body)) == [
+            (multi["platforms"][0]["digest"], Platform("linux", "amd64")),
+            (multi["platforms"][1]["digest"], Platform("linux", "arm64")),
+        ]
+        fingerprints = set()
+        for entry in multi["platforms"]:  # every platform image has the OCI labels and its own fingerprint
+            config = api.image_config(f"{namespace}/{MULTI}", entry["digest"])
+            assert config is not None
+            assert config["architecture"] == entry["platform"].split("/")[1]
+            labels = config["config"]["Labels"]
+            assert labels["org.opencontainers.image.revision"] == src.tag_commit
+            assert labels["org.opencontainers.image.version"] == "v0.3.1"
+            fingerprints.add(labels[FINGERPRINT_LABEL])
+        single_manifest = api.manifest_bytes(f"{namespace}/{SINGLE}", "v0.3.1")
+        assert single_manifest is not None and single_manifest[0] == single["digest"]
+        assert single_manifest[1] == "application/vnd.docker.distribution.manifest.v2+json"
+        assert api.tags(f"{namespace}/{SINGLE}") == ["v0.3.1"]
+    assert len(fingerprints) == 2 and "" not in fingerprints
+
+    ref = multi["ref"].replace(fault_proxy.host, registry.host)
+    assert run_on(ref, "linux/arm64", "/bin/busybox", "uname", "-m") == "aarch64"
+    assert run_on(ref, "linux/arm64", "/bin/busybox", "cat", "/app/arch") == "aarch64"  # the build step's
+    assert run_on(ref, "linux/amd64", "/bin/busybox", "uname", "-m") == "x86_64"
+    assert run_on(ref, "linux/amd64", "/bin/busybox", "cat", "/app/VERSION").startswith("0.3.1")
+
+    order = [(item, state) for item, state, _ in events]
+    assert order.index((MULTI, "index pushed")) < order.index(("chart fma-controllers", "pushed"))
+    assert {item for item, state in order if state == "building"} == {
+        f"{MULTI} linux/amd64", f"{MULTI} linux/arm64", SINGLE}
+
+    # Resume: without the release record the run goes through the flow and finds everything in place.
+    for record in (tmp_path / "state").rglob("*.json"):
+        record.unlink()
+    events.clear()
+    puts = fault_proxy.count(f"/{MULTI}", "manifest_put")
+    again = release(**run)
+    assert [e for e in events if e[1] in ("building", "pushing", "index pushed") and not e[0].startswith("chart")] == []
+    assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts  # no platform push, no index PUT
+    assert again["images"][0]["digest"] == multi["digest"]
+    assert again["images"][0]["status"] == "already published"
+    assert [p["status"] for p in again["images"][0]["platforms"]] == ["already published"] * 2
