@@ -69,7 +69,7 @@ def index_task(name: str, ref: str, images: tuple[PushedImage, ...]) -> PushedIm
     try:
         published = publish_index(name, ref, images)
     except (ImagePushError, RegistryError) as err:
-        progress.report(name, "failed", str(err))
+        progress.report(name, "push failed" if err.transient else "failed", str(err))  # transient: retried
         raise
     log.info("%s: image index %s (%s) of %s", ref, published.digest, published.status,
              ", ".join(f"{i.platform} {i.digest}" for i in images))

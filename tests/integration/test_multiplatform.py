@@ -26,9 +26,13 @@ MULTI, SINGLE = "dual-pods-controller", "launcher-populator"  # the chart needs 
 
 
 @pytest.fixture(scope="module")
-def base(registry: RegistryProcess) -> Iterator[str]:
-    """A multi-platform busybox base (linux/amd64 + linux/arm64) as an index in the session registry."""
+def base(registry: RegistryProcess, engine: Any) -> Iterator[str]:
+    """A multi-platform busybox base (linux/amd64 + linux/arm64) as an index in the session registry;
+    afterwards the engine's copies pulled by digest (no tag names them) are removed."""
     yield busybox_index(f"{registry.host}/bases").ref
+    for image in engine.images():
+        if any(d.startswith(f"{registry.host}/bases/") for d in image.get("RepoDigests") or []):
+            engine.remove_image(image["Id"], force=True)
 
 
 def docker(*args: str) -> str:
@@ -108,3 +112,25 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     assert again["images"][0]["digest"] == multi["digest"]
     assert again["images"][0]["status"] == "already published"
     assert [p["status"] for p in again["images"][0]["platforms"]] == ["already published"] * 2
+
+
+def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(engine: Any, tmp_path: Path) -> None:
+    """A RUN step the engine cannot execute (exec format error) fails the build with what to do about it."""
+    import logging
+
+    from tasks.errors import ImageBuildError
+    from tasks.images import ImageSpec, build_image
+
+    foreign = bytearray(Path("/bin/busybox").read_bytes())
+    foreign[18:20] = (0x1234).to_bytes(2, "little")  # an ELF e_machine that no kernel or qemu runs
+    (tmp_path / "busybox").write_bytes(bytes(foreign))
+    (tmp_path / "busybox").chmod(0o755)
+    (tmp_path / "Dockerfile").write_text('FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "true"]\n')
+    spec = ImageSpec(name="odd", ref="127.0.0.1:1/fma/odd:v0.3.1-linux-riscv64", dockerfile=tmp_path / "Dockerfile",
+                     context=tmp_path, platform="linux/riscv64", index_ref="127.0.0.1:1/fma/odd:v0.3.1")
+    with pytest.raises(ImageBuildError) as caught:
+        build_image(engine, spec, logging.getLogger("test"))
+    message = str(caught.value)
+    assert message.startswith("image odd linux/riscv64 failed to build at Step 3/3 : RUN")
+    assert "exec format error" in message and "qemu-riscv64" in message
+    assert "remove linux/riscv64 from 'platforms'" in message and "\n" not in message
