@@ -54,7 +54,11 @@ def already_published(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded summary, as the answer to releasing the same thing again."""
     return {
         **recorded,
-        "images": [{**i, "status": "already published"} for i in recorded.get("images", [])],
+        "images": [
+            {**i, "status": "already published",
+             "platforms": [{**p, "status": "already published"} for p in i.get("platforms", [])]}
+            for i in recorded.get("images", [])
+        ],
         "charts": [{**c, "status": "already published"} for c in recorded.get("charts", [])],
         "notes": [NOTHING_CHANGED],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,13 @@ MULTI, SINGLE = "dual-pods-controller", "launcher-populator"  # the chart needs 
 
 
 @pytest.fixture(scope="module")
-def base(registry: RegistryProcess, engine: Any) -> Iterator[str]:
-    """A multi-platform busybox base (linux/amd64 + linux/arm64) as an index in the session registry;
-    afterwards the engine's copies pulled by digest (no tag names them) are removed."""
-    yield busybox_index(f"{registry.host}/bases").ref
-    for image in engine.images():
-        if any(d.startswith(f"{registry.host}/bases/") for d in image.get("RepoDigests") or []):
-            engine.remove_image(image["Id"], force=True)
+def base(registry: RegistryProcess) -> str:
+    """A multi-platform busybox base (linux/amd64 + linux/arm64) as an index in the session registry
+    (the registry fixture removes its images from the engine, as every image under its address)."""
+    return busybox_index(f"{registry.host}/bases").ref
 
 
-def docker(*args: str) -> str:
+def docker_cli(*args: str) -> str:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -43,8 +40,8 @@ def docker(*args: str) -> str:
 
 def run_on(ref: str, platform: str, *command: str) -> str:
     """Pull ``ref`` for ``platform`` (the tag's index picks the image) and run ``command`` in it."""
-    docker("pull", "--quiet", "--platform", platform, ref)
-    return docker("run", "--rm", "--platform", platform, ref, *command)
+    docker_cli("pull", "--quiet", "--platform", platform, ref)
+    return docker_cli("run", "--rm", "--platform", platform, ref, *command)
 
 
 def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plain_manifest(
@@ -91,10 +88,23 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     assert len(fingerprints) == 2 and "" not in fingerprints
 
     ref = multi["ref"].replace(fault_proxy.host, registry.host)
-    assert run_on(ref, "linux/arm64", "/bin/busybox", "uname", "-m") == "aarch64"
-    assert run_on(ref, "linux/arm64", "/bin/busybox", "cat", "/app/arch") == "aarch64"  # the build step's
-    assert run_on(ref, "linux/amd64", "/bin/busybox", "uname", "-m") == "x86_64"
-    assert run_on(ref, "linux/amd64", "/bin/busybox", "cat", "/app/VERSION").startswith("0.3.1")
+    try:
+        assert run_on(ref, "linux/arm64", "/bin/busybox", "uname", "-m") == "aarch64"
+        assert run_on(ref, "linux/arm64", "/bin/busybox", "cat", "/app/arch") == "aarch64"  # the build step's
+        assert run_on(ref, "linux/amd64", "/bin/busybox", "uname", "-m") == "x86_64"
+        assert run_on(ref, "linux/amd64", "/bin/busybox", "cat", "/app/VERSION").startswith("0.3.1")
+    finally:
+        subprocess.run(["docker", "rmi", "--force", ref], capture_output=True, timeout=60, check=False)
+
+    (run_id,) = [detail for item, state, detail in events if (item, state) == ("run", "id")]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    names = {t.name for t in task_runs}
+    assert {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
+            f"index {MULTI}"} <= names, names
 
     order = [(item, state) for item, state, _ in events]
     assert order.index((MULTI, "index pushed")) < order.index(("chart fma-controllers", "pushed"))
