@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from devkit.faultproxy import FaultProxy
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.release import release
+from tasks.errors import ImagesFailedError
 from tasks.images import FINGERPRINT_LABEL
 from tasks.platforms import INDEX_MEDIA_TYPE, Platform, index_entries
 from tasks.registry import RegistryAPI
@@ -144,3 +145,38 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(engine: A
     assert message.startswith("image odd linux/riscv64 failed to build at Step 3/3 : RUN")
     assert "exec format error" in message and "qemu-riscv64" in message
     assert "remove linux/riscv64 from 'platforms'" in message and "\n" not in message
+
+
+def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
+    fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, base: str,
+    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]],
+) -> None:
+    """The index PUT answers 503: retried as a push is, then the run fails naming the image, with no
+    chart; the next run builds and pushes no platform image again and only PUTs the index."""
+    fault_proxy.add(Rule(repo_suffix=f"/{MULTI}", op="manifest_put", ref="v0.3.1", status=503))
+    src = sample(images=(MULTI, SINGLE), base=base, platforms={MULTI: ["linux/amd64", "linux/arm64"]})
+    run: dict[str, Any] = {"tag": src.tag, "source": str(src.path), "registry": f"{fault_proxy.host}/{namespace}",
+                           "config": str(src.config), "push_attempts": 2, "retry_base_delay": 0.1}
+
+    with pytest.raises(ImagesFailedError) as caught:
+        release(**run)
+    assert set(caught.value.failures) == {MULTI}
+    assert "503" in caught.value.failures[MULTI] and "\n" not in str(caught.value)
+    assert fault_proxy.injected[(f"{namespace}/{MULTI}", "manifest_put")] == 2  # two attempts, both refused
+    assert (MULTI, "push failed") in {(item, state) for item, state, _ in events}
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/charts/fma-controllers") == []
+        assert sorted(api.tags(f"{namespace}/{MULTI}")) == ["v0.3.1-linux-amd64", "v0.3.1-linux-arm64"]
+
+    fault_proxy.clear()
+    events.clear()
+    puts = fault_proxy.count(f"/{MULTI}", "manifest_put")
+    summary = release(**run)
+    assert [e for e in events if e[1] in ("building", "pushing")] == [("chart fma-controllers", "pushing", "")]
+    assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts + 1  # the index alone
+    multi = summary["images"][0]
+    assert multi["status"] == "pushed"
+    assert [p["status"] for p in multi["platforms"]] == ["already published"] * 2
+    with RegistryAPI(registry.host) as api:
+        assert api.digest(f"{namespace}/{MULTI}", "v0.3.1") == multi["digest"]
+        assert api.tags(f"{namespace}/charts/fma-controllers") == ["0.3.1"]
