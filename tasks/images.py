@@ -258,11 +258,41 @@ def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltIma
                                            Path(staging), log)
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             raise EngineError(f"lost the Docker engine while preparing {spec.label}: {_ENGINE_FIX}") from err
-        return _build(client, spec, dockerfile, build_args, log)
+        # The legacy builder's layer cache ignores the platform: a FROM scratch step whose files are
+        # the same for two platforms can come from the other platform's build (then the image says
+        # that platform, or a later step fails). Such a build is done once more, without the cache.
+        try:
+            built = _build(client, spec, dockerfile, build_args, log)
+            if _built_platform(client, built) == _os_arch(spec.platform):
+                return built
+            found = "/".join(_built_platform(client, built))
+        except ImageBuildError as err:
+            if "does not match the specified platform" not in str(err):
+                raise
+            found = "another platform's"
+        log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
+        built = _build(client, spec, dockerfile, build_args, log, nocache=True)
+        if _built_platform(client, built) != _os_arch(spec.platform):
+            raise ImageBuildError(
+                spec.name,
+                f"image {spec.label} came out as {'/'.join(_built_platform(client, built))}, not {spec.platform}: "
+                "after FROM scratch put a COPY before any ARG or LABEL (a legacy builder limit)",
+            )
+        return built
+
+
+def _os_arch(platform: str) -> tuple[str, str]:
+    os_, arch = platform.split("/")[:2]
+    return os_, arch
+
+
+def _built_platform(client: docker.APIClient, built: BuiltImage) -> tuple[str, str]:
+    info = client.inspect_image(built.image_id)
+    return str(info.get("Os") or ""), str(info.get("Architecture") or "")
 
 
 def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str],
-           log: Any) -> BuiltImage:
+           log: Any, nocache: bool = False) -> BuiltImage:
     lines: list[str] = []
     image_id = ""
     try:
@@ -275,6 +305,7 @@ def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_ar
             platform=spec.platform,
             rm=True,
             forcerm=True,
+            nocache=nocache,
             pull=False,
             decode=True,
         )

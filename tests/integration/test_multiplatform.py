@@ -180,3 +180,36 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     with RegistryAPI(registry.host) as api:
         assert api.digest(f"{namespace}/{MULTI}", "v0.3.1") == multi["digest"]
         assert api.tags(f"{namespace}/charts/fma-controllers") == ["0.3.1"]
+
+
+def test_layer_cache_of_another_platform_is_not_used(
+    engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The legacy builder's cache ignores the platform: a FROM scratch step built for one platform comes
+    back for the other from the cache; the build notices and builds again uncached, either way round."""
+    import logging
+    import uuid
+
+    from tasks.images import ImageSpec, build_image
+
+    (tmp_path / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (tmp_path / "busybox").chmod(0o755)
+    (tmp_path / "nonce").write_text(uuid.uuid4().hex)
+    # The nonce comes first: these layers are this test's own, no other build's cache ever sees them.
+    (tmp_path / "Dockerfile").write_text(
+        'FROM scratch\nCOPY nonce /nonce\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "true"]\n')
+    log = logging.getLogger("test.cache")
+    refs = []
+    try:
+        for platform in ("linux/amd64", "linux/arm64", "linux/amd64"):
+            ref = f"fma-release-test/cache:{platform.replace('/', '-')}-{len(refs)}"
+            refs.append(ref)
+            spec = ImageSpec(name="cache", ref=ref, dockerfile=tmp_path / "Dockerfile", context=tmp_path,
+                             platform=platform)
+            with caplog.at_level(logging.INFO, logger="test.cache"):
+                built = build_image(engine, spec, log)
+            assert engine.inspect_image(built.image_id)["Architecture"] == platform.split("/")[1]
+        assert "cache gave a linux/amd64 image: building again without the cache" in caplog.text
+    finally:
+        for ref in reversed(refs):  # and with them their layers: no arm64 layer stays in the cache
+            engine.remove_image(ref, force=True)
