@@ -15,6 +15,7 @@ Needs scripts/setup.sh's arm64 support (qemu-user-static registered, .local/arm6
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -88,6 +89,7 @@ def main() -> int:
             runs["single"].append(timed(source((slowest,), multi=False)))
     finally:
         registry.stop()
+        _remove_images(registry.host)
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()
@@ -114,6 +116,22 @@ def main() -> int:
         print(f"{label:<{width}}{value:>12}")
     print(f"figures written to {args.json}")
     return 0
+
+
+def _remove_images(host: str) -> None:
+    """The bench's images, by tag and by digest (a pulled base keeps only its digest reference)."""
+    import docker
+    import docker.errors
+
+    client = docker.APIClient(version="auto")
+    try:
+        for image in client.images():
+            for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
+                if name.startswith(f"{host}/"):
+                    with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
+                        client.remove_image(name, force=True)
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ under the tag, arm64 under qemu, resume per platform."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from devkit.faultproxy import FaultProxy, Rule
@@ -48,7 +50,7 @@ def run_on(ref: str, platform: str, *command: str) -> str:
 def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plain_manifest(
     fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, base: str,
     sample: Callable[..., SampleSource], events: list[tuple[str, str, str]], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, engine: Any,
 ) -> None:
     """linux/amd64 + linux/arm64 from a multi-platform base: the tag is an OCI index whose arm64 image
     runs aarch64 (its RUN step ran under qemu too); the one-platform image is a plain manifest; the
@@ -94,8 +96,12 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
         assert run_on(ref, "linux/arm64", "/bin/busybox", "cat", "/app/arch") == "aarch64"  # the build step's
         assert run_on(ref, "linux/amd64", "/bin/busybox", "uname", "-m") == "x86_64"
         assert run_on(ref, "linux/amd64", "/bin/busybox", "cat", "/app/VERSION").startswith("0.3.1")
-    finally:
-        subprocess.run(["docker", "rmi", "--force", ref], capture_output=True, timeout=60, check=False)
+    finally:  # a pulled image keeps a reference by digest after its tag moves on: remove that too
+        for image in engine.images():
+            for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
+                if name.startswith(f"{registry.host}/{namespace}/"):
+                    with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
+                        engine.remove_image(name, force=True)
 
     (run_id,) = [detail for item, state, detail in events if (item, state) == ("run", "id")]
     from prefect.client.orchestration import get_client
@@ -139,8 +145,13 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(engine: A
     (tmp_path / "Dockerfile").write_text('FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "true"]\n')
     spec = ImageSpec(name="odd", ref="127.0.0.1:1/fma/odd:v0.3.1-linux-riscv64", dockerfile=tmp_path / "Dockerfile",
                      context=tmp_path, platform="linux/riscv64", index_ref="127.0.0.1:1/fma/odd:v0.3.1")
-    with pytest.raises(ImageBuildError) as caught:
-        build_image(engine, spec, logging.getLogger("test"))
+    try:
+        with pytest.raises(ImageBuildError) as caught:
+            build_image(engine, spec, logging.getLogger("test"))
+    finally:  # the steps before the failing one stay in the engine as untagged images
+        for image_id in engine.images(all=True, quiet=True, filters={"dangling": True}):
+            if engine.inspect_image(image_id).get("Architecture") == "riscv64":
+                engine.remove_image(image_id, force=True)
     message = str(caught.value)
     assert message.startswith("image odd linux/riscv64 failed to build at Step 3/3 : RUN")
     assert "exec format error" in message and "qemu-riscv64" in message
