@@ -48,9 +48,11 @@ class Rule:
     hang: float = 0  # ...or hold the request this many seconds, then close the connection
     times: int | None = None  # None = forever
     retry_after: str | None = None
+    ref: str = ""  # only this tag or digest ("" = any), e.g. the tag an image index is PUT under
 
-    def matches(self, repo: str, op: str) -> bool:
-        return op == self.op and repo.endswith(self.repo_suffix) and (self.times is None or self.times > 0)
+    def matches(self, repo: str, op: str, ref: str = "") -> bool:
+        return (op == self.op and repo.endswith(self.repo_suffix) and (not self.ref or ref == self.ref)
+                and (self.times is None or self.times > 0))
 
 
 class FaultProxy:
@@ -86,7 +88,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 repo, op = operation(self.command, self.path)
-                rule = proxy._take(repo, op)
+                match = _PATH.match(self.path)
+                rule = proxy._take(repo, op, (match.group("ref") or "") if match else "")
                 if rule is not None:
                     if rule.hang:
                         proxy._released.wait(rule.hang)
@@ -132,11 +135,11 @@ class FaultProxy:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _take(self, repo: str, op: str) -> Rule | None:
+    def _take(self, repo: str, op: str, ref: str = "") -> Rule | None:
         with self._lock:
             self.counts[(repo, op)] += 1
             for rule in self.rules:
-                if rule.matches(repo, op):
+                if rule.matches(repo, op, ref):
                     if rule.times is not None:
                         rule.times -= 1
                     self.injected[(repo, op)] += 1

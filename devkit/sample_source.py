@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,10 @@ class SampleSource:
 def dockerfile_text(name: str, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "") -> str:
     """A scratch image that records its name and the source VERSION; optionally slow or broken.
 
-    With ``base`` (an image holding /bin/busybox, see :func:`base_image`) it starts from that image
-    instead; with ``sleep_url`` (a :class:`devkit.sleep_server.SleepServer`) the image has only the
-    sleep, a fetch of a slow URL instead of a container.
+    With ``base`` (an image holding /bin/busybox: :func:`base_image`, or a multi-platform one of
+    devkit/multiarch.py) it starts FROM it and also records the machine its RUN step ran on. With
+    ``sleep_url`` (a :class:`devkit.sleep_server.SleepServer`) the image has only the sleep, a fetch
+    of a slow URL instead of a container.
     """
     if sleep_url:  # for benchmarks: as few steps as possible, each one costs the engine a layer
         return (
@@ -52,12 +53,20 @@ def dockerfile_text(name: str, sleep: float = 0, fail: bool = False, base: str =
     run = f"/bin/busybox sleep {sleep} && " if sleep else ""
     run += "/bin/busybox false && " if fail else ""
     run += f"/bin/busybox mkdir -p /app && echo {name} > /app/name"
+    if base:
+        run += " && /bin/busybox uname -m > /app/arch"
+        return (
+            f"FROM {base}\n"
+            "COPY VERSION /app/VERSION\n"
+            f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
+            'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
+        )
     return (
-        f"FROM {base or 'scratch'}\n"
-        + ("" if base else "COPY busybox /bin/busybox\n")
-        + "COPY VERSION /app/VERSION\n"
-        + f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
-        + 'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        "COPY VERSION /app/VERSION\n"
+        f'RUN ["/bin/busybox", "sh", "-c", "{run}"]\n'
+        'CMD ["/bin/busybox", "cat", "/app/VERSION"]\n'
     )
 
 
@@ -83,8 +92,14 @@ def make_sample_source(
     mutate: Callable[[Path], None] | None = None,
     base: str = "",
     sleep_url: str = "",
+    platforms: Mapping[str, Sequence[str]] | None = None,
 ) -> SampleSource:
-    """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it."""
+    """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it.
+
+    ``base``: the image every Dockerfile starts FROM (default scratch); ``platforms``: an image's
+    ``platforms`` in the config (default: none given, so linux/amd64).
+    """
+    platforms = dict(platforms or {})
     sleeps = dict(sleeps or {})
     broken = set(broken)
     images = list(images)
@@ -114,6 +129,8 @@ def make_sample_source(
     lines = ["images:"]
     for name in images:
         lines += [f"  - name: {name}", f"    dockerfile: dockerfiles/Dockerfile.{name}", "    context: ."]
+        if name in platforms:
+            lines += [f"    platforms: [{', '.join(platforms[name])}]"]
     lines += ["charts:", "  - path: charts/fma-controllers", f"    from: {chart_from}"] if _chart_fits(images) else [
         "charts: []"
     ]

@@ -17,7 +17,7 @@ from rich.text import Text
 
 _STYLE = {
     "building": "cyan", "built": "cyan", "pushing": "blue", "retrying": "yellow",
-    "push failed": "yellow", "pushed": "green", "packaging": "cyan", "packaged": "cyan",
+    "push failed": "yellow", "pushed": "green", "index pushed": "green", "packaging": "cyan", "packaged": "cyan",
     "failed": "bold red", "done": "green",
 }
 

@@ -32,6 +32,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from flows.events import on_release_completed, on_release_failed
+from flows.multiplatform import assemble_indexes
 from flows.runners import task_runner
 from tasks import progress
 from tasks.charts import (
@@ -174,14 +175,15 @@ def _published_images(specs: list[ImageSpec]) -> list[PushedImage]:
         digests = list(pool.map(lambda spec: published_digest(spec.ref, spec.fingerprint), specs))
     for spec, digest in zip(specs, digests, strict=True):
         if digest:
-            progress.report(spec.name, "already published", digest)
-            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status="already published"))
+            progress.report(spec.label, "already published", digest)
+            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status="already published",
+                                    platform=spec.platform, label=spec.label))
     return kept
 
 
 def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callable[[str], PushedImage]:
     """Build an image again, ignoring the cache, and push it (its cached build's image is gone)."""
-    by_name = {spec.name: spec for spec in specs}
+    by_name = {spec.label: spec for spec in specs}  # one build per (image, platform)
 
     def rebuild(name: str) -> PushedImage:
         built = build_task.with_options(refresh_cache=True)(by_name[name])
@@ -192,7 +194,8 @@ def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callab
 
 def _dry_run_image(built: BuiltImage) -> PushedImage:
     # Nothing is pushed: the local image id stands where the registry digest would.
-    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status="dry run")
+    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status="dry run",
+                       platform=built.platform, label=built.label)
 
 
 def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
@@ -338,8 +341,8 @@ def _release_steps(
 
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
         kept = [] if dry_run else _published_images(specs)
-        to_build = [spec for spec in specs if spec.name not in {image.name for image in kept}]
-        builds = {spec.name: build_task.submit(spec) for spec in to_build}
+        to_build = [spec for spec in specs if spec.label not in {image.label for image in kept}]
+        builds = {spec.label: build_task.submit(spec) for spec in to_build}
         pusher = push_task.with_options(**policy.task_options())
         pushes = {} if dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.
@@ -349,8 +352,8 @@ def _release_steps(
 
         chart_packages, chart_failure = _collect_charts(packages)
         images, failures = _collect_images(builds, pushes, dry_run, _rebuilder(specs, pusher))
-        order = [spec.name for spec in specs]
-        images = sorted(kept + images, key=lambda image: order.index(image.name))
+        # A multi-platform image's tag is an image index of its platform images (flows/multiplatform.py).
+        images, failures = assemble_indexes(specs, kept + images, failures, dry_run, policy)
         if chart_failure is not None:
             raise chart_failure
         if failures:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install and start what fma-release needs on a fresh Debian 12 machine:
-# Debian packages (Docker engine, Distribution registry, busybox, git),
+# Debian packages (Docker engine, Distribution registry, busybox, git, qemu-user-static),
 # a Python venv with the project, and a running dockerd.
 # Idempotent: what is installed or running already is left as it is.
 # Records the PIDs of what it starts in .local/run/; scripts/stop.sh stops
@@ -32,7 +32,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# 2. The project in a venv.
+# 2. arm64 builds (multi-platform images): qemu through binfmt_misc, and an arm64 busybox for the tests.
+bash "$here/scripts/multiarch.sh" || say "arm64 builds are not available here (see above); linux/amd64 images still build"
+
+# 3. The project in a venv.
 py=${PYTHON:-python3}
 if [ ! -x "$here/.venv/bin/python" ]; then
   say "creating .venv"
@@ -47,7 +50,7 @@ if ! "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, 
   touch "$here/.venv/.installed"
 fi
 
-# 3. dockerd.
+# 4. dockerd.
 sock=/var/run/docker.sock
 engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
 if ! engine_up; then

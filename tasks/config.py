@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import ConfigError
+from tasks.platforms import DEFAULT_PLATFORM, parse_platform
 
 DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"  # FMA on GitHub
 DEFAULT_REGISTRY = f"ghcr.io/{DEFAULT_REPO}"
@@ -48,6 +49,8 @@ class ImageConfig(BaseModel):
     dockerfile_from: Literal["source", "project"] = "source"
     # Optional: the name of an entry of ``engines`` that must build this image.
     engine: str | None = None
+    # Optional: the platforms to build; more than one publishes an OCI image index under the tag.
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
 
     @field_validator("name")
     @classmethod
@@ -67,6 +70,27 @@ class ImageConfig(BaseModel):
     @classmethod
     def _context(cls, value: str) -> str:
         return _relative_inside(value, "context")
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _platforms(cls, value: object) -> object:
+        if value is None:
+            return (DEFAULT_PLATFORM,)
+        if isinstance(value, str):
+            raise ValueError(f"platforms must be a list, e.g. [{value}]")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platform_list(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("platforms is empty: list at least one, e.g. [linux/amd64], or leave it out")
+        for platform in value:
+            parse_platform(platform)
+        twice = sorted({p for p in value if value.count(p) > 1})
+        if twice:
+            raise ValueError(f"platform {twice[0]} appears twice in platforms; list each platform once")
+        return value
 
     @field_validator("build_args", mode="before")
     @classmethod

@@ -31,8 +31,10 @@ from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
 from tasks import progress
+from tasks.bases import engine_platform, staged_dockerfile
 from tasks.config import PROJECT_ROOT, ReleaseConfig
 from tasks.credentials import registry_credentials
+from tasks.dockerfile import declared_args
 from tasks.errors import (
     ConfigError,
     EngineError,
@@ -41,6 +43,7 @@ from tasks.errors import (
     ImagePushError,
     RegistryError,
 )
+from tasks.platforms import DEFAULT_PLATFORM, exec_format_hint, platform_build_args, platform_tag
 from tasks.redact import install_log_filter, redact
 from tasks.registry import Reference, RegistryAPI
 from tasks.retry import RetryPolicy
@@ -81,6 +84,15 @@ class ImageSpec:
     # Hash of everything that determines the image; also its FINGERPRINT_LABEL.
     fingerprint: str = ""
     engine: Engine = DEFAULT_ENGINE  # where it is built and pushed from
+    platform: str = DEFAULT_PLATFORM
+    # A multi-platform image's tag (<registry>/<name>:<tag>), where the index goes; then ``ref`` is
+    # this platform's own tag (<tag>-linux-arm64). "" for a single-platform image.
+    index_ref: str = ""
+
+    @property
+    def label(self) -> str:
+        """How a task run and the progress view name this build: ``requester linux/arm64``, or the name."""
+        return f"{self.name} {self.platform}" if self.index_ref else self.name
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class BuiltImage:
     image_id: str  # the engine's image id; the push checks the engine still has it
     fingerprint: str = ""
     engine: Engine = DEFAULT_ENGINE  # the engine that holds it
+    platform: str = ""  # set for one platform of a multi-platform image
+    label: str = ""  # as ImageSpec.label
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,10 @@ class PushedImage:
     ref: str
     digest: str
     status: str = "pushed"  # or "already published", "dry run"
+    platform: str = ""  # the platform of this manifest ("" for an image index)
+    # An image index's platform images, each with its own tag and digest.
+    platforms: tuple[PushedImage, ...] = ()
+    label: str = ""  # as ImageSpec.label; "" means the name
 
 
 # -- pure ---------------------------------------------------------------------
@@ -144,24 +162,29 @@ def image_specs(
                 f"image {image.name}: context {image.context} is not a directory in the source at "
                 f"{checkout.tag}; fix 'context' in the release config"
             )
-        ref = image_ref(registry, image.name, checkout.tag)
+        tag_ref = image_ref(registry, image.name, checkout.tag)
         labels = oci_labels(checkout, image.name)
-        fingerprint = build_fingerprint(
-            ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
-            labels=labels,
-        )
-        specs.append(
-            ImageSpec(
-                name=image.name,
-                ref=ref,
-                dockerfile=dockerfile,
-                context=context,
-                build_args=dict(image.build_args),
-                labels={**labels, FINGERPRINT_LABEL: fingerprint},
-                fingerprint=fingerprint,
-                engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
+        several = len(image.platforms) > 1
+        for platform in image.platforms:
+            ref = image_ref(registry, image.name, platform_tag(checkout.tag, platform)) if several else tag_ref
+            fingerprint = build_fingerprint(
+                ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
+                labels=labels, platform=platform,
             )
-        )
+            specs.append(
+                ImageSpec(
+                    name=image.name,
+                    ref=ref,
+                    dockerfile=dockerfile,
+                    context=context,
+                    build_args=dict(image.build_args),
+                    labels={**labels, FINGERPRINT_LABEL: fingerprint},
+                    fingerprint=fingerprint,
+                    platform=platform,
+                    index_ref=tag_ref if several else "",
+                    engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
+                )
+            )
     return specs
 
 
@@ -331,20 +354,63 @@ def build_slot(target: Engine) -> Iterator[None]:
 
 
 def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltImage:
-    """Build ``spec`` with the legacy builder, streaming its output into ``log``.
+    """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log``.
 
-    The labels go in as one LABEL line appended to a staged copy of the Dockerfile (outside the
-    context; the SDK sends it along): the engine's own ``labels`` option costs one build step, a
+    Base images are pinned to the platform's digests in a staging copy of the Dockerfile
+    (:func:`tasks.bases.staged_dockerfile`); the ``TARGET*``/``BUILD*`` args the Dockerfile
+    declares are passed as BuildKit defines them. The labels go in as one LABEL line appended to
+    that copy (the SDK sends it along): the engine's own ``labels`` option costs one build step, a
     container and a layer commit, per label.
     """
     with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
-        staged = Path(staging) / "Dockerfile"
-        staged.write_text(labelled_dockerfile(spec.dockerfile.read_text(encoding="utf-8"), spec.labels),
-                          encoding="utf-8")
-        return _build(client, spec, staged, log)
+        try:
+            text = spec.dockerfile.read_text(encoding="utf-8")
+            platform_args = platform_build_args(spec.platform, engine_platform(client))
+            declared = declared_args(text)
+            build_args = {**{k: v for k, v in platform_args.items() if k in declared}, **spec.build_args}
+            dockerfile = staged_dockerfile(client, spec.name, spec.dockerfile, build_args, spec.platform, spec.ref,
+                                           Path(staging), log)
+            labelled = Path(staging) / "Dockerfile.labelled"
+            labelled.write_text(labelled_dockerfile(dockerfile.read_text(encoding="utf-8"), spec.labels),
+                                encoding="utf-8")
+            dockerfile = labelled
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            raise EngineError(f"lost the Docker engine while preparing {spec.label}: {_ENGINE_FIX}") from err
+        # The legacy builder's layer cache ignores the platform: a FROM scratch step whose files are
+        # the same for two platforms can come from the other platform's build (then the image says
+        # that platform, or a later step fails). Such a build is done once more, without the cache.
+        try:
+            built = _build(client, spec, dockerfile, build_args, log)
+            if _built_platform(client, built) == _os_arch(spec.platform):
+                return built
+            found = "/".join(_built_platform(client, built))
+        except ImageBuildError as err:
+            if "does not match the specified platform" not in str(err):
+                raise
+            found = "another platform's"
+        log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
+        built = _build(client, spec, dockerfile, build_args, log, nocache=True)
+        if _built_platform(client, built) != _os_arch(spec.platform):
+            raise ImageBuildError(
+                spec.name,
+                f"image {spec.label} came out as {'/'.join(_built_platform(client, built))}, not {spec.platform}: "
+                "after FROM scratch put a COPY before any ARG or LABEL (a legacy builder limit)",
+            )
+        return built
 
 
-def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, log: Any) -> BuiltImage:
+def _os_arch(platform: str) -> tuple[str, str]:
+    os_, arch = platform.split("/")[:2]
+    return os_, arch
+
+
+def _built_platform(client: docker.APIClient, built: BuiltImage) -> tuple[str, str]:
+    info = client.inspect_image(built.image_id)
+    return str(info.get("Os") or ""), str(info.get("Architecture") or "")
+
+
+def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str],
+           log: Any, nocache: bool = False) -> BuiltImage:
     lines: list[str] = []
     image_id = ""
     try:
@@ -352,9 +418,11 @@ def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, log: Any
             path=str(spec.context),
             dockerfile=str(dockerfile),
             tag=spec.ref,
-            buildargs=dict(spec.build_args),
+            buildargs=build_args,
+            platform=spec.platform,
             rm=True,
             forcerm=True,
+            nocache=nocache,
             pull=False,
             decode=True,
         )
@@ -363,29 +431,31 @@ def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, log: Any
                 for line in str(item["stream"]).splitlines():
                     if line.strip():
                         lines.append(line)
-                        log.info("%s | %s", spec.name, redact(line))
+                        log.info("%s | %s", spec.label, redact(line))
             if "aux" in item and isinstance(item["aux"], dict) and "ID" in item["aux"]:
                 image_id = str(item["aux"]["ID"])
             if "error" in item or "errorDetail" in item:
                 detail = item.get("errorDetail") or {}
                 message = str(item.get("error") or detail.get("message") or "unknown error")
                 step = failed_step(lines)
+                hint = exec_format_hint([*lines, message], spec.platform)
                 raise ImageBuildError(
                     spec.name,
-                    f"image {spec.name} failed to build at {step or 'the first step'}: "
-                    f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run",
+                    f"image {spec.label} failed to build at {step or 'the first step'}: "
+                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run"),
                 )
     except docker.errors.APIError as err:
         raise ImageBuildError(
             spec.name,
-            f"image {spec.name} failed to build: {redact(str(err.explanation or err))}; "
+            f"image {spec.label} failed to build: {redact(str(err.explanation or err))}; "
             "fix the Dockerfile or build context and re-run",
         ) from err
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, docker.errors.DockerException) as err:
-        raise EngineError(f"lost the Docker engine while building {spec.name}: {_ENGINE_FIX}") from err
+        raise EngineError(f"lost the Docker engine while building {spec.label}: {_ENGINE_FIX}") from err
     if not image_id:
         image_id = str(client.inspect_image(spec.ref)["Id"])
-    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, engine=spec.engine)
+    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, platform=spec.platform, label=spec.label,
+                      engine=spec.engine)
 
 
 def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedImage:
@@ -423,7 +493,7 @@ def push_image(client: docker.APIClient, built: BuiltImage, log: Any) -> PushedI
         raise ImagePushError(
             built.name, f"push of {built.ref} reported no digest; re-run the release", transient=True
         )
-    return PushedImage(name=built.name, ref=built.ref, digest=digest)
+    return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=built.platform, label=built.label)
 
 
 def _push_error(name: str, ref: str, message: str) -> ImagePushError:
@@ -472,7 +542,7 @@ def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 @task(
     name="build",
-    task_run_name="build {spec.name}",
+    task_run_name="build {spec.label}",
     cache_key_fn=build_cache_key,
     persist_result=True,
 )
@@ -487,21 +557,20 @@ def build_task(spec: ImageSpec) -> BuiltImage:
     log = get_run_logger()
     try:
         with build_slot(spec.engine):
-            progress.report(spec.name, "building", "" if spec.engine == DEFAULT_ENGINE else f"on {spec.engine.name}")
+            progress.report(spec.label, "building", "" if spec.engine == DEFAULT_ENGINE else f"on {spec.engine.name}")
             with engine(spec.engine) as client:
                 built = build_image(client, spec, log)
     except Exception as err:
-        progress.report(spec.name, "failed", str(err))
+        progress.report(spec.label, "failed", str(err))
         raise
-    progress.report(spec.name, "built", built.image_id[:19])
-    return BuiltImage(
-        name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint, engine=spec.engine
-    )
+    progress.report(spec.label, "built", built.image_id[:19])
+    return BuiltImage(name=built.name, ref=built.ref, image_id=built.image_id, fingerprint=spec.fingerprint,
+                      platform=spec.platform, label=spec.label, engine=spec.engine)
 
 
 @task(
     name="push",
-    task_run_name="push {built.name}",
+    task_run_name="push {built.label}",
     cache_policy=NONE,
     **RetryPolicy().task_options(),
 )
@@ -511,15 +580,17 @@ def push_task(built: BuiltImage) -> PushedImage:
     install_log_filter()
     log = get_run_logger()
     attempt = current_task_run.run_count
+    item = built.label or built.name
     try:
         # The flow asked the registry just before submitting this push. A retry asks again: an
         # earlier attempt's manifest PUT may have succeeded with its answer lost.
         digest = published_digest(built.ref, built.fingerprint) if attempt > 1 else ""
         if digest:
             log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
-            progress.report(built.name, "already published", digest)
-            return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published")
-        progress.report(built.name, "retrying" if attempt > 1 else "pushing",
+            progress.report(item, "already published", digest)
+            return PushedImage(name=built.name, ref=built.ref, digest=digest, status="already published",
+                               platform=built.platform, label=built.label)
+        progress.report(item, "retrying" if attempt > 1 else "pushing",
                         f"attempt {attempt}" if attempt > 1 else "")
         with engine(built.engine, timeout=push_stall_seconds()) as client:
             if not built.image_id or local_image_id(client, built.ref) != built.image_id:
@@ -528,10 +599,10 @@ def push_task(built: BuiltImage) -> PushedImage:
                 )
             pushed = push_image(client, built, log)
     except (ImagePushError, RegistryError) as err:
-        progress.report(built.name, "push failed" if err.transient else "failed", str(err))
+        progress.report(item, "push failed" if err.transient else "failed", str(err))
         raise
     except Exception as err:
-        progress.report(built.name, "failed", str(err))
+        progress.report(item, "failed", str(err))
         raise
-    progress.report(built.name, "pushed", pushed.digest)
+    progress.report(item, "pushed", pushed.digest)
     return pushed

@@ -74,8 +74,10 @@ def _still_published(summary: dict[str, Any]) -> bool:
     """Every image tag and chart version of the record still points at the recorded digest."""
     wanted: list[tuple[str, str, str]] = []
     for image in summary.get("images", []):
-        ref = Reference.parse(image["ref"])
-        wanted.append((ref.host, ref.repository, f"{ref.tag}={image['digest']}"))
+        # A multi-platform image's platform tags too, not only its index.
+        for entry in [image, *(p for p in image.get("platforms", []) if p["ref"] != image["ref"])]:
+            ref = Reference.parse(entry["ref"])
+            wanted.append((ref.host, ref.repository, f"{ref.tag}={entry['digest']}"))
     for chart in summary.get("charts", []):
         ref = Reference.parse(f"{chart['ref']}:{chart['version']}")
         wanted.append((ref.host, ref.repository, f"{ref.tag}={chart['digest']}"))

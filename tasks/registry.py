@@ -121,9 +121,13 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 class RegistryAPI:
     """A small client for one registry host."""
 
-    def __init__(self, host: str, credentials: RegistryCredentials | None = None, timeout: float = 30) -> None:
+    def __init__(
+        self, host: str, credentials: RegistryCredentials | None = None, timeout: float = 30, *,
+        anonymous: bool = False,
+    ) -> None:
+        """``anonymous``: send no credentials (a registry other than the release's, e.g. of a base image)."""
         self.host = host
-        self.credentials = credentials if credentials is not None else registry_credentials()
+        self.credentials = None if anonymous else credentials if credentials is not None else registry_credentials()
         self.timeout = timeout
         self.base = f"{registry_scheme(host)}://{host}"
         self._session = requests.Session()
@@ -268,6 +272,30 @@ class RegistryAPI:
         )
         self._check(response, f"read blob {digest} of {repository}")
         return response.content
+
+    def manifest_bytes(self, repository: str, reference: str) -> tuple[str, str, bytes] | None:
+        """``(digest, media type, bytes)`` of a manifest as stored, ``None`` when it does not exist."""
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, f"read {repository}:{reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.headers.get("Docker-Content-Digest", ""), media_type, response.content
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest (e.g. an image index) under a tag; its digest as the registry computed it.
+
+        Faults are :class:`RegistryError`, ``transient`` for 5xx, 429 and dropped connections.
+        """
+        response = self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull,push",
+            headers={"Content-Type": media_type}, data=body,
+        )
+        self._check(response, f"write the manifest {repository}:{reference}")
+        return response.headers.get("Docker-Content-Digest", "")
 
     def tags(self, repository: str) -> list[str]:
         response = self.request("GET", f"/v2/{repository}/tags/list", scope=f"repository:{repository}:pull")

@@ -38,7 +38,7 @@ def release_notes(images: list[PushedImage], charts: list[PublishedChart]) -> tu
     if statuses and all(s == "already published" for s in statuses):
         return (NOTHING_CHANGED,)
     notes = []
-    kept = [i.name for i in images if i.status == "already published"]
+    kept = [p.label or p.name for i in images for p in (i.platforms or (i,)) if p.status == "already published"]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
     notes += [f"chart {c.name} {c.version} was already published" for c in charts if c.status == "already published"]
@@ -54,7 +54,11 @@ def already_published(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded summary, as the answer to releasing the same thing again."""
     return {
         **recorded,
-        "images": [{**i, "status": "already published"} for i in recorded.get("images", [])],
+        "images": [
+            {**i, "status": "already published",
+             "platforms": [{**p, "status": "already published"} for p in i.get("platforms", [])]}
+            for i in recorded.get("images", [])
+        ],
         "charts": [{**c, "status": "already published"} for c in recorded.get("charts", [])],
         "notes": [NOTHING_CHANGED],
     }
@@ -70,12 +74,34 @@ def summary_dict(result: ReleaseResult) -> dict[str, Any]:
         "source_revision": result.source_revision,
         "dry_run": result.dry_run,
         "notes": list(result.notes),
-        "images": [{"name": i.name, "ref": i.ref, "digest": i.digest, "status": i.status} for i in result.images],
+        "images": [_image_dict(i) for i in result.images],
         "charts": [
             {"name": c.name, "ref": c.ref, "version": c.version, "digest": c.digest, "status": c.status}
             for c in result.charts
         ],
     }
+
+
+def _image_dict(image: PushedImage) -> dict[str, Any]:
+    """An image's summary entry; ``platforms`` lists each platform's own reference and digest (for a
+    multi-platform image ``digest`` is its image index's, for a single-platform one its manifest's)."""
+    return {
+        "name": image.name, "ref": image.ref, "digest": image.digest, "status": image.status,
+        "platforms": [
+            {"platform": p.platform, "ref": p.ref, "digest": p.digest, "status": p.status}
+            for p in (image.platforms or (image,))
+        ],
+    }
+
+
+def _image_rows(image: dict[str, Any]) -> list[str]:
+    platforms = image.get("platforms") or []
+    if len(platforms) <= 1 and (not platforms or platforms[0]["ref"] == image["ref"]):
+        platform = platforms[0]["platform"] if platforms else ""
+        return [f"| {image['name']} | {platform} | `{image['ref']}` | `{image['digest']}` |"]
+    listed = ", ".join(p["platform"] for p in platforms)
+    rows = [f"| {image['name']} | index of {listed} | `{image['ref']}` | `{image['digest']}` |"]
+    return rows + [f"| | {p['platform']} | `{p['ref']}` | `{p['digest']}` |" for p in platforms]
 
 
 def render_summary(summary: dict[str, Any]) -> str:
@@ -90,12 +116,12 @@ def render_summary(summary: dict[str, Any]) -> str:
         "",
         "## Images",
         "",
-        "| image | reference | digest |",
-        "| --- | --- | --- |",
+        "| image | platform | reference | digest |",
+        "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {i['name']} | `{i['ref']}` | `{i['digest']}` |" for i in summary["images"]]
+    lines += [row for i in summary["images"] for row in _image_rows(i)]
     if not summary["images"]:
-        lines += ["| (none) | | |"]
+        lines += ["| (none) | | | |"]
     lines += ["", "## Charts", ""]
     if summary["charts"]:
         lines += ["| chart | reference | version | digest |", "| --- | --- | --- | --- |"]

@@ -16,6 +16,7 @@ import helm_python as helm
 import pytest
 
 from devkit.faultproxy import FaultProxy, Rule
+from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
@@ -27,7 +28,9 @@ from tasks.errors import (
     RegistryError,
     SourceError,
 )
+from tasks.platforms import INDEX_MEDIA_TYPE
 from tasks.registry import RegistryAPI
+from tests.integration.conftest import _remove_images
 
 pytestmark = pytest.mark.integration
 
@@ -193,8 +196,9 @@ def test_existing_chart_with_other_content_is_refused_before_any_push_and_force_
 
 
 @pytest.fixture
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    """A Distribution registry with htpasswd auth and a self-signed TLS certificate, like ghcr."""
+def auth_registry(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Iterator[RegistryProcess]:
+    """A Distribution registry with htpasswd auth and a self-signed TLS certificate, like ghcr; the
+    images pushed to it are removed from the engine afterwards."""
     root = tmp_path_factory.mktemp("auth-registry")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
@@ -208,6 +212,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
                           tls=(root / "cert.pem", root / "key.pem")).start()
     yield reg
     reg.stop()
+    _remove_images(engine, f"{reg.host}/")
 
 
 def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
@@ -246,14 +251,19 @@ def test_release_into_an_auth_tls_registry_with_the_right_password(
     auth_registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the right credentials, images and chart go into the authenticated TLS registry."""
+    """With the right credentials, images, a multi-platform image's index and the chart go into the
+    authenticated TLS registry."""
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", "right-Passw0rd-42")
     summary = run_release(sample(images=("dual-pods-controller", "launcher-populator")),
                           f"{auth_registry.host}/{namespace}")
     assert summary["charts"][0]["digest"].startswith("sha256:")
+    # An image index is PUT through the registry API with the same TLS and credentials.
+    index = busybox_index(f"{auth_registry.host}/{namespace}")
     with RegistryAPI(auth_registry.host) as api:
         assert api.tags(f"{namespace}/dual-pods-controller") == ["v0.3.1"]
+        found = api.manifest_bytes(f"{namespace}/busybox", "1")
+        assert found is not None and found[:2] == (index.digest, INDEX_MEDIA_TYPE)
 
 
 def _break_values(text: str) -> Callable[[Path], None]:

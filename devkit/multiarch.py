@@ -1,0 +1,47 @@
+"""A multi-platform base image in a local registry: busybox for linux/amd64 and linux/arm64.
+
+Each platform is ``FROM scratch`` + that platform's static busybox (the arm64 one fetched by
+scripts/setup.sh to .local/arm64/bin/busybox), built by the engine for its platform, pushed
+under a tag of its own, and the tag is an OCI image index of both: the shape of a public
+multi-platform base such as golang or distroless, which cannot be pulled here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tasks.config import PROJECT_ROOT
+from tasks.images import ImageSpec, PushedImage, build_image, engine, image_ref, push_image
+from tasks.index import publish_index
+from tasks.platforms import platform_tag
+
+BUSYBOXES = {
+    "linux/amd64": Path("/bin/busybox"),
+    "linux/arm64": Path(os.environ.get("FMA_ARM64_BUSYBOX") or PROJECT_ROOT / ".local/arm64/bin/busybox"),
+}
+# COPY first: the legacy builder's platform check trips on an ARG or LABEL before it (FROM scratch).
+_DOCKERFILE = 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "sh"]\n'
+
+
+def busybox_index(registry: str, name: str = "busybox", tag: str = "1") -> PushedImage:
+    """Build, push and index ``<registry>/<name>:<tag>`` for every platform of :data:`BUSYBOXES`."""
+    missing = [str(path) for path in BUSYBOXES.values() if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"no static busybox at {', '.join(missing)}: run bash scripts/setup.sh")
+    log = logging.getLogger("devkit.multiarch")
+    ref = image_ref(registry, name, tag)
+    pushed = []
+    with engine() as client:
+        for platform, busybox in BUSYBOXES.items():
+            with tempfile.TemporaryDirectory(prefix="fma-base-") as tmp:
+                context = Path(tmp)
+                shutil.copy2(busybox, context / "busybox")
+                (context / "Dockerfile").write_text(_DOCKERFILE)
+                spec = ImageSpec(name=name, ref=image_ref(registry, name, platform_tag(tag, platform)),
+                                 dockerfile=context / "Dockerfile", context=context, platform=platform, index_ref=ref)
+                pushed.append(push_image(client, build_image(client, spec, log), log))
+    return publish_index(name, ref, tuple(pushed))

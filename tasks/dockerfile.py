@@ -1,0 +1,160 @@
+"""The base images of a Dockerfile, and a copy of it whose ``FROM`` lines name them by digest (pure).
+
+A build for one platform must start from that platform's base image. The legacy builder takes
+``FROM`` images from the engine's local tags, which hold one platform at a time, so two
+platforms building at once from one tag would race. Instead each base is resolved (through the
+registry API) to the platform's manifest digest, pulled by digest, and the build reads a staging
+copy of the Dockerfile whose ``FROM`` names that digest; the checkout is never edited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_VAR = re.compile(r"\$(?:\{(\w+)(?::([-+])([^}]*))?\}|(\w+))")
+_FLAG = re.compile(r"--(\w+)=(\S+)")
+DOCKER_HUB = "registry-1.docker.io"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """One ``FROM`` of a Dockerfile that names an image (not ``scratch``, not an earlier stage)."""
+
+    line: int  # index of the FROM's first physical line
+    end: int  # index after its last physical line (continuations)
+    image: str  # the image as written, variables expanded
+    platform: str  # the FROM's --platform, expanded; "" for the build's own platform
+    stage: str  # "AS name", or ""
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """A Docker image reference split as the registry API needs it."""
+
+    name: str  # as the engine names it, without tag or digest (e.g. golang, 127.0.0.1:5000/base)
+    host: str  # registry host for the HTTP API
+    repository: str
+    reference: str  # tag or digest
+
+
+def expand(word: str, variables: Mapping[str, str]) -> str:
+    """``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alt}`` as the Dockerfile parser expands them."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(4)
+        value = variables.get(name, "")
+        if match.group(2) == "-":
+            return value or match.group(3)
+        if match.group(2) == "+":
+            return match.group(3) if value else ""
+        return value
+
+    return _VAR.sub(one, word)
+
+
+def _logical_lines(text: str) -> list[tuple[int, int, str]]:
+    """``(first, after_last, joined)`` for each instruction; continuation lines joined, comments skipped."""
+    lines = text.splitlines()
+    found: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(lines):
+        start, parts = i, []
+        while True:
+            line = lines[i]
+            i += 1
+            if line.rstrip().endswith("\\") and i < len(lines):
+                parts.append(line.rstrip()[:-1])
+                continue
+            parts.append(line)
+            break
+        joined = " ".join(p.strip() for p in parts).strip()
+        if joined and not joined.startswith("#"):
+            found.append((start, i, joined))
+    return found
+
+
+def base_images(text: str, build_args: Mapping[str, str]) -> list[BaseImage]:
+    """Every ``FROM`` that names an image, with global ``ARG`` defaults (overridden by ``build_args``)
+    expanded; ``scratch`` and references to earlier stages are left out."""
+    variables: dict[str, str] = dict(build_args)
+    stages: set[str] = set()
+    seen_from = False
+    bases = []
+    for start, end, line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "ARG" and not seen_from:
+            name, eq, default = rest.strip().partition("=")
+            if name not in build_args and eq:
+                variables[name] = expand(default.strip().strip('"'), variables)
+            continue
+        if keyword != "FROM":
+            continue
+        seen_from = True
+        words = rest.split()
+        flags = {}
+        while words and words[0].startswith("--"):
+            flag = _FLAG.fullmatch(words.pop(0))
+            if flag:
+                flags[flag.group(1).lower()] = expand(flag.group(2), variables)
+        if not words:
+            continue
+        image = expand(words[0], variables)
+        stage = " ".join(words[1:])
+        earlier = image.lower() in stages  # FROM build: a stage of this Dockerfile, no image
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+        if image.lower() == "scratch" or earlier:
+            continue
+        bases.append(BaseImage(line=start, end=end, image=image, platform=flags.get("platform", ""), stage=stage))
+    return bases
+
+
+def pin_bases(text: str, pins: Mapping[int, str]) -> str:
+    """``text`` with the FROM starting at each line index of ``pins`` reading ``FROM <pin> [AS name]``
+    (a pin is the image by digest, after the expanded ``--platform=`` flag if the FROM had one)."""
+    lines = text.splitlines()
+    ends = {start: end for start, end, _ in _logical_lines(text)}
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i not in pins:
+            out.append(lines[i])
+            i += 1
+            continue
+        words = " ".join(p.rstrip().removesuffix("\\") for p in lines[i:ends[i]]).split()[1:]
+        rest = [w for w in words if not w.startswith("--")][1:]
+        out.append(" ".join(["FROM", pins[i], *rest]))
+        i = ends[i]
+    return "\n".join(out) + "\n"
+
+
+def image_name(image: str) -> ImageName:
+    """Split ``image`` as Docker reads it: no registry host means Docker Hub (``library/`` for one-word names)."""
+    name, digest = image, ""
+    if "@" in image:
+        name, _, digest = image.partition("@")
+    tag = ""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, _, tag = name.rpartition(":")
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, repository = first, rest
+    else:
+        host, repository = DOCKER_HUB, name if "/" in name else f"library/{name}"
+    if host == "docker.io":
+        host = DOCKER_HUB
+    return ImageName(name=name, host=host, repository=repository, reference=digest or tag or "latest")
+
+
+def declared_args(text: str) -> set[str]:
+    """The names every ``ARG`` of the Dockerfile declares (a build arg nothing declares only draws a warning)."""
+    names: set[str] = set()
+    for _, _, line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        if keyword.upper() == "ARG":
+            names.update(word.partition("=")[0] for word in rest.split())
+    return names

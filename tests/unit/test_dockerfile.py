@@ -1,0 +1,78 @@
+"""Base images of a Dockerfile and the staging copy that pins them by digest (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.dockerfile import BaseImage, ImageName, base_images, declared_args, expand, image_name, pin_bases
+
+GO = """\
+# syntax comment
+ARG GO_IMAGE=golang:1.24
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
+FROM ${GO_IMAGE} AS build
+RUN go build
+FROM build AS test
+RUN go test
+FROM --platform=$BUILDPLATFORM \\
+     127.0.0.1:5000/tools/busybox:1 AS tools
+FROM scratch AS empty
+FROM ${RUNTIME_IMAGE}
+COPY --from=build /out /out
+"""
+
+
+def test_base_images_expand_global_args_and_skip_scratch_and_stages() -> None:
+    """Global ARG defaults (build args win) are expanded; scratch and earlier stages are no base."""
+    bases = base_images(GO, {"RUNTIME_IMAGE": "127.0.0.1:5000/base/static:2", "BUILDPLATFORM": "linux/amd64"})
+    assert bases == [
+        BaseImage(line=4, end=5, image="golang:1.24", platform="", stage="AS build"),
+        BaseImage(line=8, end=10, image="127.0.0.1:5000/tools/busybox:1", platform="linux/amd64", stage="AS tools"),
+        BaseImage(line=11, end=12, image="127.0.0.1:5000/base/static:2", platform="", stage=""),
+    ]
+
+
+def test_pin_bases_rewrites_only_the_pinned_from_lines() -> None:
+    """Each pinned FROM names its digest and keeps its stage name; every other line is untouched."""
+    bases = base_images(GO, {"BUILDPLATFORM": "linux/amd64"})
+    pins = {
+        bases[0].line: "golang@sha256:" + "a" * 64,
+        bases[1].line: "--platform=linux/amd64 127.0.0.1:5000/tools/busybox@sha256:" + "b" * 64,
+        bases[2].line: "gcr.io/distroless/static-debian12@sha256:" + "c" * 64,
+    }
+    lines = pin_bases(GO, pins).splitlines()
+    assert lines[4] == "FROM golang@sha256:" + "a" * 64 + " AS build"
+    assert lines[8] == "FROM --platform=linux/amd64 127.0.0.1:5000/tools/busybox@sha256:" + "b" * 64 + " AS tools"
+    assert lines[9] == "FROM scratch AS empty"
+    assert lines[10] == "FROM gcr.io/distroless/static-debian12@sha256:" + "c" * 64
+    assert lines[:4] == GO.splitlines()[:4] and lines[11] == "COPY --from=build /out /out"
+    assert pin_bases(GO, {}) == GO
+
+
+def test_scratch_only_dockerfile_has_no_base() -> None:
+    """A FROM scratch Dockerfile needs no resolution at all."""
+    assert base_images("FROM scratch\nCOPY busybox /bin/busybox\n", {}) == []
+
+
+@pytest.mark.parametrize(
+    ("image", "name"),
+    [
+        ("golang:1.24", ImageName("golang", "registry-1.docker.io", "library/golang", "1.24")),
+        ("busybox", ImageName("busybox", "registry-1.docker.io", "library/busybox", "latest")),
+        ("docker.io/x/y:1", ImageName("docker.io/x/y", "registry-1.docker.io", "x/y", "1")),
+        ("gcr.io/distroless/static:nonroot", ImageName("gcr.io/distroless/static", "gcr.io", "distroless/static",
+                                                        "nonroot")),
+        ("127.0.0.1:5000/a/b@sha256:ab", ImageName("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", "sha256:ab")),
+        ("localhost:5000/x", ImageName("localhost:5000/x", "localhost:5000", "x", "latest")),
+    ],
+)
+def test_image_name(image: str, name: ImageName) -> None:
+    """Docker's reading of an image reference: default host, library/ prefix, tag or digest."""
+    assert image_name(image) == name
+
+
+def test_expand_and_declared_args() -> None:
+    """${VAR:-default} and ${VAR:+alt} expand as in a Dockerfile; ARG names are collected."""
+    assert expand("${A:-x}-${B:+y}-$C", {"B": "1", "C": "c"}) == "x-y-c"
+    assert declared_args(GO + "ARG TARGETARCH=amd64 TARGETOS\n") >= {"GO_IMAGE", "TARGETARCH", "TARGETOS"}
