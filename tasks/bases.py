@@ -94,8 +94,24 @@ def staged_dockerfile(
     return staged
 
 
+def local_platform(client: docker.APIClient, image: str) -> tuple[str, str] | None:
+    """``(os, architecture)`` of the engine's own ``image``, or ``None`` when the engine lacks it."""
+    try:
+        info = client.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return None
+    return str(info.get("Os") or ""), str(info.get("Architecture") or "")
+
+
 def _pin(client: docker.APIClient, base: BaseImage, target: str, release_host: str, name: str, log: Any) -> str:
     platform = base.platform or target
+    wanted = parse_platform(platform)
+    # A base the engine already holds for this platform is used as it is, as `docker build` does
+    # without --pull (a local-only base has no registry to ask). Reading a tag races with nothing:
+    # other platforms' bases are pulled by digest, which tags nothing.
+    if local_platform(client, base.image) == (wanted.os, wanted.architecture):
+        log.info("%s | FROM %s: the engine's own %s image", name, base.image, platform)
+        return f"--platform={platform} {base.image}" if base.platform else base.image
     try:
         digest = platform_digest(base.image, platform, release_host)
         pinned = f"{image_name(base.image).name}@{digest}"
@@ -106,7 +122,14 @@ def _pin(client: docker.APIClient, base: BaseImage, target: str, release_host: s
     return f"--platform={platform} {pinned}" if base.platform else pinned
 
 
+_engine_platforms: dict[str, str] = {}
+
+
 def engine_platform(client: docker.APIClient) -> str:
-    """The engine's own platform, e.g. ``linux/amd64``: the ``BUILDPLATFORM`` of its builds."""
-    version = client.version()
-    return f"{version.get('Os', 'linux')}/{version.get('Arch', 'amd64')}"
+    """The engine's own platform, e.g. ``linux/amd64``: the ``BUILDPLATFORM`` of its builds (asked once
+    per engine and process)."""
+    key = str(client.base_url)
+    if key not in _engine_platforms:
+        version = client.version()
+        _engine_platforms[key] = f"{version.get('Os', 'linux')}/{version.get('Arch', 'amd64')}"
+    return _engine_platforms[key]

@@ -218,3 +218,23 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     with RegistryAPI(registry.host) as api:
         for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
             assert api.tags(f"{namespace}/{name}") == []
+
+
+def test_a_base_image_only_the_engine_has_is_used_as_it_is(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], engine: Any,
+) -> None:
+    """FROM an image that is in no registry (built on this engine): the build uses the engine's own,
+    as `docker build` without --pull does, instead of asking a registry for it."""
+    from devkit.sample_source import base_image
+
+    base = base_image(engine, f"fma-local-base-{namespace.split('/', maxsplit=1)[0]}:1")
+    try:
+        src = sample(images=("requester",), base=base)
+        summary = run_release(src, f"{registry.host}/{namespace}")
+        with RegistryAPI(registry.host) as api:
+            assert file_in_image(api, f"{namespace}/requester", src.tag, "app/name").strip() == "requester"
+            assert file_in_image(api, f"{namespace}/requester", src.tag, "app/arch").strip() == "x86_64"
+        assert summary["images"][0]["status"] == "pushed"
+    finally:
+        engine.remove_image(f"{registry.host}/{namespace}/requester:{src.tag}", force=True)
+        engine.remove_image(base, force=True)
