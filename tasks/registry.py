@@ -245,15 +245,11 @@ class RegistryAPI:
 
     def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]] | None:
         """``(digest, manifest)`` for a tag or digest, ``None`` when it does not exist."""
-        response = self.request(
-            "GET", f"/v2/{repository}/manifests/{reference}",
-            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
-        )
-        if response.status_code == 404:
+        found = self.manifest_bytes(repository, reference)
+        if found is None:
             return None
-        self._check(response, f"read {repository}:{reference}")
-        digest = response.headers.get("Docker-Content-Digest", "")
-        return digest, json.loads(response.content)
+        digest, _, body = found
+        return digest, json.loads(body)
 
     def digest(self, repository: str, reference: str) -> str:
         """The digest ``reference`` (a tag) points at, ``""`` when there is none; one HEAD request."""
