@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from devkit.multiarch import busybox_index  # noqa: E402
 from devkit.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
+from devkit.report import report  # noqa: E402
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source  # noqa: E402
 
 TARGET = 1.10  # P1's (bench/release_bench.py)
@@ -105,7 +105,6 @@ def main() -> int:
     figures = {"reps": reps, "sleeps_s": sleeps, "slowest": slowest, "median_s": med, "runs_s": runs,
                "slowest_build_s": builds, "ratios": {"p1_mp": p1_mp, "p1_same_run": p1}, "targets": {"p1_mp": TARGET},
                "met": {"p1_mp": p1_mp <= TARGET}}
-    args.json.write_text(json.dumps(figures, indent=2) + "\n")
     rows = [
         ("builds sleep (s)", ", ".join(str(v) for v in sleeps.values())),
         (f"full release, {slowest} also linux/arm64 (s)", f"{med['full_mp']:.2f}"),
@@ -115,11 +114,7 @@ def main() -> int:
         (f"P1_mp full / slowest alone (target <= {TARGET})", f"{p1_mp:.3f}"),
         ("P1 of the same run, without the arm64 build", f"{p1:.3f}"),
     ]
-    width = max(len(r[0]) for r in rows) + 2
-    print(f"{'measure (medians of ' + str(reps) + ')':<{width}}{'value':>12}")
-    for label, value in rows:
-        print(f"{label:<{width}}{value:>12}")
-    print(f"figures written to {args.json}")
+    report(figures, rows, reps, args.json)
     return 0
 
 

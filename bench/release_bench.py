@@ -34,7 +34,6 @@ rebuilds), never because the machine is slow.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -54,6 +53,7 @@ from devkit.engine import EngineProcess  # noqa: E402
 from devkit.faultproxy import FaultProxy, Rule  # noqa: E402
 from devkit.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
+from devkit.report import report  # noqa: E402
 from devkit.sample_source import FMA_IMAGES, SampleSource, base_image, make_sample_source  # noqa: E402
 from devkit.sleep_server import SleepServer  # noqa: E402
 
@@ -227,7 +227,6 @@ def main() -> int:
         "ratios": ratios, "targets": {k: TARGETS[k] for k in ratios},
         "met": {k: ratios[k] <= TARGETS[k] for k in ratios},
     }
-    args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
     rows = [
         ("builds sleep (s)", ", ".join(str(v) for v in sleeps.values())),
@@ -247,11 +246,7 @@ def main() -> int:
         rows += [(f"P4 seconds per extra image (target <= {TARGETS['p4']})", f"{ratios['p4']:.3f}")]
         rows += [(f"CPU s in the {p4_counts[-1]}-image release: {name}", f"{value:.2f}")
                  for name, value in cpu.items()]
-    width = max(len(r[0]) for r in rows) + 2
-    print(f"{'measure (medians of ' + str(reps) + ')':<{width}}{'value':>12}")
-    for label, value in rows:
-        print(f"{label:<{width}}{value:>12}")
-    print(f"figures written to {args.json}")
+    report(figures, rows, reps, args.json)
     return 0
 
 
