@@ -31,7 +31,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
 from tasks import progress
-from tasks.bases import engine_platform, staged_dockerfile
+from tasks.bases import engine_platform, local_platform, staged_dockerfile
 from tasks.config import PROJECT_ROOT, ReleaseConfig
 from tasks.credentials import registry_credentials
 from tasks.dockerfile import declared_args
@@ -43,7 +43,7 @@ from tasks.errors import (
     ImagePushError,
     RegistryError,
 )
-from tasks.platforms import DEFAULT_PLATFORM, exec_format_hint, platform_build_args, platform_tag
+from tasks.platforms import DEFAULT_PLATFORM, exec_format_hint, parse_platform, platform_build_args, platform_tag
 from tasks.redact import install_log_filter, redact
 from tasks.registry import Reference, RegistryAPI
 from tasks.retry import RetryPolicy
@@ -379,34 +379,27 @@ def build_image(client: docker.APIClient, spec: ImageSpec, log: Any) -> BuiltIma
         # The legacy builder's layer cache ignores the platform: a FROM scratch step whose files are
         # the same for two platforms can come from the other platform's build (then the image says
         # that platform, or a later step fails). Such a build is done once more, without the cache.
+        wanted = parse_platform(spec.platform)
         try:
             built = _build(client, spec, dockerfile, build_args, log)
-            if _built_platform(client, built) == _os_arch(spec.platform):
+            came_out = local_platform(client, built.image_id)
+            if came_out == (wanted.os, wanted.architecture):
                 return built
-            found = "/".join(_built_platform(client, built))
+            found = "/".join(came_out or ("an unknown",))
         except ImageBuildError as err:
             if "does not match the specified platform" not in str(err):
                 raise
             found = "another platform's"
         log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
         built = _build(client, spec, dockerfile, build_args, log, nocache=True)
-        if _built_platform(client, built) != _os_arch(spec.platform):
+        came_out = local_platform(client, built.image_id)
+        if came_out != (wanted.os, wanted.architecture):
             raise ImageBuildError(
                 spec.name,
-                f"image {spec.label} came out as {'/'.join(_built_platform(client, built))}, not {spec.platform}: "
-                "after FROM scratch put a COPY before any ARG or LABEL (a legacy builder limit)",
+                f"image {spec.label} came out as {'/'.join(came_out or ('an unknown platform',))}, "
+                f"not {spec.platform}: after FROM scratch put a COPY before any ARG or LABEL (a legacy builder limit)",
             )
         return built
-
-
-def _os_arch(platform: str) -> tuple[str, str]:
-    os_, arch = platform.split("/")[:2]
-    return os_, arch
-
-
-def _built_platform(client: docker.APIClient, built: BuiltImage) -> tuple[str, str]:
-    info = client.inspect_image(built.image_id)
-    return str(info.get("Os") or ""), str(info.get("Architecture") or "")
 
 
 def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str],
