@@ -14,10 +14,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tasks.builders.docker import build_image
 from tasks.config import PROJECT_ROOT
-from tasks.images import ImageSpec, PushedImage, build_image, engine, image_ref, push_image
+from tasks.context import ReleaseRequest, RunContext
 from tasks.index import publish_index
+from tasks.plan import ImageSpec, image_ref
 from tasks.platforms import platform_tag
+from tasks.push import push_engine_image
+from tasks.result import PushedImage
 
 BUSYBOXES = {
     "linux/amd64": Path("/bin/busybox"),
@@ -35,7 +39,8 @@ def busybox_index(registry: str, name: str = "busybox", tag: str = "1") -> Pushe
     log = logging.getLogger("devkit.multiarch")
     ref = image_ref(registry, name, tag)
     pushed = []
-    with engine() as client:
+    run = RunContext(ReleaseRequest(tag=f"v0.0.0-{tag}" if not tag.startswith("v") else tag, source=""))
+    with run.engines.client() as client:
         for platform, busybox in BUSYBOXES.items():
             with tempfile.TemporaryDirectory(prefix="fma-base-") as tmp:
                 context = Path(tmp)
@@ -43,5 +48,5 @@ def busybox_index(registry: str, name: str = "busybox", tag: str = "1") -> Pushe
                 (context / "Dockerfile").write_text(_DOCKERFILE)
                 spec = ImageSpec(name=name, ref=image_ref(registry, name, platform_tag(tag, platform)),
                                  dockerfile=context / "Dockerfile", context=context, platform=platform, index_ref=ref)
-                pushed.append(push_image(client, build_image(client, spec, log), log))
-    return publish_index(name, ref, tuple(pushed))
+                pushed.append(push_engine_image(client, build_image(client, spec, run, log), run, log))
+    return publish_index(run.registries, name, ref, tuple(pushed))

@@ -31,7 +31,7 @@ class SampleSource:
     config: Path  # a release config for it (outside the repository)
 
 
-def dockerfile_text(name: str, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "") -> str:
+def dockerfile_text(name: str, *, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "") -> str:
     """A scratch image that records its name and the source VERSION; optionally slow or broken.
 
     With ``base`` (an image holding /bin/busybox: :func:`base_image`, or a multi-platform one of
@@ -80,7 +80,7 @@ def _git(repo: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def make_sample_source(
+def make_sample_source(  # noqa: PLR0913 - a test-data factory: each option is one variation of the sample
     root: Path,
     *,
     tag: str = "v0.3.1",

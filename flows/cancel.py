@@ -28,9 +28,8 @@ _lock = threading.Lock()
 _stopping = threading.Event()
 
 
-def _remember_run(item: str, state: str, detail: str) -> None:
-    if item == "run" and state == "id" and detail:
-        _run["id"] = UUID(detail)
+def _remember_run(run_id: UUID) -> None:
+    _run["id"] = run_id
 
 
 def abort(reason: str) -> None:
@@ -62,16 +61,10 @@ def abort(reason: str) -> None:
 def _release_leases() -> None:
     """Free the concurrency slots this run holds (the tag's), so that a re-run need not wait for them
     to lapse."""
-    from tasks.concurrency import HELD_LEASES
+    from tasks.concurrency import HELD
 
-    if not HELD_LEASES:
-        return
     try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            for lease_id in list(HELD_LEASES):
-                client.release_concurrency_slots_with_lease(lease_id=lease_id)
+        HELD.release_all()
     except Exception as err:  # the slot then frees itself when its lease lapses
         print(f"fma-release: could not free the tag's concurrency slot ({type(err).__name__}); "
               "it frees itself within 5 minutes", file=sys.stderr)
@@ -104,12 +97,13 @@ def _watch_ui(interval: float) -> None:
                 return
 
 
-def install(watch_interval: float = 1.0) -> None:
-    """Handle SIGINT/SIGTERM and watch for a UI cancel, for the rest of this process."""
-    progress.subscribe(_remember_run)
+def install(api_url: str, watch_interval: float = 1.0) -> None:
+    """Handle SIGINT/SIGTERM and, with a Prefect server at ``api_url``, watch for a UI cancel, for
+    the rest of this process."""
+    progress.on_run_started(_remember_run)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGUSR1, _on_signal)
-    if os.environ.get("PREFECT_API_URL"):  # with an ephemeral server there is no UI to cancel from
+    if api_url:  # with an ephemeral server there is no UI to cancel from
         threading.Thread(target=_watch_ui, args=(watch_interval,), name="fma-cancel-watch", daemon=True
         ).start()

@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.config import DEFAULT_REGISTRY, load_config
+from tasks.config import DEFAULT_REGISTRY
+from tasks.context import ReleaseRequest
 from tasks.errors import ReleaseError
 from tasks.redact import redact
-from tasks.tags import parse_tag
+from tasks.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,10 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Decide everything that can be decided without running anything.
-    parse_tag(args.tag)
-    load_config(args.config)
-    if args.push_attempts < 1:
-        raise ReleaseError("--push-attempts must be at least 1")
+    parameters = {
+        "tag": args.tag,
+        "source": args.source,
+        "registry": args.registry,
+        "config": str(args.config) if args.config else None,
+        "chart_registry": args.chart_registry,
+        "dry_run": args.dry_run,
+        "workdir": str(args.workdir) if args.workdir else None,
+        "push_attempts": args.push_attempts,
+        "retry_base_delay": args.retry_delay,
+        "force": args.force,
+    }
+    ReleaseRequest.from_parameters(parameters)
     runner = None
     if args.dask:
         from flows.runners import task_runner
@@ -99,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks import progress
     from tasks.summary import render_summary
 
-    cancel.install()
+    cancel.install(Settings.from_env().prefect_api_url)
     view = ProgressView()
     reports: list[tuple[float, str, str]] = []
 
@@ -109,19 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     progress.subscribe(view.update)
     progress.subscribe(note)
     try:
-        summary = release(
-            runner,
-            tag=args.tag,
-            source=args.source,
-            registry=args.registry,
-            config=str(args.config) if args.config else None,
-            chart_registry=args.chart_registry,
-            dry_run=args.dry_run,
-            workdir=str(args.workdir) if args.workdir else None,
-            push_attempts=args.push_attempts,
-            retry_base_delay=args.retry_delay,
-            force=args.force,
-        )
+        result = release(runner, **parameters)
     finally:
         progress.unsubscribe(view.update)
         progress.unsubscribe(note)
@@ -129,8 +127,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.summary_json:
         import json
 
-        args.summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(render_summary(summary))
+        args.summary_json.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    print(render_summary(result))
     from prefect.settings import get_current_settings
 
     from flows.timing import where_time_went

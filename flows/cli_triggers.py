@@ -96,11 +96,11 @@ def _webhook(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.serving import serve_deployments
+    from flows.serving import ServeOptions, serve_deployments
 
     print("serving publish-release and watch-releases; stop with Ctrl-C", file=sys.stderr)
-    serve_deployments(
+    serve_deployments(ServeOptions(
         source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
         dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
-    )
+    ))
     return 0

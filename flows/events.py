@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.redact import redact
+from tasks.result import ReleaseResult
 
 SUCCEEDED = "fma.release.succeeded"
 FAILED = "fma.release.failed"
@@ -21,16 +22,16 @@ def release_resource(tag: str) -> dict[str, str]:
     return {"prefect.resource.id": f"fma.release.{tag}", "prefect.resource.name": tag, "fma.release.tag": tag}
 
 
-def success_payload(summary: Any) -> dict[str, Any]:
-    """What a notification needs of the summary: references, digests, the chart version."""
-    if not isinstance(summary, dict):
+def success_payload(result: Any) -> dict[str, Any]:
+    """What a notification needs of the release result: references, digests, the chart version."""
+    if not isinstance(result, ReleaseResult):
         return {}
     return {
-        "version": summary.get("version"),
-        "prerelease": summary.get("prerelease"),
-        "dry_run": summary.get("dry_run"),
-        "images": [f"{i.get('ref')}@{i.get('digest')}" for i in summary.get("images") or []],
-        "charts": [f"{c.get('ref')}:{c.get('version')}" for c in summary.get("charts") or []],
+        "version": result.version,
+        "prerelease": result.prerelease,
+        "dry_run": result.dry_run,
+        "images": [f"{i.ref}@{i.digest}" for i in result.images],
+        "charts": [f"{c.ref}:{c.version}" for c in result.charts],
     }
 
 
@@ -56,7 +57,7 @@ def _emit(name: str, flow_run: Any, payload: dict[str, Any]) -> None:
 
 
 async def on_release_completed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook: emit ``fma.release.succeeded`` with the summary's references.
+    """Flow hook: emit ``fma.release.succeeded`` with the result's references.
 
     Async, so that it reads the result the same way under the sync and the async flow engine
     (both await a hook's coroutine).

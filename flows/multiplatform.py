@@ -13,23 +13,24 @@ from collections.abc import Sequence
 from prefect.futures import PrefectFuture
 
 from tasks import progress
-from tasks.images import ImageSpec, PushedImage
+from tasks.context import RunContext
 from tasks.index import index_task
-from tasks.retry import RetryPolicy
+from tasks.plan import ImageSpec
+from tasks.result import PushedImage
+from tasks.status import Status
 
 
 def assemble_indexes(
-    specs: Sequence[ImageSpec], images: Sequence[PushedImage], failures: dict[str, str], dry_run: bool,
-    policy: RetryPolicy,
+    specs: Sequence[ImageSpec], images: Sequence[PushedImage], failures: dict[str, str], run: RunContext,
 ) -> tuple[list[PushedImage], dict[str, str]]:
     """One result per image, in the config's order: single-platform images as pushed, multi-platform
     ones as their index (PUT by one task each, in parallel). An image with a failed platform gets no
     index; an index that fails is a failure of its image."""
     failures = dict(failures)
-    by_label = {image.label or image.name: image for image in images}
+    by_label = {image.item: image for image in images}
     names = list(dict.fromkeys(spec.name for spec in specs))
     members = {name: [spec for spec in specs if spec.name == name] for name in names}
-    indexer = index_task.with_options(**policy.task_options())
+    indexer = index_task.with_options(**run.request.retry.task_options())
     futures: dict[str, PrefectFuture[PushedImage]] = {}
     done: dict[str, PushedImage] = {}
     for name in names:
@@ -41,14 +42,15 @@ def assemble_indexes(
         if any(spec.label in failures or spec.label not in by_label for spec in group):
             continue  # the failed platform is reported already; a half index is never published
         pushed = tuple(by_label[spec.label] for spec in group)
-        if dry_run:
-            done[name] = PushedImage(name=name, ref=group[0].index_ref, digest="", status="dry run", platforms=pushed)
+        if run.request.dry_run:
+            done[name] = PushedImage(name=name, ref=group[0].index_ref, digest="", status=Status.DRY_RUN,
+                                     platforms=pushed)
             continue
-        futures[name] = indexer.submit(name, group[0].index_ref, pushed)
+        futures[name] = indexer.submit(name, group[0].index_ref, pushed, run)
     for name, future in futures.items():
         try:
             done[name] = future.result()
         except Exception as err:  # the task's own error (one line), reported with the image's name
             failures[name] = str(err)
-            progress.report(name, "failed", str(err))
+            progress.report(name, Status.FAILED, str(err))
     return [done[name] for name in names if name in done], failures

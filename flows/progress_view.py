@@ -15,10 +15,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-_STYLE = {
-    "building": "cyan", "built": "cyan", "pushing": "blue", "retrying": "yellow",
-    "push failed": "yellow", "pushed": "green", "index pushed": "green", "packaging": "cyan", "packaged": "cyan",
-    "failed": "bold red", "done": "green",
+from tasks.progress import RUN
+from tasks.status import Status
+
+_STYLE: dict[str, str] = {
+    Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",
+    Status.PUSH_FAILED: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green", Status.PACKAGING: "cyan",
+    Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
 }
 
 
@@ -35,8 +38,8 @@ class ProgressView:
 
     def update(self, item: str, state: str, detail: str) -> None:
         with self._lock:
-            if item == "run":
-                if state == "started" and detail:
+            if item == RUN:
+                if state == Status.STARTED and detail:
                     self.console.print(f"Prefect UI: {detail}", soft_wrap=True, highlight=False)
                 return
             self._rows[item] = (state, detail, time.monotonic() - self._started)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,41 +33,22 @@ from flows.events import on_release_completed, on_release_failed
 from flows.multiplatform import assemble_indexes
 from flows.runners import task_runner
 from tasks import progress
-from tasks.charts import (
-    PackagedChart,
-    PublishedChart,
-    chart_remote,
-    package_chart_task,
-    push_chart_task,
-)
+from tasks.build import build_task
+from tasks.builders import BuiltImage
+from tasks.charts import PackagedChart, package_chart_task, push_chart_task
 from tasks.concurrency import atag_slot
-from tasks.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig, load_config
+from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
+from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
-from tasks.images import (
-    BuiltImage,
-    ImageSpec,
-    PushedImage,
-    build_task,
-    configured_engines,
-    image_ref,
-    image_specs,
-    published_digest,
-    push_task,
-)
-from tasks.preflight import check_engines_and_registries, preflight
+from tasks.plan import ImageSpec, image_specs
+from tasks.preflight import check_engines_and_registries
+from tasks.push import published_digest, push_task
 from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
-from tasks.retry import RetryPolicy
+from tasks.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
 from tasks.source import checkout_task, resolve_tag
-from tasks.summary import (
-    ReleaseResult,
-    already_published,
-    apublish_summary,
-    release_notes,
-    summary_dict,
-    summary_task,
-)
-from tasks.tags import parse_tag
+from tasks.status import Status
+from tasks.summary import already_published, apublish_summary, release_notes, summary_task
 
 
 def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> list[Path]:
@@ -123,7 +102,7 @@ def _collect_charts(
 def _collect_images(
     builds: dict[str, PrefectFuture[BuiltImage]],
     pushes: dict[str, PrefectFuture[PushedImage]],
-    dry_run: bool,
+    run: RunContext,
     rebuild: Callable[[str], PushedImage],
 ) -> tuple[list[PushedImage], dict[str, str]]:
     """Every image's outcome: the published ones, and each failure's reason by name.
@@ -135,7 +114,7 @@ def _collect_images(
     for name, build in builds.items():
         built, error = _outcome(build)
         if error is None:
-            if dry_run:
+            if run.request.dry_run:
                 images.append(_dry_run_image(built))
                 continue
             pushed, error = _outcome(pushes[name])
@@ -148,60 +127,52 @@ def _collect_images(
             images.append(pushed)
         else:
             failures[name] = str(error)
-            progress.report(name, "failed", str(error))
+            progress.report(name, Status.FAILED, str(error))
     return images, failures
 
 
 def _announce_run() -> None:
     """Tell listeners (the CLI) the run's id and its page in the Prefect UI."""
     ui_url = flow_run.ui_url or ""
-    progress.report("run", "id", str(flow_run.id or ""))
-    progress.report("run", "started", ui_url if ui_url.startswith("http") else "")
+    progress.run_started(flow_run.id, ui_url if ui_url.startswith("http") else "")
 
 
-def _workspace(workdir: str | None, tag: str) -> Path:
-    """The run's workspace: the one given, or a new temporary directory."""
-    path = Path(workdir) if workdir else Path(tempfile.gettempdir()) / "fma-release" / f"{tag}-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _published_images(specs: list[ImageSpec]) -> list[PushedImage]:
+def _published_images(specs: list[ImageSpec], run: RunContext) -> list[PushedImage]:
     """The images whose tag in the registry is exactly this build (same fingerprint label)."""
     if not specs:
         return []
     kept = []
     with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:  # reads only: ask all at once
-        digests = list(pool.map(lambda spec: published_digest(spec.ref, spec.fingerprint), specs))
+        digests = list(pool.map(lambda spec: published_digest(run.registries, spec.ref, spec.fingerprint), specs))
     for spec, digest in zip(specs, digests, strict=True):
         if digest:
-            progress.report(spec.label, "already published", digest)
-            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status="already published",
+            progress.report(spec.label, Status.ALREADY_PUBLISHED, digest)
+            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status=Status.ALREADY_PUBLISHED,
                                     platform=spec.platform, label=spec.label))
     return kept
 
 
-def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage]) -> Callable[[str], PushedImage]:
+def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage], run: RunContext) -> Callable[[str], PushedImage]:
     """Build an image again, ignoring the cache, and push it (its cached build's image is gone)."""
     by_name = {spec.label: spec for spec in specs}  # one build per (image, platform)
 
     def rebuild(name: str) -> PushedImage:
-        built = build_task.with_options(refresh_cache=True)(by_name[name])
-        return pusher(built)
+        built = build_task.with_options(refresh_cache=True)(by_name[name], run)
+        return pusher(built, run)
 
     return rebuild
 
 
 def _dry_run_image(built: BuiltImage) -> PushedImage:
     # Nothing is pushed: the local image id stands where the registry digest would.
-    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status="dry run",
+    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status=Status.DRY_RUN,
                        platform=built.platform, label=built.label)
 
 
 def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
     return PublishedChart(
         name=package.name, ref=f"{remote}/{package.name}", version=package.version,
-        digest=helm.digest(package.archive), status="dry run",
+        digest=helm.digest(package.archive), status=Status.DRY_RUN,
     )
 
 
@@ -214,7 +185,7 @@ def _dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
     on_failure=[on_release_failed],
     on_crashed=[on_release_failed],
 )
-async def release_flow(
+async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the fields of the UI's run form
     tag: str,
     source: str,
     registry: str = DEFAULT_REGISTRY,
@@ -225,7 +196,7 @@ async def release_flow(
     push_attempts: int = 5,
     retry_base_delay: float = 2.0,
     force: bool = False,
-) -> dict[str, Any]:
+) -> ReleaseResult:
     """Release ``tag`` of ``source``: images, then charts, then the summary.
 
     Args:
@@ -244,138 +215,121 @@ async def release_flow(
     # joined in 1 s steps). The steps block on git, the Docker engine and task futures, so they run
     # in a thread of their own; the event loop stays free for the tag slot's lease renewals.
     install_log_filter()
-    parse_tag(tag)
-    release_config = load_config(config)
-    remote = chart_remote(registry, chart_registry)
+    run = RunContext(ReleaseRequest.from_parameters({
+        "tag": tag, "source": source, "registry": registry, "config": config, "chart_registry": chart_registry,
+        "dry_run": dry_run, "workdir": workdir, "push_attempts": push_attempts,
+        "retry_base_delay": retry_base_delay, "force": force,
+    }))
     _announce_run()
     try:
-        revision, key, recorded = await asyncio.to_thread(
-            _preflight, source, tag, registry, config, release_config, remote, dry_run, force
-        )
+        recorded = await asyncio.to_thread(_preflight, run)
         if recorded is not None:  # this exact release is published: nothing to do, no slot needed
             await apublish_summary(recorded)  # no task: the whole answer is this artifact
-            progress.report("run", "done", "nothing changed")
+            progress.report(progress.RUN, Status.DONE, "nothing changed")
             return recorded
         async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
-            return await asyncio.to_thread(
-                _release, tag, source, registry, release_config, remote, dry_run, workdir, push_attempts,
-                retry_base_delay, force, revision, key,
-            )
+            return await asyncio.to_thread(_release, run)
     except ReleaseError as err:
-        progress.report("run", "failed", str(err))
+        progress.report(progress.RUN, Status.FAILED, str(err))
         raise
 
 
-def release(runner: Any = None, **parameters: Any) -> dict[str, Any]:
+def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
     """Run the release flow to completion from synchronous code (the CLI, tests, benchmarks);
     ``runner``: a task runner instead of the flow's own (see flows/runners.py)."""
     flow_ = release_flow if runner is None else release_flow.with_options(task_runner=runner)
-    result: dict[str, Any] = asyncio.run(flow_(**parameters))
+    result: ReleaseResult = asyncio.run(flow_(**parameters))
     return result
 
 
-def _preflight(
-    source: str, tag: str, registry: str, config: str | None, release_config: ReleaseConfig, remote: str,
-    dry_run: bool, force: bool,
-) -> tuple[str, str, dict[str, Any] | None]:
-    """Fail fast on a missing engine, registry or tag; then the tagged commit, the release's record
-    key and, when this exact release is still published, its summary."""
-    engines = tuple(configured_engines(release_config))
-    if dry_run:
-        return preflight(source, tag, registry, remote, push=False, engines=engines), "", None
+def _preflight(run: RunContext) -> ReleaseResult | None:
+    """Fail fast on a missing engine, registry or tag; note the tagged commit and the release's
+    record key in ``run``; return the recorded result when this exact release is still published."""
+    request = run.request
+    if request.dry_run:
+        check_engines_and_registries(run)
+        run.revision = resolve_tag(request.source, request.tag)
+        return None
     # The tagged commit first: with the config it names the release's record. A release that is
     # still published needs no engine and pushes nothing, so the other checks come after.
-    revision = resolve_tag(source, tag)
-    key = release_key(
-        revision=revision, config=release_config, config_bytes=Path(config or DEFAULT_CONFIG).read_bytes(),
-        registry=registry, chart_remote=remote,
+    run.revision = resolve_tag(request.source, request.tag)
+    run.record_key = release_key(
+        revision=run.revision, config=request.config, config_bytes=request.config_path.read_bytes(),
+        registry=request.registry, chart_remote=request.chart_remote,
     )
-    recorded = None if force else published_release(key)
+    recorded = None if request.force else published_release(run.settings.state_dir, run.record_key, run.registries)
     if recorded is None:
-        check_engines_and_registries(registry, remote, push=True, engines=engines)
-        return revision, key, None
-    return revision, key, already_published(recorded)
+        check_engines_and_registries(run)
+        return None
+    return already_published(recorded)
 
 
-def _release(
-    tag: str, source: str, registry: str, release_config: ReleaseConfig, remote: str, dry_run: bool,
-    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool, revision: str, key: str,
-) -> dict[str, Any]:
+def _release(run: RunContext) -> ReleaseResult:
     """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     # One API client for every task run of the release: without it each task run makes its own, and
     # each new client builds a TLS context from the CA bundle (about 0.1 s of CPU: the largest
     # per-image cost in a profile of a 32-image release).
     with SyncClientContext.get_or_create():
-        return _release_steps(tag, source, registry, release_config, remote, dry_run, workdir, push_attempts,
-                              retry_base_delay, force, revision, key)
+        return _release_steps(run)
 
 
-def _release_steps(
-    tag: str, source: str, registry: str, release_config: ReleaseConfig, remote: str, dry_run: bool,
-    workdir: str | None, push_attempts: int, retry_base_delay: float, force: bool, revision: str, key: str,
-) -> dict[str, Any]:
+def _release_steps(run: RunContext) -> ReleaseResult:
     log = get_run_logger()
-    version = parse_tag(tag)
-    policy = RetryPolicy(attempts=push_attempts, base_delay=retry_base_delay, max_delay=max(30.0, retry_base_delay))
-    own_workspace = workdir is None
-    workspace = _workspace(workdir, tag)
+    request = run.request
+    policy = request.retry.task_options()
+    workspace = run.open_workspace()
     try:
         # The references this release publishes are known from the config alone, so this project's
         # charts are packaged and checked while the source is checked out.
-        released_refs = [image_ref(registry, image.name, tag) for image in release_config.images]
-        staging = workspace / "charts"
-
         def package(dirs: list[Path]) -> list[PrefectFuture[PackagedChart]]:
-            return [
-                package_chart_task.submit(d, staging, registry, tag, version.version, released_refs,
-                                          None if dry_run else remote, force)
-                for d in dirs
-            ]
+            return [package_chart_task.submit(d, run) for d in dirs]
 
-        packages = package(chart_dirs(release_config, "project", PROJECT_ROOT, tag))
-        checkout = checkout_task(source, tag, workspace, revision)
-        specs: list[ImageSpec] = image_specs(release_config, checkout, registry)
-        packages += package(chart_dirs(release_config, "source", checkout.path, tag))
+        packages = package(chart_dirs(request.config, "project", PROJECT_ROOT, request.tag))
+        checkout = checkout_task(request.source, request.tag, workspace, run.revision)
+        specs = image_specs(request.config, checkout, request.registry)
+        packages += package(chart_dirs(request.config, "source", checkout.path, request.tag))
         log.info("releasing %s (%s) of %s: %d image(s), %d chart(s)",
-                 tag, checkout.revision, checkout.source, len(specs), len(packages))
+                 request.tag, checkout.revision, checkout.source, len(specs), len(packages))
 
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
-        kept = [] if dry_run else _published_images(specs)
+        kept = [] if request.dry_run else _published_images(specs, run)
         to_build = [spec for spec in specs if spec.label not in {image.label for image in kept}]
-        builds = {spec.label: build_task.submit(spec) for spec in to_build}
-        pusher = push_task.with_options(**policy.task_options())
-        pushes = {} if dry_run else {
+        builds = {spec.label: build_task.submit(spec, run) for spec in to_build}
+        pusher = push_task.with_options(**policy)
+        pushes = {} if request.dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.
-            name: pusher.submit(build, wait_for=packages)  # type: ignore[call-overload]
+            name: pusher.submit(build, run, wait_for=packages)  # type: ignore[call-overload]
             for name, build in builds.items()
         }
 
         chart_packages, chart_failure = _collect_charts(packages)
-        images, failures = _collect_images(builds, pushes, dry_run, _rebuilder(specs, pusher))
+        images, failures = _collect_images(builds, pushes, run, _rebuilder(specs, pusher, run))
         # A multi-platform image's tag is an image index of its platform images (flows/multiplatform.py).
-        images, failures = assemble_indexes(specs, kept + images, failures, dry_run, policy)
+        images, failures = assemble_indexes(specs, kept + images, failures, run)
         if chart_failure is not None:
             raise chart_failure
         if failures:
             raise ImagesFailedError(failures)
 
+        chart_pusher = push_chart_task.with_options(**policy)
         published = [
-            _dry_run_chart(p, remote) if dry_run else push_chart_task(p, remote, workspace, force)
+            _dry_run_chart(p, request.chart_remote) if request.dry_run else chart_pusher(p, run)
             for p in chart_packages
         ]
+        notes = release_notes(images, published)
+        if request.dry_run:
+            notes += tuple(f"chart archive kept at {p.archive}" for p in chart_packages)
+        version = request.version
         result = ReleaseResult(
-            tag=tag, version=version.version, prerelease=version.prerelease, registry=registry,
-            source_revision=checkout.revision, images=tuple(images), charts=tuple(published),
-            dry_run=dry_run,
-            notes=release_notes(images, published)
-            + (tuple(f"chart archive kept at {p.archive}" for p in chart_packages) if dry_run else ()),
+            tag=request.tag, version=version.version, prerelease=version.prerelease, registry=request.registry,
+            source_revision=checkout.revision, images=tuple(ImageResult.of(i) for i in images),
+            charts=tuple(published), dry_run=request.dry_run, notes=notes,
         )
-        summary = summary_dict(result)
-        summary_task(summary)
-        if key:
-            save_record(key, summary)
-        progress.report("run", "done", "")
-        return summary
+        summary_task(result)
+        if run.record_key:
+            save_record(run.settings.state_dir, run.record_key, result)
+        progress.report(progress.RUN, Status.DONE, "")
+        return result
     finally:
-        if own_workspace and not dry_run:
+        if run.own_workspace and not request.dry_run:
             shutil.rmtree(workspace, ignore_errors=True)

@@ -8,12 +8,12 @@ cores with ``local``. Needs the ``dask`` extra (prefect-dask).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.errors import ConfigError
+from tasks.settings import Settings
 
 
 def task_runner(address: str | None = None) -> Any:
@@ -22,7 +22,7 @@ def task_runner(address: str | None = None) -> Any:
     Threads have no fixed cap: every build of a release runs at once (``max_builds`` per engine in
     the release config caps them where an engine needs it).
     """
-    address = os.environ.get("FMA_DASK_ADDRESS", "") if address is None else address
+    address = Settings.from_env().dask_address if address is None else address
     if not address:
         return ThreadPoolTaskRunner()
     try:

@@ -10,6 +10,7 @@ work pool (docs/triggers.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flows.triggers import EVENT_NAME
@@ -34,38 +35,50 @@ def _defined(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def build_deployments(
-    *, source: str, registry: str, config: str | None, chart_registry: str | None, dry_run: bool,
-    repo: str, api_url: str | None, watch_interval: float, name_suffix: str = "",
-) -> list[Any]:
+@dataclass(frozen=True)
+class ServeOptions:
+    """The defaults of served runs (``fma-release serve``'s options)."""
+
+    source: str
+    registry: str
+    repo: str
+    config: str | None = None
+    chart_registry: str | None = None
+    dry_run: bool = False
+    api_url: str | None = None
+    watch_interval: float = 3600.0
+    name_suffix: str = ""
+
+
+def build_deployments(options: ServeOptions) -> list[Any]:
     """The two runner deployments (for ``prefect.serve``)."""
     from flows.release import release_flow
     from flows.watch import watch_releases
 
-    publish_name = f"publish-release{name_suffix}"
+    publish_name = f"publish-release{options.name_suffix}"
     publish = release_flow.to_deployment(
         name=publish_name,
         description="Release a tag: images, chart, summary. Started by published GitHub releases, "
                     "the watcher, or by hand with a tag.",
-        parameters=_defined({"source": source, "registry": registry, "config": config,
-                             "chart_registry": chart_registry, "dry_run": dry_run}),
-        triggers=[release_trigger(repo)],
+        parameters=_defined({"source": options.source, "registry": options.registry, "config": options.config,
+                             "chart_registry": options.chart_registry, "dry_run": options.dry_run}),
+        triggers=[release_trigger(options.repo)],
         tags=["fma-release"],
     )
     watch = watch_releases.to_deployment(
-        name=f"watch-releases{name_suffix}",
+        name=f"watch-releases{options.name_suffix}",
         description="Start publish-release for published GitHub releases not in the registry yet.",
-        interval=watch_interval if watch_interval > 0 else None,
-        parameters=_defined({"repo": repo, "api_url": api_url, "registry": registry,
-                             "chart_registry": chart_registry,
+        interval=options.watch_interval if options.watch_interval > 0 else None,
+        parameters=_defined({"repo": options.repo, "api_url": options.api_url, "registry": options.registry,
+                             "chart_registry": options.chart_registry,
                              "deployment": f"publish-release/{publish_name}"}),
         tags=["fma-release"],
     )
     return [publish, watch]
 
 
-def serve_deployments(**options: Any) -> None:
+def serve_deployments(options: ServeOptions) -> None:
     """Register both deployments and run their flow runs until interrupted."""
     from prefect import serve
 
-    serve(*build_deployments(**options))
+    serve(*build_deployments(options))

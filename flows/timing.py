@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-IMAGE_DONE = {"pushed", "already published", "built", "failed"}
+from tasks.progress import RUN
+from tasks.status import IMAGE_DONE, Status
 
 
 def where_time_went(started: float, ended: float, reports: Sequence[tuple[float, str, str]],
@@ -12,16 +13,16 @@ def where_time_went(started: float, ended: float, reports: Sequence[tuple[float,
     """One line: the total, then Prefect's start-up, the images and the rest.
 
     ``reports`` are ``(monotonic time, item, state)`` in arrival order; the run's first report
-    ("run", "id") marks the moment Prefect had started the flow run.
+    ("run", "started") marks the moment Prefect had started the flow run.
     """
     total = ended - started
-    flow_started = next((at for at, item, state in reports if item == "run" and state == "id"), None)
+    flow_started = next((at for at, item, state in reports if item == RUN and state == Status.STARTED), None)
     if flow_started is None:
         return f"{total:.1f}s"
     parts = [f"Prefect start-up {flow_started - started:.1f}s"
              + ("" if server_configured else " (a temporary server: set PREFECT_API_URL to a running one)")]
-    image_times = [at for at, item, state in reports if item != "run" and not item.startswith("chart ")
-                   and state in {"building", "pushing", *IMAGE_DONE}]
+    image_times = [at for at, item, state in reports if item != RUN and not item.startswith("chart ")
+                   and state in {Status.BUILDING, Status.PUSHING, *IMAGE_DONE}]
     if image_times:
         parts.append(f"images {max(image_times) - flow_started:.1f}s")
         parts.append(f"charts and summary {ended - max(image_times):.1f}s")

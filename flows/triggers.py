@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tasks.errors import InvalidTagError, ReleaseError
-from tasks.redact import install_log_filter, register
+from tasks.redact import RedactingFilter, install_log_filter, register
 from tasks.tags import parse_tag
 
 PATH = "/github/webhook"
@@ -233,8 +233,15 @@ def webhook_secret() -> str:
 def serve_webhook(host: str, port: int, repository: str) -> int:
     """Run the receiver until SIGTERM or Ctrl-C."""
     secret = webhook_secret()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    # A handler of the receiver's own: once Prefect is imported the root logger is Prefect's (level WARNING),
+    # and logging.basicConfig would do nothing.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     install_log_filter()
+    handler.addFilter(RedactingFilter())
     try:
         server = WebhookServer((host, port), secret, repository)
     except OSError as err:

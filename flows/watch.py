@@ -21,7 +21,8 @@ from tasks.config import DEFAULT_REGISTRY, DEFAULT_REPO
 from tasks.errors import InvalidTagError
 from tasks.github import DEFAULT_API_URL, PublishedRelease, list_releases
 from tasks.redact import install_log_filter
-from tasks.registry import Reference, RegistryAPI
+from tasks.references import Reference
+from tasks.registry import RegistryAPI
 from tasks.tags import parse_tag
 
 DEFAULT_DEPLOYMENT = "publish-release/publish-release"
@@ -105,7 +106,7 @@ def start_release_task(deployment: str, tag: str) -> str:
 
 
 @flow(name="watch-releases", flow_run_name="watch {repo}")
-def watch_releases(
+def watch_releases(  # noqa: PLR0917 - the parameters are the fields of the UI's run form
     repo: str = DEFAULT_REPO,
     api_url: str = DEFAULT_API_URL,
     registry: str = DEFAULT_REGISTRY,

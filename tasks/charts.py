@@ -14,8 +14,9 @@ import tarfile
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import helm_python as helm
 import yaml
@@ -25,12 +26,17 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from tasks import progress
-from tasks.credentials import registry_credentials
 from tasks.errors import ChartError, RegistryError
-from tasks.images import is_transient_push_error
+from tasks.plan import image_ref
 from tasks.redact import redact
-from tasks.registry import Reference, RegistryAPI, is_loopback, registry_scheme
-from tasks.retry import RetryPolicy
+from tasks.registry import Registries, RegistryAPI, is_loopback
+from tasks.result import PublishedChart
+from tasks.retry import RetryPolicy, is_transient_push_error
+from tasks.settings import Settings
+from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
 
 
 @dataclass(frozen=True)
@@ -39,14 +45,23 @@ class PackagedChart:
     version: str
     archive: Path
 
+    @property
+    def item(self) -> str:
+        return f"chart {self.name}"
+
+
+class Standing(Enum):
+    """How a packaged chart stands against the chart registry."""
+
+    ABSENT = "absent"  # its version is not there: push it
+    SAME = "same"  # there with the same files: nothing to do
+    REPLACE = "replace"  # there with other files, and --force: push over it
+
 
 @dataclass(frozen=True)
-class PublishedChart:
-    name: str
-    ref: str  # oci://host/path/charts/name
-    version: str
-    digest: str
-    status: str = "pushed"  # or "already published", "replaced", "dry run"
+class ExistingChart:
+    standing: Standing
+    digest: str = ""  # the published digest when SAME
 
 
 CHART_LAYER_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -207,13 +222,15 @@ def prepare_chart(
 
 
 @contextmanager
-def helm_registry(host: str, workdir: Path) -> Iterator[tuple[helm.RegistryClient, bool]]:
+def helm_registry(
+    host: str, workdir: Path, settings: Settings, schemes: Any
+) -> Iterator[tuple[helm.RegistryClient, bool]]:
     """A Helm registry client with its own credentials file, logged in when credentials exist."""
-    plain_http = registry_scheme(host) == "http"
+    plain_http = schemes(host) == "http"
     creds_file = workdir / "helm-registry.json"
     client = helm.RegistryClient(plain_http=plain_http, credentials_file=creds_file)
     try:
-        creds = registry_credentials()
+        creds = settings.credentials()
         if creds is not None:
             try:
                 # Loopback registries go unverified, as dockerd treats them (Helm takes no CA file).
@@ -242,35 +259,38 @@ def published_chart_contents(api: RegistryAPI, repository: str, version: str) ->
     return digest, chart_contents(api.blob(repository, layers[0]["digest"]))
 
 
-def existing_chart(package: PackagedChart, remote: str, *, force: bool = False) -> str:
-    """How ``package`` stands against the registry: ``""`` when its version is not there, the
-    existing digest when it is there with the same files; :class:`ChartError` when it is there with
-    other files, unless ``force`` (then ``"replace"``)."""
-    target = Reference.parse(f"{remote}/{package.name}")
-    with RegistryAPI(target.host) as api:
+def existing_chart(
+    package: PackagedChart, remote: str, registries: Registries, *, force: bool = False
+) -> ExistingChart:
+    """How ``package`` stands against the registry; :class:`ChartError` when its version is there
+    with other files, unless ``force``."""
+    api, target = registries.for_ref(f"{remote}/{package.name}")
+    with api:
         existing = published_chart_contents(api, target.repository, package.version)
     if existing is None:
-        return ""
+        return ExistingChart(Standing.ABSENT)
     digest, files = existing
     if files == chart_contents(package.archive.read_bytes()):
-        return digest
+        return ExistingChart(Standing.SAME, digest)
     if force:
-        return "replace"
+        return ExistingChart(Standing.REPLACE)
     raise ChartError(
         f"chart {package.name} {package.version} already exists at {remote} with other content: "
         "published charts are not overwritten; release a new tag, or pass --force to replace it"
     )
 
 
-def push_chart(package: PackagedChart, remote: str, workdir: Path, *, force: bool = False) -> PublishedChart:
-    """Push a packaged chart; an existing version is kept when identical and refused when not (unless force)."""
-    target = Reference.parse(f"{remote}/{package.name}")
+def push_chart(package: PackagedChart, run: RunContext) -> PublishedChart:
+    """Push a packaged chart; an existing version is kept when identical and refused when not (unless --force)."""
+    remote = run.request.chart_remote
     ref = f"{remote}/{package.name}"
-    existing = existing_chart(package, remote, force=force)
-    if existing.startswith("sha256:"):
-        return PublishedChart(package.name, ref, package.version, existing, status="already published")
-    status = "replaced" if existing == "replace" else "pushed"
-    with helm_registry(target.host, workdir) as (client, plain_http):
+    existing = existing_chart(package, remote, run.registries, force=run.request.force)
+    if existing.standing is Standing.SAME:
+        return PublishedChart(name=package.name, ref=ref, version=package.version, digest=existing.digest,
+                              status=Status.ALREADY_PUBLISHED)
+    status = Status.REPLACED if existing.standing is Standing.REPLACE else Status.PUSHED
+    api, target = run.registries.for_ref(ref)
+    with helm_registry(target.host, run.open_workspace(), run.settings, run.registries.schemes) as (client, plain_http):
         try:
             client.push(package.archive, remote, plain_http=plain_http)
         except helm.HelmError as err:
@@ -280,49 +300,43 @@ def push_chart(package: PackagedChart, remote: str, workdir: Path, *, force: boo
                 "check the registry and credentials, then re-run",
                 transient=is_transient_push_error(reason),
             ) from err
-    with RegistryAPI(target.host) as api:
+    with api:
         found = api.manifest(target.repository, package.version)
     if found is None:
         raise RegistryError(f"chart {package.name} {package.version} is not in {remote} after the push; re-run")
-    return PublishedChart(package.name, ref, package.version, found[0], status=status)
+    return PublishedChart(name=package.name, ref=ref, version=package.version, digest=found[0], status=status)
 
 
 # -- tasks ----------------------------------------------------------------------
 
 
 @task(name="package chart", task_run_name="package {chart_dir.name}", cache_policy=NONE)
-def package_chart_task(
-    chart_dir: Path, staging_root: Path, registry: str, tag: str, version: str, released_refs: list[str],
-    remote: str | None = None, force: bool = False,
-) -> PackagedChart:
-    """Set image values in a staging copy, lint, check rendered images, package; then, with a
-    ``remote``, refuse a version that is already published with other content (before any push)."""
-    progress.report(f"chart {chart_dir.name}", "packaging")
-    try:
+def package_chart_task(chart_dir: Path, run: RunContext) -> PackagedChart:
+    """Set image values in a staging copy, lint, check rendered images, package; then, unless a dry
+    run, refuse a version that is already published with other content (before any push)."""
+    request = run.request
+    item = f"chart {chart_dir.name}"
+    progress.report(item, Status.PACKAGING)
+    released_refs = [image_ref(request.registry, image.name, request.tag) for image in request.config.images]
+    with progress.reporting(item):
         packaged = prepare_chart(
-            chart_dir, staging_root, registry=registry, tag=tag, version=version, released_refs=released_refs
+            chart_dir, run.open_workspace() / "charts", registry=request.registry, tag=request.tag,
+            version=request.version.version, released_refs=released_refs,
         )
-        if remote is not None:
-            existing_chart(packaged, remote, force=force)
-    except Exception as err:
-        progress.report(f"chart {chart_dir.name}", "failed", str(err))
-        raise
-    get_run_logger().info("packaged %s %s as %s", packaged.name, version, packaged.archive.name)
-    progress.report(f"chart {chart_dir.name}", "packaged", packaged.archive.name)
+        if not request.dry_run:
+            existing_chart(packaged, request.chart_remote, run.registries, force=request.force)
+    get_run_logger().info("packaged %s %s as %s", packaged.name, packaged.version, packaged.archive.name)
+    progress.report(item, Status.PACKAGED, packaged.archive.name)
     return packaged
 
 
 @task(name="push chart", task_run_name="push chart {package.name}", cache_policy=NONE,
-      **RetryPolicy().task_options())
-def push_chart_task(package: PackagedChart, remote: str, workdir: Path, force: bool = False) -> PublishedChart:
+      **RetryPolicy().task_options())  # the flow sets the run's own (with_options)
+def push_chart_task(package: PackagedChart, run: RunContext) -> PublishedChart:
     """Push the chart to the OCI chart registry; an existing version is never silently replaced."""
-    item = f"chart {package.name}"
-    progress.report(item, "pushing")
-    try:
-        published = push_chart(package, remote, workdir, force=force)
-    except Exception as err:
-        progress.report(item, "failed", str(err))
-        raise
+    progress.report(package.item, Status.PUSHING)
+    with progress.reporting(package.item):
+        published = push_chart(package, run)
     get_run_logger().info("%s: %s:%s (%s)", published.status, published.ref, published.version, published.digest)
-    progress.report(item, published.status, published.digest)
+    progress.report(package.item, published.status, published.digest)
     return published

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -66,3 +67,9 @@ def run(
             stderr=stderr,
         )
     return proc.stdout
+
+
+def git(args: Sequence[str], *, what: str, fix: str, cwd: str | Path | None = None) -> str:
+    """Run ``git`` with ``args``; it never prompts for credentials (a missing one fails, not hangs)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    return run(["git", *args], cwd=cwd, what=what, fix=fix, env=env)

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar, cast
@@ -57,9 +58,40 @@ def ensure_limit(name: str, limit: int = 1) -> bool:
         return True
 
 
-# Leases of the slots this process holds: a run that is stopped at once (flows/cancel.py) frees
-# them first, so that the next run of the tag need not wait for them to lapse.
-HELD_LEASES: list[UUID] = []
+class HeldLeases:
+    """The leases of the tag slots this process holds, so that a run stopped at once (flows/cancel.py)
+    can free them first and the next run of the tag need not wait for them to lapse."""
+
+    def __init__(self) -> None:
+        self._leases: list[UUID] = []
+        self._lock = threading.Lock()
+
+    def add(self, leases: list[UUID]) -> None:
+        with self._lock:
+            self._leases.extend(leases)
+
+    def drop(self, leases: list[UUID]) -> None:
+        with self._lock:
+            self._leases = [lease for lease in self._leases if lease not in leases]
+
+    def snapshot(self) -> list[UUID]:
+        with self._lock:
+            return list(self._leases)
+
+    def release_all(self) -> None:
+        """Free every held slot now; a failure leaves the slot to lapse with its lease."""
+        leases = self.snapshot()
+        if not leases:
+            return
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            for lease_id in leases:
+                client.release_concurrency_slots_with_lease(lease_id=lease_id)
+        self.drop(leases)
+
+
+HELD = HeldLeases()
 
 
 def _ensure(tag: str) -> str:
@@ -79,14 +111,8 @@ def _held() -> list[UUID]:
 
     ctx = ConcurrencyContext.get()
     leases = list(ctx.cleanup_lease_ids) if ctx is not None else []
-    HELD_LEASES.extend(leases)
+    HELD.add(leases)
     return leases
-
-
-def _drop(leases: list[UUID]) -> None:
-    for lease in leases:
-        if lease in HELD_LEASES:
-            HELD_LEASES.remove(lease)
 
 
 @contextmanager
@@ -100,7 +126,7 @@ def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
         try:
             yield
         finally:
-            _drop(leases)
+            HELD.drop(leases)
 
 
 @asynccontextmanager
@@ -116,7 +142,7 @@ async def atag_slot(tag: str, timeout_seconds: float | None = None) -> AsyncIter
         try:
             yield
         finally:
-            _drop(leases)
+            HELD.drop(leases)
 
 
 def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 _VAR = re.compile(r"\$(?:\{(\w+)(?::([-+])([^}]*))?\}|(\w+))")
 _FLAG = re.compile(r"--(\w+)=(\S+)")
-DOCKER_HUB = "registry-1.docker.io"
+_DIRECTIVE = re.compile(r"#\s*([a-z]+)\s*=\s*(\S+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,6 @@ class BaseImage:
     image: str  # the image as written, variables expanded
     platform: str  # the FROM's --platform, expanded; "" for the build's own platform
     stage: str  # "AS name", or ""
-
-
-@dataclass(frozen=True)
-class ImageName:
-    """A Docker image reference split as the registry API needs it."""
-
-    name: str  # as the engine names it, without tag or digest (e.g. golang, 127.0.0.1:5000/base)
-    host: str  # registry host for the HTTP API
-    repository: str
-    reference: str  # tag or digest
 
 
 def expand(word: str, variables: Mapping[str, str]) -> str:
@@ -131,25 +121,6 @@ def pin_bases(text: str, pins: Mapping[int, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def image_name(image: str) -> ImageName:
-    """Split ``image`` as Docker reads it: no registry host means Docker Hub (``library/`` for one-word names)."""
-    name, digest = image, ""
-    if "@" in image:
-        name, _, digest = image.partition("@")
-    tag = ""
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, _, tag = name.rpartition(":")
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        host, repository = first, rest
-    else:
-        host, repository = DOCKER_HUB, name if "/" in name else f"library/{name}"
-    if host == "docker.io":
-        host = DOCKER_HUB
-    return ImageName(name=name, host=host, repository=repository, reference=digest or tag or "latest")
-
-
 def declared_args(text: str) -> set[str]:
     """The names every ``ARG`` of the Dockerfile declares (a build arg nothing declares only draws a warning)."""
     names: set[str] = set()
@@ -158,3 +129,28 @@ def declared_args(text: str) -> set[str]:
         if keyword.upper() == "ARG":
             names.update(word.partition("=")[0] for word in rest.split())
     return names
+
+
+def labelled_dockerfile(text: str, labels: Mapping[str, str]) -> str:
+    """``text`` with one ``LABEL`` line for all ``labels`` appended (it applies to the final stage).
+
+    Values are double-quoted with the Dockerfile's escape character (``\\`` unless an ``# escape=``
+    directive says otherwise) before quotes, escapes and ``$`` (LABEL expands variables).
+    """
+    if not labels:
+        return text
+    escape = "\\"
+    for line in text.splitlines():  # parser directives (# syntax=, # escape=) come before anything else
+        directive = _DIRECTIVE.fullmatch(line.strip())
+        if directive is None:
+            break
+        if directive.group(1).lower() == "escape":
+            escape = directive.group(2)[0]
+
+    def quoted(value: str) -> str:
+        for special in (escape, '"', "$"):
+            value = value.replace(special, escape + special)
+        return '"' + value.replace("\n", " ") + '"'
+
+    pairs = " ".join(f"{quoted(key)}={quoted(value)}" for key, value in labels.items())
+    return text.rstrip("\n") + "\n" + f"LABEL {pairs}\n"

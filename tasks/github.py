@@ -114,7 +114,7 @@ def release_body(generated_notes: str, breaking: str = "", upgrade: str = "") ->
 
 
 def plan_release(
-    tag: str, releases: Iterable[PublishedRelease], generated_notes: str, breaking: str = "", upgrade: str = ""
+    tag: str, releases: Iterable[PublishedRelease], generated_notes: str, *, breaking: str = "", upgrade: str = ""
 ) -> ReleasePlan:
     """Everything the GitHub release of ``tag`` will be, given the releases already there."""
     releases = list(releases)
@@ -203,7 +203,7 @@ class CreatedRelease:
 
 
 def create_github_release(
-    tag: str, repo: str, api_url: str = DEFAULT_API_URL, breaking: str = "", upgrade: str = "",
+    tag: str, repo: str, *, api_url: str = DEFAULT_API_URL, breaking: str = "", upgrade: str = "",
     target: str | None = None,
 ) -> CreatedRelease:
     """Create the GitHub release of ``tag``: notes since the previous release, pre-release and Latest decided."""
@@ -222,7 +222,7 @@ def create_github_release(
         notes = gh_repo.generate_release_notes(
             tag, previous_tag_name=previous or NotSet, target_commitish=target or NotSet
         )
-        plan = plan_release(tag, existing, notes.body, breaking, upgrade)
+        plan = plan_release(tag, existing, notes.body, breaking=breaking, upgrade=upgrade)
         created = gh_repo.create_git_release(
             tag=plan.tag, name=plan.name, message=plan.body, draft=False, prerelease=plan.prerelease,
             make_latest="true" if plan.make_latest else "false",
@@ -240,12 +240,7 @@ def create_github_release(
 # -- git ------------------------------------------------------------------------
 
 
-def _git(repo: Path, *args: str, what: str, fix: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    return cmd.run(["git", *args], cwd=repo, what=what, fix=fix, env=env)
-
-
-def create_tag(source: Path, tag: str, ref: str = "HEAD", push: bool = False, remote: str = "origin") -> str:
+def create_tag(source: Path, tag: str, *, ref: str = "HEAD", push: bool = False, remote: str = "origin") -> str:
     """Create the annotated tag ``tag`` on ``ref`` in the local repository ``source``; return the commit.
 
     Refuses a malformed tag and a tag that exists locally (or on ``remote`` when pushing).
@@ -254,21 +249,21 @@ def create_tag(source: Path, tag: str, ref: str = "HEAD", push: bool = False, re
     if not (source / ".git").exists() and not (source / "HEAD").is_file():
         raise GitHubError(f"{source} is not a git repository: pass --source the path of a local clone")
     try:
-        commit = _git(source, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}",
-                      what=f"find {ref}", fix="pass --ref a commit, branch or tag of the repository").strip()
+        commit = cmd.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=source,
+                         what=f"find {ref}", fix="pass --ref a commit, branch or tag of the repository").strip()
     except CommandError as err:
         raise GitHubError(f"{ref} is not a commit in {source}: pass --ref a commit, branch or tag") from err
-    exists = _git(source, "tag", "--list", tag, what="list the tags", fix="check the repository").strip()
+    exists = cmd.git(["tag", "--list", tag], cwd=source, what="list the tags", fix="check the repository").strip()
     if exists:
         raise GitHubError(f"tag {tag} already exists in {source}: tags are never moved; release a new tag")
     if push:
-        remote_tags = _git(source, "ls-remote", "--tags", remote, f"refs/tags/{tag}",
-                           what=f"read the tags of {remote}", fix=f"check that the remote {remote} is reachable")
+        remote_tags = cmd.git(["ls-remote", "--tags", remote, f"refs/tags/{tag}"], cwd=source,
+                              what=f"read the tags of {remote}", fix=f"check that the remote {remote} is reachable")
         if remote_tags.strip():
             raise GitHubError(f"tag {tag} already exists on {remote}: tags are never moved; release a new tag")
-    _git(source, "tag", "--annotate", "--message", f"Release {tag}", tag, commit,
-         what=f"create the tag {tag}", fix="set git's user.name and user.email, then retry")
+    cmd.git(["tag", "--annotate", "--message", f"Release {tag}", tag, commit], cwd=source,
+            what=f"create the tag {tag}", fix="set git's user.name and user.email, then retry")
     if push:
-        _git(source, "push", "--quiet", remote, f"refs/tags/{tag}",
-             what=f"push {tag} to {remote}", fix=f"check your access to {remote}; the tag exists locally")
+        cmd.git(["push", "--quiet", remote, f"refs/tags/{tag}"], cwd=source,
+                what=f"push {tag} to {remote}", fix=f"check your access to {remote}; the tag exists locally")
     return commit

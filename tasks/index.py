@@ -8,30 +8,31 @@ is left alone.
 
 from __future__ import annotations
 
-import json
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from tasks import progress
-from tasks.errors import ImagePushError, RegistryError
-from tasks.images import PushedImage
+from tasks.errors import ImagePushError
 from tasks.platforms import INDEX_MEDIA_TYPE, IndexEntry, config_platform, image_index, index_entries, manifest_digest
-from tasks.registry import Reference, RegistryAPI
+from tasks.registry import Registries, RegistryAPI
+from tasks.result import PushedImage
 from tasks.retry import RetryPolicy
+from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
 
 
 def index_entry(api: RegistryAPI, repository: str, image: PushedImage) -> IndexEntry:
     """One platform image's entry: its manifest's digest, size and media type, its config's platform."""
-    found = api.manifest_bytes(repository, image.digest)
+    found = api.manifest_and_config(repository, image.digest)
     if found is None:
         raise ImagePushError(
             image.name, f"{image.ref} ({image.digest}) is gone from the registry; re-run the release", transient=False
         )
-    _, media_type, body = found
-    manifest = json.loads(body)
-    config = json.loads(api.blob(repository, manifest["config"]["digest"]))
-    platform = config_platform(config)
+    platform = config_platform(found.config)
     if (platform.os, platform.architecture) != tuple(image.platform.split("/")[:2]):
         raise ImagePushError(
             image.name,
@@ -39,20 +40,19 @@ def index_entry(api: RegistryAPI, repository: str, image: PushedImage) -> IndexE
             "check the Dockerfile (the legacy builder needs COPY before any ARG or LABEL after FROM scratch)",
             transient=False,
         )
-    return IndexEntry(digest=image.digest, size=len(body), media_type=media_type or manifest.get("mediaType", ""),
-                      platform=platform)
+    return IndexEntry(digest=image.digest, size=len(found.body), media_type=found.media_type, platform=platform)
 
 
-def publish_index(name: str, ref: str, images: tuple[PushedImage, ...]) -> PushedImage:
+def publish_index(registries: Registries, name: str, ref: str, images: tuple[PushedImage, ...]) -> PushedImage:
     """Put the index of ``images`` under ``ref`` unless the same index is there already."""
-    target = Reference.parse(ref)
-    with RegistryAPI(target.host) as api:
+    api, target = registries.for_ref(ref)
+    with api:
         entries = [index_entry(api, target.repository, image) for image in images]
         body = image_index(entries)
         wanted = [(e.digest, e.platform) for e in entries]
         found = api.manifest(target.repository, target.tag)
         if found is not None and index_entries(found[1]) == wanted:
-            return PushedImage(name=name, ref=ref, digest=found[0], status="already published", platforms=images)
+            return PushedImage(name=name, ref=ref, digest=found[0], status=Status.ALREADY_PUBLISHED, platforms=images)
         digest = api.put_manifest(target.repository, target.tag, body, INDEX_MEDIA_TYPE)
     return PushedImage(name=name, ref=ref, digest=digest or manifest_digest(body), platforms=images)
 
@@ -61,17 +61,15 @@ def publish_index(name: str, ref: str, images: tuple[PushedImage, ...]) -> Pushe
     name="index",
     task_run_name="index {name}",
     cache_policy=NONE,
-    **RetryPolicy().task_options(),
+    **RetryPolicy().task_options(),  # the flow sets the run's own (with_options)
 )
-def index_task(name: str, ref: str, images: tuple[PushedImage, ...]) -> PushedImage:
+def index_task(name: str, ref: str, images: tuple[PushedImage, ...], run: RunContext) -> PushedImage:
     """Publish a multi-platform image's tag as an OCI image index of its platform images."""
     log = get_run_logger()
-    try:
-        published = publish_index(name, ref, images)
-    except (ImagePushError, RegistryError) as err:
-        progress.report(name, "push failed" if err.transient else "failed", str(err))  # transient: retried
-        raise
+    with progress.reporting(name, transient_state=Status.PUSH_FAILED):  # transient: retried
+        published = publish_index(run.registries, name, ref, images)
     log.info("%s: image index %s (%s) of %s", ref, published.digest, published.status,
              ", ".join(f"{i.platform} {i.digest}" for i in images))
-    progress.report(name, published.status if published.status != "pushed" else "index pushed", published.digest)
+    done = Status.INDEX_PUSHED if published.status == Status.PUSHED else published.status
+    progress.report(name, done, published.digest)
     return published

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-from tasks.images import DEFAULT_ENGINE, Engine, engine
-from tasks.registry import Reference, RegistryAPI
-from tasks.source import resolve_tag
+from tasks.context import RunContext
+from tasks.engine import configured_engines
+from tasks.references import Reference
 
 
-def check_registries(registry: str, chart_remote: str) -> None:
+def check_registries(run: RunContext) -> None:
     """One ``GET /v2/`` per registry with the credentials: unreachable or refused fails here, once."""
-    for ref in dict.fromkeys([registry, chart_remote.removeprefix("oci://")]):
+    request = run.request
+    for ref in dict.fromkeys([request.registry, request.chart_remote.removeprefix("oci://")]):
         target = Reference.parse(ref)
-        with RegistryAPI(target.host) as api:
+        with run.registries.api(target.host) as api:
             api.check_access(target.repository)
 
 
-def preflight(
-    source: str, tag: str, registry: str, chart_remote: str, push: bool = True, engines: tuple[Engine, ...] = ()
-) -> str:
-    """Every Docker engine answers, the registries accept the credentials (when pushing), the tag is in
-    the source; returns the commit the tag names.
+def check_engines_and_registries(run: RunContext) -> None:
+    """Every Docker engine answers and, unless a dry run, the registries accept the credentials.
 
-    Reads only, a few tens of milliseconds: the flow calls it before any task (a task run would cost
-    more than the checks), so a run that cannot succeed fails before anything starts.
+    Reads only, a few tens of milliseconds: the flow calls it before any task (a task run would
+    cost more than the checks), so a run that cannot succeed fails before anything starts.
     """
-    check_engines_and_registries(registry, chart_remote, push, engines)
-    return resolve_tag(source, tag)
-
-
-def check_engines_and_registries(
-    registry: str, chart_remote: str, push: bool = True, engines: tuple[Engine, ...] = ()
-) -> None:
-    """Every Docker engine answers and, when pushing, the registries accept the credentials."""
-    for target in engines or (DEFAULT_ENGINE,):
-        with engine(target):
+    for target in configured_engines(run.request.config):
+        with run.engines.client(target):
             pass
-    if push:
-        check_registries(registry, chart_remote)
+    if not run.request.dry_run:
+        check_registries(run)

@@ -5,29 +5,24 @@ commit (which fixes every file of the source), the release config's bytes, the
 bytes of this project's files the config uses (Dockerfiles and charts with
 ``from: project``), the registry and the chart registry. A re-release with
 the same key whose every digest is still in the registry changes nothing, so
-it is answered from the record without a checkout or a build. Records live in
-``$FMA_STATE_DIR`` (default: ``$PREFECT_HOME/fma-release``).
+it is answered from the record without a checkout or a build. A record is the
+release's :class:`~tasks.result.ReleaseResult` as JSON, in the settings'
+``state_dir`` (``$FMA_STATE_DIR``, default ``$PREFECT_HOME/fma-release``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from tasks.config import PROJECT_ROOT, ReleaseConfig
-from tasks.registry import Reference, RegistryAPI
-
-
-def state_dir() -> Path:
-    explicit = os.environ.get("FMA_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    home = os.environ.get("PREFECT_HOME") or str(Path.home() / ".prefect")
-    return Path(home) / "fma-release"
+from tasks.references import Reference
+from tasks.registry import Registries
+from tasks.result import ReleaseResult
 
 
 def _tree_digest(path: Path) -> str:
@@ -58,35 +53,31 @@ def release_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
 
 
-def _path(key: str) -> Path:
-    return state_dir() / "releases" / f"{key}.json"
+def _path(state_dir: Path, key: str) -> Path:
+    return state_dir / "releases" / f"{key}.json"
 
 
-def save_record(key: str, summary: dict[str, Any]) -> None:
-    path = _path(key)
+def save_record(state_dir: Path, key: str, result: ReleaseResult) -> None:
+    path = _path(state_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     tmp.replace(path)
 
 
-def _still_published(summary: dict[str, Any]) -> bool:
+def _still_published(result: ReleaseResult, registries: Registries) -> bool:
     """Every image tag and chart version of the record still points at the recorded digest."""
-    wanted: list[tuple[str, str, str]] = []
-    for image in summary.get("images", []):
+    wanted: list[tuple[Reference, str]] = []
+    for image in result.images:
         # A multi-platform image's platform tags too, not only its index.
-        for entry in [image, *(p for p in image.get("platforms", []) if p["ref"] != image["ref"])]:
-            ref = Reference.parse(entry["ref"])
-            wanted.append((ref.host, ref.repository, f"{ref.tag}={entry['digest']}"))
-    for chart in summary.get("charts", []):
-        ref = Reference.parse(f"{chart['ref']}:{chart['version']}")
-        wanted.append((ref.host, ref.repository, f"{ref.tag}={chart['digest']}"))
+        wanted.append((Reference.parse(image.ref), image.digest))
+        wanted += [(Reference.parse(p.ref), p.digest) for p in image.platforms if p.ref != image.ref]
+    wanted += [(Reference.parse(f"{c.ref}:{c.version}"), c.digest) for c in result.charts]
 
-    def matches(item: tuple[str, str, str]) -> bool:
-        host, repository, pair = item
-        tag, digest = pair.split("=", 1)
-        with RegistryAPI(host) as api:
-            return api.digest(repository, tag) == digest
+    def matches(item: tuple[Reference, str]) -> bool:
+        ref, digest = item
+        with registries.api(ref.host) as api:
+            return api.digest(ref.repository, ref.tag) == digest
 
     if not wanted:
         return True
@@ -94,17 +85,17 @@ def _still_published(summary: dict[str, Any]) -> bool:
         return all(pool.map(matches, wanted))
 
 
-def published_release(key: str) -> dict[str, Any] | None:
-    """The recorded summary of this exact release when everything in it is still published.
+def published_release(state_dir: Path, key: str, registries: Registries) -> ReleaseResult | None:
+    """The recorded result of this exact release when everything in it is still published.
 
     A few milliseconds (a file and one HEAD request per reference): the flow calls it directly,
     not as a task, so that a re-release of a published tag costs one task run.
     """
-    path = _path(key)
+    path = _path(state_dir, key)
     if not path.is_file():
         return None
     try:
-        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        recorded = ReleaseResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ValidationError):
         return None
-    return summary if _still_published(summary) else None
+    return recorded if _still_published(recorded, registries) else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import threading
 import time
@@ -22,8 +21,9 @@ from typing import Any
 
 import requests
 
-from tasks.credentials import RegistryCredentials, registry_credentials
 from tasks.errors import RegistryError
+from tasks.references import Reference
+from tasks.settings import RegistryCredentials, Settings
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -33,29 +33,6 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.docker.distribution.manifest.v2+json",
     ]
 )
-
-
-@dataclass(frozen=True)
-class Reference:
-    """``host[:port]/repository[:tag]`` split into its parts."""
-
-    host: str
-    repository: str
-    tag: str = ""
-
-    @classmethod
-    def parse(cls, ref: str) -> Reference:
-        ref = ref.removeprefix("oci://")
-        host, _, rest = ref.partition("/")
-        if not rest or ("." not in host and ":" not in host and host != "localhost"):
-            raise RegistryError(
-                f"registry reference {ref!r} has no registry host; write it as host[:port]/path"
-            )
-        repository, tag = rest, ""
-        last = rest.rsplit("/", 1)[-1]
-        if ":" in last:
-            repository, tag = rest.rsplit(":", 1)
-        return cls(host=host, repository=repository, tag=tag)
 
 
 def is_loopback(host: str) -> bool:
@@ -74,34 +51,32 @@ warnings.filterwarnings(
     "ignore", message=r"Unverified HTTPS request is being made to host '(127\.|localhost|\[?::1)",
 )
 
-_schemes: dict[str, str] = {}
-_schemes_lock = threading.Lock()
+class Schemes:
+    """Which scheme each registry host speaks, asked once per host and owner (a run's :class:`Registries`)."""
 
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
 
-def _verify(host: str) -> bool | str:
-    """A CA bundle when configured; loopback registries go unverified, as dockerd treats them."""
-    ca_file = os.environ.get("FMA_REGISTRY_CA_FILE")
-    if ca_file:
-        return ca_file
-    return not is_loopback(host)
+    def __call__(self, host: str) -> str:
+        """``https``, or ``http`` for a loopback registry that does not speak TLS."""
+        with self._lock:
+            if host in self._known:
+                return self._known[host]
+        scheme = "https"
+        if is_loopback(host):
+            try:
+                requests.get(f"https://{host}/v2/", timeout=5, verify=False)  # noqa: S501 - probing which scheme a loopback registry speaks; no data is trusted
+            except requests.exceptions.ConnectionError:  # SSLError is one
+                scheme = "http"
+        with self._lock:
+            self._known[host] = scheme
+        return scheme
 
 
 def registry_scheme(host: str) -> str:
-    """``https``, or ``http`` for a loopback registry that does not speak TLS."""
-    with _schemes_lock:
-        if host in _schemes:
-            return _schemes[host]
-    scheme = "https"
-    if is_loopback(host):
-        try:
-            requests.get(f"https://{host}/v2/", timeout=5, verify=False)  # noqa: S501 - probing which scheme a loopback registry speaks; no data is trusted
-        except requests.exceptions.SSLError:
-            scheme = "http"
-        except requests.exceptions.ConnectionError:
-            scheme = "http"
-    with _schemes_lock:
-        _schemes[host] = scheme
-    return scheme
+    """:class:`Schemes` for a caller without a run (asks every time)."""
+    return Schemes()(host)
 
 
 MAX_RETRY_AFTER = 30.0
@@ -122,16 +97,23 @@ class RegistryAPI:
     """A small client for one registry host."""
 
     def __init__(
-        self, host: str, credentials: RegistryCredentials | None = None, timeout: float = 30, *,
-        anonymous: bool = False,
+        self, host: str, settings: Settings | None = None, timeout: float = 30, *,
+        anonymous: bool = False, schemes: Schemes | None = None,
     ) -> None:
-        """``anonymous``: send no credentials (a registry other than the release's, e.g. of a base image)."""
+        """``settings``: the run's (credentials, CA bundle; the environment's when ``None``);
+        ``anonymous``: send no credentials (a registry other than the release's, e.g. of a base image)."""
+        settings = settings if settings is not None else Settings.from_env()
         self.host = host
-        self.credentials = None if anonymous else credentials if credentials is not None else registry_credentials()
+        self.credentials: RegistryCredentials | None = None if anonymous else settings.credentials()
+        self.ca_file = settings.registry_ca_file
         self.timeout = timeout
-        self.base = f"{registry_scheme(host)}://{host}"
+        self.base = f"{(schemes or registry_scheme)(host)}://{host}"
         self._session = requests.Session()
         self._token: dict[str, str] = {}
+
+    def _verify(self) -> bool | str:
+        """A CA bundle when configured; loopback registries go unverified, as dockerd treats them."""
+        return self.ca_file or not is_loopback(self.host)
 
     def close(self) -> None:
         self._session.close()
@@ -154,7 +136,7 @@ class RegistryAPI:
                 headers["Authorization"] = f"Bearer {token}"
             try:
                 response = self._session.request(
-                    method, url, headers=headers, timeout=self.timeout, verify=_verify(self.host),
+                    method, url, headers=headers, timeout=self.timeout, verify=self._verify(),
                     auth=None if token else self._basic(), **kwargs,
                 )
             except requests.exceptions.SSLError as err:
@@ -194,7 +176,7 @@ class RegistryAPI:
         params.setdefault("scope", scope)
         try:
             response = self._session.get(
-                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=_verify(self.host)
+                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=self._verify()
             )
         except requests.exceptions.RequestException as err:
             raise RegistryError(
@@ -300,14 +282,58 @@ class RegistryAPI:
         self._check(response, f"list the tags of {repository}")
         return list(response.json().get("tags") or [])
 
-    def image_config(self, repository: str, reference: str) -> dict[str, Any] | None:
-        """The image config (with ``config.Labels``) of a single-platform image."""
-        found = self.manifest(repository, reference)
+    def manifest_and_config(self, repository: str, reference: str) -> ImageManifest | None:
+        """A single-platform image's manifest (as stored) and its config blob; ``None`` when the
+        reference does not exist or is not an image manifest (an index, a chart)."""
+        found = self.manifest_bytes(repository, reference)
         if found is None:
             return None
-        _, manifest = found
+        digest, media_type, body = found
+        manifest = json.loads(body)
         config = manifest.get("config") or {}
-        if "digest" not in config:
+        if "digest" not in config or "manifests" in manifest:
             return None
-        return dict(json.loads(self.blob(repository, config["digest"])))
+        return ImageManifest(digest=digest, media_type=media_type or str(manifest.get("mediaType", "")), body=body,
+                             manifest=manifest, config=json.loads(self.blob(repository, config["digest"])))
 
+    def image_config(self, repository: str, reference: str) -> dict[str, Any] | None:
+        """The image config (with ``config.Labels``) of a single-platform image."""
+        found = self.manifest_and_config(repository, reference)
+        return None if found is None else found.config
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One image manifest as the registry stores it, and its config."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict((self.config.get("config") or {}).get("Labels") or {})
+
+
+class Registries:
+    """The registry clients of a run: its settings, and what it learnt of each host's scheme."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.schemes = Schemes()
+
+    def api(self, host: str, *, anonymous: bool = False, timeout: float = 30) -> RegistryAPI:
+        return RegistryAPI(host, self.settings, timeout, anonymous=anonymous, schemes=self.schemes)
+
+    def for_ref(self, ref: str) -> tuple[RegistryAPI, Reference]:
+        """A client for the host of ``ref`` (which names its registry), and the parsed reference."""
+        target = Reference.parse(ref)
+        return self.api(target.host), target
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"settings": self.settings}  # another process learns schemes again
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])  # type: ignore[misc]

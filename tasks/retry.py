@@ -1,11 +1,14 @@
-"""Which failures are retried, and how long to wait: bounded, with jitter."""
+"""Which failures are retried (the classifier), and how long to wait: bounded, with jitter."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from prefect.client.schemas.objects import State, TaskRun
+
+from tasks.errors import ImagePushError
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,42 @@ def retry_if_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     except Exception as err:
         return bool(getattr(err, "transient", False))
     return False
+
+
+# -- which failures are transient -------------------------------------------------
+
+_AUTH = re.compile(
+    r"unauthorized|authentication required|denied|forbidden|\b401\b|\b403\b|"
+    r"no basic auth credentials|incorrect username or password",
+    re.IGNORECASE,
+)
+_TRANSIENT = re.compile(
+    r"\b5\d\d\b|service unavailable|bad gateway|gateway time-?out|internal server error|"
+    r"toomanyrequests|too many requests|\b429\b|connection reset|connection refused|"
+    r"broken pipe|\bEOF\b|timed? ?out|timeout|i/o timeout|tls handshake|"
+    r"server closed|connection aborted|remote end closed|temporar",
+    re.IGNORECASE,
+)
+
+
+def is_auth_error(message: str) -> bool:
+    return bool(_AUTH.search(message))
+
+
+def is_transient_push_error(message: str) -> bool:
+    """Whether another push attempt may succeed. Auth and denial never are."""
+    if is_auth_error(message):
+        return False
+    return bool(_TRANSIENT.search(message))
+
+
+def push_error(name: str, ref: str, message: str) -> ImagePushError:
+    """A push failure as an error that says whether it is retried and what to do."""
+    transient = is_transient_push_error(message)
+    if transient:
+        fix = "the registry failed; it is retried, re-run the release if it keeps failing"
+    elif is_auth_error(message):
+        fix = "check FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD and the token's push rights"
+    else:
+        fix = "check the registry address and that it accepts pushes"
+    return ImagePushError(name, f"push of {ref} failed: {message.strip()}; {fix}", transient=transient)

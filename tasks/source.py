@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,11 @@ class Checkout:
     created: str  # the commit's date (RFC 3339): reproducible "created" label
 
 
-def _git(args: list[str], *, what: str, fix: str, cwd: Path | None = None) -> str:
-    # Never prompt for credentials: a missing one must fail, not hang the run.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    return cmd.run(["git", *args], cwd=cwd, what=what, fix=fix, env=env)
-
-
 def resolve_tag(source: str, tag: str) -> str:
     """The commit ``tag`` names in ``source``; :class:`SourceError` when the tag is not there."""
     shown = redact(source)
     try:
-        out = _git(
+        out = cmd.git(
             ["ls-remote", "--tags", "--", source, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
             what=f"read the source {shown}",
             fix="check that --source is a git URL or a local git repository that exists",
@@ -55,7 +48,6 @@ def resolve_tag(source: str, tag: str) -> str:
     return refs.get(f"refs/tags/{tag}^{{}}", refs[f"refs/tags/{tag}"])
 
 
-
 def checkout_at_tag(source: str, tag: str, workspace: Path, expected: str = "") -> Checkout:
     """Clone ``source`` at ``tag`` into ``workspace/source`` (a fresh directory).
 
@@ -68,13 +60,13 @@ def checkout_at_tag(source: str, tag: str, workspace: Path, expected: str = "") 
     workspace.mkdir(parents=True, exist_ok=True)
     shown = redact(source)
     try:
-        _git(
+        cmd.git(
             ["-c", "advice.detachedHead=false", "clone", "--quiet", "--depth", "1",
              "--branch", tag, "--", _clone_url(source), str(target)],
             what=f"clone {shown} at {tag}",
             fix="check that the source is reachable and the tag exists",
         )
-        revision, created = _git(["log", "-1", "--format=%H%n%cI", "HEAD"], cwd=target,
+        revision, created = cmd.git(["log", "-1", "--format=%H%n%cI", "HEAD"], cwd=target,
                                  what="read the tagged commit", fix="check the clone").split()
     except CommandError as err:
         raise SourceError(str(err)) from err

@@ -1,11 +1,14 @@
-"""Real parts for integration tests: dockerd, a Distribution registry, git sources."""
+"""Real parts for integration tests: dockerd, a Distribution registry, git sources.
+
+Nothing here imports Prefect at module level: the session sets PREFECT_API_URL after this loads.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
@@ -14,6 +17,9 @@ from devkit.faultproxy import FaultProxy
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import SampleSource, make_sample_source
 from tasks import progress
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +75,15 @@ def sample(tmp_path: Path) -> Callable[..., SampleSource]:
         return make_sample_source(tmp_path / f"sample-{uuid.uuid4().hex[:6]}", **kwargs)
 
     return make
+
+
+@pytest.fixture
+def run_context() -> RunContext:
+    """A run of this test's own (settings from the environment, caches of its own), for calling steps directly."""
+    # Imported here: Prefect reads PREFECT_API_URL when imported, and the session sets it after this module loads.
+    from tasks.context import ReleaseRequest, RunContext
+
+    return RunContext(ReleaseRequest(tag="v0.0.0", source=""))
 
 
 @pytest.fixture

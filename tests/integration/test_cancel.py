@@ -102,7 +102,7 @@ def test_stopping_a_run_stops_builds_publishes_no_chart_and_a_rerun_resumes(
         return  # one re-run proves the resume; the slow build takes its full time again
     events.clear()
     summary = release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
-                           retry_base_delay=0.1)
+                      retry_base_delay=0.1).summary()
     assert [item for item, state, _ in events if state == "building"] == [SLOW]
     statuses = {i["name"]: i["status"] for i in summary["images"]}
     assert statuses == {name: ("pushed" if name == SLOW else "already published") for name in FMA_IMAGES}

@@ -12,7 +12,8 @@ from devkit.sample_source import SampleSource
 from flows.release import release
 from flows.runners import task_runner
 from tasks.errors import ConfigError
-from tasks.registry import Reference, RegistryAPI
+from tasks.references import Reference
+from tasks.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def test_release_with_tasks_on_dask_workers(
     reg = f"{registry.host}/{namespace}"
 
     summary = release(task_runner(cluster.scheduler_address), tag=src.tag, source=str(src.path), registry=reg,
-                      config=str(src.config), retry_base_delay=0.1)
+                      config=str(src.config), retry_base_delay=0.1).summary()
 
     with Client(cluster) as client:
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)

@@ -13,7 +13,8 @@ from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
 from tasks.errors import EngineError
-from tasks.registry import Reference, RegistryAPI
+from tasks.references import Reference
+from tasks.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,7 @@ def test_builds_are_spread_over_two_engines_and_pushed_from_each(
     reg = f"{registry.host}/{namespace}"
 
     summary: dict[str, Any] = release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),
-                                      retry_base_delay=0.1)
+                                      retry_base_delay=0.1).summary()
 
     prefix = f"{reg}/"
     local, second = images_on(LOCAL, prefix), images_on(second_engine.docker_host, prefix)

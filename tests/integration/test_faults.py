@@ -39,7 +39,7 @@ Events = list[tuple[str, str, str]]
 
 def run_release(src: SampleSource, registry: str, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("retry_base_delay", 0.1)
-    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
+    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs).summary()
 
 
 def builds(events: Events) -> list[str]:

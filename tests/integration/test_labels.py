@@ -8,12 +8,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks.images import ImageSpec, build_image
+from tasks.builders.docker import build_image
+from tasks.context import RunContext
+from tasks.plan import ImageSpec
 
 pytestmark = pytest.mark.integration
 
 
-def test_labels_with_quotes_and_dollars_reach_the_image_in_one_step(engine: docker.APIClient, tmp_path: Path) -> None:
+def test_labels_with_quotes_and_dollars_reach_the_image_in_one_step(
+    engine: docker.APIClient, tmp_path: Path, run_context: RunContext
+) -> None:
     """One LABEL step whatever the number of labels, values exactly as given, the checkout untouched."""
     (tmp_path / "VERSION").write_text(uuid.uuid4().hex)
     dockerfile = tmp_path / "Dockerfile"
@@ -28,7 +32,7 @@ def test_labels_with_quotes_and_dollars_reach_the_image_in_one_step(engine: dock
             lines.append(message % args)
 
     try:
-        built = build_image(engine, spec, Log())
+        built = build_image(engine, spec, run_context, Log())
         assert engine.inspect_image(built.image_id)["Config"]["Labels"] == labels
         assert sum("LABEL" in line for line in lines if "Step" in line) == 1
         assert any("Step 3/3" in line for line in lines)

@@ -18,8 +18,9 @@ from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.release import release
+from tasks.context import RunContext
 from tasks.errors import ImagesFailedError
-from tasks.images import FINGERPRINT_LABEL
+from tasks.plan import FINGERPRINT_LABEL
 from tasks.platforms import INDEX_MEDIA_TYPE, Platform, index_entries
 from tasks.registry import RegistryAPI
 
@@ -60,7 +61,7 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     reg = f"{fault_proxy.host}/{namespace}"
     run: dict[str, Any] = {"tag": src.tag, "source": str(src.path), "registry": reg, "config": str(src.config)}
 
-    summary = release(**run)
+    summary = release(**run).summary()
 
     multi, single = summary["images"]
     assert [p["platform"] for p in multi["platforms"]] == ["linux/amd64", "linux/arm64"]
@@ -103,11 +104,13 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
                     with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
                         engine.remove_image(name, force=True)
 
-    (run_id,) = [detail for item, state, detail in events if (item, state) == ("run", "id")]
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
+        (latest,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        run_id = latest.id
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     names = {t.name for t in task_runs}
     assert {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
@@ -123,7 +126,7 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
         record.unlink()
     events.clear()
     puts = fault_proxy.count(f"/{MULTI}", "manifest_put")
-    again = release(**run)
+    again = release(**run).summary()
     assert [e for e in events if e[1] in ("building", "pushing", "index pushed") and not e[0].startswith("chart")] == []
     assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts  # no platform push, no index PUT
     assert again["images"][0]["digest"] == multi["digest"]
@@ -131,12 +134,15 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     assert [p["status"] for p in again["images"][0]["platforms"]] == ["already published"] * 2
 
 
-def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(engine: Any, tmp_path: Path) -> None:
+def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
+    engine: Any, tmp_path: Path, run_context: RunContext
+) -> None:
     """A RUN step the engine cannot execute (exec format error) fails the build with what to do about it."""
     import logging
 
+    from tasks.builders.docker import build_image
     from tasks.errors import ImageBuildError
-    from tasks.images import ImageSpec, build_image
+    from tasks.plan import ImageSpec
 
     foreign = bytearray(Path("/bin/busybox").read_bytes())
     foreign[18:20] = (0x1234).to_bytes(2, "little")  # an ELF e_machine that no kernel or qemu runs
@@ -147,7 +153,7 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(engine: A
                      context=tmp_path, platform="linux/riscv64", index_ref="127.0.0.1:1/fma/odd:v0.3.1")
     try:
         with pytest.raises(ImageBuildError) as caught:
-            build_image(engine, spec, logging.getLogger("test"))
+            build_image(engine, spec, run_context, logging.getLogger("test"))
     finally:  # the steps before the failing one stay in the engine as untagged images
         for image_id in engine.images(all=True, quiet=True, filters={"dangling": True}):
             if engine.inspect_image(image_id).get("Architecture") == "riscv64":
@@ -182,7 +188,7 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     fault_proxy.clear()
     events.clear()
     puts = fault_proxy.count(f"/{MULTI}", "manifest_put")
-    summary = release(**run)
+    summary = release(**run).summary()
     assert [e for e in events if e[1] in ("building", "pushing")] == [("chart fma-controllers", "pushing", "")]
     assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts + 1  # the index alone
     multi = summary["images"][0]
@@ -194,14 +200,15 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
 
 
 def test_layer_cache_of_another_platform_is_not_used(
-    engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, run_context: RunContext,
 ) -> None:
     """The legacy builder's cache ignores the platform: a FROM scratch step built for one platform comes
     back for the other from the cache; the build notices and builds again uncached, either way round."""
     import logging
     import uuid
 
-    from tasks.images import ImageSpec, build_image
+    from tasks.builders.docker import build_image
+    from tasks.plan import ImageSpec
 
     (tmp_path / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
     (tmp_path / "busybox").chmod(0o755)
@@ -218,7 +225,7 @@ def test_layer_cache_of_another_platform_is_not_used(
             spec = ImageSpec(name="cache", ref=ref, dockerfile=tmp_path / "Dockerfile", context=tmp_path,
                              platform=platform)
             with caplog.at_level(logging.INFO, logger="test.cache"):
-                built = build_image(engine, spec, log)
+                built = build_image(engine, spec, run_context, log)
             assert engine.inspect_image(built.image_id)["Architecture"] == platform.split("/")[1]
         assert "cache gave a linux/amd64 image: building again without the cache" in caplog.text
     finally:

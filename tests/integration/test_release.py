@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 def run_release(src: SampleSource, registry: str, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("retry_base_delay", 0.1)
-    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs)
+    return release(tag=src.tag, source=str(src.path), registry=registry, config=str(src.config), **kwargs).summary()
 
 
 def file_in_image(api: RegistryAPI, repository: str, tag: str, name: str) -> str:

@@ -44,7 +44,7 @@ def test_bad_config_content_is_rejected_in_process(tmp_path: Path, capsys: pytes
 
 
 def test_where_time_went_splits_prefect_images_and_the_rest() -> None:
-    reports = [(10.0, "run", "id"), (10.1, "run", "started"), (10.5, "a", "building"), (13.0, "a", "built"),
+    reports = [(10.0, "run", "started"), (10.5, "a", "building"), (13.0, "a", "built"),
                (13.2, "a", "pushing"), (14.0, "a", "pushed"), (14.1, "chart fma-controllers", "pushed"),
                (14.3, "run", "done")]
     line = where_time_went(2.0, 14.5, reports, server_configured=False)
@@ -54,6 +54,6 @@ def test_where_time_went_splits_prefect_images_and_the_rest() -> None:
 
 
 def test_where_time_went_without_images_or_without_a_run() -> None:
-    assert where_time_went(0.0, 1.0, [(0.4, "run", "id"), (0.9, "run", "done")], True) == (
+    assert where_time_went(0.0, 1.0, [(0.4, "run", "started"), (0.9, "run", "done")], True) == (
         "1.0s: Prefect start-up 0.4s, release 0.6s")
     assert where_time_went(0.0, 0.2, [], True) == "0.2s"

@@ -10,6 +10,7 @@ from flows.events import failure_payload, release_resource, success_payload
 from tasks.concurrency import limit_name, one_run_per_tag
 from tasks.errors import InvalidTagError
 from tasks.redact import register
+from tasks.result import ImageResult, PublishedChart, ReleaseResult
 
 
 @pytest.mark.parametrize(
@@ -50,10 +51,13 @@ def test_wrapper_refuses_bad_tag_before_any_limit() -> None:
 
 def test_success_payload_lists_references() -> None:
     """The success event carries each image reference with its digest and the chart."""
-    summary = {"version": "0.3.1", "prerelease": False, "dry_run": False,
-               "images": [{"ref": "r/a:v0.3.1", "digest": "sha256:1"}],
-               "charts": [{"ref": "oci://r/charts/fma-controllers", "version": "0.3.1"}]}
-    payload = success_payload(summary)
+    result = ReleaseResult(
+        tag="v0.3.1", version="0.3.1", prerelease=False, registry="r", source_revision="c" * 40,
+        images=(ImageResult(name="a", ref="r/a:v0.3.1", digest="sha256:1"),),
+        charts=(PublishedChart(name="fma-controllers", ref="oci://r/charts/fma-controllers", version="0.3.1",
+                               digest="sha256:2"),),
+    )
+    payload = success_payload(result)
     assert payload["images"] == ["r/a:v0.3.1@sha256:1"]
     assert payload["charts"] == ["oci://r/charts/fma-controllers:0.3.1"]
     assert success_payload(None) == {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.dockerfile import BaseImage, ImageName, base_images, declared_args, expand, image_name, pin_bases
+from tasks.dockerfile import BaseImage, base_images, declared_args, expand, pin_bases
+from tasks.references import Reference
 
 GO = """\
 # syntax comment
@@ -58,18 +59,19 @@ def test_scratch_only_dockerfile_has_no_base() -> None:
 @pytest.mark.parametrize(
     ("image", "name"),
     [
-        ("golang:1.24", ImageName("golang", "registry-1.docker.io", "library/golang", "1.24")),
-        ("busybox", ImageName("busybox", "registry-1.docker.io", "library/busybox", "latest")),
-        ("docker.io/x/y:1", ImageName("docker.io/x/y", "registry-1.docker.io", "x/y", "1")),
-        ("gcr.io/distroless/static:nonroot", ImageName("gcr.io/distroless/static", "gcr.io", "distroless/static",
+        ("golang:1.24", ("golang", "registry-1.docker.io", "library/golang", "1.24")),
+        ("busybox", ("busybox", "registry-1.docker.io", "library/busybox", "latest")),
+        ("docker.io/x/y:1", ("docker.io/x/y", "registry-1.docker.io", "x/y", "1")),
+        ("gcr.io/distroless/static:nonroot", ("gcr.io/distroless/static", "gcr.io", "distroless/static",
                                                         "nonroot")),
-        ("127.0.0.1:5000/a/b@sha256:ab", ImageName("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", "sha256:ab")),
-        ("localhost:5000/x", ImageName("localhost:5000/x", "localhost:5000", "x", "latest")),
+        ("127.0.0.1:5000/a/b@sha256:ab", ("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", "sha256:ab")),
+        ("localhost:5000/x", ("localhost:5000/x", "localhost:5000", "x", "latest")),
     ],
 )
-def test_image_name(image: str, name: ImageName) -> None:
+def test_image_name(image: str, name: tuple[str, str, str, str]) -> None:
     """Docker's reading of an image reference: default host, library/ prefix, tag or digest."""
-    assert image_name(image) == name
+    ref = Reference.docker(image)
+    assert (ref.name, ref.host, ref.repository, ref.reference) == name
 
 
 def test_expand_and_declared_args() -> None:

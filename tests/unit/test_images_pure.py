@@ -9,21 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tasks.builders.docker import failed_step
 from tasks.config import parse_config
+from tasks.dockerfile import labelled_dockerfile
+from tasks.engine import DEFAULT_ENGINE, Engine, Engines, assign_engines
 from tasks.errors import ConfigError
-from tasks.images import (
-    DEFAULT_ENGINE,
-    Engine,
-    assign_engines,
-    build_slot,
-    failed_step,
-    image_ref,
-    image_specs,
-    is_transient_push_error,
-    labelled_dockerfile,
-    oci_labels,
-)
-from tasks.retry import RetryPolicy
+from tasks.plan import image_ref, image_specs, oci_labels
+from tasks.retry import RetryPolicy, is_transient_push_error
 from tasks.source import Checkout
 
 
@@ -120,10 +112,11 @@ def test_build_slot_caps_the_builds_on_one_engine() -> None:
     target = Engine(name="capped", docker_host="unix:///run/capped.sock", max_builds=2)
     inside, peak, lock = 0, 0, threading.Lock()
     pair = threading.Barrier(2, timeout=30)  # holders wait for each other: two must fit at once
+    engines = Engines("unix:///var/run/docker.sock")
 
     def build() -> None:
         nonlocal inside, peak
-        with build_slot(target):
+        with engines.build_slot(target):
             with lock:
                 inside += 1
                 peak = max(peak, inside)

@@ -9,7 +9,7 @@ import pytest
 
 from tasks.config import parse_config
 from tasks.errors import ConfigError
-from tasks.images import FINGERPRINT_LABEL, PushedImage, image_specs
+from tasks.plan import FINGERPRINT_LABEL, image_specs
 from tasks.platforms import (
     INDEX_MEDIA_TYPE,
     IndexEntry,
@@ -24,8 +24,10 @@ from tasks.platforms import (
     platform_tag,
     select_platform,
 )
+from tasks.result import ImageResult, PushedImage, ReleaseResult
 from tasks.source import Checkout
-from tasks.summary import ReleaseResult, release_notes, render_summary, summary_dict
+from tasks.status import Status
+from tasks.summary import release_notes, render_summary
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -148,7 +150,7 @@ def test_exec_format_hint_names_the_emulator_and_the_fixes() -> None:
     assert exec_format_hint(["returned a non-zero code: 1"], "linux/arm64") == ""
 
 
-def pushed(platform: str, digest: str, status: str = "pushed") -> PushedImage:
+def pushed(platform: str, digest: str, status: Status = Status.PUSHED) -> PushedImage:
     tag = platform_tag("v0.3.1", platform)
     return PushedImage(name="requester", ref=f"reg.example/fma/requester:{tag}", digest=digest, status=status,
                        platform=platform, label=f"requester {platform}")
@@ -156,16 +158,16 @@ def pushed(platform: str, digest: str, status: str = "pushed") -> PushedImage:
 
 def test_summary_lists_the_index_and_each_platform_digest() -> None:
     """JSON and markdown carry the index digest and each platform's reference and digest."""
-    members = (pushed("linux/amd64", "sha256:" + "1" * 64, "already published"),
+    members = (pushed("linux/amd64", "sha256:" + "1" * 64, Status.ALREADY_PUBLISHED),
                pushed("linux/arm64", "sha256:" + "2" * 64))
     index = PushedImage(name="requester", ref="reg.example/fma/requester:v0.3.1", digest="sha256:" + "9" * 64,
                         platforms=members)
     single = PushedImage(name="launcher", ref="reg.example/fma/launcher:v0.3.1", digest="sha256:" + "3" * 64,
                          platform="linux/amd64")
     result = ReleaseResult(tag="v0.3.1", version="0.3.1", prerelease=False, registry="reg.example/fma",
-                           source_revision="c" * 40, images=(index, single),
+                           source_revision="c" * 40, images=(ImageResult.of(index), ImageResult.of(single)),
                            notes=release_notes([index, single], []))
-    summary = summary_dict(result)
+    summary = result.summary()
     assert summary["images"][0]["digest"] == "sha256:" + "9" * 64
     assert summary["images"][0]["platforms"] == [
         {"platform": "linux/amd64", "ref": "reg.example/fma/requester:v0.3.1-linux-amd64",
@@ -176,7 +178,7 @@ def test_summary_lists_the_index_and_each_platform_digest() -> None:
     assert summary["images"][1]["platforms"] == [
         {"platform": "linux/amd64", "ref": single.ref, "digest": single.digest, "status": "pushed"}]
     assert summary["notes"] == ["already in the registry, not rebuilt or pushed: requester linux/amd64"]
-    text = render_summary(summary)
+    text = render_summary(result)
     assert "| requester | index of linux/amd64, linux/arm64 | `reg.example/fma/requester:v0.3.1` | `sha256:999" in text
     assert "| | linux/arm64 | `reg.example/fma/requester:v0.3.1-linux-arm64` | `sha256:222" in text
     assert "| launcher | linux/amd64 | `reg.example/fma/launcher:v0.3.1` | `sha256:333" in text

@@ -8,6 +8,7 @@ import pytest
 from tasks.charts import chart_remote, foreign_images, install_command, rendered_images
 from tasks.config import PROJECT_ROOT
 from tasks.errors import ChartError
+from tasks.result import ReleaseResult
 from tasks.summary import artifact_key, render_summary
 
 SUMMARY = {
@@ -24,7 +25,7 @@ SUMMARY = {
 
 def test_summary_lists_every_reference_digest_and_the_install_command() -> None:
     """Each image ref with its digest, the chart ref/version/digest and helm install appear."""
-    text = render_summary(SUMMARY)
+    text = render_summary(ReleaseResult.model_validate(SUMMARY))
     for image in SUMMARY["images"]:
         # A summary recorded before platforms existed has an empty platform column.
         assert f"| {image['name']} |  | `{image['ref']}` | `{image['digest']}` |" in text
@@ -36,7 +37,7 @@ def test_summary_lists_every_reference_digest_and_the_install_command() -> None:
 
 def test_summary_of_a_prerelease_dry_run_without_charts() -> None:
     """A pre-release dry run says so and has no install command."""
-    text = render_summary({**SUMMARY, "prerelease": True, "dry_run": True, "charts": []})
+    text = render_summary(ReleaseResult.model_validate({**SUMMARY, "prerelease": True, "dry_run": True, "charts": []}))
     assert text.startswith("# v0.3.1 (pre-release, dry run: nothing was pushed)")
     assert "helm install" not in text and "(no chart in this release)" in text
 

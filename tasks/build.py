@@ -1,0 +1,48 @@
+"""The build task: one image (one platform of it) from the checkout at the tag, by its builder."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from prefect import get_run_logger, task
+
+from tasks import progress
+from tasks.builders import BuiltImage, builder_for
+from tasks.plan import ImageSpec
+from tasks.redact import install_log_filter
+from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+
+
+def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect cache key of a build: its inputs' fingerprint on its engine."""
+    spec: ImageSpec = parameters["spec"]
+    run: RunContext = parameters["run"]
+    engine_id = run.engines.address(spec.engine)
+    return f"fma-build-{spec.fingerprint}-{hashlib.sha256(engine_id.encode()).hexdigest()[:8]}"
+
+
+@task(
+    name="build",
+    task_run_name="build {spec.label}",
+    cache_key_fn=build_cache_key,
+    persist_result=True,
+)
+def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
+    """Build one image from the checkout at the tag.
+
+    The result is cached by the build inputs' fingerprint (Prefect result storage:
+    PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again; images the registry already
+    holds are not even submitted (the flow asks first).
+    """
+    install_log_filter()  # a no-op here; in a Dask worker's process it is the first task's job
+    log = get_run_logger()
+    builder = builder_for(spec)
+    with progress.reporting(spec.label), run.engines.build_slot(spec.engine):
+        progress.report(spec.label, Status.BUILDING, "" if spec.engine.is_default else f"on {spec.engine.name}")
+        built = builder.build(spec, run, log)
+    progress.report(spec.label, Status.BUILT, built.image_id[:19])
+    return built

@@ -1,0 +1,54 @@
+"""The builder seam: a builder turns an :class:`~tasks.plan.ImageSpec` into an image the pusher
+can publish.
+
+Every builder meets :class:`Builder`, one module each (``docker``: the engine's legacy builder
+through the SDK). What a build gives is a :class:`BuiltImage`: an image in a Docker engine
+(``image_id``), or an OCI image layout on disk (``layout``) for builders that need no engine.
+:func:`builder_for` picks the builder a spec names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tasks.engine import DEFAULT_ENGINE, Engine
+from tasks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+    from tasks.plan import ImageSpec
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A finished build, ready to push."""
+
+    name: str
+    ref: str
+    image_id: str = ""  # the engine's image id, for an engine image; the push checks the engine still has it
+    fingerprint: str = ""
+    engine: Engine = DEFAULT_ENGINE  # the engine that holds it
+    platform: str = ""  # set for one platform of a multi-platform image
+    label: str = ""  # as ImageSpec.label
+    layout: Path | None = None  # an OCI image layout, for a build outside any engine
+
+    @property
+    def item(self) -> str:
+        return self.label or self.name
+
+
+class Builder(Protocol):
+    """Build one spec; raise :class:`~tasks.errors.ImageBuildError` (one line) when it fails."""
+
+    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage: ...
+
+
+def builder_for(spec: ImageSpec) -> Builder:
+    """The builder ``spec.builder`` names."""
+    if spec.builder == "docker":
+        from tasks.builders.docker import LegacyBuilder
+
+        return LegacyBuilder()
+    raise ConfigError(f"image {spec.name}: unknown builder {spec.builder!r}; use docker")

@@ -1,0 +1,127 @@
+"""The engine's legacy builder, through the docker SDK: for engines without BuildKit.
+
+Base images are pinned to the platform's digests in a staging copy of the Dockerfile
+(:func:`tasks.bases.staged_dockerfile`); the ``TARGET*``/``BUILD*`` args the Dockerfile declares
+are passed as BuildKit defines them. The labels go in as one LABEL line appended to that copy:
+the engine's own ``labels`` option costs one build step, a container and a layer commit, per
+label. The legacy builder's layer cache ignores the platform, so a build that comes out as
+another platform is built once more without the cache.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
+
+from tasks.bases import staged_dockerfile
+from tasks.builders import BuiltImage
+from tasks.dockerfile import declared_args, labelled_dockerfile
+from tasks.engine import ENGINE_FIX, local_platform, stream_error
+from tasks.errors import EngineError, ImageBuildError
+from tasks.platforms import exec_format_hint, parse_platform, platform_build_args
+from tasks.redact import redact
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+    from tasks.plan import ImageSpec
+
+
+def failed_step(lines: Iterable[str]) -> str:
+    """The last ``Step N/M : ...`` line of a legacy-builder log, or ``""``."""
+    step = ""
+    for line in lines:
+        if line.startswith("Step "):
+            step = line.strip()
+    return step
+
+
+class LegacyBuilder:
+    """``builder: docker``."""
+
+    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
+        with run.engines.client(spec.engine) as client:
+            return build_image(client, spec, run, log)
+
+
+def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
+    """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log``."""
+    with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
+        try:
+            text = spec.dockerfile.read_text(encoding="utf-8")
+            platform_args = platform_build_args(spec.platform, run.engines.platform(client))
+            declared = declared_args(text)
+            build_args = {**{k: v for k, v in platform_args.items() if k in declared}, **spec.build_args}
+            dockerfile = staged_dockerfile(client, spec, build_args, Path(staging), registries=run.registries, log=log)
+            labelled = Path(staging) / "Dockerfile.labelled"
+            labelled.write_text(labelled_dockerfile(dockerfile.read_text(encoding="utf-8"), spec.labels),
+                                encoding="utf-8")
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            raise EngineError(f"lost the Docker engine while preparing {spec.label}: {ENGINE_FIX}") from err
+        wanted = parse_platform(spec.platform)
+        try:
+            built = _build(client, spec, labelled, build_args, log=log)
+            came_out = local_platform(client, built.image_id)
+            if came_out == (wanted.os, wanted.architecture):
+                return built
+            found = "/".join(came_out or ("an unknown",))
+        except ImageBuildError as err:
+            if "does not match the specified platform" not in str(err):
+                raise
+            found = "another platform's"
+        log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
+        built = _build(client, spec, labelled, build_args, log=log, nocache=True)
+        came_out = local_platform(client, built.image_id)
+        if came_out != (wanted.os, wanted.architecture):
+            raise ImageBuildError(
+                spec.name,
+                f"image {spec.label} came out as {'/'.join(came_out or ('an unknown platform',))}, "
+                f"not {spec.platform}: after FROM scratch put a COPY before any ARG or LABEL (a legacy builder limit)",
+            )
+        return built
+
+
+def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str], *,
+           log: Any, nocache: bool = False) -> BuiltImage:
+    lines: list[str] = []
+    image_id = ""
+    try:
+        stream = client.build(
+            path=str(spec.context), dockerfile=str(dockerfile), tag=spec.ref, buildargs=build_args,
+            platform=spec.platform, rm=True, forcerm=True, nocache=nocache, pull=False, decode=True,
+        )
+        for item in stream:
+            if "stream" in item:
+                for line in str(item["stream"]).splitlines():
+                    if line.strip():
+                        lines.append(line)
+                        log.info("%s | %s", spec.label, redact(line))
+            if "aux" in item and isinstance(item["aux"], dict) and "ID" in item["aux"]:
+                image_id = str(item["aux"]["ID"])
+            message = stream_error(item)
+            if message is not None:
+                step = failed_step(lines)
+                hint = exec_format_hint([*lines, message], spec.platform)
+                raise ImageBuildError(
+                    spec.name,
+                    f"image {spec.label} failed to build at {step or 'the first step'}: "
+                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run"),
+                )
+    except docker.errors.APIError as err:
+        raise ImageBuildError(
+            spec.name,
+            f"image {spec.label} failed to build: {redact(str(err.explanation or err))}; "
+            "fix the Dockerfile or build context and re-run",
+        ) from err
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, docker.errors.DockerException) as err:
+        raise EngineError(f"lost the Docker engine while building {spec.label}: {ENGINE_FIX}") from err
+    if not image_id:
+        image_id = str(client.inspect_image(spec.ref)["Id"])
+    return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, fingerprint=spec.fingerprint,
+                      platform=spec.platform, label=spec.label, engine=spec.engine)

@@ -1,0 +1,114 @@
+"""The pusher: one task publishes a build's image, whatever the builder made of it.
+
+An engine image is pushed by its engine (the digest comes from the stream's ``aux.Digest``).
+Transient faults are retried by the task's policy (the run's ``--push-attempts``); a retry
+first asks the registry whether the last attempt landed after all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import task_run as current_task_run
+
+from tasks import progress
+from tasks.builders import BuiltImage
+from tasks.engine import local_image_id, stream_error
+from tasks.errors import ImageMissingError, ImagePushError
+from tasks.plan import FINGERPRINT_LABEL
+from tasks.redact import install_log_filter, redact
+from tasks.references import Reference
+from tasks.registry import Registries
+from tasks.result import PushedImage
+from tasks.retry import RetryPolicy, push_error
+from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+
+
+def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:
+    """The registry's digest of ``ref`` when it holds exactly this build, else ``""``."""
+    if not fingerprint:
+        return ""
+    api, target = registries.for_ref(ref)
+    with api:
+        found = api.manifest_and_config(target.repository, target.tag)
+    return found.digest if found is not None and found.labels.get(FINGERPRINT_LABEL) == fingerprint else ""
+
+
+def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
+    """Push ``built.ref`` from its engine."""
+    target = Reference.parse(built.ref)
+    creds = run.settings.credentials()
+    digest = ""
+    try:
+        stream = client.push(
+            target.path, tag=target.tag,
+            stream=True, decode=True, auth_config=creds.docker_auth() if creds else None,
+        )
+        for item in stream:
+            status = str(item.get("status", ""))
+            if status.startswith("Retrying"):
+                log.info("%s | %s (the engine retries the layer itself)", built.item, status)
+            if "aux" in item and isinstance(item["aux"], dict) and "Digest" in item["aux"]:
+                digest = str(item["aux"]["Digest"])
+            message = stream_error(item)
+            if message is not None:
+                raise push_error(built.name, built.ref, redact(message))
+    except docker.errors.APIError as err:
+        raise push_error(built.name, built.ref, redact(str(err.explanation or err))) from err
+    except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError) as err:
+        raise push_error(
+            built.name, built.ref,
+            f"no progress for {run.settings.push_stall_seconds:.0f}s: the push timed out (hung registry?)",
+        ) from err
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
+        raise push_error(built.name, built.ref, f"connection to the engine failed: {err}") from err
+    if not digest:
+        raise ImagePushError(built.name, f"push of {built.ref} reported no digest; re-run the release", transient=True)
+    return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=built.platform, label=built.label)
+
+
+def push_built(built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
+    """Publish what a builder made: an engine image through its engine."""
+    with run.engines.client(built.engine, timeout=run.settings.push_stall_seconds) as client:
+        if not built.image_id or local_image_id(client, built.ref) != built.image_id:
+            raise ImageMissingError(
+                built.name, f"image {built.ref} is not in the Docker engine any more; it will be rebuilt"
+            )
+        return push_engine_image(client, built, run, log)
+
+
+@task(
+    name="push",
+    task_run_name="push {built.label}",
+    cache_policy=NONE,
+    **RetryPolicy().task_options(),  # the flow sets the run's own (with_options)
+)
+def push_task(built: BuiltImage, run: RunContext) -> PushedImage:
+    """Push one image; transient faults are retried (a retry first asks whether the last attempt landed),
+    auth errors are not."""
+    install_log_filter()
+    log = get_run_logger()
+    attempt = current_task_run.run_count
+    with progress.reporting(built.item, transient_state=Status.PUSH_FAILED):
+        # The flow asked the registry just before submitting this push. A retry asks again: an
+        # earlier attempt's manifest PUT may have succeeded with its answer lost.
+        digest = published_digest(run.registries, built.ref, built.fingerprint) if attempt > 1 else ""
+        if digest:
+            log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
+            progress.report(built.item, Status.ALREADY_PUBLISHED, digest)
+            return PushedImage(name=built.name, ref=built.ref, digest=digest, status=Status.ALREADY_PUBLISHED,
+                               platform=built.platform, label=built.label)
+        progress.report(built.item, Status.RETRYING if attempt > 1 else Status.PUSHING,
+                        f"attempt {attempt}" if attempt > 1 else "")
+        pushed = push_built(built, run, log)
+    progress.report(built.item, Status.PUSHED, pushed.digest)
+    return pushed

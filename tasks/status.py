@@ -1,0 +1,34 @@
+"""Every state an image, a chart or the run can be in: one enum instead of free strings.
+
+A :class:`Status` is a ``str``, so it compares equal to its value, formats as it, and goes into
+the summary JSON unchanged (``"already published"``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    # outcomes of an image or chart, as the summary lists them
+    PUSHED = "pushed"
+    ALREADY_PUBLISHED = "already published"
+    REPLACED = "replaced"
+    DRY_RUN = "dry run"
+    # steps on the way, as progress reports them
+    PACKAGING = "packaging"
+    PACKAGED = "packaged"
+    BUILDING = "building"
+    BUILT = "built"
+    PUSHING = "pushing"
+    RETRYING = "retrying"
+    PUSH_FAILED = "push failed"  # transient: it is retried
+    INDEX_PUSHED = "index pushed"
+    FAILED = "failed"
+    # the run itself
+    STARTED = "started"
+    DONE = "done"
+
+
+# Where an image's own part of the run ends (the rest is charts and the summary).
+IMAGE_DONE = frozenset({Status.PUSHED, Status.ALREADY_PUBLISHED, Status.BUILT, Status.FAILED})
