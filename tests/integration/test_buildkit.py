@@ -180,13 +180,15 @@ def test_secret_reaches_the_run_but_no_layer_history_or_log(
     secret = f"tok-{uuid.uuid4().hex}"
     monkeypatch.setenv("FMA_TEST_BUILD_TOKEN", secret)
     mount = "--mount=type=secret,id=token"
+    # The secret is no part of BuildKit's cache key: without the nonce a step from an earlier run
+    # (with an earlier token) would be reused.
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(
         f"FROM {base} AS leak\n"  # a stage that does keep it: shows the checks below can see a leak
-        f'RUN {mount} ["/bin/busybox", "cp", "/run/secrets/token", "/leaked"]\n'
+        f'RUN {mount} ["/bin/busybox", "sh", "-c", "/bin/busybox cp /run/secrets/token /leaked # {uuid.uuid4().hex}"]\n'
         f"FROM {base}\n"
         f'RUN {mount} ["/bin/busybox", "sh", "-c", "/bin/busybox md5sum < /run/secrets/token > /sum; '
-        f'echo the token is $(/bin/busybox cat /run/secrets/token)"]\n')
+        f'echo the token is $(/bin/busybox cat /run/secrets/token) # {uuid.uuid4().hex}"]\n')
     log = Lines()
     secrets = {"token": "FMA_TEST_BUILD_TOKEN"}
     image_id = _build(buildkit, tags, registry, namespace, dockerfile, log=log, secrets=secrets)
