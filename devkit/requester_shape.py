@@ -9,6 +9,9 @@ machine it ran on and the target it was asked for, and can be given CPU work of 
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +71,23 @@ def make_requester_context(path: Path, base: str, nonce: str, work: Work = Work(
     dockerfile = path / DOCKERFILE
     dockerfile.write_text(dockerfile_text(base))
     return dockerfile
+
+
+def saved_files(saved: bytes) -> dict[str, bytes]:
+    """The file system of an image written by ``docker save`` (engine ``get_image``): its layers in order."""
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
+        manifest = json.loads(_member(outer, "manifest.json"))
+        for layer in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=io.BytesIO(_member(outer, layer))) as inner:
+                for member in inner.getmembers():
+                    if member.isfile():
+                        files["/" + member.name.removeprefix("./")] = _member(inner, member.name)
+    return files
+
+
+def _member(archive: tarfile.TarFile, name: str) -> bytes:
+    found = archive.extractfile(name)
+    if found is None:
+        raise ValueError(f"{name} is not a file in the saved image")
+    return found.read()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import struct
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
-from devkit.requester_shape import make_requester_context
+from devkit.requester_shape import make_requester_context, saved_files
 from tasks.builders.buildkit import BuildkitBuild, BuildkitClient, buildkit_cli
 from tasks.errors import EngineError, ImageBuildError
 from tasks.images import BuiltImage, push_image
@@ -77,19 +75,6 @@ def _saved(engine: docker.APIClient, image: str) -> bytes:
     return b"".join(engine.get_image(image))
 
 
-def _files(saved: bytes) -> dict[str, bytes]:
-    """The image's file system: its layers applied in order."""
-    files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
-        manifest = json.loads(outer.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        for layer in manifest[0]["Layers"]:
-            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
-                for member in inner.getmembers():
-                    if member.isfile():
-                        files["/" + member.name.lstrip("./")] = inner.extractfile(member).read()  # type: ignore[union-attr]
-    return files
-
-
 def test_this_machine_builds_through_debians_docker_cli() -> None:
     """Without buildx the 28.x client first on PATH is passed over for Debian's 20.10 classic build."""
     assert buildkit_cli() == ["/usr/bin/docker", "build"]
@@ -108,7 +93,7 @@ def test_builder_stage_runs_natively_and_final_stage_on_the_target(
         engine.inspect_image(base)  # BuildKit pulls the base from the registry, not from the engine
     dockerfile = make_requester_context(tmp_path, base, uuid.uuid4().hex)
     image_id = _build(buildkit, tags, registry, namespace, dockerfile, platform)
-    files = _files(_saved(engine, image_id))
+    files = saved_files(_saved(engine, image_id))
     assert files["/app/builder-arch"] == b"x86_64\n"
     assert files["/app/target"] == f"{platform}\n".encode()
     assert files["/app/final-arch"] == f"{final_machine}\n".encode()
@@ -167,7 +152,7 @@ def test_cache_mount_survives_into_another_release(
     tags.append(tag)
     image_id = buildkit.build(BuildkitBuild(name="requester", label="requester", dockerfile=second / "Dockerfile.next",
                                             context=second, platform="linux/amd64", tag=tag), Lines())
-    files = _files(_saved(engine, image_id))
+    files = saved_files(_saved(engine, image_id))
     assert files["/seen"] == f"{nonce}\n".encode()
     assert not any(path.startswith("/cache/") for path in files)  # the cache is no layer
 
@@ -193,7 +178,7 @@ def test_secret_reaches_the_run_but_no_layer_history_or_log(
     secrets = {"token": "FMA_TEST_BUILD_TOKEN"}
     image_id = _build(buildkit, tags, registry, namespace, dockerfile, log=log, secrets=secrets)
     saved = _saved(engine, image_id)
-    assert _files(saved)["/sum"].split()[0] == hashlib.md5(secret.encode()).hexdigest().encode()  # noqa: S324
+    assert saved_files(saved)["/sum"].split()[0] == hashlib.md5(secret.encode()).hexdigest().encode()  # noqa: S324
     assert secret.encode() not in saved
     assert secret not in json.dumps(engine.history(image_id))
     assert any("the token is ***" in line for line in log.lines)
@@ -278,7 +263,7 @@ def test_syntax_directive_is_left_out_when_its_frontend_cannot_be_had(
                           f'RUN ["/bin/busybox", "sh", "-c", "echo {uuid.uuid4().hex} `\n > /made"]\n')
     log = Lines()
     image_id = _build(buildkit, tags, registry, namespace, dockerfile, log=log)
-    assert "/made" in _files(_saved(engine, image_id))
+    assert "/made" in saved_files(_saved(engine, image_id))
     assert any("# syntax=docker/dockerfile:1 cannot be pulled here" in line for line in log.lines)
     assert dockerfile.read_text().startswith("# syntax=docker/dockerfile:1\n")  # the source is not edited
 
