@@ -298,6 +298,31 @@ def engine_unreachable(lines: Iterable[str]) -> bool:
     return any("Cannot connect to the Docker daemon" in line or "error during connect" in line for line in lines)
 
 
+_BASE_STEP = "[internal] load metadata for "
+
+
+def failure_message(build: BuildkitBuild, lines: Sequence[str], stripped: str = "") -> str:
+    """The one-line error of a failed build from its progress lines ("" when they say nothing): where it
+    failed, BuildKit's error, and the fix (an emulator, the base image's registry, the frontend a left-out
+    ``# syntax=`` named in ``stripped``, or the Dockerfile)."""
+    step, message = build_failure(lines)
+    if not message:
+        return ""
+    where = f" at {step}" if step else ""
+    hint = exec_format_hint(lines, build.platform)
+    if hint:
+        return f"image {build.label} failed to build{where}: {hint}"
+    if step.startswith(_BASE_STEP):
+        base = step.removeprefix(_BASE_STEP)
+        return (f"image {build.label}: cannot get the base image {base}: {message}; check the FROM line and "
+                f"that {base.split('/')[0]} answers (re-run when it does)")
+    fix = f"fix the Dockerfile {build.dockerfile.name} and re-run"
+    if stripped and not step:
+        fix = (f"the file may need the frontend {stripped} of its # syntax= line: load that image into the "
+               f"engine (docker load) or {fix}")
+    return f"image {build.label} failed to build{where}: {message}; {fix}"
+
+
 # -- the build (act) ----------------------------------------------------------------
 
 
@@ -380,14 +405,6 @@ def _failure(build: BuildkitBuild, lines: list[str], err: CommandError, timeout:
     if engine_unreachable(lines):
         host = build.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         return EngineError(f"cannot reach the Docker engine at {redact(host)} to build {build.label}: {_ENGINE_FIX}")
-    step, message = build_failure(lines)
-    hint = exec_format_hint(lines, build.platform)
-    where = f" at {step}" if step else ""
-    if hint:
-        return ImageBuildError(build.name, f"image {build.label} failed to build{where}: {hint}")
-    fix = f"fix the Dockerfile {build.dockerfile.name} and re-run"
-    if stripped and not step:
-        fix = (f"the file may need the frontend {stripped} of its # syntax= line: load that image into the "
-               f"engine (docker load) or {fix}")
-    return ImageBuildError(build.name, f"image {build.label} failed to build{where}: "
-                           f"{message or f'exit code {err.returncode}'}; {fix}")
+    return ImageBuildError(build.name, failure_message(build, lines, stripped) or
+                           f"image {build.label} failed to build: exit code {err.returncode}; "
+                           f"fix the Dockerfile {build.dockerfile.name} and re-run")

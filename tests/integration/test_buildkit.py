@@ -18,6 +18,7 @@ import docker
 import docker.errors
 import pytest
 
+from devkit.engine import EngineProcess
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
 from devkit.requester_shape import make_requester_context, saved_files
@@ -251,6 +252,41 @@ def test_unreachable_engine_is_an_engine_error(buildkit: BuildkitClient, tmp_pat
     expected = rf"cannot reach the Docker engine at unix://{tmp_path}/no.sock .*start dockerd"
     with pytest.raises(EngineError, match=expected):
         buildkit.build(build, Lines())
+
+
+def test_base_that_cannot_be_fetched_names_the_base_and_its_registry(
+    buildkit: BuildkitClient, tags: list[str], registry: RegistryProcess, namespace: str, tmp_path: Path,
+) -> None:
+    """A FROM image whose registry does not answer is a base-image error, not a Dockerfile one."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM 127.0.0.1:9/bases/busybox:1\nRUN [\"/bin/busybox\", \"true\"]\n")
+    with pytest.raises(ImageBuildError, match=r"cannot get the base image 127.0.0.1:9/bases/busybox:1: .*refused; "
+                                              r"check the FROM line and that 127.0.0.1:9 answers"):
+        _build(buildkit, tags, registry, namespace, dockerfile)
+
+
+def test_build_goes_to_the_engine_it_names(
+    engine: docker.APIClient, buildkit: BuildkitClient, registry: RegistryProcess, namespace: str, base: str,
+    tmp_path: Path,
+) -> None:
+    """With docker_host set the image lands in that engine's store, and only there."""
+    second = EngineProcess().start()
+    try:
+        dockerfile = make_requester_context(tmp_path, base, uuid.uuid4().hex)
+        tag = f"{registry.host}/{namespace}/requester:v1-linux-arm64"
+        image_id = buildkit.build(BuildkitBuild(
+            name="requester", label="requester linux/arm64", dockerfile=dockerfile, context=tmp_path,
+            platform="linux/arm64", tag=tag, docker_host=second.docker_host), Lines())
+        other = docker.APIClient(base_url=second.docker_host, version="auto")
+        try:
+            assert other.inspect_image(tag)["Id"] == image_id
+            assert saved_files(b"".join(other.get_image(image_id)))["/app/builder-arch"] == b"x86_64\n"
+        finally:
+            other.close()
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.inspect_image(tag)
+    finally:
+        second.stop()
 
 
 def test_syntax_directive_is_left_out_when_its_frontend_cannot_be_had(

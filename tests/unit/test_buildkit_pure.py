@@ -19,6 +19,7 @@ from tasks.builders.buildkit import (
     choose_cli,
     client_version,
     engine_unreachable,
+    failure_message,
     split_build_args,
     syntax_directive,
     without_syntax,
@@ -231,3 +232,36 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
     assert engine_unreachable(["Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"])
     assert engine_unreachable(["error during connect: Get http://b:2375/_ping: dial tcp: no such host"])
     assert not engine_unreachable(LOG_20_10.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("lines", "stripped", "message"),
+    [
+        (LOG_20_10.splitlines(), "",
+         'image requester linux/arm64 failed to build at [builder 3/3] RUN ["/bin/busybox", "sh", "-c", "exit 3"]: '
+         "executor failed running [/bin/busybox sh -c exit 3]: exit code: 3; "
+         "fix the Dockerfile Dockerfile.requester and re-run"),
+        (["#5 [builder 2/2] RUN go build", "#5 0.3 exec /bin/sh: exec format error",
+          "#5 ERROR: executor failed running [/bin/sh -c go build]: exit code: 1"], "",
+         "image requester linux/arm64 failed to build at [builder 2/2] RUN go build: this engine cannot run "
+         "linux/arm64 programs (exec format error: no binfmt_misc handler qemu-aarch64); run scripts/setup.sh on "
+         "the engine's machine to register qemu-user-static, use an engine of that platform, or remove "
+         "linux/arm64 from 'platforms'"),
+        (["#3 [internal] load metadata for 127.0.0.1:9/bases/busybox:1",
+          '#3 ERROR: failed to do request: Head "http://127.0.0.1:9/v2/bases/busybox/manifests/1": connect: '
+          "connection refused"], "",
+         "image requester linux/arm64: cannot get the base image 127.0.0.1:9/bases/busybox:1: failed to do "
+         'request: Head "http://127.0.0.1:9/v2/bases/busybox/manifests/1": connect: connection refused; check the '
+         "FROM line and that 127.0.0.1:9 answers (re-run when it does)"),
+        (["failed to solve with frontend dockerfile.v0: failed to create LLB definition: dockerfile parse error "
+          "line 3: unknown instruction: FOO"], "docker/dockerfile:1.7",
+         "image requester linux/arm64 failed to build: failed to create LLB definition: dockerfile parse error "
+         "line 3: unknown instruction: FOO; the file may need the frontend docker/dockerfile:1.7 of its # syntax= "
+         "line: load that image into the engine (docker load) or fix the Dockerfile Dockerfile.requester and "
+         "re-run"),
+        ([], "", ""),
+    ],
+)
+def test_failure_message_names_where_what_and_the_fix(lines: list[str], stripped: str, message: str) -> None:
+    """Each kind of failure gets its own fix: the Dockerfile, an emulator, the base's registry, the frontend."""
+    assert failure_message(BUILD, lines, stripped) == message
