@@ -42,7 +42,7 @@ from tasks.builders.buildkit import BuildkitBuild, BuildkitClient  # noqa: E402
 from tasks.images import ImageSpec, build_image, engine  # noqa: E402
 
 TARGET = 1.3  # arm64 BuildKit build / amd64 BuildKit build
-WORK = Work(loops=800_000, megabytes=300)  # about 2.5 s natively on an idle core here
+WORK = Work(loops=1_500_000, megabytes=600)  # about 3.5 s natively on an idle core here
 QUICK_WORK = Work(loops=300_000, megabytes=150)
 
 

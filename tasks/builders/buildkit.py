@@ -72,7 +72,7 @@ class BuildkitBuild:
     target: str = ""  # --target stage; "" = the last stage
     docker_host: str = ""  # the engine; "" = DOCKER_HOST of this process, else the local socket
     tls_cert_path: str = ""  # ca.pem, cert.pem, key.pem of a TLS tcp:// engine
-    no_cache: bool = False  # --no-cache: build every step again (cache mounts keep their contents)
+    no_cache: bool = False  # --no-cache: every step again; on 20.10 cache mounts then start empty too
 
 
 # -- which CLI (pure) -------------------------------------------------------------
@@ -353,7 +353,10 @@ def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = 
     with tempfile.TemporaryDirectory(prefix="fma-buildkit-") as private:
         dockerfile, stripped = _dockerfile_to_build(build, argv_prefix[0], env, Path(private), log)
         iidfile = Path(private) / "iid"
-        argv = build_argv(argv_prefix, build, dockerfile, iidfile)
+        try:
+            argv = build_argv(argv_prefix, build, dockerfile, iidfile)
+        except ValueError as err:
+            raise ImageBuildError(build.name, f"image {build.label}: {err}") from err
         try:
             cmd.stream(argv, on_line=on_line, what=f"build {build.label}", fix="", timeout=timeout, env=env)
         except CommandError as err:
