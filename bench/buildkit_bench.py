@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -102,6 +103,7 @@ def main() -> int:
     finally:
         registry.stop()
         _remove_images(registry.host)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     med = {name: statistics.median(values) for name, values in runs.items()}
     ratios = {
