@@ -80,17 +80,19 @@ def pull_by_digest(client: docker.APIClient, pinned: str, platform: str, *, rele
 
 def staged_dockerfile(
     client: docker.APIClient, spec: ImageSpec, build_args: dict[str, str], staging: Path, *, registries: Registries,
-    log: Any,
+    log: Any, pull: bool = True,
 ) -> Path:
     """The Dockerfile to build ``spec``'s platform from: the Dockerfile itself when every ``FROM`` is
     ``scratch`` or a stage, else a copy in ``staging`` whose bases are pinned to their digests for
-    the platform (or for the FROM's own ``--platform``). ``build_args`` include the platform's."""
+    the platform (or for the FROM's own ``--platform``). ``build_args`` include the platform's (they
+    expand ``FROM --platform=$BUILDPLATFORM``). ``pull``: have each pinned base in the engine (the
+    legacy builder reads only the engine's images; BuildKit pulls what it needs itself)."""
     text = spec.dockerfile.read_text(encoding="utf-8")
     bases = base_images(text, build_args)
     if not bases:
         return spec.dockerfile
     release_host = Reference.parse(spec.ref).host
-    pins = {base.line: _pin(client, base, spec, release_host=release_host, registries=registries, log=log)
+    pins = {base.line: _pin(client, base, spec, release_host=release_host, registries=registries, log=log, pull=pull)
             for base in bases}
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f"{spec.dockerfile.name}.{spec.platform.replace('/', '-')}"
@@ -99,7 +101,7 @@ def staged_dockerfile(
 
 
 def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, release_host: str, registries: Registries,
-         log: Any) -> str:
+         log: Any, pull: bool) -> str:
     platform = base.platform or spec.platform
     wanted = parse_platform(platform)
     # A base the engine already holds for this platform is used as it is, as `docker build` does
@@ -111,7 +113,8 @@ def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, release_
     try:
         digest = platform_digest(base.image, platform, release_host, registries)
         pinned = f"{Reference.docker(base.image).name}@{digest}"
-        pull_by_digest(client, pinned, platform, release_host=release_host, registries=registries)
+        if pull:
+            pull_by_digest(client, pinned, platform, release_host=release_host, registries=registries)
     except (RegistryError, ValueError) as err:
         raise ImageBuildError(spec.name, f"image {spec.name} ({spec.platform}): {err}") from err
     log.info("%s | FROM %s is %s for %s", spec.name, base.image, pinned, platform)

@@ -51,6 +51,11 @@ class ImageConfig(BaseModel):
     engine: str | None = None
     # Optional: the platforms to build; more than one publishes an OCI image index under the tag.
     platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
+    # Optional: how it is built. dockerfile (= buildkit): the engine's BuildKit, as docker buildx build;
+    # docker: the engine's legacy builder, for engines without BuildKit.
+    builder: Literal["dockerfile", "buildkit", "docker"] = "dockerfile"
+    # Optional: build secrets for RUN --mount=type=secret,id=ID: ID -> the environment variable holding it.
+    secrets: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

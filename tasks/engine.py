@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -26,6 +26,9 @@ import requests.exceptions
 from tasks.config import ReleaseConfig
 from tasks.errors import EngineError
 from tasks.redact import redact
+
+if TYPE_CHECKING:
+    from tasks.builders.buildkit import BuildkitClient
 
 ENGINE_FIX = "start dockerd (bash scripts/setup.sh does) or point DOCKER_HOST at a running engine"
 
@@ -100,6 +103,7 @@ class Engines:
         self._api_versions: dict[str, str] = {}  # asking costs a request: once per engine
         self._platforms: dict[str, str] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._buildkit: dict[str, BuildkitClient] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -146,6 +150,13 @@ class Engines:
             slot = self._slots.setdefault(key, threading.BoundedSemaphore(target.max_builds))
         with slot:
             yield
+
+    def buildkit(self, target: Engine) -> BuildkitClient:
+        """The BuildKit client of ``target`` (it finds its docker CLI once)."""
+        from tasks.builders.buildkit import BuildkitClient
+
+        with self._lock:
+            return self._buildkit.setdefault(self.address(target), BuildkitClient())
 
     def platform(self, client: docker.APIClient) -> str:
         """The engine's own platform, e.g. ``linux/amd64``: the ``BUILDPLATFORM`` of its builds."""

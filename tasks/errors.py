@@ -93,3 +93,7 @@ class RegistryError(ReleaseError):
 
 class ChartError(ReleaseError):
     """The chart is invalid, cannot be packaged, or cannot be published."""
+
+
+class ToolMissingError(ReleaseError):
+    """A program the release needs is not installed (or not in a usable version)."""

@@ -41,7 +41,8 @@ class ImageSpec:
     # A multi-platform image's tag (<registry>/<name>:<tag>), where the index goes; then ``ref`` is
     # this platform's own tag (<tag>-linux-arm64). "" for a single-platform image.
     index_ref: str = ""
-    builder: str = "docker"  # which module of tasks/builders builds it
+    builder: str = "dockerfile"  # which module of tasks/builders builds it
+    secrets: Mapping[str, str] = field(default_factory=dict)  # secret id -> environment variable name
 
     @property
     def label(self) -> str:
@@ -67,15 +68,15 @@ def oci_labels(checkout: Checkout, name: str) -> dict[str, str]:
 
 def build_fingerprint(
     *, ref: str, dockerfile: bytes, context: str, build_args: Mapping[str, str], labels: Mapping[str, str],
-    platform: str = DEFAULT_PLATFORM,
+    platform: str = DEFAULT_PLATFORM, builder: str = "dockerfile",
 ) -> str:
     """What determines a build's result: the source revision (in the labels), the Dockerfile's bytes,
-    the context path in the checkout, build args, labels, platform and target reference."""
+    the context path in the checkout, build args, labels, platform, builder and target reference."""
     payload = json.dumps(
         {
             "ref": ref, "dockerfile": hashlib.sha256(dockerfile).hexdigest(), "context": context,
             "build_args": dict(sorted(build_args.items())), "labels": dict(sorted(labels.items())),
-            "platform": platform,
+            "platform": platform, "builder": "buildkit" if builder == "dockerfile" else builder,
         },
         sort_keys=True,
     )
@@ -117,7 +118,7 @@ def image_specs(
             ref = image_ref(registry, image.name, platform_tag(checkout.tag, platform)) if several else tag_ref
             fingerprint = build_fingerprint(
                 ref=ref, dockerfile=dockerfile.read_bytes(), context=image.context, build_args=image.build_args,
-                labels=labels, platform=platform,
+                labels=labels, platform=platform, builder=image.builder,
             )
             specs.append(
                 ImageSpec(
@@ -125,6 +126,7 @@ def image_specs(
                     build_args=dict(image.build_args), labels={**labels, FINGERPRINT_LABEL: fingerprint},
                     fingerprint=fingerprint, platform=platform, index_ref=tag_ref if several else "",
                     engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
+                    builder=image.builder, secrets=dict(image.secrets),
                 )
             )
     return specs

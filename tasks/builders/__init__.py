@@ -1,8 +1,9 @@
 """The builder seam: a builder turns an :class:`~tasks.plan.ImageSpec` into an image the pusher
 can publish.
 
-Every builder meets :class:`Builder`, one module each (``docker``: the engine's legacy builder
-through the SDK). What a build gives is a :class:`BuiltImage`: an image in a Docker engine
+Every builder meets :class:`Builder`, one module each (``buildkit``: Dockerfiles with the engine's
+BuildKit, the default; ``docker``: the engine's legacy builder through the SDK). What a build gives is a
+:class:`BuiltImage`: an image in a Docker engine
 (``image_id``), or an OCI image layout on disk (``layout``) for builders that need no engine.
 :func:`builder_for` picks the builder a spec names.
 """
@@ -47,8 +48,12 @@ class Builder(Protocol):
 
 def builder_for(spec: ImageSpec) -> Builder:
     """The builder ``spec.builder`` names."""
+    if spec.builder in ("dockerfile", "buildkit"):
+        from tasks.builders.buildkit import BuildkitBuilder
+
+        return BuildkitBuilder()
     if spec.builder == "docker":
         from tasks.builders.docker import LegacyBuilder
 
         return LegacyBuilder()
-    raise ConfigError(f"image {spec.name}: unknown builder {spec.builder!r}; use docker")
+    raise ConfigError(f"image {spec.name}: unknown builder {spec.builder!r}; use dockerfile, buildkit, docker or ko")

@@ -136,7 +136,7 @@ def test_broken_dockerfile_fails_naming_the_image_and_publishes_no_chart(
         run_release(src, f"{registry.host}/{namespace}")
     message = str(caught.value)
     assert "launcher:" in message and "\n" not in message
-    assert re.search(r"failed to build at Step \d+/\d+ : RUN", message)
+    assert re.search(r"failed to build at \[\d+/\d+\] RUN .*exit code: 1", message)  # BuildKit names the step
     assert set(caught.value.failures) == {"launcher"}
     with RegistryAPI(registry.host) as api:
         assert api.tags(f"{namespace}/charts/fma-controllers") == []
