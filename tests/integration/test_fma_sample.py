@@ -341,3 +341,25 @@ def test_main_pushes_bases_and_prints_shell_lines(
     assert Path(facts["config"]).read_text() == RELEASE_CONFIG
     ko = yaml.safe_load((Path(facts["source"]) / ".ko.yaml").read_text())
     assert ko["defaultBaseImage"].startswith(f"{registry.host}/{namespace}/chainguard/static@sha256:")
+
+
+def test_sample_chart_under_the_image_check_has_two_own_images_and_one_unpinned_external(tmp_path: Path) -> None:
+    """Rendered with a release's values, the sample chart's controllers are the release's own, busybox is
+    external and unpinned (one warning; refused under require-digest); left at :latest the chart is refused."""
+    from tasks.chartimages import ExternalImage, check_chart_images
+    from tasks.errors import ChartError
+
+    chart = make_fma_source(tmp_path / "s", bases=fake_bases()).path / "charts/fma-controllers"
+    registry = "127.0.0.1:5000/t1/fma"
+    images = {name: f"{registry}/{name}:v0.6.4" for name in ("dual-pods-controller", "launcher-populator",
+                                                             "launcher", "requester")}
+    released = rendered_images(render(chart, {"global": {"imageRegistry": registry, "imageTag": "v0.6.4"}}))
+    result = check_chart_images("fma-controllers", released, registry=registry, images=images)
+    assert result.own == (images["dual-pods-controller"], images["launcher-populator"])
+    assert result.external == (ExternalImage("fma-controllers", INSPECTOR_IMAGE, pinned=False),)
+    assert len(result.warnings) == 1
+    with pytest.raises(ChartError, match=r"not pinned by digest: busybox:1\.38\.0"):
+        check_chart_images("fma-controllers", released, registry=registry, images=images, policy="require-digest")
+    stale = rendered_images(render(chart, {"global": {"imageRegistry": registry}}))
+    with pytest.raises(ChartError, match=r"dual-pods-controller:latest.*does not publish"):
+        check_chart_images("fma-controllers", stale, registry=registry, images=images)
