@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tasks.builders.docker import build_image
@@ -31,8 +32,10 @@ BUSYBOXES = {
 _DOCKERFILE = 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "sh"]\n'
 
 
-def busybox_index(registry: str, name: str = "busybox", tag: str = "1") -> PushedImage:
-    """Build, push and index ``<registry>/<name>:<tag>`` for every platform of :data:`BUSYBOXES`."""
+def busybox_index(registry: str, name: str = "busybox", tag: str = "1",
+                  labels: Mapping[str, str] | None = None) -> PushedImage:
+    """Build, push and index ``<registry>/<name>:<tag>`` for every platform of :data:`BUSYBOXES`;
+    ``labels`` (in every platform's image config) tell bases of the same busybox apart."""
     missing = [str(path) for path in BUSYBOXES.values() if not path.is_file()]
     if missing:
         raise RuntimeError(f"no static busybox at {', '.join(missing)}: run bash scripts/setup.sh")
@@ -47,6 +50,7 @@ def busybox_index(registry: str, name: str = "busybox", tag: str = "1") -> Pushe
                 shutil.copy2(busybox, context / "busybox")
                 (context / "Dockerfile").write_text(_DOCKERFILE)
                 spec = ImageSpec(name=name, ref=image_ref(registry, name, platform_tag(tag, platform)),
-                                 dockerfile=context / "Dockerfile", context=context, platform=platform, index_ref=ref)
+                                 dockerfile=context / "Dockerfile", context=context, platform=platform, index_ref=ref,
+                                 labels=dict(labels or {}))
                 pushed.append(push_engine_image(client, build_image(client, spec, run, log), run, log))
     return publish_index(run.registries, name, ref, tuple(pushed))

@@ -2,17 +2,28 @@
 
 ``host[:port]/repository[:tag][@digest]``: :meth:`Reference.parse` reads a reference that must
 name its registry (the release's images and charts, ``oci://`` or not); :meth:`Reference.docker`
-reads one as Docker does, where no host means Docker Hub and a one-word name is under
-``library/`` (base images in FROM lines, images a chart renders).
+reads one as Docker and Kubernetes do (distribution's reference grammar and docker's
+normalisation): no host means Docker Hub and a one-word name is under ``library/``; a first
+component with a ``.`` or ``:``, ``localhost``, or an upper-case letter is a registry host; a
+malformed reference is a :class:`ValueError` naming the part.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tasks.errors import RegistryError
 
-DOCKER_HUB = "registry-1.docker.io"
+DOCKER_HUB = "registry-1.docker.io"  # the API host of docker.io
+_HUB_NAMES = ("docker.io", "index.docker.io", DOCKER_HUB)
+
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _is_host(part: str) -> bool:
@@ -35,6 +46,11 @@ class Reference:
     @property
     def pinned(self) -> bool:
         return bool(self.digest)
+
+    @property
+    def pulled_tag(self) -> str:
+        """The tag that is pulled when there is no digest: ``latest`` when none is written."""
+        return self.tag or ("" if self.digest else "latest")
 
     @property
     def path(self) -> str:
@@ -63,13 +79,29 @@ class Reference:
 
     @classmethod
     def docker(cls, image: str) -> Reference:
-        """``image`` as Docker reads it: no registry host means Docker Hub (``library/`` for one-word names)."""
-        name, tag, digest = cls._split(image)
-        first, _, rest = name.partition("/")
-        if rest and _is_host(first):
-            host, repository = first, rest
+        """``image`` as Docker reads it; :class:`ValueError` when it is not a valid image reference."""
+        rest, at, digest = image.partition("@")
+        if at and not (_DIGEST.fullmatch(digest) and (not digest.startswith("sha256:") or _SHA256.fullmatch(digest))):
+            raise ValueError(f"{image!r} has a malformed digest")
+        name, tag = rest, ""
+        colon = rest.rfind(":")
+        if colon > rest.rfind("/"):
+            name, tag = rest[:colon], rest[colon + 1:]
+            if not _TAG.fullmatch(tag):
+                raise ValueError(f"{image!r} has a malformed tag")
+        first, slash, after = name.partition("/")
+        if not slash or (not _is_host(first) and first == first.lower()):
+            host, repository = DOCKER_HUB, name
         else:
-            host, repository = DOCKER_HUB, name if "/" in name else f"library/{name}"
-        if host == "docker.io":
+            host, repository = first.lower(), after
+            if not _DOMAIN.fullmatch(first):
+                raise ValueError(f"{image!r} has a malformed registry host {first!r}")
+        if host in _HUB_NAMES:
             host = DOCKER_HUB
+            if "/" not in repository:
+                repository = f"library/{repository}"
+        if not repository or len(repository) > 255 or not all(
+            _PATH_COMPONENT.fullmatch(part) for part in repository.split("/")
+        ):
+            raise ValueError(f"{image!r} has a malformed repository name (lower-case letters, digits, . _ - and /)")
         return cls(host=host, repository=repository, tag=tag, digest=digest, name=name)

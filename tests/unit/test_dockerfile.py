@@ -64,7 +64,8 @@ def test_scratch_only_dockerfile_has_no_base() -> None:
         ("docker.io/x/y:1", ("docker.io/x/y", "registry-1.docker.io", "x/y", "1")),
         ("gcr.io/distroless/static:nonroot", ("gcr.io/distroless/static", "gcr.io", "distroless/static",
                                                         "nonroot")),
-        ("127.0.0.1:5000/a/b@sha256:ab", ("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", "sha256:ab")),
+        ("127.0.0.1:5000/a/b@sha256:" + "ab" * 32,
+         ("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", "sha256:" + "ab" * 32)),
         ("localhost:5000/x", ("localhost:5000/x", "localhost:5000", "x", "latest")),
     ],
 )
