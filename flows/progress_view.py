@@ -21,7 +21,7 @@ from tasks.status import Status
 _STYLE: dict[str, str] = {
     Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",
     Status.PUSH_FAILED: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green", Status.PACKAGING: "cyan",
-    Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
+    Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green", Status.WARNING: "yellow",
 }
 
 
@@ -38,6 +38,9 @@ class ProgressView:
 
     def update(self, item: str, state: str, detail: str) -> None:
         with self._lock:
+            if state == Status.WARNING:  # a line of its own, also beside the live table
+                self.console.print(f"warning: {detail}", soft_wrap=True, highlight=False, markup=False)
+                return
             if item == RUN:
                 if state == Status.STARTED and detail:
                     self.console.print(f"Prefect UI: {detail}", soft_wrap=True, highlight=False)

@@ -45,18 +45,27 @@ from tasks.preflight import check_engines_and_registries
 from tasks.push import published_digest, push_task
 from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
-from tasks.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
+from tasks.result import ExternalImageResult, ImageResult, PublishedChart, PushedImage, ReleaseResult
 from tasks.source import checkout_task, resolve_tag
 from tasks.status import Status
 from tasks.summary import already_published, apublish_summary, release_notes, summary_task
 
 
-def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> list[Path]:
+def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> tuple[list[Path], list[str]]:
     """Where each configured chart of ``origin`` ("source": ``base`` is the checkout, "project":
-    this repository) lives; :class:`ConfigError` when one is missing."""
-    dirs = []
+    this repository) lives, and a note for each pattern (``charts/*``, as upstream packages
+    ``charts/*/``) that matches no chart; :class:`ConfigError` when a named chart is missing."""
+    dirs: list[Path] = []
+    notes: list[str] = []
+    where = f"the source at {tag}" if origin == "source" else "this project"
     for chart in config.charts:
         if chart.origin != origin:
+            continue
+        if any(c in chart.path for c in "*?["):
+            found = sorted({p.parent.resolve() for p in base.glob(f"{chart.path}/Chart.yaml")})
+            dirs += [d for d in found if d.is_relative_to(base.resolve()) and d not in dirs]
+            if not found:
+                notes.append(f"no chart matches {chart.path} in {where}: this release has images only")
             continue
         path = (base / chart.path).resolve()
         if not path.is_relative_to(base.resolve()):
@@ -67,7 +76,7 @@ def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> list
                 f"chart {chart.path} has no Chart.yaml in {where}: fix 'path' or 'from' in the release config"
             )
         dirs.append(path)
-    return dirs
+    return dirs, notes
 
 
 def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
@@ -284,10 +293,15 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         def package(dirs: list[Path]) -> list[PrefectFuture[PackagedChart]]:
             return [package_chart_task.submit(d, run) for d in dirs]
 
-        packages = package(chart_dirs(request.config, "project", PROJECT_ROOT, request.tag))
+        project_charts, chart_notes = chart_dirs(request.config, "project", PROJECT_ROOT, request.tag)
+        packages = package(project_charts)
         checkout = checkout_task(request.source, request.tag, workspace, run.revision)
         specs = image_specs(request.config, checkout, request.registry)
-        packages += package(chart_dirs(request.config, "source", checkout.path, request.tag))
+        source_charts, more = chart_dirs(request.config, "source", checkout.path, request.tag)
+        packages += package(source_charts)
+        for note in (chart_notes := chart_notes + more):
+            log.warning("%s", note)
+            progress.report(progress.RUN, Status.WARNING, note)
         log.info("releasing %s (%s) of %s: %d image(s), %d chart(s)",
                  request.tag, checkout.revision, checkout.source, len(specs), len(packages))
 
@@ -316,7 +330,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             _dry_run_chart(p, request.chart_remote) if request.dry_run else chart_pusher(p, run)
             for p in chart_packages
         ]
-        notes = release_notes(images, published)
+        notes = release_notes(images, published) + tuple(chart_notes)
         if request.dry_run:
             notes += tuple(f"chart archive kept at {p.archive}" for p in chart_packages)
         version = request.version
@@ -324,6 +338,8 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             tag=request.tag, version=version.version, prerelease=version.prerelease, registry=request.registry,
             source_revision=checkout.revision, images=tuple(ImageResult.of(i) for i in images),
             charts=tuple(published), dry_run=request.dry_run, notes=notes,
+            external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
+                                  for p in chart_packages for e in p.external),
         )
         summary_task(result)
         if run.record_key:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from tasks import progress
+from tasks.chartimages import ExternalImage, check_chart_images
 from tasks.errors import ChartError, RegistryError
 from tasks.plan import image_ref
 from tasks.redact import redact
@@ -44,6 +45,8 @@ class PackagedChart:
     name: str
     version: str
     archive: Path
+    external: tuple[ExternalImage, ...] = ()  # images the chart uses that this release does not build
+    warnings: tuple[str, ...] = ()
 
     @property
     def item(self) -> str:
@@ -160,11 +163,6 @@ def chart_contents(archive: bytes) -> dict[str, bytes]:
     return files
 
 
-def foreign_images(referenced: Iterable[str], released: Iterable[str]) -> list[str]:
-    """The referenced images that this release did not publish."""
-    return sorted(set(referenced) - set(released))
-
-
 # -- helm -----------------------------------------------------------------------
 
 
@@ -181,9 +179,10 @@ def stage_chart(chart_dir: Path, staging_root: Path) -> Path:
 
 def prepare_chart(
     chart_dir: Path, staging_root: Path, *, registry: str, tag: str, version: str,
-    released_refs: Iterable[str],
+    images: Mapping[str, str], policy: str = "allow",
 ) -> PackagedChart:
-    """Stage, set the image values, lint, check rendered images, package."""
+    """Stage, set the image values, lint, check rendered images (``images``: name -> the reference this
+    release publishes; ``policy``: what external images may be), package."""
     staged = stage_chart(chart_dir, staging_root)
     values = staged / "values.yaml"
     if not values.is_file():
@@ -206,19 +205,15 @@ def prepare_chart(
         raise ChartError(f"chart {name} does not render ({_first_line(err)}): fix its templates") from err
     finally:
         chart.close()
-    foreign = foreign_images(rendered_images(manifests), released_refs)
-    if foreign:
-        raise ChartError(
-            f"chart {name} references images this release does not publish: {', '.join(foreign)}; "
-            "add them to the release config or fix the chart's image references"
-        )
+    check = check_chart_images(name, rendered_images(manifests), registry=registry, images=images, policy=policy)
     out = staging_root / "packages"
     out.mkdir(parents=True, exist_ok=True)
     try:
         archive = helm.package(staged, destination=out, version=version, app_version=tag)
     except helm.HelmError as err:
         raise ChartError(f"chart {name} cannot be packaged ({_first_line(err)}): fix the chart") from err
-    return PackagedChart(name=name, version=version, archive=Path(archive))
+    return PackagedChart(name=name, version=version, archive=Path(archive), external=check.external,
+                         warnings=check.warnings)
 
 
 @contextmanager
@@ -317,15 +312,19 @@ def package_chart_task(chart_dir: Path, run: RunContext) -> PackagedChart:
     request = run.request
     item = f"chart {chart_dir.name}"
     progress.report(item, Status.PACKAGING)
-    released_refs = [image_ref(request.registry, image.name, request.tag) for image in request.config.images]
+    images = {image.name: image_ref(request.registry, image.name, request.tag) for image in request.config.images}
     with progress.reporting(item):
         packaged = prepare_chart(
             chart_dir, run.open_workspace() / "charts", registry=request.registry, tag=request.tag,
-            version=request.version.version, released_refs=released_refs,
+            version=request.version.version, images=images, policy=request.config.external_images,
         )
         if not request.dry_run:
             existing_chart(packaged, request.chart_remote, run.registries, force=request.force)
-    get_run_logger().info("packaged %s %s as %s", packaged.name, packaged.version, packaged.archive.name)
+    log = get_run_logger()
+    for warning in packaged.warnings:
+        log.warning("%s", warning)
+        progress.report(item, Status.WARNING, warning)
+    log.info("packaged %s %s as %s", packaged.name, packaged.version, packaged.archive.name)
     progress.report(item, Status.PACKAGED, packaged.archive.name)
     return packaged
 

@@ -161,6 +161,9 @@ class ReleaseConfig(BaseModel):
     charts: tuple[ChartConfig, ...] = ()
     # Optional: the engines builds are spread over (default: the one DOCKER_HOST names).
     engines: tuple[EngineConfig, ...] = ()
+    # Optional: what a chart may reference besides the release's own images. allow: listed in the summary
+    # (a warning when not pinned by digest); require-digest: only images pinned by digest; deny: none.
+    external_images: Literal["allow", "require-digest", "deny"] = "allow"
 
     @field_validator("images", "charts", "engines", mode="before")
     @classmethod

@@ -78,6 +78,14 @@ class PublishedChart(_Model):
     status: Status = Status.PUSHED  # or ALREADY_PUBLISHED, REPLACED, DRY_RUN
 
 
+class ExternalImageResult(_Model):
+    """An image a chart references that the release does not build (a sidecar, an inspector)."""
+
+    chart: str
+    image: str
+    pinned: bool  # referenced by digest
+
+
 class ReleaseResult(_Model):
     tag: str
     version: str
@@ -88,6 +96,7 @@ class ReleaseResult(_Model):
     notes: tuple[str, ...] = ()
     images: tuple[ImageResult, ...] = ()
     charts: tuple[PublishedChart, ...] = ()
+    external_images: tuple[ExternalImageResult, ...] = ()
 
     def summary(self) -> dict[str, object]:
         """The ``--summary-json`` document."""

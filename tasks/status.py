@@ -25,6 +25,7 @@ class Status(StrEnum):
     PUSH_FAILED = "push failed"  # transient: it is retried
     INDEX_PUSHED = "index pushed"
     FAILED = "failed"
+    WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
     # the run itself
     STARTED = "started"
     DONE = "done"

@@ -78,6 +78,10 @@ def render_summary(result: ReleaseResult) -> str:
         lines += ["```"]
     else:
         lines += ["(no chart in this release)"]
+    if result.external_images:
+        lines += ["", "## External images", "", "Referenced by the charts, not built by this release:", "",
+                  "| chart | image | pinned by digest |", "| --- | --- | --- |"]
+        lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} |" for e in result.external_images]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"

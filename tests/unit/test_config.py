@@ -35,7 +35,8 @@ def test_default_config_describes_fma() -> None:
     assert [i.name for i in config.images] == [
         "dual-pods-controller", "launcher-populator", "launcher", "requester"
     ]
-    assert [(c.path, c.origin) for c in config.charts] == [("charts/fma-controllers", "project")]
+    assert [(c.path, c.origin) for c in config.charts] == [("charts/*", "source")]
+    assert config.external_images == "allow"
     assert DEFAULT_CONFIG.is_file()
 
 
