@@ -93,3 +93,11 @@ class RegistryError(ReleaseError):
 
 class ChartError(ReleaseError):
     """The chart is invalid, cannot be packaged, or cannot be published."""
+
+
+class ToolMissingError(ReleaseError):
+    """An external tool (ko, cosign, syft, go) is neither in .local/bin nor on PATH."""
+
+
+class ToolsFileError(ReleaseError):
+    """scripts/tools.versions, the list of pinned tools, cannot be read or has a malformed line."""
