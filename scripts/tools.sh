@@ -67,8 +67,10 @@ mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$local_dir/go/logs"
 reports() {
   local bin=$1 version=${2#v}
   [ -x "$bin" ] || return 1
-  SYFT_CHECK_FOR_APP_UPDATE=false timeout 30 "$bin" version 2>/dev/null \
-    | tr -s ' \t\r' '\n' | sed 's/^v//' | grep -qxF "$version"
+  local said
+  said=$(SYFT_CHECK_FOR_APP_UPDATE=false timeout 30 "$bin" version 2>/dev/null) || true
+  # grep reads all its input (no -q): an early exit would make the pipeline fail under pipefail.
+  printf '%s\n' "$said" | tr -s ' \t\r' '\n' | sed 's/^v//' | grep -xF -- "$version" >/dev/null
 }
 now_ms() { date +%s%3N; }
 took() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $((ms % 1000 / 100)); }

@@ -208,21 +208,70 @@ def _project_copy(tmp_path: Path, versions: str) -> Path:
     return root
 
 
+# A stand-in for go: `go env GOPROXY` answers the machine's usual list; `go install` records its
+# arguments and environment, then writes a binary that reports the version asked for (or fails
+# the way a too old Go does, when FAKE_GO_TOO_OLD is set).
+FAKE_GO = r"""
+case "$1 ${2:-}" in
+  "env GOPROXY") echo "https://proxy.example/mod,direct" ;;
+  "env GOVERSION") echo go1.26.8 ;;
+  install*)
+    shift
+    for target; do :; done  # the last argument: PACKAGE@VERSION
+    printf '%s\n' "$@" > "$GOBIN/../install-args"
+    env | grep -E '^(CGO_ENABLED|GOPROXY|GOMODCACHE|GOCACHE|GOBIN)=' | sort > "$GOBIN/../install-env"
+    if [ -n "${FAKE_GO_TOO_OLD:-}" ]; then
+      echo "go: $target requires go >= 9.9.9 (running go 1.26.8; GOTOOLCHAIN=local)" >&2
+      exit 1
+    fi
+    name=$(basename "${target%@*}"); version=${target#*@}
+    printf '#!/bin/sh\necho "Version: %s"\n' "${version#v}" > "$GOBIN/$name"
+    chmod +x "$GOBIN/$name" ;;
+esac
+"""
+
+
+def run_tools_sh(root: Path, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """The copy's tools.sh with the fake go first on PATH."""
+    executable(tmp_path / "fake-go" / "go", FAKE_GO)
+    env = {**os.environ, "PATH": f"{tmp_path / 'fake-go'}:/usr/bin:/bin", **extra}
+    return subprocess.run(["bash", str(root / "scripts" / "tools.sh")], capture_output=True, text=True, env=env,
+                          check=False, timeout=60)
+
+
 def test_tools_sh_leaves_a_tool_that_reports_its_pin(tmp_path: Path) -> None:
     """A binary already reporting the pinned version (with or without the v) is not rebuilt."""
-    go = shutil.which("go") or str(tools.GO_TARBALL)
-    if not os.access(go, os.X_OK):
-        pytest.fail("no go on this machine: run bash scripts/setup.sh first")
     root = _project_copy(tmp_path, "fake example.invalid/fake v1.2.3 main.version\nother example.invalid/o v0.0.1\n")
     executable(root / ".local" / "bin" / "fake", 'echo "Version:   1.2.3"')
     executable(root / ".local" / "bin" / "other", 'echo "v0.0.1"')
-    env = {**os.environ, "PATH": f"{Path(go).parent}:/usr/bin:/bin"}
-    proc = subprocess.run(["bash", str(root / "scripts" / "tools.sh")], capture_output=True, text=True, env=env,
-                          check=False, timeout=60)
+    proc = run_tools_sh(root, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
-    assert [line.split(" (")[0] for line in lines] == [
+    assert [line.split(" (")[0] for line in proc.stdout.splitlines()] == [
         "setup: fake v1.2.3 already there", "setup: other v0.0.1 already there"]
+    assert not (root / ".local" / "install-args").exists()
+
+
+def test_tools_sh_rebuilds_a_stale_tool_with_the_pinned_flags(tmp_path: Path) -> None:
+    """A binary of another version is built again: -trimpath, CGO off, the proxy only, caches in .local/go."""
+    root = _project_copy(tmp_path, "# pins\nfake example.invalid/cmd/fake v1.2.3 main.version\n")
+    executable(root / ".local" / "bin" / "fake", 'echo "Version: 1.2.2"')
+    proc = run_tools_sh(root, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.fullmatch(r"setup: fake v1\.2\.3 installed \(.*/\.local/bin/fake, \d+\.\ds\)\n", proc.stdout)
+    local = root / ".local"
+    assert (local / "install-args").read_text().splitlines() == [
+        "-trimpath", "-ldflags=-X main.version=1.2.3", "example.invalid/cmd/fake@v1.2.3"]
+    assert (local / "install-env").read_text().splitlines() == [
+        "CGO_ENABLED=0", f"GOBIN={local / 'bin'}", f"GOCACHE={local / 'go' / 'cache'}",
+        f"GOMODCACHE={local / 'go' / 'mod'}", "GOPROXY=https://proxy.example/mod"]
+
+
+def test_tools_sh_names_gotoolchain_when_go_is_too_old(tmp_path: Path) -> None:
+    root = _project_copy(tmp_path, "fake example.invalid/fake v1.2.3\n")
+    proc = run_tools_sh(root, tmp_path, FAKE_GO_TOO_OLD="1")
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(
+        "setup: fake v1.2.3 needs a newer Go than go1.26.8: run GOTOOLCHAIN=go1.27.3 bash scripts/tools.sh")
 
 
 def test_tools_sh_without_go_says_how_to_get_it(tmp_path: Path) -> None:
