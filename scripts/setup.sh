@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what fma-release needs on a fresh Debian 12 machine:
 # Debian packages (Docker engine, Distribution registry, busybox, git, qemu-user-static),
-# a Python venv with the project, and a running dockerd.
+# a Python venv with the project, the pinned Go tools (ko, cosign, syft) in .local/bin,
+# and a running dockerd.
 # Idempotent: what is installed or running already is left as it is.
 # Records the PIDs of what it starts in .local/run/; scripts/stop.sh stops
 # only those.
@@ -50,7 +51,10 @@ if ! "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, 
   touch "$here/.venv/.installed"
 fi
 
-# 4. dockerd.
+# 4. The pinned Go tools (scripts/tools.versions) in .local/bin, built with the machine's Go.
+bash "$here/scripts/tools.sh"
+
+# 5. dockerd.
 sock=/var/run/docker.sock
 engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
 if ! engine_up; then
@@ -60,4 +64,4 @@ if ! engine_up; then
   for _ in $(seq 1 100); do engine_up && break; sleep 0.1; done
   engine_up || { say "dockerd did not start: see $run_dir/dockerd.log"; exit 1; }
 fi
-say "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo up), $(git --version), .venv"
+say "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo up), $(git --version), .venv, the Go tools in .local/bin"

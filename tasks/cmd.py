@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tasks.errors import CommandError
+from tasks import tools
+from tasks.errors import CommandError, ToolMissingError
 from tasks.redact import redact
 
 log = logging.getLogger("fma_release.cmd")
@@ -34,9 +35,25 @@ def run(
     ``what`` names the step for the error message ("clone the source"), ``fix``
     says what the user can do. Command and stderr are masked before they are
     logged or put in the error.
+
+    A bare ``argv[0]`` that tasks/tools.py knows (ko, cosign, syft, go) is resolved
+    there (.local/bin first, then PATH) and the process gets :func:`tasks.tools.tool_env`
+    on top of ``env``; any other binary (git...) is looked up on PATH.
     """
     args = [str(a) for a in argv]
-    if shutil.which(args[0]) is None:
+    if os.sep not in args[0] and tools.is_known(args[0]):
+        try:
+            args[0] = tools.tool(args[0])
+        except ToolMissingError as err:
+            raise CommandError(
+                f"cannot {what}: {err}",
+                argv=[redact(a) for a in args],
+                returncode=127,
+                stderr="",
+            ) from err
+        base = dict(os.environ) if env is None else env
+        env = {**base, **tools.tool_env(base)}
+    elif shutil.which(args[0]) is None:
         raise CommandError(
             f"cannot {what}: {args[0]!r} is not installed; install it (scripts/setup.sh does)",
             argv=[redact(a) for a in args],

