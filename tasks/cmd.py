@@ -5,13 +5,51 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tasks.errors import CommandError
 from tasks.redact import redact
 
 log = logging.getLogger("fma_release.cmd")
+
+
+def _run_streaming(
+    args: list[str], *, cwd: str | Path | None, env: dict[str, str] | None, timeout: float,
+    on_line: Callable[[str], None],
+) -> subprocess.CompletedProcess[str]:
+    """As ``subprocess.run``, with each stderr line handed to ``on_line`` (masked) while it runs."""
+    with subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None  # both are pipes, opened above
+        stdout_parts: list[str] = []
+        reader = threading.Thread(target=lambda: stdout_parts.append(stdout.read()), daemon=True)
+        reader.start()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        stderr_lines: list[str] = []
+        try:
+            for line in stderr:
+                stderr_lines.append(line)
+                on_line(redact(line.rstrip("\n")))
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # on_line raised: do not leave the command running
+                proc.kill()
+            reader.join()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(args, timeout)
+    return subprocess.CompletedProcess(args, proc.returncode, "".join(stdout_parts), "".join(stderr_lines))
 
 
 def run(
@@ -22,12 +60,15 @@ def run(
     fix: str,
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``argv`` (no shell), return stdout; raise :class:`CommandError` on failure.
 
     ``what`` names the step for the error message ("clone the source"), ``fix``
     says what the user can do. Command and stderr are masked before they are
-    logged or put in the error.
+    logged or put in the error. ``env`` is the whole environment (merge
+    ``os.environ`` in yourself). ``on_line`` gets each stderr line, masked, as
+    it is written (a long build's progress); the error still carries all of it.
     """
     args = [str(a) for a in argv]
     if shutil.which(args[0]) is None:
@@ -40,15 +81,18 @@ def run(
     shown = " ".join(redact(a) for a in args)
     log.debug("$ %s", shown)
     try:
-        proc = subprocess.run(
-            args,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=env,
-        )
+        if on_line is None:
+            proc = subprocess.run(
+                args,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env=env,
+            )
+        else:
+            proc = _run_streaming(args, cwd=cwd, env=env, timeout=timeout, on_line=on_line)
     except subprocess.TimeoutExpired as err:
         raise CommandError(
             f"cannot {what}: '{shown}' took longer than {timeout:.0f}s; {fix}",
