@@ -7,7 +7,7 @@ a local registry (``push_fma_bases``), each a linux/amd64 + linux/arm64 index of
 busybox: no public image can be pulled here.
 
 ``python -m devkit.fma_sample DIR REGISTRY [TAG]`` pushes the bases, makes ``DIR/source`` and
-``DIR/release.yaml`` and prints ``source=... tag_commit=... config=...`` for a shell to eval.
+and prints ``source=... tag_commit=... config=...`` for a shell to eval.
 """
 
 from __future__ import annotations
@@ -23,19 +23,9 @@ from pathlib import Path
 from devkit.fma_files import DUAL_PODS_TEMPLATE, REQUESTER_BUILDERS, after_tag_files, fma_files
 from devkit.go_builder import publish_go_builder
 from devkit.multiarch import busybox_index
+from tasks.config import DEFAULT_CONFIG
 from tasks.engine import Engines
 from tasks.settings import Settings
-
-# The project's default release config for FMA, as the demo releases the sample with it.
-RELEASE_CONFIG = """\
-images:
-  - {name: dual-pods-controller, builder: ko, main: ./cmd/dual-pods-controller, platforms: all}
-  - {name: launcher-populator,  builder: ko, main: ./cmd/launcher-populator,  platforms: all}
-  - {name: launcher,  dockerfile: dockerfiles/Dockerfile.launcher.benchmark, context: ., platforms: [linux/amd64]}
-  - {name: requester, dockerfile: dockerfiles/Dockerfile.requester,          context: ., platforms: [linux/amd64, linux/arm64]}
-charts:
-  - {path: charts/fma-controllers, from: source}
-"""  # noqa: E501 (written as the project's release.yaml will be)
 
 # Where each base goes under the registry: named like the public images FMA starts from.
 BASE_NAMES = {
@@ -74,7 +64,7 @@ class FmaSample:
     tag: str
     tag_commit: str
     head_commit: str
-    config: Path  # root/release.yaml: the default release config
+    config: Path  # the project's default release config (release.yaml), which releases it
 
 
 def push_fma_bases(registry: str, *, go_builder: bool = False) -> FmaBases:
@@ -117,9 +107,9 @@ def make_fma_source(
     requester_builder: str = "busybox",
     mutate: Callable[[Path], None] | None = None,
 ) -> FmaSample:
-    """Create ``root/source`` (the FMA-shaped repository, tagged, one commit past the tag) and
-    ``root/release.yaml``. ``requester_builder="go"`` cross-compiles the requester in a Go
-    toolchain stage (``bases.go_builder``); ``mutate`` changes the tree before it is tagged."""
+    """Create ``root/source`` (the FMA-shaped repository, tagged, one commit past the tag), which the
+    project's release.yaml (the default config) releases. ``requester_builder="go"`` cross-compiles
+    the requester in a Go toolchain stage (``bases.go_builder``); ``mutate`` changes the tree before it is tagged."""
     if requester_builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester_builder must be one of {', '.join(REQUESTER_BUILDERS)}, not {requester_builder!r}")
     builder = bases.builder
@@ -143,9 +133,7 @@ def make_fma_source(
     _write(repo, after_tag_files((repo / DUAL_PODS_TEMPLATE).read_text(encoding="utf-8")))
     _git(repo, "commit", "--quiet", "-am", "work after the tag")
     head_commit = _git(repo, "rev-parse", "HEAD")
-    config = root / "release.yaml"
-    config.write_text(RELEASE_CONFIG, encoding="utf-8")
-    return FmaSample(path=repo, tag=tag, tag_commit=tag_commit, head_commit=head_commit, config=config)
+    return FmaSample(path=repo, tag=tag, tag_commit=tag_commit, head_commit=head_commit, config=DEFAULT_CONFIG)
 
 
 def main(argv: list[str] | None = None) -> int:

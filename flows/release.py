@@ -174,7 +174,7 @@ def _rebuilder(specs: list[ImageSpec], pusher: Task[..., PushedImage], run: RunC
 
 def _dry_run_image(built: BuiltImage) -> PushedImage:
     # Nothing is pushed: the local image id stands where the registry digest would.
-    return PushedImage(name=built.name, ref=built.ref, digest=built.image_id, status=Status.DRY_RUN,
+    return PushedImage(name=built.name, ref=built.ref, digest=built.digest or built.image_id, status=Status.DRY_RUN,
                        platform=built.platform, label=built.label)
 
 

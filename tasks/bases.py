@@ -8,6 +8,7 @@ whose ``FROM`` lines name the digests.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import requests.exceptions
 from tasks.dockerfile import BaseImage, base_images, pin_bases
 from tasks.engine import local_platform, stream_error
 from tasks.errors import ImageBuildError, RegistryError
+from tasks.koconfig import apply_mirrors
 from tasks.platforms import config_platform, parse_platform, select_platform
 from tasks.redact import redact
 from tasks.references import Reference
@@ -87,15 +89,15 @@ def staged_dockerfile(
     the platform (or for the FROM's own ``--platform``). ``build_args`` include the platform's (they
     expand ``FROM --platform=$BUILDPLATFORM``). ``pull``: have each pinned base in the engine (the
     legacy builder reads only the engine's images; BuildKit pulls what it needs itself)."""
-    text = spec.dockerfile.read_text(encoding="utf-8")
+    text = spec.dockerfile_path.read_text(encoding="utf-8")
     bases = base_images(text, build_args)
     if not bases:
-        return spec.dockerfile
+        return spec.dockerfile_path
     release_host = Reference.parse(spec.ref).host
     pins = {base.line: _pin(client, base, spec, release_host=release_host, registries=registries, log=log, pull=pull)
             for base in bases}
     staging.mkdir(parents=True, exist_ok=True)
-    staged = staging / f"{spec.dockerfile.name}.{spec.platform.replace('/', '-')}"
+    staged = staging / f"{spec.dockerfile_path.name}.{spec.platform.replace('/', '-')}"
     staged.write_text(pin_bases(text, pins), encoding="utf-8")
     return staged
 
@@ -104,6 +106,10 @@ def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, release_
          log: Any, pull: bool) -> str:
     platform = base.platform or spec.platform
     wanted = parse_platform(platform)
+    image = apply_mirrors(base.image, spec.mirrors)
+    if image != base.image:
+        log.info("%s | FROM %s comes from the mirror %s", spec.name, base.image, image)
+        base = replace(base, image=image)
     # A base the engine already holds for this platform is used as it is, as `docker build` does
     # without --pull (a local-only base has no registry to ask). Reading a tag races with nothing:
     # other platforms' bases are pulled by digest, which tags nothing.

@@ -44,5 +44,5 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
     with progress.reporting(spec.label), run.engines.build_slot(spec.engine):
         progress.report(spec.label, Status.BUILDING, "" if spec.engine.is_default else f"on {spec.engine.name}")
         built = builder.build(spec, run, log)
-    progress.report(spec.label, Status.BUILT, built.image_id[:19])
+    progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built

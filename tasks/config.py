@@ -20,6 +20,7 @@ DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"  # FMA on GitHub
 DEFAULT_REGISTRY = f"ghcr.io/{DEFAULT_REPO}"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "release.yaml"
+ALL_PLATFORMS = "all"  # a ko image's platforms: every platform of its base
 
 # An image name becomes the last path component of a registry repository.
 _IMAGE_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -41,7 +42,7 @@ class ImageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    dockerfile: str
+    dockerfile: str | None = None  # a Dockerfile image's; a ko image has a main instead
     context: str = "."
     build_args: dict[str, str] = Field(default_factory=dict)
     # Optional: "source" (default) reads the Dockerfile from the checkout;
@@ -50,10 +51,14 @@ class ImageConfig(BaseModel):
     # Optional: the name of an entry of ``engines`` that must build this image.
     engine: str | None = None
     # Optional: the platforms to build; more than one publishes an OCI image index under the tag.
+    # A ko image may say "all": every platform of its base image (ko build --platform all).
     platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
     # Optional: how it is built. dockerfile (= buildkit): the engine's BuildKit, as docker buildx build;
-    # docker: the engine's legacy builder, for engines without BuildKit.
-    builder: Literal["dockerfile", "buildkit", "docker"] = "dockerfile"
+    # docker: the engine's legacy builder, for engines without BuildKit; ko: a Go main, as FMA's controllers.
+    builder: Literal["dockerfile", "buildkit", "docker", "ko"] = "dockerfile"
+    # ko: the Go main package, relative to the source (./cmd/dual-pods-controller), and GOFLAGS.
+    main: str | None = None
+    goflags: tuple[str, ...] = ()
     # Optional: build secrets for RUN --mount=type=secret,id=ID: ID -> the environment variable holding it.
     secrets: dict[str, str] = Field(default_factory=dict)
 
@@ -68,8 +73,27 @@ class ImageConfig(BaseModel):
 
     @field_validator("dockerfile")
     @classmethod
-    def _dockerfile(cls, value: str) -> str:
-        return _relative_inside(value, "dockerfile")
+    def _dockerfile(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_inside(value, "dockerfile")
+
+    @field_validator("main")
+    @classmethod
+    def _main(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_inside(value.removeprefix("./") or ".", "main")
+
+    @model_validator(mode="after")
+    def _builder_needs(self) -> ImageConfig:
+        if self.builder == "ko":
+            if not self.main:
+                raise ValueError(f"image {self.name!r} is built by ko: give its Go main, e.g. main: ./cmd/{self.name}")
+            if self.dockerfile:
+                raise ValueError(f"image {self.name!r} is built by ko: remove 'dockerfile', or use builder: dockerfile")
+        else:
+            if not self.dockerfile:
+                raise ValueError(f"image {self.name!r} needs a dockerfile (or builder: ko with a main)")
+            if self.platforms == (ALL_PLATFORMS,):
+                raise ValueError(f"image {self.name!r}: platforms: all needs builder: ko; list the platforms")
+        return self
 
     @field_validator("context")
     @classmethod
@@ -81,8 +105,10 @@ class ImageConfig(BaseModel):
     def _platforms(cls, value: object) -> object:
         if value is None:
             return (DEFAULT_PLATFORM,)
+        if value == ALL_PLATFORMS:
+            return (ALL_PLATFORMS,)
         if isinstance(value, str):
-            raise ValueError(f"platforms must be a list, e.g. [{value}]")
+            raise ValueError(f"platforms must be a list, e.g. [{value}], or all (ko images)")
         return value
 
     @field_validator("platforms")
@@ -91,6 +117,8 @@ class ImageConfig(BaseModel):
         if not value:
             raise ValueError("platforms is empty: list at least one, e.g. [linux/amd64], or leave it out")
         for platform in value:
+            if platform == ALL_PLATFORMS and len(value) == 1:
+                continue
             parse_platform(platform)
         twice = sorted({p for p in value if value.count(p) > 1})
         if twice:
@@ -164,6 +192,9 @@ class ReleaseConfig(BaseModel):
     # Optional: what a chart may reference besides the release's own images. allow: listed in the summary
     # (a warning when not pinned by digest); require-digest: only images pinned by digest; deny: none.
     external_images: Literal["allow", "require-digest", "deny"] = "allow"
+    # Optional: base image registries rewritten to mirrors (air-gapped builders, pull-through caches),
+    # for .ko.yaml bases and Dockerfile FROM lines: {cgr.dev: registry.local/mirror/cgr.dev}. Digests stay.
+    mirrors: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("images", "charts", "engines", mode="before")
     @classmethod

@@ -91,6 +91,10 @@ class RegistryError(ReleaseError):
         self.transient = transient
 
 
+class LayoutError(ReleaseError):
+    """An OCI image layout on disk is missing, incomplete or malformed: build the image again."""
+
+
 class ChartError(ReleaseError):
     """The chart is invalid, cannot be packaged, or cannot be published."""
 

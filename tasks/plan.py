@@ -12,9 +12,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from tasks.config import PROJECT_ROOT, ReleaseConfig
+from tasks.config import PROJECT_ROOT, ImageConfig, ReleaseConfig
 from tasks.engine import DEFAULT_ENGINE, Engine, assign_engines, configured_engines
 from tasks.errors import ConfigError
 from tasks.platforms import DEFAULT_PLATFORM, platform_tag
@@ -30,8 +31,8 @@ class ImageSpec:
 
     name: str
     ref: str  # <registry>/<name>:<tag>
-    dockerfile: Path
-    context: Path
+    dockerfile: Path | None  # None for a ko image
+    context: Path  # the build context; a ko image's: the checkout (its Go module)
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     # Hash of everything that determines the image; also its FINGERPRINT_LABEL.
@@ -43,6 +44,17 @@ class ImageSpec:
     index_ref: str = ""
     builder: str = "dockerfile"  # which module of tasks/builders builds it
     secrets: Mapping[str, str] = field(default_factory=dict)  # secret id -> environment variable name
+    mirrors: Mapping[str, str] = field(default_factory=dict)  # base registry prefix -> mirror
+    # ko: the Go main, GOFLAGS, and the tagged commit's time (reproducible builds)
+    main: str = ""
+    goflags: tuple[str, ...] = ()
+    created_epoch: int = 0
+    @property
+    def dockerfile_path(self) -> Path:
+        """The Dockerfile of a Dockerfile image (:class:`ConfigError` for a ko image)."""
+        if self.dockerfile is None:
+            raise ConfigError(f"image {self.name} is built by {self.builder}, which takes no Dockerfile")
+        return self.dockerfile
 
     @property
     def label(self) -> str:
@@ -89,14 +101,64 @@ def _inside(name: str, what: str, path: Path, root: Path) -> Path:
     return path
 
 
+def ko_fingerprint(source: Path, image: ImageConfig, *, labels: Mapping[str, str],
+                   mirrors: Mapping[str, str]) -> str:
+    """What determines a ko build: the tagged commit and tag (in the labels), go.mod and go.sum, the
+    main's package files, .ko.yaml (its base, pinned by digest as FMA's is, or by tag), GOFLAGS,
+    platforms and mirrors. Not the registry: the same tag built for two registries is the same image."""
+    main = source / (image.main or ".")
+    files = {name: source / name for name in ("go.mod", "go.sum", ".ko.yaml")}
+    files |= {str(p.relative_to(source)): p for p in sorted(main.glob("*.go"))}
+    payload = json.dumps(
+        {
+            "builder": "ko", "main": image.main, "goflags": list(image.goflags),
+            "platforms": list(image.platforms), "mirrors": dict(sorted(mirrors.items())),
+            "labels": dict(sorted(labels.items())),
+            "files": {name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+                      for name, p in files.items()},
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def created_epoch(created: str) -> int:
+    """Seconds since the epoch of an RFC 3339 time (the tagged commit's), for SOURCE_DATE_EPOCH."""
+    return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()) if created else 0
+
+
+def _ko_spec(image: ImageConfig, checkout: Checkout, registry: str, mirrors: Mapping[str, str]) -> ImageSpec:
+    main = _inside(image.name, "main", (checkout.path / (image.main or ".")).resolve(), checkout.path)
+    if not main.is_dir():
+        raise ConfigError(
+            f"image {image.name}: main {image.main} is not a directory in the source at {checkout.tag}; "
+            "fix 'main' in the release config"
+        )
+    ref = image_ref(registry, image.name, checkout.tag)
+    labels = oci_labels(checkout, image.name)
+    fingerprint = ko_fingerprint(checkout.path, image, labels=labels, mirrors=mirrors)
+    return ImageSpec(
+        name=image.name, ref=ref, dockerfile=None, context=checkout.path,
+        labels={**labels, FINGERPRINT_LABEL: fingerprint}, fingerprint=fingerprint,
+        platform=",".join(image.platforms), builder="ko", mirrors=dict(mirrors),
+        main=f"./{image.main}" if image.main and not image.main.startswith(".") else image.main or ".",
+        goflags=tuple(image.goflags), created_epoch=created_epoch(checkout.created),
+    )
+
+
 def image_specs(
     config: ReleaseConfig, checkout: Checkout, registry: str, project_root: Path = PROJECT_ROOT
 ) -> list[ImageSpec]:
-    """One spec per configured image and platform; :class:`ConfigError` for a missing Dockerfile or context."""
+    """One spec per configured image and platform (a ko image: one for all its platforms, its index
+    made by ko); :class:`ConfigError` for a missing Dockerfile, context or main."""
     specs = []
     engines = {target.name: target for target in configured_engines(config)}
     placed = assign_engines([(image.name, image.engine) for image in config.images], list(engines))
     for image in config.images:
+        if image.builder == "ko":
+            specs.append(_ko_spec(image, checkout, registry, config.mirrors))
+            continue
+        assert image.dockerfile is not None  # the config requires one without ko
         base = project_root if image.dockerfile_from == "project" else checkout.path
         dockerfile = _inside(image.name, "dockerfile", (base / image.dockerfile).resolve(), base)
         context = _inside(image.name, "context", (checkout.path / image.context).resolve(), checkout.path)
@@ -126,7 +188,7 @@ def image_specs(
                     build_args=dict(image.build_args), labels={**labels, FINGERPRINT_LABEL: fingerprint},
                     fingerprint=fingerprint, platform=platform, index_ref=tag_ref if several else "",
                     engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
-                    builder=image.builder, secrets=dict(image.secrets),
+                    builder=image.builder, secrets=dict(image.secrets), mirrors=dict(config.mirrors),
                 )
             )
     return specs

@@ -21,6 +21,7 @@ from tasks import progress
 from tasks.builders import BuiltImage
 from tasks.engine import local_image_id, stream_error
 from tasks.errors import ImageMissingError, ImagePushError
+from tasks.layout import push_layout, read_layout
 from tasks.plan import FINGERPRINT_LABEL
 from tasks.redact import install_log_filter, redact
 from tasks.references import Reference
@@ -34,13 +35,22 @@ if TYPE_CHECKING:
 
 
 def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:
-    """The registry's digest of ``ref`` when it holds exactly this build, else ``""``."""
+    """The registry's digest of ``ref`` when it holds exactly this build, else ``""`` (an image index,
+    as ko makes, is this build when its platform images carry the fingerprint)."""
     if not fingerprint:
         return ""
     api, target = registries.for_ref(ref)
     with api:
-        found = api.manifest_and_config(target.repository, target.tag)
-    return found.digest if found is not None and found.labels.get(FINGERPRINT_LABEL) == fingerprint else ""
+        found = api.manifest(target.repository, target.tag)
+        if found is None:
+            return ""
+        digest, manifest = found
+        entries = [str(m.get("digest")) for m in manifest.get("manifests") or []]
+        for reference in entries or [digest]:
+            image = api.manifest_and_config(target.repository, reference)
+            if image is None or image.labels.get(FINGERPRINT_LABEL) != fingerprint:
+                return ""
+    return digest
 
 
 def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
@@ -76,8 +86,25 @@ def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunConte
     return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=built.platform, label=built.label)
 
 
+def push_layout_image(built: BuiltImage, run: RunContext) -> PushedImage:
+    """Publish an OCI layout through the registry API; a multi-platform one with each platform listed."""
+    if built.layout is None or not (built.layout / "index.json").is_file():
+        raise ImageMissingError(built.name, f"the OCI layout of {built.ref} is gone; it will be rebuilt")
+    layout = read_layout(built.layout)
+    api, _ = run.registries.for_ref(built.ref)
+    with api:
+        digest = push_layout(layout, built.ref, api)
+    platforms = tuple(PushedImage(name=built.name, ref=built.ref, digest=d, platform=p, label=f"{built.name} {p}")
+                      for p, d in layout.platforms) if len(layout.platforms) > 1 else ()
+    single = layout.platforms[0][0] if len(layout.platforms) == 1 else ""
+    return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=single, platforms=platforms,
+                       label=built.label)
+
+
 def push_built(built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
-    """Publish what a builder made: an engine image through its engine."""
+    """Publish what a builder made: an OCI layout through the registry API, an engine image through its engine."""
+    if built.layout is not None:
+        return push_layout_image(built, run)
     with run.engines.client(built.engine, timeout=run.settings.push_stall_seconds) as client:
         if not built.image_id or local_image_id(client, built.ref) != built.image_id:
             raise ImageMissingError(

@@ -40,7 +40,7 @@ def release_key(
 ) -> str:
     """The key of a release's record (pure but for reading this project's files the config uses)."""
     project_files = sorted(
-        {i.dockerfile for i in config.images if i.dockerfile_from == "project"}
+        {i.dockerfile for i in config.images if i.dockerfile_from == "project" and i.dockerfile}
         | {c.path for c in config.charts if c.origin == "project"}
     )
     payload = {

@@ -18,6 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -300,6 +301,54 @@ class RegistryAPI:
         """The image config (with ``config.Labels``) of a single-platform image."""
         found = self.manifest_and_config(repository, reference)
         return None if found is None else found.config
+
+
+    # -- blob upload (for pushing an OCI layout) -----------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether the repository holds the blob ``digest`` (one HEAD request)."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        if response.status_code == 404:
+            return False
+        self._check(response, f"look up blob {digest} of {repository}")
+        return True
+
+    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``.
+
+        The registry checks the bytes against ``digest``. Faults are :class:`RegistryError`,
+        ``transient`` for 5xx, 429 and dropped connections.
+        """
+        scope = f"repository:{repository}:pull,push"
+        started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
+        self._check(started, f"start an upload to {repository}")
+        location = started.headers.get("Location", "")
+        if not location:
+            raise RegistryError(
+                f"registry {self.host} started an upload to {repository} but sent no Location; "
+                "check that it speaks the distribution API", transient=True,
+            )
+        path = self._same_origin_path(location)
+        separator = "&" if "?" in path else "?"
+        response = self.request(
+            "PUT", f"{path}{separator}digest={digest}", scope=scope, data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._check(response, f"upload blob {digest} to {repository}")
+
+    def _same_origin_path(self, location: str) -> str:
+        """An upload ``Location`` as a path on this registry (it may be relative or absolute)."""
+        if not location.startswith(("http://", "https://")):
+            return location if location.startswith("/") else f"/{location}"
+        parts = urlsplit(location)
+        if parts.netloc != self.host:
+            raise RegistryError(
+                f"registry {self.host} sent an upload location on another host ({parts.netloc}); "
+                "uploads through a second host are not supported: push to that host directly"
+            )
+        return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 can publish.
 
 Every builder meets :class:`Builder`, one module each (``buildkit``: Dockerfiles with the engine's
-BuildKit, the default; ``docker``: the engine's legacy builder through the SDK). What a build gives is a
-:class:`BuiltImage`: an image in a Docker engine
-(``image_id``), or an OCI image layout on disk (``layout``) for builders that need no engine.
-:func:`builder_for` picks the builder a spec names.
+BuildKit, the default; ``docker``: the engine's legacy builder through the SDK; ``ko``: Go mains, no
+engine). What a build gives is a :class:`BuiltImage`: an image in a Docker engine (``image_id``), or
+an OCI image layout on disk (``layout``) for builders that need no engine; one pusher
+(tasks/push.py) publishes either. :func:`builder_for` picks the builder a spec names.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class BuiltImage:
     platform: str = ""  # set for one platform of a multi-platform image
     label: str = ""  # as ImageSpec.label
     layout: Path | None = None  # an OCI image layout, for a build outside any engine
+    digest: str = ""  # the layout's top manifest (an image index for several platforms)
 
     @property
     def item(self) -> str:
@@ -52,6 +53,10 @@ def builder_for(spec: ImageSpec) -> Builder:
         from tasks.builders.buildkit import BuildkitBuilder
 
         return BuildkitBuilder()
+    if spec.builder == "ko":
+        from tasks.builders.ko import KoBuilder
+
+        return KoBuilder()
     if spec.builder == "docker":
         from tasks.builders.docker import LegacyBuilder
 

@@ -54,7 +54,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log:
     """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log``."""
     with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
         try:
-            text = spec.dockerfile.read_text(encoding="utf-8")
+            text = spec.dockerfile_path.read_text(encoding="utf-8")
             platform_args = platform_build_args(spec.platform, run.engines.platform(client))
             declared = declared_args(text)
             build_args = {**{k: v for k, v in platform_args.items() if k in declared}, **spec.build_args}
@@ -111,7 +111,7 @@ def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_ar
                 raise ImageBuildError(
                     spec.name,
                     f"image {spec.label} failed to build at {step or 'the first step'}: "
-                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile.name} and re-run"),
+                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile_path.name} and re-run"),
                 )
     except docker.errors.APIError as err:
         raise ImageBuildError(

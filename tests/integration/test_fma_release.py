@@ -1,0 +1,160 @@
+"""The FMA-shaped sample released with the project's default release.yaml, as FMA releases itself:
+controllers by ko (an index of every platform of the base, /ko-app/<name>, no engine, reproducible),
+Dockerfile images by BuildKit, the source's own chart at the tag, its busybox inspector listed."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import helm_python as helm
+import pytest
+import yaml
+
+from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
+from devkit.registry import RegistryProcess
+from flows.release import release
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+KO_IMAGES = ("dual-pods-controller", "launcher-populator")
+ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
+
+
+@pytest.fixture(scope="module")
+def bases(registry: RegistryProcess) -> FmaBases:
+    return push_fma_bases(f"{registry.host}/fma-bases")
+
+
+@pytest.fixture(scope="module")
+def released(
+    registry: RegistryProcess, bases: FmaBases, tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient,
+) -> tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]]:
+    """One release of the sample with the default config, and the containers the engine created meanwhile."""
+    src = make_fma_source(tmp_path_factory.mktemp("fma"), bases=bases)
+    reg = f"{registry.host}/fma-main"
+    since = int(time.time()) - 1
+    summary = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
+    created = list(engine.events(since=since, until=int(time.time()) + 1, decode=True,
+                                 filters={"type": "container", "event": "create"}))
+    # Other builds on a shared engine create containers too: only those of this release's images and bases count.
+    ours = {image["Id"] for image in engine.images() if any(
+        tag.startswith(f"{registry.host}/fma-") for tag in image.get("RepoTags") or [])}
+    return src, reg, summary, [e for e in created if e.get("from") in ours or str(e.get("from")).startswith(reg)]
+
+
+def layer_file(api: RegistryAPI, repository: str, manifest: dict[str, Any], name: str) -> bytes | None:
+    for layer in manifest["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(api.blob(repository, layer["digest"])), mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == name.lstrip("/") and member.isfile():
+                    extracted = tar.extractfile(member)
+                    return extracted.read() if extracted else None
+    return None
+
+
+def test_controllers_are_ko_indexes_of_every_base_platform_with_ko_app(
+    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
+) -> None:
+    """Each controller's tag is an index of linux/amd64 and linux/arm64; each platform runs /ko-app/<name>,
+    an ELF for its architecture, with KO_DATA_PATH set."""
+    _, reg, summary, _ = released
+    namespace = reg.split("/", 1)[1]
+    images = {i["name"]: i for i in summary["images"]}
+    with RegistryAPI(registry.host) as api:
+        for name in KO_IMAGES:
+            repo = f"{namespace}/{name}"
+            digest, index = api.manifest(repo, "v0.6.4") or ("", {})
+            assert digest == images[name]["digest"]
+            platforms = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                         for m in index["manifests"]}
+            assert set(platforms) == {"linux/amd64", "linux/arm64"}
+            assert {p["platform"] for p in images[name]["platforms"]} == set(platforms)
+            for platform, manifest_digest in platforms.items():
+                found = api.manifest_and_config(repo, manifest_digest)
+                assert found is not None
+                assert found.config["config"]["Entrypoint"] == [f"/ko-app/{name}"]
+                assert any(e.startswith("KO_DATA_PATH=") for e in found.config["config"]["Env"])
+                binary = layer_file(api, repo, found.manifest, f"ko-app/{name}")
+                assert binary is not None and binary[:4] == b"\x7fELF"
+                assert int.from_bytes(binary[18:20], "little") == ELF_MACHINE[platform.split("/")[1]]
+                assert found.labels["org.opencontainers.image.version"] == "v0.6.4"
+
+
+def test_the_arm64_controller_runs_under_qemu_and_the_release_created_no_container(
+    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], engine: docker.APIClient,
+) -> None:
+    """No build of the release created a container (ko needs no engine; BuildKit runs steps itself); the
+    arm64 binary, pulled and run, says arm64."""
+    _, reg, _, created = released
+    assert created == []
+    ref = f"{reg}/dual-pods-controller:v0.6.4"
+    try:
+        out = subprocess.run(["docker", "run", "--rm", "--platform", "linux/arm64", ref],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stderr
+        assert "arm64" in out.stdout and "v0.6.4" in out.stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)
+
+
+def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
+    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], tmp_path: Path,
+) -> None:
+    """Templates byte-identical to the tag's (not HEAD's); values.yaml differs in imageRegistry and imageTag only;
+    the busybox inspector is listed as external and unpinned."""
+    src, reg, summary, _ = released
+    (chart,) = summary["charts"]
+    assert (chart["name"], chart["version"]) == ("fma-controllers", "0.6.4")
+    client = helm.RegistryClient(plain_http=True)
+    try:
+        client.pull(chart["ref"], version="0.6.4", destination=tmp_path, untar=True, untar_dir=tmp_path,
+                    plain_http=True)
+    finally:
+        client.close()
+    root = tmp_path / "fma-controllers"
+    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def at_tag(path: str) -> bytes:
+        return subprocess.run(["git", "-C", str(src.path), "show", f"{src.tag}:charts/fma-controllers/{path}"],
+                              capture_output=True, check=True).stdout
+
+    templates = sorted(p for p in files if p.startswith("templates/"))
+    assert templates and all(files[p] == at_tag(p) for p in templates)
+    head = subprocess.run(["git", "-C", str(src.path), "diff", "--name-only", src.tag, "HEAD", "--", "charts"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert head, "the sample's commit after the tag changes the chart"
+    released_values = yaml.safe_load(files["values.yaml"])
+    tagged_values = yaml.safe_load(at_tag("values.yaml"))
+    assert released_values["global"].pop("imageRegistry") == reg
+    assert released_values["global"].pop("imageTag") == "v0.6.4"
+    tagged_values["global"].pop("imageRegistry")
+    tagged_values["global"].pop("imageTag")
+    assert released_values == tagged_values
+    chart_yaml = yaml.safe_load(files["Chart.yaml"])
+    assert (chart_yaml["version"], chart_yaml["appVersion"]) == ("0.6.4", "v0.6.4")
+    assert summary["external_images"] == [{"chart": "fma-controllers", "image": "busybox:1.38.0", "pinned": False}]
+
+
+def test_the_same_tag_in_another_repository_gives_the_same_ko_digests_and_a_rerelease_builds_nothing(
+    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
+    events: list[tuple[str, str, str]],
+) -> None:
+    """ko builds are reproducible (commit time as SOURCE_DATE_EPOCH); releasing the published tag again is answered
+    from the record."""
+    src, reg, summary, _ = released
+    other = release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/fma-other",
+                    retry_base_delay=0.1).summary()
+    digests = {i["name"]: i["digest"] for i in summary["images"]}
+    assert {i["name"]: i["digest"] for i in other["images"] if i["name"] in KO_IMAGES} == {
+        name: digests[name] for name in KO_IMAGES}
+    events.clear()
+    again = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
+    assert [state for _, state, _ in events if state == "building"] == []
+    assert all(i["status"] == "already published" for i in again["images"])

@@ -1,0 +1,267 @@
+"""A source's .ko.yaml read as ko reads it, bases chosen per main, and mirrored (pure)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tasks.builders.ko import KoBuild, explain_ko_failure, ko_argv, ko_env
+from tasks.errors import ConfigError
+from tasks.koconfig import (
+    KO_DEFAULT_BASE,
+    KoBuildEntry,
+    KoConfig,
+    apply_mirrors,
+    base_for,
+    import_path,
+    module_path,
+    parse_ko_config,
+    split_reference,
+    staged_ko_config,
+)
+
+DIGEST = "sha256:" + "d" * 64
+
+FULL = f"""\
+defaultBaseImage: cgr.dev/chainguard/static@{DIGEST}
+baseImageOverrides:
+  github.com/Example/fma/cmd/Launcher-Populator: registry.k8s.io/base:1
+builds:
+- id: controller
+  dir: .
+  main: ./cmd/dual-pods-controller
+  env: [CGO_ENABLED=0]
+  flags: -tags=netgo
+  ldflags:
+  - -s -w
+  - -X main.version={{{{.Env.VERSION}}}}
+defaultPlatforms: [linux/amd64, linux/arm64]
+"""
+
+
+def test_parse_reads_every_setting_that_decides_a_build() -> None:
+    """Base, overrides (keys lower-cased as ko matches them), builds and default platforms are read."""
+    config = parse_ko_config(FULL)
+    assert config.default_base == f"cgr.dev/chainguard/static@{DIGEST}"
+    assert config.base_overrides == {"github.com/example/fma/cmd/launcher-populator": "registry.k8s.io/base:1"}
+    assert config.builds == (
+        KoBuildEntry(
+            id="controller", dir=".", main="./cmd/dual-pods-controller", env=("CGO_ENABLED=0",),
+            flags=("-tags=netgo",), ldflags=("-s -w", "-X main.version={{.Env.VERSION}}"),
+        ),
+    )
+    assert config.default_platforms == ("linux/amd64", "linux/arm64")
+
+
+def test_parse_matches_top_level_keys_whatever_their_case() -> None:
+    """viper reads DefaultBaseImage as defaultBaseImage: so does the parser."""
+    assert parse_ko_config("DefaultBaseImage: example.org/base:2\n").default_base == "example.org/base:2"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_parse_empty_config_is_all_defaults(text: str) -> None:
+    """An empty or absent .ko.yaml is ko's defaults: no base named, no overrides, no builds."""
+    assert parse_ko_config(text) == KoConfig()
+
+
+def test_build_entry_defaults_follow_ko() -> None:
+    """A build entry without dir or main means the module root, as ko (and goreleaser) default them."""
+    (entry,) = parse_ko_config("builds:\n- id: x\n").builds
+    assert (entry.dir, entry.main, entry.flags) == (".", ".", ())
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("defaultBaseImage: [unclosed\n", "not valid YAML at line"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("defaultBaseImage: {a: 1}\n", "defaultBaseImage must be"),
+        ("baseImageOverrides: [a]\n", "baseImageOverrides must map"),
+        ("builds: {id: x}\n", "builds must be a list"),
+        ("builds: [3]\n", "builds entry #0 must be a mapping"),
+        ("builds:\n- ldflags: {a: b}\n", "ldflags must be a string or a list"),
+    ],
+)
+def test_malformed_config_is_one_line_config_error(text: str, says: str) -> None:
+    """Malformed YAML or a wrongly shaped setting is a ConfigError: one line naming the file and the fix."""
+    with pytest.raises(ConfigError) as caught:
+        parse_ko_config(text, "src/.ko.yaml")
+    message = str(caught.value)
+    assert says in message and "src/.ko.yaml" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("main", "expected"),
+    [
+        ("github.com/example/fma/cmd/launcher-populator", "registry.k8s.io/base:1"),
+        ("ko://github.com/example/fma/cmd/launcher-populator", "registry.k8s.io/base:1"),
+        ("github.com/Example/fma/cmd/Launcher-Populator", "registry.k8s.io/base:1"),
+        ("github.com/example/fma/cmd/dual-pods-controller", f"cgr.dev/chainguard/static@{DIGEST}"),
+    ],
+)
+def test_base_for_prefers_the_override_of_the_import_path(main: str, expected: str) -> None:
+    """An override for the import path wins (case-insensitively, ko:// or not); others get the default."""
+    assert base_for(parse_ko_config(FULL), main) == expected
+
+
+def test_base_for_without_a_default_is_kos_own() -> None:
+    """With no base in .ko.yaml the base is ko v0.19.1's default, chainguard's static image."""
+    assert base_for(KoConfig(), "example.test/x/cmd/y") == KO_DEFAULT_BASE == "cgr.dev/chainguard/static:latest"
+
+
+@pytest.mark.parametrize(
+    ("main", "expected"),
+    [("./cmd/hello", "example.test/m/cmd/hello"), (".", "example.test/m"), ("cmd/x/", "example.test/m/cmd/x")],
+)
+def test_import_path_of_a_relative_main(main: str, expected: str) -> None:
+    """A Makefile-style ./cmd/x main becomes the import path overrides are keyed by."""
+    assert import_path(module_path('// c\nmodule "example.test/m" // why\n\ngo 1.22\n'), main) == expected
+
+
+def test_module_path_missing_is_config_error() -> None:
+    """A go.mod without a module line is a ConfigError."""
+    with pytest.raises(ConfigError, match="no module line"):
+        module_path("go 1.22\n")
+
+
+MIRRORS = {"cgr.dev": "127.0.0.1:5000/mirror/cgr.dev"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "mirrors", "expected"),
+    [
+        ("cgr.dev/chainguard/static:latest", MIRRORS, "127.0.0.1:5000/mirror/cgr.dev/chainguard/static:latest"),
+        (f"cgr.dev/chainguard/static@{DIGEST}", MIRRORS, f"127.0.0.1:5000/mirror/cgr.dev/chainguard/static@{DIGEST}"),
+        (f"cgr.dev/chainguard/static:1@{DIGEST}", MIRRORS,
+         f"127.0.0.1:5000/mirror/cgr.dev/chainguard/static:1@{DIGEST}"),
+        ("cgr.dev/chainguard/static", MIRRORS, "127.0.0.1:5000/mirror/cgr.dev/chainguard/static"),
+        # a registry with a port, mirrored; its port is not mistaken for a tag
+        ("10.0.0.5:5000/base/go:1.22", {"10.0.0.5:5000": "mirror.test/m"}, "mirror.test/m/base/go:1.22"),
+        ("10.0.0.5:5000/base/go", {"10.0.0.5:5000": "mirror.test/m"}, "mirror.test/m/base/go"),
+        # no prefix matches: unchanged, and a prefix matches whole components only
+        ("ghcr.io/x/y:1", MIRRORS, "ghcr.io/x/y:1"),
+        ("cgr.devious/x:1", MIRRORS, "cgr.devious/x:1"),
+        ("cgr.dev/chainguard/static:1", {}, "cgr.dev/chainguard/static:1"),
+        # the longest prefix wins; a trailing slash on either side is tolerated
+        ("cgr.dev/chainguard/static:1", {"cgr.dev/": "a.test/m/", "cgr.dev/chainguard": "b.test/cg"},
+         "b.test/cg/static:1"),
+        # Docker Hub's short names match docker.io
+        ("busybox:1.36", {"docker.io": "127.0.0.1:5000/hub"}, "127.0.0.1:5000/hub/library/busybox:1.36"),
+        ("index.docker.io/library/busybox", {"docker.io": "m.test/hub"}, "m.test/hub/library/busybox"),
+    ],
+)
+def test_apply_mirrors(ref: str, mirrors: dict[str, str], expected: str) -> None:
+    """The registry part is rewritten to the mirror; repository path, tag and digest are kept."""
+    assert apply_mirrors(ref, mirrors) == expected
+
+
+@pytest.mark.parametrize(
+    ("ref", "parts"),
+    [
+        ("a.test:5000/x/y:1", ("a.test:5000/x/y", ":1")),
+        (f"a.test/y@{DIGEST}", ("a.test/y", f"@{DIGEST}")),
+        ("a.test:5000/y", ("a.test:5000/y", "")),
+    ],
+)
+def test_split_reference(ref: str, parts: tuple[str, str]) -> None:
+    """A reference splits into name and tag/digest suffix, a port staying with the name."""
+    assert split_reference(ref) == parts
+
+
+def test_staged_config_mirrors_bases_and_keeps_builds() -> None:
+    """The staged copy names mirrored bases and keeps every other setting as the source has it."""
+    staged = yaml.safe_load(staged_ko_config(FULL, {**MIRRORS, "registry.k8s.io": "127.0.0.1:5000/mirror/k8s"}))
+    original = yaml.safe_load(FULL)
+    assert staged["defaultBaseImage"] == f"127.0.0.1:5000/mirror/cgr.dev/chainguard/static@{DIGEST}"
+    assert staged["baseImageOverrides"] == {
+        "github.com/Example/fma/cmd/Launcher-Populator": "127.0.0.1:5000/mirror/k8s/base:1"
+    }
+    assert staged["builds"] == original["builds"]
+    assert staged["defaultPlatforms"] == original["defaultPlatforms"]
+    assert parse_ko_config(staged_ko_config(FULL, MIRRORS)).builds == parse_ko_config(FULL).builds
+
+
+def test_staged_config_writes_kos_default_base_mirrored() -> None:
+    """With no base in the source, ko's default is written out mirrored so ko never reaches cgr.dev."""
+    staged = yaml.safe_load(staged_ko_config("builds:\n- main: ./cmd/x\n", MIRRORS))
+    assert staged["defaultBaseImage"] == "127.0.0.1:5000/mirror/cgr.dev/chainguard/static:latest"
+    assert yaml.safe_load(staged_ko_config("", {"ghcr.io": "m.test"})) == {}
+
+
+def test_staged_config_of_malformed_yaml_is_config_error() -> None:
+    """A malformed .ko.yaml cannot be staged either."""
+    with pytest.raises(ConfigError):
+        staged_ko_config("builds: [", MIRRORS)
+
+
+# -- the ko command and its environment (pure) ----------------------------------------
+
+
+def _build(**kwargs: object) -> KoBuild:
+    from pathlib import Path
+
+    fields: dict[str, object] = {"name": "hello", "source": Path("/src"), "main": "./cmd/hello",
+                                 "out": Path("/out/hello")}
+    fields.update(kwargs)
+    return KoBuild(**fields)  # type: ignore[arg-type]  # test helper: fields as keywords
+
+
+def test_ko_argv_builds_without_pushing_for_all_platforms() -> None:
+    """No push, a layout, every platform of the base when none are named, SBOMs beside the layout."""
+    argv = ko_argv(_build(), "/bin/ko")
+    assert argv[:3] == ["/bin/ko", "build", "./cmd/hello"]
+    assert {"--push=false", "--oci-layout-path=/out/hello", "--platform=all", "--base-import-paths",
+            "--sbom=spdx", "--sbom-dir=/out/hello.sbom"} <= set(argv)
+
+
+def test_ko_argv_names_platforms_and_quotes_labels() -> None:
+    """Named platforms are comma-joined; a label holding a comma is CSV-quoted (pflag splits on commas)."""
+    argv = ko_argv(_build(platforms=("linux/amd64", "linux/arm64"), labels={"b": "x,y", "a": "1"}, sbom=False),
+                   "/bin/ko")
+    assert "--platform=linux/amd64,linux/arm64" in argv and "--sbom=none" in argv
+    labels = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--image-label"]
+    assert labels == ["a=1", '"b=x,y"']
+
+
+def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
+    """KO_* (viper would read them as settings), GOFLAGS and secret-named variables do not reach ko."""
+    inherited = {"PATH": "/usr/bin", "HOME": "/root", "KO_DEFAULTBASEIMAGE": "evil.test/x", "GOFLAGS": "-race",
+                 "FMA_REGISTRY_PASSWORD": "s3cret", "GITHUB_TOKEN": "t", "KOCACHE": "/cache", "GOPROXY": "p"}
+    env = ko_env(_build(goflags=("-cover", "-coverpkg=a,b"), created_epoch=1700000000), inherited, "/opt/go/bin/go")
+    assert env["PATH"] == "/opt/go/bin:/usr/bin" and env["KO_GO_PATH"] == "/opt/go/bin/go"
+    assert env["GOFLAGS"] == "-cover -coverpkg=a,b"
+    assert env["SOURCE_DATE_EPOCH"] == env["KO_DATA_DATE_EPOCH"] == "1700000000"
+    assert env["KOCACHE"] == "/cache" and env["GOPROXY"] == "p" and env["HOME"] == "/root"
+    assert not {"KO_DEFAULTBASEIMAGE", "FMA_REGISTRY_PASSWORD", "GITHUB_TOKEN"} & set(env)
+    assert "GOFLAGS" not in ko_env(_build(), inherited, "/opt/go/bin/go")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "says"),
+    [
+        (
+            'Error: failed to publish images: error building "ko://m/cmd/hello": build: go build: exit status 1: '
+            "# m/cmd/hello\ncmd/hello/main.go:5:2: undefined: foo\ncmd/hello/main.go:6:2: undefined: bar\n",
+            "./cmd/hello does not compile: cmd/hello/main.go:5:2: undefined: foo; fix the source",
+        ),
+        ('Error: failed to publish images: importpath "ko://m/cmd/x" is not supported: importpath is not '
+         "`package main`\n", "is not a main package"),
+        ('Error: failed to publish images: error building "ko://m/cmd/hello": fetching base image: pulling '
+         "r.test/base:1: GET http://r.test/v2/base/manifests/1: MANIFEST_UNKNOWN: manifest unknown\n",
+         "the base image r.test/base:1 is not in its registry"),
+        ('Error: failed to publish images: error building "ko://m": fetching base image: pulling r.test/base:1: '
+         'Get "https://r.test/v2/": dial tcp 10.1.1.1:443: connect: connection refused\n',
+         "cannot reach the registry r.test for the base image r.test/base:1"),
+        ('Error: failed to publish images: error building "ko://m": fetching base image: pulling r.test/base:1: '
+         "GET https://r.test/token: UNAUTHORIZED: authentication required\n", "the registry r.test refused"),
+        ('Error: failed to publish images: qualifying local import : err: go command required, not found: exec: '
+         '"go": executable file not found in $PATH: stderr:\n', "Go is not installed"),
+        ("Error: failed to publish images: error building: no matching platforms in base image index\n",
+         "has none of the platforms"),
+        ("2026/12/02 06:53:19 Using base x\nError: something new: went wrong\n", "ko failed: something new"),
+    ],
+)
+def test_explain_ko_failure(stderr: str, says: str) -> None:
+    """Each way ko fails becomes one line that names the image, the cause and the fix."""
+    message = explain_ko_failure(stderr, _build(), "r.test/base:1")
+    assert says in message and message.startswith("image hello: ") and "\n" not in message
