@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A full release on local parts: installs and starts what is missing (dockerd,
-# a registry, the Prefect server and UI), makes an FMA-like source repository
-# tagged v0.3.1, releases it, and prints the summary. Stop it all with
+# a registry, the Prefect server and UI, ko), makes a source repository shaped
+# like FMA at v0.6.4 (its bases pushed to the local registry), releases it with
+# the project's default release.yaml, and prints the summary. Stop it all with
 # scripts/stop.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,13 +10,13 @@ bash "$here/scripts/setup.sh"
 bash "$here/scripts/services.sh"
 REGISTRY_PORT=${FMA_DEMO_REGISTRY_PORT:-5000}
 PREFECT_PORT=${FMA_DEMO_PREFECT_PORT:-4200}
-TAG=${1:-v0.3.1}
+TAG=${1:-v0.6.4}
 
 run_id=$(date +%Y%m%d-%H%M%S)
 work="$here/.local/demo/$run_id"
-eval "$("$here/.venv/bin/python" -m devkit.sample_source "$work" "$TAG")"
 # A path of its own per demo run, so that every run publishes afresh.
 registry="127.0.0.1:$REGISTRY_PORT/demo-$run_id/llm-d-fast-model-actuation"
+eval "$("$here/.venv/bin/python" -m devkit.fma_sample "$work" "127.0.0.1:$REGISTRY_PORT/demo-$run_id/bases" "$TAG")"
 
 echo "demo: releasing $TAG of $source (tagged commit $tag_commit) to $registry"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"

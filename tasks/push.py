@@ -94,7 +94,9 @@ def push_layout_image(built: BuiltImage, run: RunContext) -> PushedImage:
     api, _ = run.registries.for_ref(built.ref)
     with api:
         digest = push_layout(layout, built.ref, api)
-    platforms = tuple(PushedImage(name=built.name, ref=built.ref, digest=d, platform=p, label=f"{built.name} {p}")
+    # The platform images of a layout's index have no tags of their own: they are named by digest.
+    path = Reference.parse(built.ref).path
+    platforms = tuple(PushedImage(name=built.name, ref=f"{path}@{d}", digest=d, platform=p, label=f"{built.name} {p}")
                       for p, d in layout.platforms) if len(layout.platforms) > 1 else ()
     single = layout.platforms[0][0] if len(layout.platforms) == 1 else ""
     return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=single, platforms=platforms,

@@ -77,7 +77,7 @@ def _still_published(result: ReleaseResult, registries: Registries) -> bool:
     def matches(item: tuple[Reference, str]) -> bool:
         ref, digest = item
         with registries.api(ref.host) as api:
-            return api.digest(ref.repository, ref.tag) == digest
+            return api.digest(ref.repository, ref.reference) == digest
 
     if not wanted:
         return True
