@@ -158,3 +158,19 @@ def test_the_same_tag_in_another_repository_gives_the_same_ko_digests_and_a_rere
     again = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
     assert [state for _, state, _ in events if state == "building"] == []
     assert all(i["status"] == "already published" for i in again["images"])
+
+
+def test_the_requesters_builder_stage_ran_natively_for_arm64(
+    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
+) -> None:
+    """Released through BuildKit, the arm64 requester's builder stage ran on the build machine (x86_64) for
+    linux/arm64, and the image is arm64."""
+    _, reg, summary, _ = released
+    namespace = reg.split("/", 1)[1]
+    (requester,) = [i for i in summary["images"] if i["name"] == "requester"]
+    arm = next(p for p in requester["platforms"] if p["platform"] == "linux/arm64")
+    with RegistryAPI(registry.host) as api:
+        found = api.manifest_and_config(f"{namespace}/requester", arm["digest"])
+        assert found is not None and found.config["architecture"] == "arm64"
+        assert layer_file(api, f"{namespace}/requester", found.manifest, "app/built-on") == b"x86_64\n"
+        assert layer_file(api, f"{namespace}/requester", found.manifest, "app/target") == b"linux/arm64\n"
