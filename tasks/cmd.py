@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -19,9 +22,13 @@ def _run_streaming(
     args: list[str], *, cwd: str | Path | None, env: dict[str, str] | None, timeout: float,
     on_line: Callable[[str], None],
 ) -> subprocess.CompletedProcess[str]:
-    """As ``subprocess.run``, with each stderr line handed to ``on_line`` (masked) while it runs."""
+    """As ``subprocess.run``, with each stderr line handed to ``on_line`` (masked) while it runs.
+
+    The command runs in a process group of its own, and a timeout kills the whole group: a child
+    it started (ko's ``go build``) would otherwise hold stderr open and the read would go on.
+    """
     with subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     ) as proc:
         stdout, stderr = proc.stdout, proc.stderr
         assert stdout is not None and stderr is not None  # both are pipes, opened above
@@ -30,9 +37,13 @@ def _run_streaming(
         reader.start()
         expired = threading.Event()
 
+        def kill_group() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
         def expire() -> None:
             expired.set()
-            proc.kill()
+            kill_group()
 
         timer = threading.Timer(timeout, expire)
         timer.start()
@@ -45,7 +56,7 @@ def _run_streaming(
         finally:
             timer.cancel()
             if proc.poll() is None:  # on_line raised: do not leave the command running
-                proc.kill()
+                kill_group()
             reader.join()
     if expired.is_set():
         raise subprocess.TimeoutExpired(args, timeout)

@@ -348,3 +348,30 @@ def test_base_on_the_release_registry_is_pulled_with_its_credentials(
     message = str(caught.value)
     assert f"the registry {auth_registry.host} refused the base image {base_ref}" in message
     assert PASSWORD not in message and PASSWORD not in caught.value.__cause__.stderr  # type: ignore[union-attr]
+
+
+def _layout_binary(layout: OciLayout, platform_digest: str) -> bytes:
+    """/ko-app/hello as the layout holds it for one platform."""
+    blobs = layout.path / "blobs" / "sha256"
+    manifest = json.loads((blobs / platform_digest.split(":")[1]).read_bytes())
+    for layer in manifest["layers"]:
+        data = gzip.decompress((blobs / layer["digest"].split(":")[1]).read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("/") == "ko-app/hello":
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    return extracted.read()
+    raise AssertionError("no /ko-app/hello in the layout")
+
+
+def test_goflags_reach_the_compiler_as_fmas_coverage_build(hello: Built, tmp_path: Path) -> None:
+    """GOFLAGS="-cover -coverpkg=..." (as FMA's Makefile builds its controllers) gives a coverage binary."""
+    covered = build_with_ko(
+        replace(hello.build, platforms=("linux/amd64",), goflags=("-cover", "-coverpkg=example.test/hello/..."),
+                out=tmp_path / "cover"),
+        QuietLog(),
+    )
+    plain = dict(hello.layout.platforms)["linux/amd64"]
+    assert b"GOCOVERDIR" in _layout_binary(covered, covered.digest)
+    assert b"GOCOVERDIR" not in _layout_binary(hello.layout, plain)
