@@ -276,3 +276,11 @@ def test_explain_ko_failure(stderr: str, says: str) -> None:
     """Each way ko fails becomes one line that names the image, the cause and the fix."""
     message = explain_ko_failure(stderr, _build(), "r.test/base:1")
     assert says in message and message.startswith("image hello: ") and "\n" not in message
+
+
+def test_ko_build_survives_pickling() -> None:
+    """A KoBuild can travel to another worker (Dask, a process pool) and arrive equal."""
+    import pickle
+
+    build = _build(platforms=("linux/arm64",), labels={"a": "b"}, mirrors={"cgr.dev": "m.test/cgr"})
+    assert pickle.loads(pickle.dumps(build)) == build  # noqa: S301 - our own bytes, just made
