@@ -102,9 +102,13 @@ def ko_argv(build: KoBuild, ko: str) -> list[str]:
 
 def ko_env(
     build: KoBuild, inherited: Mapping[str, str], go: str, *, config_path: Path | None = None,
-    docker_config: Path | None = None,
+    docker_config: Path | None = None, ca_dir: Path | None = None,
 ) -> dict[str, str]:
-    """ko's environment: the inherited one without KO_*, GOFLAGS or secrets, plus the build's own."""
+    """ko's environment: the inherited one without KO_*, GOFLAGS or secrets, plus the build's own.
+
+    ``ca_dir`` (a directory holding the registry's CA) is put first on SSL_CERT_DIR: Go then trusts it
+    besides the system roots, which it still reads from SSL_CERT_FILE or its default file.
+    """
     env = {
         key: value for key, value in inherited.items()
         if not key.startswith("KO_") and key != "GOFLAGS" and not _SECRET_NAME.search(key)
@@ -124,6 +128,8 @@ def ko_env(
         env["KO_CONFIG_PATH"] = str(config_path)
     if docker_config is not None:
         env["DOCKER_CONFIG"] = str(docker_config)
+    if ca_dir is not None:
+        env["SSL_CERT_DIR"] = os.pathsep.join([str(ca_dir), inherited.get("SSL_CERT_DIR") or "/etc/ssl/certs"])
     return env
 
 
@@ -132,8 +138,9 @@ _NOT_FOUND = re.compile(r"MANIFEST_UNKNOWN|NAME_UNKNOWN|manifest unknown|status 
 _DENIED = re.compile(r"UNAUTHORIZED|DENIED|status code 40[13]|authentication required", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"connection refused|no such host|i/o timeout|dial tcp|network is unreachable|server gave HTTP response "
-    r"to HTTPS|certificate|tls:|EOF",
+    r"to HTTPS|EOF",
 )
+_UNTRUSTED = re.compile(r"x509: |tls: failed to verify")
 
 
 def _base_failure(text: str, name: str, base: str) -> str:
@@ -150,6 +157,11 @@ def _base_failure(text: str, name: str, base: str) -> str:
         return (
             f"image {name}: the registry {host} refused the base image {base}; give credentials for it "
             "(FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD when it is the release registry) or mirror it"
+        )
+    if _UNTRUSTED.search(text):
+        return (
+            f"image {name}: TLS verification of the registry {host} failed for the base image {base}; set "
+            "FMA_REGISTRY_CA_FILE to its CA bundle"
         )
     if _UNREACHABLE.search(text):
         return (
@@ -223,12 +235,13 @@ def _ko_line_logger(log: logging.Logger | Any) -> Callable[[str], None]:
 
 def build_with_ko(
     build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryCredentials | None = None,
-    ko: str | None = None,
+    ko: str | None = None, ca_file: str = "",
 ) -> OciLayout:
     """Build ``build`` with ko into the OCI layout at ``build.out``; :class:`ImageBuildError` (one line) if it fails.
 
     ``credentials`` (the run's release registry credentials) go to ko only for a base on
-    ``build.release_host``, in a DOCKER_CONFIG directory that exists for this build alone.
+    ``build.release_host``, in a DOCKER_CONFIG directory that exists for this build alone. A CA
+    bundle ``ca_file`` (the run's FMA_REGISTRY_CA_FILE) is trusted for the base's registry too.
     ``ko``: the binary (default: .local/bin/ko, else PATH).
     """
     try:
@@ -264,7 +277,12 @@ def build_with_ko(
         docker_config: Path | None = None
         if credentials is not None and host == build.release_host:
             docker_config = _docker_config(Path(scratch), host, credentials)
-        env = ko_env(build, os.environ, go, config_path=staged, docker_config=docker_config)
+        ca_dir: Path | None = None
+        if ca_file:  # a registry with a private CA, as the API client trusts it
+            ca_dir = Path(scratch) / "certs"
+            ca_dir.mkdir()
+            shutil.copyfile(ca_file, ca_dir / "fma-registry-ca.pem")
+        env = ko_env(build, os.environ, go, config_path=staged, docker_config=docker_config, ca_dir=ca_dir)
         log.info("building %s from %s with ko on %s (platforms %s)", build.name, build.main, base,
                  ",".join(build.platforms) if build.platforms else "all of the base")
         try:
@@ -295,6 +313,6 @@ class KoBuilder:
             labels=spec.labels, created_epoch=spec.created_epoch, mirrors=spec.mirrors,
             out=run.open_workspace() / "ko" / f"{spec.name}-{spec.fingerprint[:12]}",
             release_host=Reference.parse(spec.ref).host,
-        ), log, credentials=run.settings.credentials())
+        ), log, credentials=run.settings.credentials(), ca_file=run.settings.registry_ca_file)
         return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
                           layout=layout.path, digest=layout.digest, engine=spec.engine)

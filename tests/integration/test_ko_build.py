@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
 import tarfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tasks.builders.ko import KoBuild, build_with_ko
 from tasks.errors import ImageBuildError, RegistryError
 from tasks.layout import IMAGE_TYPES, OciLayout, push_layout
 from tasks.registry import RegistryAPI
+from tasks.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -296,3 +299,82 @@ def test_push_faults_say_whether_to_retry_and_a_retry_resumes(
     # over both attempts every blob went up once, plus at most the one whose upload was cut off
     blobs = _blob_digests(hello.layout)
     assert len(blobs) <= fault_proxy.count("/hello", "blob_put") <= len(blobs) + 1
+
+
+# -- a base on an authenticated TLS registry ----------------------------------------------
+
+USER, PASSWORD = "fma-bot", "ko-Passw0rd-SECRET-42"
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """A Distribution registry with htpasswd auth and a self-signed certificate, like ghcr."""
+    root = tmp_path_factory.mktemp("ko-auth-registry")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True)
+    (root / "htpasswd").write_text(htpasswd.stdout)
+    reg = RegistryProcess(root, free_port(), htpasswd=root / "htpasswd",
+                          tls=(root / "cert.pem", root / "key.pem")).start()
+    yield reg
+    reg.stop()
+
+
+def test_base_on_the_release_registry_is_pulled_with_its_credentials(
+    hello: Built, auth_registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the run's credentials and the base on the release registry, ko pulls it (TLS via the CA file);
+    the password is on no command line, in no log line and in no error; elsewhere it is not sent."""
+    monkeypatch.setenv("FMA_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("FMA_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.setenv("FMA_REGISTRY_CA_FILE", str(auth_registry.root / "cert.pem"))
+    base_ref = f"{auth_registry.host}/bases/hello:1"  # any 2-platform index serves as a base
+    with RegistryAPI(auth_registry.host) as api:
+        push_layout(hello.layout, base_ref, api)
+    source = write_module(tmp_path / "src", base_ref)
+    build = replace(hello.build, source=source, platforms=("linux/amd64",), out=tmp_path / "authed",
+                    release_host=auth_registry.host)
+    log = QuietLog()
+    settings = Settings.from_env()  # the run's: credentials and CA file as the environment gives them
+    layout = build_with_ko(build, log, credentials=settings.credentials(), ca_file=settings.registry_ca_file)
+    assert layout.platforms[0][0] == "linux/amd64"
+    assert any(f"Using base {base_ref}" in line for line in log.lines)
+    assert not any(PASSWORD in line for line in log.lines)
+
+    # the same base when the credentials belong to another registry: ko asks anonymously and is refused
+    with pytest.raises(ImageBuildError) as caught:
+        build_with_ko(replace(build, release_host="ghcr.io", out=tmp_path / "anonymous"), QuietLog(),
+                      credentials=settings.credentials(), ca_file=settings.registry_ca_file)
+    message = str(caught.value)
+    assert f"the registry {auth_registry.host} refused the base image {base_ref}" in message
+    assert PASSWORD not in message and PASSWORD not in caught.value.__cause__.stderr  # type: ignore[union-attr]
+
+
+def _layout_binary(layout: OciLayout, platform_digest: str) -> bytes:
+    """/ko-app/hello as the layout holds it for one platform."""
+    blobs = layout.path / "blobs" / "sha256"
+    manifest = json.loads((blobs / platform_digest.split(":")[1]).read_bytes())
+    for layer in manifest["layers"]:
+        data = gzip.decompress((blobs / layer["digest"].split(":")[1]).read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("/") == "ko-app/hello":
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    return extracted.read()
+    raise AssertionError("no /ko-app/hello in the layout")
+
+
+def test_goflags_reach_the_compiler_as_fmas_coverage_build(hello: Built, tmp_path: Path) -> None:
+    """GOFLAGS="-cover -coverpkg=..." (as FMA's Makefile builds its controllers) gives a coverage binary."""
+    covered = build_with_ko(
+        replace(hello.build, platforms=("linux/amd64",), goflags=("-cover", "-coverpkg=example.test/hello/..."),
+                out=tmp_path / "cover"),
+        QuietLog(),
+    )
+    plain = dict(hello.layout.platforms)["linux/amd64"]
+    assert b"GOCOVERDIR" in _layout_binary(covered, covered.digest)
+    assert b"GOCOVERDIR" not in _layout_binary(hello.layout, plain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -198,8 +200,6 @@ def test_staged_config_of_malformed_yaml_is_config_error() -> None:
 
 
 def _build(**kwargs: object) -> KoBuild:
-    from pathlib import Path
-
     fields: dict[str, object] = {"name": "hello", "source": Path("/src"), "main": "./cmd/hello",
                                  "out": Path("/out/hello")}
     fields.update(kwargs)
@@ -236,6 +236,14 @@ def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
     assert "GOFLAGS" not in ko_env(_build(), inherited, "/opt/go/bin/go")
 
 
+def test_ko_env_trusts_a_registry_ca_beside_the_system_roots() -> None:
+    """A CA directory goes first on SSL_CERT_DIR, the inherited (or default) directories after it."""
+    env = ko_env(_build(), {"SSL_CERT_DIR": "/etc/ssl/certs"}, "/go/bin/go", ca_dir=Path("/tmp/ca"))
+    assert env["SSL_CERT_DIR"] == "/tmp/ca:/etc/ssl/certs"
+    assert ko_env(_build(), {}, "/go/bin/go", ca_dir=Path("/tmp/ca"))["SSL_CERT_DIR"] == "/tmp/ca:/etc/ssl/certs"
+    assert "SSL_CERT_DIR" not in ko_env(_build(), {}, "/go/bin/go")
+
+
 @pytest.mark.parametrize(
     ("stderr", "says"),
     [
@@ -253,6 +261,9 @@ def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
          'Get "https://r.test/v2/": dial tcp 10.1.1.1:443: connect: connection refused\n',
          "cannot reach the registry r.test for the base image r.test/base:1"),
         ('Error: failed to publish images: error building "ko://m": fetching base image: pulling r.test/base:1: '
+         'Get "https://r.test/v2/": tls: failed to verify certificate: x509: certificate signed by unknown '
+         "authority\n", "TLS verification of the registry r.test failed"),
+        ('Error: failed to publish images: error building "ko://m": fetching base image: pulling r.test/base:1: '
          "GET https://r.test/token: UNAUTHORIZED: authentication required\n", "the registry r.test refused"),
         ('Error: failed to publish images: qualifying local import : err: go command required, not found: exec: '
          '"go": executable file not found in $PATH: stderr:\n', "Go is not installed"),
@@ -265,3 +276,11 @@ def test_explain_ko_failure(stderr: str, says: str) -> None:
     """Each way ko fails becomes one line that names the image, the cause and the fix."""
     message = explain_ko_failure(stderr, _build(), "r.test/base:1")
     assert says in message and message.startswith("image hello: ") and "\n" not in message
+
+
+def test_ko_build_survives_pickling() -> None:
+    """A KoBuild can travel to another worker (Dask, a process pool) and arrive equal."""
+    import pickle
+
+    build = _build(platforms=("linux/arm64",), labels={"a": "b"}, mirrors={"cgr.dev": "m.test/cgr"})
+    assert pickle.loads(pickle.dumps(build)) == build  # noqa: S301 - our own bytes, just made
