@@ -21,7 +21,6 @@ Needs scripts/setup.sh's arm64 support (qemu-user-static registered, .local/arm6
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.cleanup import remove_registry_images  # noqa: E402
 from devkit.multiarch import busybox_index  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
 from devkit.report import report  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> int:
                 timed("legacy_arm64", with_legacy, "linux/arm64")
     finally:
         registry.stop()
-        _remove_images(registry.host)
+        remove_registry_images(registry.host)
         shutil.rmtree(scratch, ignore_errors=True)
 
     med = {name: statistics.median(values) for name, values in runs.items()}
@@ -136,22 +136,6 @@ def main() -> int:
         print("BuildKit's builder stage did not run natively: the figures do not measure what they say")
         return 1
     return 0
-
-
-def _remove_images(host: str) -> None:
-    """The bench's images, by tag and by digest (the legacy path pulls its bases by digest)."""
-    import docker
-    import docker.errors
-
-    client = docker.APIClient(version="auto")
-    try:
-        for image in client.images():
-            for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
-                if name.startswith(f"{host}/"):
-                    with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
-                        client.remove_image(name, force=True)
-    finally:
-        client.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Needs scripts/setup.sh's arm64 support (qemu-user-static registered, .local/arm6
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.cleanup import remove_registry_images  # noqa: E402
 from devkit.multiarch import busybox_index  # noqa: E402
 from devkit.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> int:
             runs["single"].append(timed(source((slowest,), multi=False)))
     finally:
         registry.stop()
-        _remove_images(registry.host)
+        remove_registry_images(registry.host)
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()
@@ -116,22 +116,6 @@ def main() -> int:
     ]
     report(figures, rows, reps, args.json)
     return 0
-
-
-def _remove_images(host: str) -> None:
-    """The bench's images, by tag and by digest (a pulled base keeps only its digest reference)."""
-    import docker
-    import docker.errors
-
-    client = docker.APIClient(version="auto")
-    try:
-        for image in client.images():
-            for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
-                if name.startswith(f"{host}/"):
-                    with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
-                        client.remove_image(name, force=True)
-    finally:
-        client.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 import pytest
 
+from devkit.cleanup import remove_images
 from devkit.faultproxy import FaultProxy
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import SampleSource, make_sample_source
@@ -42,7 +43,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient)
     reg = RegistryProcess(tmp_path_factory.mktemp("registry"), free_port()).start()
     yield reg
     reg.stop()
-    _remove_images(engine, f"127.0.0.1:{reg.port}/")
+    remove_images(engine, f"127.0.0.1:{reg.port}/")
 
 
 @pytest.fixture
@@ -51,14 +52,7 @@ def fault_proxy(registry: RegistryProcess, engine: docker.APIClient) -> Iterator
     proxy = FaultProxy("127.0.0.1", registry.port).start()
     yield proxy
     proxy.stop()
-    _remove_images(engine, f"{proxy.host}/")
-
-
-def _remove_images(client: docker.APIClient, prefix: str) -> None:
-    for image in client.images():
-        for tag in image.get("RepoTags") or []:
-            if tag.startswith(prefix):
-                client.remove_image(tag, force=True)
+    remove_images(engine, f"{proxy.host}/")
 
 
 @pytest.fixture

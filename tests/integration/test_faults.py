@@ -15,6 +15,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from devkit.cleanup import remove_images
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
@@ -30,7 +31,6 @@ from tasks.errors import (
 )
 from tasks.platforms import INDEX_MEDIA_TYPE
 from tasks.registry import RegistryAPI
-from tests.integration.conftest import _remove_images
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +212,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Iter
                           tls=(root / "cert.pem", root / "key.pem")).start()
     yield reg
     reg.stop()
-    _remove_images(engine, f"{reg.host}/")
+    remove_images(engine, f"{reg.host}/")
 
 
 def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
