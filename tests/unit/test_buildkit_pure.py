@@ -231,6 +231,8 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
     """Both the socket and the tcp wording of a missing engine are recognised; a build error is not."""
     assert engine_unreachable(["Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"])
     assert engine_unreachable(["error during connect: Get http://b:2375/_ping: dial tcp: no such host"])
+    assert engine_unreachable(["failed to dial gRPC: cannot connect to the Docker daemon. Is 'docker daemon' running "
+                               "on this host?: dial unix /tmp/no.sock: connect: no such file or directory"])
     assert not engine_unreachable(LOG_20_10.splitlines())
 
 
