@@ -302,7 +302,8 @@ def build_failure(lines: Iterable[str]) -> tuple[str, str]:
 def engine_unreachable(lines: Iterable[str]) -> bool:
     """Whether the CLI's output says it found no engine at its address."""
     # The CLI says it with a capital C, BuildKit's session dial ("failed to dial gRPC: ...") without.
-    return any("cannot connect to the docker daemon" in line.lower() or "error during connect" in line for line in lines)
+    return any("cannot connect to the docker daemon" in line.lower() or "error during connect" in line
+               for line in lines)
 
 
 _BASE_STEP = "[internal] load metadata for "
