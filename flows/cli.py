@@ -43,9 +43,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="first wait between push attempts in seconds, doubling (default 2)")
     run.add_argument("--force", action="store_true",
                      help="replace a chart version that already exists in the registry with other content")
+    run.add_argument("--no-sign", action="store_true",
+                     help="publish without signatures and attestations even when FMA_SIGNING_KEY is set")
     run.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
     run.add_argument("--dask", metavar="ADDRESS",
                      help="run the tasks on a Dask cluster: tcp://scheduler:8786, or 'local' (needs the dask extra)")
+    verify = sub.add_parser("verify", help="check a published release's signatures and attestations")
+    verify.add_argument("tag", help="the release tag")
+    verify.add_argument("--key", required=True, type=Path, help="the release's cosign public key (cosign.pub)")
+    verify.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
+    verify.add_argument("--chart-registry", help="OCI URL of the charts (default oci://<registry>/charts)")
+    verify.add_argument("--config", type=Path, help="release config naming the images (default: release.yaml)")
+    verify.add_argument("--chart", action="append", default=[], metavar="NAME",
+                        help="a chart of the release to verify too (repeat for several)")
     from flows.cli_triggers import add_trigger_commands
 
     add_trigger_commands(sub)
@@ -55,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
+        commands = {"run": _run, "verify": _verify}
+        if args.command in commands:
+            return commands[args.command](args)
         if getattr(args, "handler", None) is not None:
             return int(args.handler(args))
     except ReleaseError as err:
@@ -91,6 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         "push_attempts": args.push_attempts,
         "retry_base_delay": args.retry_delay,
         "force": args.force,
+        "sign": not args.no_sign,
     }
     ReleaseRequest.from_parameters(parameters)
     runner = None
@@ -137,6 +149,25 @@ def _run(args: argparse.Namespace) -> int:
     configured = bool(get_current_settings().api.url)
     took = where_time_went(started, time.monotonic(), reports, configured)
     print(f"released {args.tag} in {took}", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tasks.config import DEFAULT_CONFIG, load_config
+    from tasks.errors import VerificationError
+    from tasks.verify import VerifyRequest, check_inputs, failure_line, render_table, verify_release
+
+    request = VerifyRequest(
+        tag=args.tag, public_key=args.key, registry=args.registry, chart_registry=args.chart_registry,
+        config=load_config(args.config or DEFAULT_CONFIG), charts=tuple(args.chart),
+    )
+    check_inputs(request)
+    checks = verify_release(request, Settings.from_env())
+    print(render_table(checks))
+    failed = failure_line(checks)
+    if failed:
+        raise VerificationError(failed)
+    print(f"verified {args.tag}: {len(checks)} artifact(s), every signature and attestation checks out")
     return 0
 
 

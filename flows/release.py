@@ -32,23 +32,33 @@ from prefect.runtime import flow_run
 from flows.events import on_release_completed, on_release_failed
 from flows.multiplatform import assemble_indexes
 from flows.runners import task_runner
-from tasks import progress
+from tasks import progress, tools
 from tasks.build import build_task
 from tasks.builders import BuiltImage
 from tasks.charts import PackagedChart, package_chart_task, push_chart_task
 from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
-from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
+from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
+from tasks.provenance import ReleaseFacts, config_digest
 from tasks.push import published_digest, push_task
 from tasks.records import published_release, release_key, save_record
 from tasks.redact import install_log_filter
-from tasks.result import ExternalImageResult, ImageResult, PublishedChart, PushedImage, ReleaseResult
+from tasks.result import (
+    ExternalImageResult,
+    ImageResult,
+    PublishedChart,
+    PushedImage,
+    ReleaseResult,
+    SignatureResult,
+)
+from tasks.signing import SignJob, build_facts, load_signer, sign_task, signing_decision
 from tasks.source import checkout_task, resolve_tag
 from tasks.status import Status
-from tasks.summary import already_published, apublish_summary, release_notes, summary_task
+from tasks.summary import already_published, apublish_summary, release_notes, summary_task, verify_command
+from tasks.version import project_version
 
 
 def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> tuple[list[Path], list[str]]:
@@ -205,6 +215,7 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
     push_attempts: int = 5,
     retry_base_delay: float = 2.0,
     force: bool = False,
+    sign: bool = True,
 ) -> ReleaseResult:
     """Release ``tag`` of ``source``: images, then charts, then the summary.
 
@@ -219,6 +230,7 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
         push_attempts: attempts per push, first included; only transient faults are retried.
         retry_base_delay: first wait between push attempts, in seconds; doubles each time.
         force: replace a chart version that exists in the registry with other content.
+        sign: sign images and charts and attach provenance and SBOMs when a key is configured (FMA_SIGNING_KEY).
     """
     # An async flow costs Prefect ~0.3 s a run where a sync one costs ~1.2 s (its heartbeat is
     # joined in 1 s steps). The steps block on git, the Docker engine and task futures, so they run
@@ -227,7 +239,7 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
     run = RunContext(ReleaseRequest.from_parameters({
         "tag": tag, "source": source, "registry": registry, "config": config, "chart_registry": chart_registry,
         "dry_run": dry_run, "workdir": workdir, "push_attempts": push_attempts,
-        "retry_base_delay": retry_base_delay, "force": force,
+        "retry_base_delay": retry_base_delay, "force": force, "sign": sign,
     }))
     _announce_run()
     try:
@@ -255,6 +267,7 @@ def _preflight(run: RunContext) -> ReleaseResult | None:
     """Fail fast on a missing engine, registry or tag; note the tagged commit and the release's
     record key in ``run``; return the recorded result when this exact release is still published."""
     request = run.request
+    _open_signer(run)
     if request.dry_run:
         check_engines_and_registries(run)
         run.revision = resolve_tag(request.source, request.tag)
@@ -265,12 +278,110 @@ def _preflight(run: RunContext) -> ReleaseResult | None:
     run.record_key = release_key(
         revision=run.revision, config=request.config, config_bytes=request.config_path.read_bytes(),
         registry=request.registry, chart_remote=request.chart_remote,
+        signing=run.signer.fingerprint if run.signer else "",
     )
     recorded = None if request.force else published_release(run.settings.state_dir, run.record_key, run.registries)
     if recorded is None:
         check_engines_and_registries(run)
         return None
     return already_published(recorded)
+
+
+def _open_signer(run: RunContext) -> None:
+    """Decide whether the run signs; open the key now, so a bad key or password fails before any build."""
+    request = run.request
+    signs, note = signing_decision(configured=run.settings.signing_configured, no_sign=request.no_sign,
+                                   config_sign=request.config.sign)
+    run.unsigned_note = note
+    if signs:
+        run.signer = load_signer(run.settings)
+    else:
+        progress.report(progress.RUN, Status.WARNING, note)
+
+
+def _release_facts(run: RunContext) -> ReleaseFacts:
+    request = run.request
+    ui_url = flow_run.ui_url or ""
+    run_id = str(flow_run.id or "")
+    api = (run.settings.prefect_api_url or "").rstrip("/")
+    return ReleaseFacts(
+        tag=request.tag, source=request.source, registry=request.registry,
+        config_path=str(request.config_path), config_digest=config_digest(request.config_path.read_bytes()),
+        revision=run.revision, run_id=run_id,
+        run_url=ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}",
+        versions=(("fma-release", project_version()),
+                  *((name, t.version) for name, t in sorted(tools.pinned_tools().items()))),
+    )
+
+
+def _sign(jobs: list[SignJob], run: RunContext) -> list[SignatureResult]:
+    """Sign every job at once; a :class:`SigningError` naming each artifact that could not be signed."""
+    signer = sign_task.with_options(**run.request.retry.task_options())
+    futures = {job.label: signer.submit(job, run) for job in jobs}
+    done: list[SignatureResult] = []
+    failures: dict[str, str] = {}
+    for label, future in futures.items():
+        results, error = _outcome(future)
+        if error is None:
+            done += results
+        else:
+            failures[label] = str(error)
+            progress.report(label, Status.FAILED, str(error))
+    if failures:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
+        raise SigningError(f"{len(failures)} artifact(s) could not be signed: {listed}")
+    return done
+
+
+def _image_jobs(images: list[PushedImage], built: list[BuiltImage], specs: list[ImageSpec]) -> list[SignJob]:
+    builders = {spec.name: spec.builder for spec in specs}
+    jobs = []
+    for image in images:
+        own = [b for b in built if b.name == image.name]
+        jobs.append(SignJob(
+            name=image.name, ref=image.ref, digest=image.digest, builder=builders.get(image.name, ""),
+            builds=tuple(build_facts(b, builders.get(image.name, "")) for b in own),
+            sboms=tuple(path for b in own for path in b.sboms),
+        ))
+    return jobs
+
+
+def _chart_jobs(charts: list[PublishedChart]) -> list[SignJob]:
+    jobs = []
+    for chart in charts:
+        target = chart.ref.removeprefix("oci://")
+        jobs.append(SignJob(name=chart.name, ref=f"{target}:{chart.version}", digest=chart.digest, kind="chart"))
+    return jobs
+
+
+def _built(builds: dict[str, PrefectFuture[BuiltImage]]) -> list[BuiltImage]:
+    """The builds of this run that finished."""
+    return [future.result() for future in builds.values() if future.state.is_completed()]
+
+
+def _charts_and_signatures(
+    run: RunContext, images: list[PushedImage], chart_packages: list[PackagedChart], *,
+    built: list[BuiltImage], specs: list[ImageSpec],
+) -> tuple[list[PublishedChart], list[SignatureResult]]:
+    """Sign the images (when the run signs), push the charts, sign the charts.
+
+    Every image is signed and attested before a chart is pushed: the chart is what makes the
+    release installable, so a release whose signing failed is never installable unsigned.
+    """
+    request = run.request
+    signatures: list[SignatureResult] = []
+    signing = run.signer is not None and not request.dry_run
+    if signing:
+        run.release_facts = _release_facts(run)
+        signatures += _sign(_image_jobs(images, built, specs), run)
+    chart_pusher = push_chart_task.with_options(**request.retry.task_options())
+    published = [
+        _dry_run_chart(p, request.chart_remote) if request.dry_run else chart_pusher(p, run)
+        for p in chart_packages
+    ]
+    if signing:
+        signatures += _sign(_chart_jobs(published), run)
+    return published, signatures
 
 
 def _release(run: RunContext) -> ReleaseResult:
@@ -324,13 +435,12 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             raise chart_failure
         if failures:
             raise ImagesFailedError(failures)
-
-        chart_pusher = push_chart_task.with_options(**policy)
-        published = [
-            _dry_run_chart(p, request.chart_remote) if request.dry_run else chart_pusher(p, run)
-            for p in chart_packages
-        ]
+        signing = run.signer is not None and not request.dry_run
+        published, signatures = _charts_and_signatures(run, images, chart_packages,
+                                                       built=_built(builds), specs=specs)
         notes = release_notes(images, published) + tuple(chart_notes)
+        if run.unsigned_note and not request.dry_run:
+            notes += (run.unsigned_note,)
         if request.dry_run:
             notes += tuple(f"chart archive kept at {p.archive}" for p in chart_packages)
         version = request.version
@@ -340,6 +450,9 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             charts=tuple(published), dry_run=request.dry_run, notes=notes,
             external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
                                   for p in chart_packages for e in p.external),
+            signed=signing, public_key=run.signer.fingerprint if run.signer else "",
+            signatures=tuple(signatures),
+            verify_command=verify_command(request, [c.name for c in published]) if signing else "",
         )
         summary_task(result)
         if run.record_key:

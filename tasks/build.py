@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
@@ -43,6 +45,12 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
     builder = builder_for(spec)
     with progress.reporting(spec.label), run.engines.build_slot(spec.engine):
         progress.report(spec.label, Status.BUILDING, "" if spec.engine.is_default else f"on {spec.engine.name}")
+        started = _now()
         built = builder.build(spec, run, log)
+    built = dataclasses.replace(built, started=started, finished=_now())
     progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

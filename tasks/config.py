@@ -195,6 +195,9 @@ class ReleaseConfig(BaseModel):
     # Optional: base image registries rewritten to mirrors (air-gapped builders, pull-through caches),
     # for .ko.yaml bases and Dockerfile FROM lines: {cgr.dev: registry.local/mirror/cgr.dev}. Digests stay.
     mirrors: dict[str, str] = Field(default_factory=dict)
+    # Optional: sign images and charts, with provenance and SBOM attestations, when a key is configured
+    # (FMA_SIGNING_KEY); false: never sign this project's releases, whatever the environment says.
+    sign: bool = True
 
     @field_validator("images", "charts", "engines", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.charts import chart_remote
 from tasks.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, ReleaseConfig, load_config
@@ -25,6 +25,10 @@ from tasks.registry import Registries
 from tasks.retry import RetryPolicy
 from tasks.settings import Settings
 from tasks.tags import ReleaseVersion, parse_tag
+
+if TYPE_CHECKING:
+    from tasks.provenance import ReleaseFacts
+    from tasks.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ReleaseRequest:
     force: bool = False
     workdir: Path | None = None  # None: a temporary workspace of the run's own
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    no_sign: bool = False  # --no-sign: publish unsigned even with a key configured
 
     @property
     def version(self) -> ReleaseVersion:
@@ -74,6 +79,7 @@ class ReleaseRequest:
             force=bool(parameters.get("force", False)),
             workdir=Path(workdir) if workdir else None,
             retry=RetryPolicy(attempts=attempts, base_delay=delay, max_delay=max(30.0, delay)),
+            no_sign=not bool(parameters.get("sign", True)),
         )
 
 
@@ -89,6 +95,9 @@ class RunContext:
         self.record_key = ""  # the release record's key ("" in a dry run)
         self.workspace: Path | None = None
         self.own_workspace = False  # a temporary workspace, removed after a successful run
+        self.signer: Signer | None = None  # the signing key, once the preflight has opened it
+        self.unsigned_note = ""  # why the run does not sign ("" when it does)
+        self.release_facts: ReleaseFacts | None = None  # the run's part of every provenance statement
 
     def __repr__(self) -> str:
         return f"RunContext({self.request.tag!r}, revision={self.revision[:12]!r})"

@@ -105,3 +105,15 @@ class ToolMissingError(ReleaseError):
 
 class ToolsFileError(ReleaseError):
     """scripts/tools.versions, the list of pinned tools, cannot be read or has a malformed line."""
+
+
+class SigningError(ReleaseError):
+    """A signature, attestation or SBOM cannot be made or pushed, or the signing key cannot be used."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class VerificationError(ReleaseError):
+    """``fma-release verify`` found artifacts whose signature or attestations do not check out."""

@@ -36,9 +36,10 @@ def _tree_digest(path: Path) -> str:
 
 def release_key(
     *, revision: str, config: ReleaseConfig, config_bytes: bytes, registry: str, chart_remote: str,
-    project_root: Path = PROJECT_ROOT,
+    project_root: Path = PROJECT_ROOT, signing: str = "",
 ) -> str:
-    """The key of a release's record (pure but for reading this project's files the config uses)."""
+    """The key of a release's record (pure but for reading this project's files the config uses);
+    ``signing``: the fingerprint of the key the release is signed with, "" when unsigned."""
     project_files = sorted(
         {i.dockerfile for i in config.images if i.dockerfile_from == "project" and i.dockerfile}
         | {c.path for c in config.charts if c.origin == "project"}
@@ -50,6 +51,8 @@ def release_key(
         "registry": registry,
         "chart_remote": chart_remote,
     }
+    if signing:  # a signed release of the same inputs is another outcome than an unsigned one
+        payload["signing"] = signing
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
 
 

@@ -86,6 +86,17 @@ class ExternalImageResult(_Model):
     pinned: bool  # referenced by digest
 
 
+class SignatureResult(_Model):
+    """One signed manifest: an image's index or platform manifest, or a chart."""
+
+    artifact: str  # "requester", "requester linux/arm64", "chart fma-controllers"
+    ref: str  # repository@digest
+    digest: str
+    signature: Status
+    provenance: Status | None = None  # None: not attested (a chart)
+    sbom: Status | None = None  # None: no SBOM (an image index, a chart)
+
+
 class ReleaseResult(_Model):
     tag: str
     version: str
@@ -97,6 +108,11 @@ class ReleaseResult(_Model):
     images: tuple[ImageResult, ...] = ()
     charts: tuple[PublishedChart, ...] = ()
     external_images: tuple[ExternalImageResult, ...] = ()
+    # Supply chain: whether the run signed, with which key, what, and how anyone checks it.
+    signed: bool = False
+    public_key: str = ""  # sha256 of the public key's PEM
+    signatures: tuple[SignatureResult, ...] = ()
+    verify_command: str = ""
 
     def summary(self) -> dict[str, object]:
         """The ``--summary-json`` document."""
@@ -112,5 +128,10 @@ class ReleaseResult(_Model):
                 for i in self.images
             ),
             "charts": tuple(c.model_copy(update={"status": done}) for c in self.charts),
+            "signatures": tuple(s.model_copy(update={
+                "signature": Status.ALREADY_SIGNED,
+                "provenance": s.provenance and Status.ALREADY_SIGNED,
+                "sbom": s.sbom and Status.ALREADY_SIGNED,
+            }) for s in self.signatures),
             "notes": (note,),
         })

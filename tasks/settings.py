@@ -9,6 +9,8 @@ Secrets stay :class:`~pydantic.SecretStr` and are registered for masking as they
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 from collections.abc import Mapping
@@ -32,6 +34,17 @@ class RegistryCredentials:
     def docker_auth(self) -> dict[str, str]:
         return {"username": self.username, "password": self.password.get_secret_value()}
 
+    def docker_config(self, directory: Path, host: str) -> Path:
+        """Write a DOCKER_CONFIG directory whose config.json holds these credentials for ``host`` alone
+        (for a Go tool: ko, cosign, syft); ``directory`` should live only as long as the command."""
+        key = "https://index.docker.io/v1/" if host == "docker.io" else host
+        secret = f"{self.username}:{self.password.get_secret_value()}"
+        auth = base64.b64encode(secret.encode()).decode()
+        config = directory / "config.json"
+        config.write_text(json.dumps({"auths": {key: {"auth": auth}}}))
+        config.chmod(0o600)
+        return directory
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -46,8 +59,11 @@ class Settings:
     state_dir: Path = Path.home() / ".prefect" / "fma-release"  # FMA_STATE_DIR: release records
     dask_address: str = ""  # FMA_DASK_ADDRESS
     prefect_api_url: str = ""  # PREFECT_API_URL
+    signing_key: str = ""  # FMA_SIGNING_KEY: a cosign private key file
+    signing_key_block: str = ""  # FMA_SIGNING_KEY_BLOCK: a Prefect Secret block holding the key's PEM text
+    signing_password: SecretStr = field(default_factory=lambda: SecretStr(""))  # FMA_SIGNING_PASSWORD
     # A Secret block is read at most once per run, when credentials are first asked for.
-    _resolved: dict[str, RegistryCredentials | None] = field(
+    _resolved: dict[str, RegistryCredentials | str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -58,6 +74,8 @@ class Settings:
         home = env.get("PREFECT_HOME") or str(Path.home() / ".prefect")
         password = env.get("FMA_REGISTRY_PASSWORD", "")
         register(password)
+        signing_password = env.get("FMA_SIGNING_PASSWORD", "")
+        register(signing_password)
         return cls(
             docker_host=env.get("DOCKER_HOST") or LOCAL_ENGINE,
             registry_username=env.get("FMA_REGISTRY_USERNAME", ""),
@@ -68,6 +86,9 @@ class Settings:
             state_dir=Path(env.get("FMA_STATE_DIR") or Path(home) / "fma-release"),
             dask_address=env.get("FMA_DASK_ADDRESS", ""),
             prefect_api_url=env.get("PREFECT_API_URL", ""),
+            signing_key=env.get("FMA_SIGNING_KEY", ""),
+            signing_key_block=env.get("FMA_SIGNING_KEY_BLOCK", ""),
+            signing_password=SecretStr(signing_password),
         )
 
     def credentials(self) -> RegistryCredentials | None:
@@ -75,12 +96,30 @@ class Settings:
         with self._lock:
             if "creds" not in self._resolved:
                 self._resolved["creds"] = self._credentials()
-            return self._resolved["creds"]
+            found = self._resolved["creds"]
+            return found if isinstance(found, RegistryCredentials) else None
+
+    @property
+    def signing_configured(self) -> bool:
+        """Whether a signing key is named (FMA_SIGNING_KEY or FMA_SIGNING_KEY_BLOCK)."""
+        return bool(self.signing_key or self.signing_key_block)
+
+    def signing_key_pem(self) -> str:
+        """The PEM text of the Secret block FMA_SIGNING_KEY_BLOCK names, registered for masking."""
+        with self._lock:
+            if "signing_pem" not in self._resolved:
+                pem = _secret_block(self.signing_key_block, "FMA_SIGNING_KEY_BLOCK")
+                register(pem)
+                for line in pem.splitlines():
+                    if not line.startswith("-----"):
+                        register(line)
+                self._resolved["signing_pem"] = pem
+            return str(self._resolved["signing_pem"])
 
     def _credentials(self) -> RegistryCredentials | None:
         password = self.registry_password.get_secret_value()
         if self.registry_password_block and not password:
-            password = _secret_block(self.registry_password_block)
+            password = _secret_block(self.registry_password_block, "FMA_REGISTRY_PASSWORD_BLOCK")
         if not self.registry_username and not password:
             return None
         if not self.registry_username or not password:
@@ -103,9 +142,10 @@ class Settings:
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_lock", threading.Lock())
         register(self.registry_password.get_secret_value())
+        register(self.signing_password.get_secret_value())
 
 
-def _secret_block(name: str) -> str:
+def _secret_block(name: str, variable: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
@@ -113,6 +153,6 @@ def _secret_block(name: str) -> str:
     except (ValueError, RuntimeError) as err:
         raise RegistryError(
             f"cannot load the Prefect Secret block {name!r}: create it (prefect block create secret) "
-            "or unset FMA_REGISTRY_PASSWORD_BLOCK"
+            f"or unset {variable}"
         ) from err
     return str(value)

@@ -24,6 +24,9 @@ class Status(StrEnum):
     RETRYING = "retrying"
     PUSH_FAILED = "push failed"  # transient: it is retried
     INDEX_PUSHED = "index pushed"
+    SIGNING = "signing"
+    SIGNED = "signed"  # a signature or attestation pushed by this run
+    ALREADY_SIGNED = "already signed"  # found in the registry, verified with the run's key
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
     # the run itself

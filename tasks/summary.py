@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from tasks.charts import install_command
+from tasks.charts import chart_remote, install_command
+from tasks.config import DEFAULT_CONFIG
 from tasks.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
 from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import ReleaseRequest
 
 NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
 
@@ -40,6 +46,29 @@ def release_notes(images: Sequence[PushedImage], charts: Sequence[PublishedChart
 def already_published(recorded: ReleaseResult) -> ReleaseResult:
     """A recorded release, as the answer to releasing the same thing again."""
     return recorded.as_already_published(NOTHING_CHANGED)
+
+
+def verify_command(request: ReleaseRequest, charts: Sequence[str]) -> str:
+    """The command that checks this release's signatures and attestations from the registry (pure)."""
+    parts = ["fma-release", "verify", request.tag, "--key", "cosign.pub", "--registry", request.registry]
+    if request.chart_remote != chart_remote(request.registry, None):
+        parts += ["--chart-registry", request.chart_remote]
+    if request.config_path.resolve() != DEFAULT_CONFIG.resolve():
+        parts += ["--config", str(request.config_path)]
+    for chart in charts:
+        parts += ["--chart", chart]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def _signature_lines(result: ReleaseResult) -> list[str]:
+    if not result.signed:
+        return []
+    lines = ["", "## Signatures", "", f"Signed with cosign, key `{result.public_key}` (sha256 of the public key PEM).",
+             "", "| artifact | digest | signature | provenance | SBOM |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {s.artifact} | `{s.digest}` | {s.signature} | {s.provenance or '-'} | {s.sbom or '-'} |"
+              for s in result.signatures]
+    lines += ["", "Verify (with the release's public key):", "", "```", result.verify_command, "```"]
+    return lines
 
 
 def _image_rows(image: ImageResult) -> list[str]:
@@ -82,6 +111,7 @@ def render_summary(result: ReleaseResult) -> str:
         lines += ["", "## External images", "", "Referenced by the charts, not built by this release:", "",
                   "| chart | image | pinned by digest |", "| --- | --- | --- |"]
         lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} |" for e in result.external_images]
+    lines += _signature_lines(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,13 @@ class BuiltImage:
     label: str = ""  # as ImageSpec.label
     layout: Path | None = None  # an OCI image layout, for a build outside any engine
     digest: str = ""  # the layout's top manifest (an image index for several platforms)
+    # What the provenance attestation records (tasks/signing.py):
+    # the base images as (image, platform), pinned (name@sha256:...) where the builder pinned them;
+    # platform "" is the image's own, else a FROM's --platform (a builder stage on the build machine's)
+    bases: tuple[tuple[str, str], ...] = ()
+    sboms: tuple[Path, ...] = ()  # SBOMs the builder wrote itself (ko: one per platform and the index)
+    started: str = ""  # when the build started and finished, RFC 3339 UTC
+    finished: str = ""
 
     @property
     def item(self) -> str:

@@ -37,6 +37,7 @@ from tasks import cmd
 from tasks.bases import staged_dockerfile
 from tasks.builders import BuiltImage
 from tasks.config import PROJECT_ROOT
+from tasks.dockerfile import base_images
 from tasks.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
 from tasks.platforms import exec_format_hint, platform_build_args
 from tasks.redact import redact, register
@@ -440,5 +441,7 @@ class BuildkitBuilder:
                 tag=spec.ref, build_args=spec.build_args, labels=spec.labels, secrets=spec.secrets,
                 docker_host=run.engines.address(spec.engine), tls_cert_path=spec.engine.tls_cert_path,
             ), log)
+            bases = tuple((base.image, base.platform)
+                          for base in base_images(dockerfile.read_text(encoding="utf-8"), expand))
         return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, fingerprint=spec.fingerprint,
-                          platform=spec.platform, label=spec.label, engine=spec.engine)
+                          platform=spec.platform, label=spec.label, engine=spec.engine, bases=bases)

@@ -12,10 +12,8 @@ Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`);
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
-import json
 import logging
 import os
 import re
@@ -206,17 +204,6 @@ def explain_ko_failure(stderr: str, build: KoBuild, base: str) -> str:
     return message
 
 
-def _docker_config(directory: Path, host: str, credentials: RegistryCredentials) -> Path:
-    """A DOCKER_CONFIG directory whose config.json holds ``credentials`` for ``host`` alone."""
-    key = "https://index.docker.io/v1/" if host == "docker.io" else host
-    secret = f"{credentials.username}:{credentials.password.get_secret_value()}"
-    auth = base64.b64encode(secret.encode()).decode()
-    config = directory / "config.json"
-    config.write_text(json.dumps({"auths": {key: {"auth": auth}}}))
-    config.chmod(0o600)
-    return directory
-
-
 _LOG_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
 
 
@@ -276,7 +263,7 @@ def build_with_ko(
             staged.write_text(staged_ko_config(config_text, build.mirrors, str(config_file)))
         docker_config: Path | None = None
         if credentials is not None and host == build.release_host:
-            docker_config = _docker_config(Path(scratch), host, credentials)
+            docker_config = credentials.docker_config(Path(scratch), host)
         ca_dir: Path | None = None
         if ca_file:  # a registry with a private CA, as the API client trusts it
             ca_dir = Path(scratch) / "certs"
@@ -315,4 +302,4 @@ class KoBuilder:
             release_host=Reference.parse(spec.ref).host,
         ), log, credentials=run.settings.credentials(), ca_file=run.settings.registry_ca_file)
         return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
-                          layout=layout.path, digest=layout.digest, engine=spec.engine)
+                          layout=layout.path, digest=layout.digest, engine=spec.engine, sboms=layout.sboms)

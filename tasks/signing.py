@@ -1,0 +1,197 @@
+"""Signing a release: the key checked before anything is built, then one sign task per published
+image or chart that signs, attests and attaches SBOMs to what lacks them (tasks/cosign.py runs the tools).
+
+Whether a run signs is decided once (:func:`signing_decision`): a key named by FMA_SIGNING_KEY (a
+file) or FMA_SIGNING_KEY_BLOCK (a Prefect Secret block), unless ``--no-sign`` or the release
+config's ``sign: false`` turns it off. What is already signed and attested with this key for a
+digest is read back first and left alone, so a re-release that changes nothing pushes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from tasks import progress
+from tasks.builders import BuiltImage
+from tasks.cosign import PROVENANCE, SBOM, Cosign, SigningKey, VerifyFailed
+from tasks.errors import SigningError
+from tasks.provenance import (
+    BuildFacts,
+    Manifest,
+    ReleaseFacts,
+    build_for,
+    manifests_to_sign,
+    provenance_predicate,
+    subjects_match,
+)
+from tasks.references import Reference
+from tasks.result import SignatureResult
+from tasks.status import Status
+
+if TYPE_CHECKING:
+    from tasks.context import RunContext
+    from tasks.registry import RegistryAPI
+    from tasks.settings import Settings
+
+UNSIGNED = "unsigned: no signing key is configured (set FMA_SIGNING_KEY to a cosign key file to sign)"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The key a run signs with, and its public half (to read back what is already signed)."""
+
+    key: SigningKey
+    public_pem: str
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the public key's PEM text, as the summary names the key."""
+        return "sha256:" + hashlib.sha256(self.public_pem.encode()).hexdigest()
+
+
+def signing_decision(*, configured: bool, no_sign: bool, config_sign: bool) -> tuple[bool, str]:
+    """Whether the run signs, and the one line that says why not (pure)."""
+    if no_sign:
+        return False, "unsigned: --no-sign"
+    if not config_sign:
+        return False, "unsigned: the release config says sign: false"
+    if not configured:
+        return False, UNSIGNED
+    return True, ""
+
+
+def load_signer(settings: Settings) -> Signer:
+    """The configured key, opened with its password (a one-line :class:`SigningError` when it cannot be)."""
+    if settings.signing_key and not Path(settings.signing_key).is_file():
+        raise SigningError(f"the signing key {settings.signing_key} does not exist: point FMA_SIGNING_KEY at a "
+                           "cosign key file (cosign generate-key-pair makes one), or release with --no-sign")
+    key = SigningKey.from_settings(settings)
+    if key is None:
+        raise SigningError("no signing key is configured: set FMA_SIGNING_KEY")
+    with Cosign(settings, "localhost", key=key) as tool:
+        public = tool.public_key()
+    return Signer(key=key, public_pem=public)
+
+
+@dataclass(frozen=True)
+class SignJob:
+    """One published artifact to sign: an image (its tag's top digest) or a chart."""
+
+    name: str
+    ref: str  # host/path/name:tag of an image; host/path/charts/name:version of a chart
+    digest: str
+    kind: Literal["image", "chart"] = "image"
+    builder: str = ""
+    builds: tuple[BuildFacts, ...] = ()  # this run's builds of it; () when it was already published
+    sboms: tuple[Path, ...] = ()  # SBOMs its builder wrote (ko)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "image" else f"chart {self.name}"
+
+
+def build_facts(built: BuiltImage, builder: str) -> BuildFacts:
+    return BuildFacts(name=built.name, builder=builder, fingerprint=built.fingerprint, platform=built.platform,
+                      bases=built.bases, started=built.started, finished=built.finished)
+
+
+def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
+    """ko's SBOM file for ``platform`` (``<app>-linux-arm64.spdx.json``), if the build wrote one."""
+    if not platform:
+        return None
+    suffix = "-" + platform.replace("/", "-").replace(":", "-") + ".spdx.json"
+    found = [path for path in sboms if path.name.endswith(suffix)]
+    return found[0] if len(found) == 1 and found[0].is_file() else None
+
+
+class _Session:
+    """Signs the manifests of one artifact; what each check found is kept for the result."""
+
+    def __init__(self, job: SignJob, run: RunContext, tool: Cosign, repository: str) -> None:
+        self.job, self.run, self.tool, self.repository = job, run, tool, repository
+
+    def ref(self, digest: str) -> str:
+        return f"{self.repository}@{digest}"
+
+    def signature(self, digest: str) -> Status:
+        try:
+            if self.tool.verify(self.ref(digest)):
+                return Status.ALREADY_SIGNED
+        except VerifyFailed:
+            pass
+        self.tool.sign(self.ref(digest))
+        return Status.SIGNED
+
+    def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes]) -> Status:
+        try:
+            if any(subjects_match(s, digest) for s in self.tool.verify_attestation(self.ref(digest), predicate_type)):
+                return Status.ALREADY_SIGNED
+        except VerifyFailed:
+            pass
+        self.tool.attest(self.ref(digest), make(), predicate_type)
+        return Status.SIGNED
+
+    def image(self, manifest: Manifest, facts: ReleaseFacts) -> SignatureResult:
+        job = self.job
+        build = build_for(job.builds, manifest)
+        predicate = provenance_predicate(facts, build, manifest, image=self.repository,
+                                         builder=job.builder)
+        signature = self.signature(manifest.digest)
+        provenance = self.attestation(manifest.digest, PROVENANCE, lambda: json.dumps(predicate).encode())
+        sbom = None
+        if manifest.wants_sbom:
+            own = builder_sbom(job.sboms, manifest.platform)
+            sbom = self.attestation(manifest.digest, SBOM,
+                                    lambda: own.read_bytes() if own else self.tool.sbom(self.ref(manifest.digest)))
+        artifact = f"{job.name} {manifest.platform}".strip() if not manifest.is_index else job.name
+        return SignatureResult(artifact=artifact, ref=self.ref(manifest.digest), digest=manifest.digest,
+                               signature=signature, provenance=provenance, sbom=sbom)
+
+
+def _annotated(api: RegistryAPI, repository: str, manifest: Manifest) -> Manifest:
+    """An index's platform manifest with its own annotations (ko names each one's base there)."""
+    if manifest.is_index or manifest.annotations or not manifest.platform:
+        return manifest
+    found = api.manifest(repository, manifest.digest)
+    annotations = (found[1].get("annotations") or {}) if found else {}
+    return dataclasses.replace(manifest, annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())))
+
+
+@task(name="sign", task_run_name="sign {job.label}", cache_policy=NONE)
+def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
+    """Sign ``job``'s artifact: every manifest of an image (with provenance and SBOM attestations), or a chart."""
+    log = get_run_logger()
+    signer, facts = run.signer, run.release_facts
+    if signer is None or facts is None:
+        raise SigningError(f"cannot sign {job.label}: the run has no signing key")
+    target = Reference.parse(job.ref)
+    repository = f"{target.host}/{target.repository}"
+    with progress.reporting(job.label), Cosign(run.settings, target.host, schemes=run.registries.schemes,
+                                               key=signer.key, public_pem=signer.public_pem) as tool:
+        progress.report(job.label, Status.SIGNING, "")
+        session = _Session(job, run, tool, repository)
+        if job.kind == "chart":
+            results: tuple[SignatureResult, ...] = (SignatureResult(
+                artifact=job.label, ref=session.ref(job.digest), digest=job.digest,
+                signature=session.signature(job.digest)),)
+        else:
+            with run.registries.api(target.host) as api:
+                found = api.manifest(target.repository, job.digest)
+                if found is None:
+                    raise SigningError(f"cannot sign {job.label}: {repository}@{job.digest} is not in the registry; "
+                                       "re-run the release")
+                manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
+            results = tuple(session.image(m, facts) for m in manifests)
+    done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
+    log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))
+    progress.report(job.label, Status.SIGNED if done else Status.ALREADY_SIGNED, f"{len(results)} manifest(s)")
+    return results

@@ -1,0 +1,267 @@
+"""Signed releases: the FMA sample released with a generated cosign key, checked with the real cosign,
+with ``fma-release verify``, against the registry and against the Prefect server's stored logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
+from devkit.registry import RegistryProcess
+from tasks import tools
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "pw-Zq81-never-in-a-log"
+OTHER_PASSWORD = "another-key-pw"
+
+
+def cosign(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tools.tool("cosign"), *args], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def key_pair(directory: Path, password: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run([tools.tool("cosign"), "generate-key-pair"], cwd=directory, capture_output=True, text=True,
+                          env={**os.environ, "COSIGN_PASSWORD": password}, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    return directory / "cosign.key", directory / "cosign.pub"
+
+
+def fma_release(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real CLI in its own process, with the signing settings in its environment only."""
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=1200,
+                          check=False, env={**os.environ, **env})
+
+
+class Signed:
+    def __init__(self, src: FmaSample, registry: str, summary: dict[str, Any], run: subprocess.CompletedProcess[str],
+                 key: Path, pub: Path, state: Path) -> None:
+        self.src, self.registry, self.summary, self.run = src, registry, summary, run
+        self.key, self.pub, self.state = key, pub, state
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"FMA_SIGNING_KEY": str(self.key), "FMA_SIGNING_PASSWORD": PASSWORD, "FMA_STATE_DIR": str(self.state)}
+
+    def image_digests(self) -> list[tuple[str, str, bool]]:
+        """(repository, digest, is a platform manifest) of every image manifest the summary lists."""
+        found = []
+        for image in self.summary["images"]:
+            repo = image["ref"].rsplit(":", 1)[0]
+            indexed = any(p["ref"] != image["ref"] for p in image["platforms"])
+            found.append((repo, image["digest"], not indexed))
+            if indexed:
+                found += [(repo, p["digest"], True) for p in image["platforms"]]
+        return found
+
+    def chart_digests(self) -> list[tuple[str, str]]:
+        return [(c["ref"].removeprefix("oci://"), c["digest"]) for c in self.summary["charts"]]
+
+
+@pytest.fixture(scope="module")
+def bases(registry: RegistryProcess) -> FmaBases:
+    return push_fma_bases(f"{registry.host}/sign-bases")
+
+
+@pytest.fixture(scope="module")
+def signed(registry: RegistryProcess, bases: FmaBases, tmp_path_factory: pytest.TempPathFactory) -> Signed:
+    root = tmp_path_factory.mktemp("signed")
+    key, pub = key_pair(root / "keys", PASSWORD)
+    src = make_fma_source(root / "fma", bases=bases)
+    reg = f"{registry.host}/signed/fma"
+    state = root / "state"
+    out = root / "summary.json"
+    env = {"FMA_SIGNING_KEY": str(key), "FMA_SIGNING_PASSWORD": PASSWORD, "FMA_STATE_DIR": str(state)}
+    run = fma_release("run", src.tag, "--source", str(src.path), "--registry", reg, "--retry-delay", "0.1",
+                      "--summary-json", str(out), env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return Signed(src, reg, json.loads(out.read_text()), run, key, pub, state)
+
+
+def statements(ref: str, pub: Path, predicate_type: str) -> list[dict[str, Any]]:
+    done = cosign("verify-attestation", "--key", str(pub), "--insecure-ignore-tlog=true", "--offline=true",
+                  "--type", predicate_type, ref)
+    assert done.returncode == 0, f"{ref} {predicate_type}: {done.stderr[-1500:]}"
+    return [json.loads(base64.b64decode(json.loads(line)["payload"]))
+            for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_cosign_verifies_every_image_manifest_and_the_chart(signed: Signed) -> None:
+    """`cosign verify --key` passes for the index and every platform manifest of each image, and for the chart;
+    each signature claims exactly its digest."""
+    targets = [(repo, digest) for repo, digest, _ in signed.image_digests()] + signed.chart_digests()
+    assert len(targets) == 11  # 2 ko indexes of 2 platforms, requester's index of 2, launcher, the chart
+    for repo, digest in targets:
+        done = cosign("verify", "--key", str(signed.pub), "--insecure-ignore-tlog=true", "--offline=true",
+                      "--output", "json", f"{repo}@{digest}")
+        assert done.returncode == 0, f"{repo}@{digest}: {done.stderr[-1500:]}"
+        (claim,) = json.loads(done.stdout.strip().splitlines()[-1])
+        assert claim["critical"]["image"]["docker-manifest-digest"] == digest
+
+
+def test_provenance_and_sbom_attestations_verify_and_say_what_was_built(signed: Signed) -> None:
+    """Each image manifest has a SLSA v1 provenance statement (subject: its digest; the tag, source, config
+    digest, tagged commit, base digests, the flow run and times) and an SPDX SBOM, both signed."""
+    config_digest = __import__("hashlib").sha256(Path("release.yaml").read_bytes()).hexdigest()
+    run_ids = set()
+    for repo, digest, is_image in signed.image_digests():
+        (statement,) = statements(f"{repo}@{digest}", signed.pub, "slsaprovenance1")
+        assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+        assert [s["digest"]["sha256"] for s in statement["subject"]] == [digest.removeprefix("sha256:")]
+        definition = statement["predicate"]["buildDefinition"]
+        assert "fma-release" in definition["buildType"]
+        external = definition["externalParameters"]
+        assert (external["tag"], external["source"]) == (signed.src.tag, str(signed.src.path))
+        assert external["config"]["digest"]["sha256"] == config_digest
+        dependencies = definition["resolvedDependencies"]
+        assert dependencies[0]["digest"] == {"gitCommit": signed.src.tag_commit}
+        if is_image:  # every platform image names its bases by digest
+            bases = [d for d in dependencies[1:] if d["uri"].startswith("pkg:docker/")]
+            assert bases and all(len(d["digest"]["sha256"]) == 64 for d in bases)
+        details = statement["predicate"]["runDetails"]
+        run_ids.add(details["metadata"]["invocationID"])
+        assert details["builder"]["id"].endswith(details["metadata"]["invocationID"])
+        if is_image:
+            (sbom,) = statements(f"{repo}@{digest}", signed.pub, "spdxjson")
+            assert sbom["predicate"]["spdxVersion"].startswith("SPDX-")
+            assert [s["digest"]["sha256"] for s in sbom["subject"]] == [digest.removeprefix("sha256:")]
+    assert len(run_ids) == 1  # one run made them all
+    launcher = [s for s in signed.summary["signatures"] if s["artifact"] == "launcher"]
+    assert launcher and launcher[0]["sbom"] == "signed"
+
+
+def test_fma_release_verify_passes_and_fails_with_another_key(signed: Signed, tmp_path: Path) -> None:
+    """`fma-release verify` prints a table and exits 0; with another key it exits 1 naming every artifact."""
+    command = signed.summary["verify_command"].split()
+    assert command[:3] == ["fma-release", "verify", signed.src.tag]
+    args = [a if a != "cosign.pub" else str(signed.pub) for a in command[2:]]
+    ok = fma_release("verify", *args, env={})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(" ok ") >= 11 and "verified v0.6.4: 11 artifact(s)" in ok.stdout
+
+    _, other = key_pair(tmp_path / "other", OTHER_PASSWORD)
+    args = [a if a != str(signed.pub) else str(other) for a in args]
+    bad = fma_release("verify", *args, env={})
+    assert bad.returncode == 1
+    (line,) = bad.stderr.strip().splitlines()
+    assert "11 of 11 artifact(s) failed verification" in line
+    for name in ("dual-pods-controller linux/arm64", "launcher-populator", "requester linux/amd64", "launcher (",
+                 "chart fma-controllers"):
+        assert name in line
+
+
+def test_an_image_retagged_to_other_content_fails_verify(signed: Signed, registry: RegistryProcess) -> None:
+    """The launcher's tag pointed by hand at another (unsigned) image: verify fails naming the launcher only."""
+    repository = signed.registry.split("/", 1)[1] + "/launcher"
+    args = [a if a != "cosign.pub" else str(signed.pub) for a in signed.summary["verify_command"].split()[2:]]
+    with RegistryAPI(registry.host) as api:
+        original = api.manifest_bytes(repository, signed.src.tag)
+        other = api.manifest_bytes(signed.registry.split("/", 1)[1] + "/requester", f"{signed.src.tag}-linux-amd64")
+        assert original is not None and other is not None
+        for layer in [*json.loads(other[2]).get("layers", []), json.loads(other[2])["config"]]:
+            api.upload_blob(repository, layer["digest"],
+                            api.blob(signed.registry.split("/", 1)[1] + "/requester", layer["digest"]))
+        api.put_manifest(repository, signed.src.tag, other[2], other[1])
+        try:
+            bad = fma_release("verify", *args, env={})
+        finally:
+            api.put_manifest(repository, signed.src.tag, original[2], original[1])
+    assert bad.returncode == 1
+    (line,) = bad.stderr.strip().splitlines()
+    assert "1 of 11 artifact(s) failed verification: launcher (signature: missing" in line
+
+
+def test_neither_the_password_nor_the_key_is_in_the_runs_prefect_logs(signed: Signed) -> None:
+    """The flow run's logs, read back from the Prefect API, hold neither the key's password nor its PEM text;
+    nor does the console output or the summary."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    (statement,) = statements(f"{signed.image_digests()[0][0]}@{signed.image_digests()[0][1]}", signed.pub,
+                              "slsaprovenance1")
+    run_id = statement["predicate"]["runDetails"]["metadata"]["invocationID"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        assert client.read_flow_run(run_id).name == f"release {signed.src.tag}"
+    assert len(logs) > 10
+    text = "\n".join(log.message for log in logs)
+    pem_lines = [line for line in signed.key.read_text().splitlines() if line and not line.startswith("-----")]
+    assert "signed and attested" in text or "newly signed" in text
+    for secret in (PASSWORD, *pem_lines):
+        assert secret not in text
+        assert secret not in signed.run.stdout + signed.run.stderr
+        assert secret not in json.dumps(signed.summary)
+
+
+def _signature_tags(api: RegistryAPI, signed: Signed) -> dict[str, str]:
+    repos = {repo.split("/", 1)[1] for repo, _, _ in signed.image_digests()}
+    repos |= {repo.split("/", 1)[1] for repo, _ in signed.chart_digests()}
+    found = {}
+    for repo in sorted(repos):
+        for tag in api.tags(repo):
+            if tag.endswith((".sig", ".att")):
+                found[f"{repo}:{tag}"] = api.digest(repo, tag)
+    return found
+
+
+def test_a_rerelease_pushes_no_new_signature(signed: Signed, registry: RegistryProcess, tmp_path: Path) -> None:
+    """The same tag released again with no local record: nothing built or pushed, every signature and
+    attestation found and verified, none pushed again (the .sig and .att manifests are unchanged)."""
+    with RegistryAPI(registry.host) as api:
+        before = _signature_tags(api, signed)
+    assert len([t for t in before if t.endswith(".sig")]) == 11
+    assert len([t for t in before if t.endswith(".att")]) == 10  # every image manifest; the chart is signed only
+    out = tmp_path / "again.json"
+    again = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", signed.registry,
+                        "--summary-json", str(out), env={**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")})
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert {i["status"] for i in summary["images"]} == {"already published"}
+    assert summary["signatures"] and all(
+        s["signature"] == "already signed" and s["provenance"] in ("already signed", None)
+        and s["sbom"] in ("already signed", None) for s in summary["signatures"])
+    with RegistryAPI(registry.host) as api:
+        assert _signature_tags(api, signed) == before
+
+
+def test_a_wrong_password_fails_in_one_line_before_anything_is_published(
+    signed: Signed, registry: RegistryProcess, tmp_path: Path,
+) -> None:
+    reg = f"{registry.host}/badpw/fma"
+    done = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", reg,
+                       env={**signed.env, "FMA_SIGNING_PASSWORD": "not-the-password",
+                            "FMA_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == 1
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("fma-release:")]
+    assert "wrong password" in line and "FMA_SIGNING_PASSWORD" in line
+    assert "not-the-password" not in done.stdout + done.stderr
+    with RegistryAPI(registry.host) as api:
+        assert all(api.tags(f"badpw/fma/{name}") == [] for name in
+                   ("launcher", "requester", "dual-pods-controller", "launcher-populator", "charts/fma-controllers"))
+
+
+def test_no_sign_releases_unsigned_and_says_so(signed: Signed, registry: RegistryProcess, tmp_path: Path) -> None:
+    """--no-sign with a key configured: published, one line saying it is unsigned, no .sig or .att anywhere."""
+    reg = f"{registry.host}/unsigned/fma"
+    out = tmp_path / "unsigned.json"
+    done = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", reg, "--no-sign",
+                       "--summary-json", str(out), env={**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["signed"] is False and summary["signatures"] == [] and summary["verify_command"] == ""
+    assert "unsigned: --no-sign" in summary["notes"]
+    assert len([line for line in (done.stdout + done.stderr).splitlines() if "unsigned: --no-sign" in line]) >= 1
+    with RegistryAPI(registry.host) as api:
+        for name in ("launcher", "requester", "dual-pods-controller", "charts/fma-controllers"):
+            tags = api.tags(f"unsigned/fma/{name}")
+            assert tags and not [t for t in tags if t.endswith((".sig", ".att"))]
