@@ -1,0 +1,83 @@
+"""Tag slots held by runs that are gone: a waiting run says who holds the slot, ends on Cancel, and
+takes the slot from a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.states import Cancelling
+
+from devkit.registry import RegistryProcess
+from devkit.sample_source import SampleSource
+from tasks.concurrency import limit_name
+from tasks.slots import STALE_SECONDS, SlotHolder, holder_variable
+from tests.integration.prefect_helpers import wait_for
+from tests.integration.test_concurrency import ARTIFACTS, CLI, IMAGES, flow_runs_of
+
+pytestmark = pytest.mark.integration
+
+
+def _holder(tag: str) -> SlotHolder | None:
+    with get_client(sync_client=True) as client:
+        var = client.read_variable_by_name(holder_variable(limit_name(tag)))
+    return None if var is None else SlotHolder.from_json(var.value)
+
+
+def _run(src: SampleSource, registry: str, tmp: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A CLI dry run of the sample's tag, and the file its output goes to."""
+    log = tmp / f"run-{uuid.uuid4().hex[:6]}.log"
+    proc = subprocess.Popen(
+        [CLI, "run", src.tag, "--source", str(src.path), "--config", str(src.config), "--registry", registry,
+         "--dry-run"], stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    return proc, log
+
+
+def test_waiting_run_names_the_holder_ends_on_cancel_and_a_killed_holder_s_slot_is_taken(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    tag = f"v0.{uuid.uuid4().int % 10_000}.3"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 90), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    holder_proc, _ = _run(src, reg, tmp_path)
+    holder = wait_for("the first run to record itself as the slot's holder", lambda: _holder(tag), timeout=120)
+
+    # A second run waits, and says which run holds the slot.
+    waiter, waiter_log = _run(src, reg, tmp_path)
+    wait_for("the waiting run to name the holder",
+             lambda: f"waiting: release-{tag} held by flow run {holder.flow_run_id}" in waiter_log.read_text(),
+             timeout=120)
+    waiting = [r for r in flow_runs_of(tag, src.path) if r.id != holder.flow_run_id]
+    assert len(waiting) == 1
+    # Cancel from the UI = the run's state set to Cancelling; the waiting run ends promptly.
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(waiting[0].id, Cancelling(), force=True)
+    assert waiter.wait(timeout=60) != 0
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(waiting[0].id).state.type is StateType.CANCELLED
+
+    # The holder dies without a word; the next run takes its slot and completes.
+    holder_proc.send_signal(signal.SIGKILL)
+    holder_proc.wait(timeout=30)
+    killed = time.monotonic()
+    taker, _ = _run(src, reg, tmp_path)  # same tag and source: it builds what the killed run did not
+    assert taker.wait(timeout=600) == 0, [p.read_text()[-3000:] for p in tmp_path.glob("run-*.log")]
+    took = time.monotonic() - killed
+    text = "\n".join(p.read_text() for p in tmp_path.glob("run-*.log"))
+    assert f"slot taken over: release-{tag} from flow run {holder.flow_run_id}" in text
+    assert len(text) < 200_000  # waiting is a line per change of holder, not a line per poll
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(limit_name(tag))
+    assert limit.active_slots == 0 and _holder(tag) is None
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "slots.json").write_text(json.dumps(
+        {"sigkill_to_next_run_done_s": took, "stale_after_s": STALE_SECONDS}, indent=2))
