@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -106,6 +107,28 @@ def describe(holder: SlotHolder | None, state: str | None, now: datetime) -> str
     age = int((now - holder.since).total_seconds())
     shown = (state or "unknown").lower()
     return f"held by flow run {holder.flow_run_id} ({shown}) since {holder.since:%H:%M:%S} UTC ({age}s)"
+
+
+class _QuietTimeouts(logging.Filter):
+    """Drop Prefect's ERROR line for an acquisition that timed out: here that is one wait step
+    ending, not a fault, and it would print every :data:`WAIT_STEP_SECONDS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            record.msg == "Service %r failed to process item %r"
+            and any("ConcurrencySlotAcquisition" in str(a) for a in args[:1])
+            and any("TimeoutError" in str(a) for a in args[1:])
+        )
+
+
+_QUIET = _QuietTimeouts()
+
+
+def _quiet_acquisition_timeouts() -> None:
+    logger = logging.getLogger("prefect._internal.concurrency")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
 
 
 def _now() -> datetime:
@@ -234,6 +257,7 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, concurrency
     from prefect.concurrency.context import ConcurrencyContext
 
+    _quiet_acquisition_timeouts()
     run_id = _current_run_id()
     lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id is not None else None
     deadline = None if timeout_seconds is None else asyncio.get_running_loop().time() + timeout_seconds
