@@ -159,3 +159,86 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
         assert _variable_on(url, var) is None
     finally:
         stop_prefect_server(server)
+
+
+def _api(method: str, url: str, body: object = None) -> object:
+    import requests
+
+    response = requests.request(method, url, json=body, timeout=10)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def _state(url: str, run_id: str) -> str:
+    run = _api("GET", f"{url}/flow_runs/{run_id}")
+    assert isinstance(run, dict)
+    return str(run["state"]["type"]) if run.get("state") else ""
+
+
+def _waiting_logged(url: str, run_id: str, tag: str) -> bool:
+    logs = _api("POST", f"{url}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    assert isinstance(logs, list)
+    return any(f"waiting for release-{tag}: held by flow run" in entry["message"] for entry in logs)
+
+
+def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """`fma-release serve` (on a Prefect server of the test's own, so its deployment names are its own):
+    a run from the deployment's form waits for a slot a CLI run holds, logs who holds it, and ends
+    Cancelled on Cancel; a second waiting run ends when `serve` gets SIGTERM."""
+    from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.processes import stop_process
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.9"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 240), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    server, url = start_prefect_server(tmp_path / "prefect-home")
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_RUNNER_POLL_INTERVAL": "1"}
+    holder = serve = None
+    try:
+        holder = subprocess.Popen(
+            [CLI, "run", tag, "--source", str(src.path), "--config", str(src.config), "--registry", reg,
+             "--dry-run"], stdout=(tmp_path / "holder.log").open("w"), stderr=subprocess.STDOUT, env=env)
+        var = holder_variable(limit_name(tag))
+        wait_for("the CLI run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        serve_log = tmp_path / "serve.log"
+        serve = subprocess.Popen(
+            [CLI, "serve", "--source", str(src.path), "--config", str(src.config), "--registry", reg, "--dry-run",
+             "--repo", f"fma-test/slots-{uuid.uuid4().hex[:6]}", "--watch-interval", "0"],
+            stdout=serve_log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+        def deployment() -> str | None:
+            assert serve is not None and serve.poll() is None, serve_log.read_text()[-3000:]
+            found = _api("POST", f"{url}/deployments/filter",
+                         {"deployments": {"name": {"any_": ["publish-release"]}}})
+            assert isinstance(found, list)
+            return str(found[0]["id"]) if found else None
+
+        deployment_id = wait_for("publish-release to be served", deployment, timeout=120)
+
+        def start_waiting_run() -> str:
+            run = _api("POST", f"{url}/deployments/{deployment_id}/create_flow_run", {"parameters": {"tag": tag}})
+            assert isinstance(run, dict)
+            run_id = str(run["id"])
+            wait_for("the served run to log who holds the slot", lambda: _waiting_logged(url, run_id, tag),
+                     timeout=180, every=0.5)
+            return run_id
+
+        cancelled = start_waiting_run()
+        _api("POST", f"{url}/flow_runs/{cancelled}/set_state",
+             {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+        wait_for("the cancelled run to end", lambda: _state(url, cancelled) == "CANCELLED", timeout=60)
+
+        stopped = start_waiting_run()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=90) is not None
+        wait_for("the waiting run to end with serve",
+                 lambda: _state(url, stopped) in {"CANCELLED", "CRASHED", "FAILED"}, timeout=60)
+        assert "failed to process item" not in serve_log.read_text()
+        assert len(serve_log.read_text()) < 200_000
+    finally:
+        for proc in (serve, holder):
+            if proc is not None:
+                stop_process(proc)
+        stop_prefect_server(server)
