@@ -178,16 +178,15 @@ async def _take_over(client: Any, name: str, judged: SlotHolder) -> bool:
     if current != judged:
         return False
     await client.delete_variable_by_name(holder_variable(name))
+    before = (await client.read_global_concurrency_limit_by_name(name)).active_slots
     if judged.lease_id is not None:
-        try:  # the server still has the lease: releasing it lowers the count and ends the lease
+        # The server still has the lease: releasing it lowers the count and ends the lease. A lease the
+        # server lost (a restart) is released silently with nothing lowered: then lower it here.
+        with contextlib.suppress(Exception):
             await client.release_concurrency_slots_with_lease(lease_id=judged.lease_id)
-            return True
-        except Exception:  # noqa: S110 - lost with a server restart: lower the count below
-            pass
-    limit = await client.read_global_concurrency_limit_by_name(name)
-    if limit.active_slots > 0:
-        await client.update_global_concurrency_limit(
-            name, GlobalConcurrencyLimitUpdate(active_slots=limit.active_slots - 1))
+    after = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+    if after >= before > 0:
+        await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=after - 1))
     return True
 
 

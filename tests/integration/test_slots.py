@@ -123,6 +123,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     the same database: the slot still counts (its lease was in the server's memory); the same tag run
     again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.processes import stop_process
     from tasks.registry import RegistryAPI
 
     fast, slow = IMAGES
@@ -131,8 +132,10 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     reg = f"{registry.host}/{namespace}"
     home = tmp_path / "prefect-home"
     server, url = start_prefect_server(home)
+    procs: list[subprocess.Popen[str]] = []
     try:
         first, _ = _run_on(url, src, reg, tmp_path)
+        procs.append(first)
         var = holder_variable(limit_name(tag))
         wait_for("the first run to hold the slot", lambda: _variable_on(url, var), timeout=180)
         with RegistryAPI(registry.host) as api:
@@ -145,6 +148,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
         assert _limit_on(url, limit_name(tag))["active_slots"] == 1  # counted, with no lease behind it
 
         second, log = _run_on(url, src, reg, tmp_path)
+        procs.append(second)
         assert second.wait(timeout=600) == 0, log.read_text()[-3000:]
         out = log.read_text()
         assert f"waiting: release-{tag} held by flow run" in out
@@ -158,6 +162,8 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
         assert _limit_on(url, limit_name(tag))["active_slots"] == 0
         assert _variable_on(url, var) is None
     finally:
+        for proc in procs:
+            stop_process(proc)
         stop_prefect_server(server)
 
 
