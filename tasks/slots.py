@@ -118,7 +118,7 @@ class _QuietTimeouts(logging.Filter):
         return not (
             record.msg == "Service %r failed to process item %r"
             and any("ConcurrencySlotAcquisition" in str(a) for a in args[:1])
-            and any("TimeoutError" in str(a) for a in args[1:])
+            and any("TimeoutError" in str(a) or "state=cancelled" in str(a) for a in args[1:])
         )
 
 
