@@ -49,3 +49,19 @@ def test_the_record_round_trips_and_foreign_values_are_no_record() -> None:
 
 def test_holder_variable_names_are_valid_prefect_variable_names() -> None:
     assert holder_variable("release-v0.6.4-rc.1") == "fma_slot_v0_6_4_rc_1"
+
+
+def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> None:
+    import logging
+
+    from tasks.slots import _QUIET
+
+    def record(*args: object) -> logging.LogRecord:
+        return logging.LogRecord("prefect._internal.concurrency", logging.ERROR, __file__, 1,
+                                 "Service %r failed to process item %r", args, None)
+
+    service = "ConcurrencySlotAcquisitionWithLeaseService"
+    assert not _QUIET.filter(record(service, "(1, <Future state=finished raised TimeoutError>)"))
+    assert not _QUIET.filter(record(service, "(1, <Future state=cancelled>)"))
+    assert _QUIET.filter(record(service, "(1, <Future state=finished raised HTTPStatusError>)"))
+    assert _QUIET.filter(record("EventsWorker", "(1, <Future state=finished raised TimeoutError>)"))
