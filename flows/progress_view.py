@@ -44,6 +44,8 @@ class ProgressView:
             if item == RUN:
                 if state == Status.STARTED and detail:
                     self.console.print(f"Prefect UI: {detail}", soft_wrap=True, highlight=False)
+                elif state in (Status.WAITING, Status.SLOT_TAKEN):  # the tag's slot: who holds it, since when
+                    self.console.print(f"{state}: {detail}", soft_wrap=True, highlight=False, markup=False)
                 return
             self._rows[item] = (state, detail, time.monotonic() - self._started)
             if self._live is not None:

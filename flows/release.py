@@ -55,6 +55,7 @@ from tasks.result import (
     SignatureResult,
 )
 from tasks.signing import SignJob, build_facts, load_signer, sign_task, signing_decision
+from tasks.slots import SlotWaitCancelled
 from tasks.source import checkout_task, resolve_tag
 from tasks.status import Status
 from tasks.summary import already_published, apublish_summary, release_notes, summary_task, verify_command
@@ -250,6 +251,11 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
             return recorded
         async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
             return await asyncio.to_thread(_release, run)
+    except SlotWaitCancelled as err:  # the run is Cancelled already: end it, with nothing done
+        from prefect.exceptions import Abort
+
+        progress.report(progress.RUN, Status.FAILED, str(err))
+        raise Abort(str(err)) from err
     except ReleaseError as err:
         progress.report(progress.RUN, Status.FAILED, str(err))
         raise

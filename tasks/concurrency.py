@@ -131,14 +131,17 @@ def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
 
 @asynccontextmanager
 async def atag_slot(tag: str, timeout_seconds: float | None = None) -> AsyncIterator[None]:
-    """:func:`tag_slot` for async flows: the lease is renewed on the flow's event loop."""
-    from prefect.concurrency.asyncio import concurrency
+    """:func:`tag_slot` for async flows: the lease is renewed on the flow's event loop.
+
+    While another run holds the slot, this run says which one and since when (progress and run log),
+    takes the slot over when that run is gone (tasks/slots.py decides), and ends when it is itself
+    cancelled. Once in, it records itself as the holder and keeps that record fresh.
+    """
+    from tasks.slots import hold_slot
 
     name = await asyncio.to_thread(_ensure, tag)
-    async with concurrency(
-        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS
-    ):
-        leases = _held()
+    async with hold_slot(name, LEASE_SECONDS, timeout_seconds) as leases:
+        HELD.add(leases)
         try:
             yield
         finally:

@@ -32,6 +32,8 @@ class Status(StrEnum):
     # the run itself
     STARTED = "started"
     DONE = "done"
+    WAITING = "waiting"  # for the tag's slot, held by another run
+    SLOT_TAKEN = "slot taken over"  # from a run that is gone
 
 
 # Where an image's own part of the run ends (the rest is charts and the summary).

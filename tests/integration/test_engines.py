@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -15,6 +20,7 @@ from flows.release import release
 from tasks.errors import EngineError
 from tasks.references import Reference
 from tasks.registry import RegistryAPI
+from tests.integration.prefect_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +107,45 @@ def test_an_unreachable_engine_fails_the_preflight_by_name(
                                           r"start it or fix engine 'gone' in the release config"):
         release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", config=str(src.config))
     assert not [event for event in events if event[1] == "building"]
+
+
+def test_dockerd_restarted_mid_build_fails_or_retries_and_half_publishes_nothing(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """A private dockerd restarted while it builds: the build is retried as transient and the run
+    completes, or the run fails with one line naming the engine; never a chart or a tag of that image
+    without the other."""
+    engine = EngineProcess().start()
+    try:
+        src = sample(images=("requester",), sleeps={"requester": 45}, nonce=uuid.uuid4().hex)
+        with_engines(src, f"engines:\n  - {{name: private, docker_host: '{engine.docker_host}'}}\n")
+        reg = f"{registry.host}/{namespace}"
+        out = tmp_path / "run.log"
+        err = tmp_path / "run.err"
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("fma-release")), "run", src.tag, "--source", str(src.path),
+             "--config", str(src.config), "--registry", reg],
+            stdout=out.open("w"), stderr=err.open("w"), text=True, env=dict(os.environ))
+        try:
+            wait_for("the build to start on the private engine", lambda: "requester: building" in err.read_text(),
+                     timeout=180)
+            engine.restart()
+            code = proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = err.read_text()
+        assert len(text) < 20_000
+        with RegistryAPI(registry.host) as api:
+            image_tags = api.tags(f"{namespace}/requester")
+            chart_tags = api.tags(f"{namespace}/charts/fma-controllers")
+        if code == 0:
+            assert src.tag in image_tags and chart_tags
+        else:
+            errors = [line for line in text.splitlines() if line.startswith("fma-release: error:")]
+            assert len(errors) == 1, text[-3000:]
+            assert "private" in errors[0] or engine.docker_host in errors[0], errors[0]
+            assert image_tags == [] and chart_tags == [], (image_tags, chart_tags)
+    finally:
+        engine.stop()

@@ -1,0 +1,250 @@
+"""Tag slots held by runs that are gone: a waiting run says who holds the slot, ends on Cancel, and
+takes the slot from a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.states import Cancelling
+
+from devkit.registry import RegistryProcess
+from devkit.sample_source import SampleSource
+from tasks.concurrency import limit_name
+from tasks.slots import STALE_SECONDS, SlotHolder, holder_variable
+from tests.integration.prefect_helpers import wait_for
+from tests.integration.test_concurrency import ARTIFACTS, CLI, IMAGES, flow_runs_of
+
+pytestmark = pytest.mark.integration
+
+
+def _holder(tag: str) -> SlotHolder | None:
+    with get_client(sync_client=True) as client:
+        var = client.read_variable_by_name(holder_variable(limit_name(tag)))
+    return None if var is None else SlotHolder.from_json(var.value)
+
+
+def _run(src: SampleSource, registry: str, tmp: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A CLI dry run of the sample's tag, and the file its output goes to."""
+    log = tmp / f"run-{uuid.uuid4().hex[:6]}.log"
+    proc = subprocess.Popen(
+        [CLI, "run", src.tag, "--source", str(src.path), "--config", str(src.config), "--registry", registry,
+         "--dry-run"], stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    return proc, log
+
+
+def test_waiting_run_names_the_holder_ends_on_cancel_and_a_killed_holder_s_slot_is_taken(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    tag = f"v0.{uuid.uuid4().int % 10_000}.3"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 90), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    holder_proc, _ = _run(src, reg, tmp_path)
+    holder = wait_for("the first run to record itself as the slot's holder", lambda: _holder(tag), timeout=120)
+
+    # A second run waits, and says which run holds the slot.
+    waiter, waiter_log = _run(src, reg, tmp_path)
+    wait_for("the waiting run to name the holder",
+             lambda: f"waiting: release-{tag} held by flow run {holder.flow_run_id}" in waiter_log.read_text(),
+             timeout=120)
+    waiting = [r for r in flow_runs_of(tag, src.path) if r.id != holder.flow_run_id]
+    assert len(waiting) == 1
+    # Cancel from the UI = the run's state set to Cancelling; the waiting run ends promptly.
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(waiting[0].id, Cancelling(), force=True)
+    assert waiter.wait(timeout=60) != 0
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(waiting[0].id).state.type is StateType.CANCELLED
+
+    # The holder dies without a word; the next run takes its slot and completes.
+    holder_proc.send_signal(signal.SIGKILL)
+    holder_proc.wait(timeout=30)
+    killed = time.monotonic()
+    taker, taker_log = _run(src, reg, tmp_path)  # same tag and source: it builds what the killed run did not
+    wait_for("the next run to take the slot over",
+             lambda: f"slot taken over: release-{tag} from flow run {holder.flow_run_id}" in taker_log.read_text(),
+             timeout=STALE_SECONDS + 120)
+    took = time.monotonic() - killed
+    assert taker.wait(timeout=600) == 0, [p.read_text()[-3000:] for p in tmp_path.glob("run-*.log")]
+    text = "\n".join(p.read_text() for p in tmp_path.glob("run-*.log"))
+    assert f"slot taken over: release-{tag} from flow run {holder.flow_run_id}" in text
+    assert len(text) < 200_000  # waiting is a line per change of holder, not a line per poll
+    assert "failed to process item" not in waiter_log.read_text()  # no library noise per wait step
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(limit_name(tag))
+    assert limit.active_slots == 0 and _holder(tag) is None
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "slots.json").write_text(json.dumps(
+        {"sigkill_to_slot_taken_s": took, "stale_after_s": STALE_SECONDS}, indent=2))
+
+
+def _run_on(api_url: str, src: SampleSource, registry: str, tmp: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A CLI run (pushing) of the sample's tag, reporting to the Prefect server at ``api_url``."""
+    log = tmp / f"run-{uuid.uuid4().hex[:6]}.log"
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    proc = subprocess.Popen(
+        [CLI, "run", src.tag, "--source", str(src.path), "--config", str(src.config), "--registry", registry],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, env=env)
+    return proc, log
+
+
+def _variable_on(api_url: str, name: str) -> str | None:
+    import requests
+
+    response = requests.post(f"{api_url}/variables/filter", json={"variables": {"name": {"any_": [name]}}},
+                             timeout=10)
+    response.raise_for_status()
+    found = response.json()
+    return json.dumps(found[0]["value"]) if found else None
+
+
+def _limit_on(api_url: str, name: str) -> dict[str, object]:
+    import requests
+
+    response = requests.get(f"{api_url}/v2/concurrency_limits/{name}", timeout=10)
+    response.raise_for_status()
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """A Prefect server of the test's own stops mid-release (the run dies with it) and starts again on
+    the same database: the slot still counts (its lease was in the server's memory); the same tag run
+    again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
+    from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.processes import stop_process
+    from tasks.registry import RegistryAPI
+
+    fast, slow = IMAGES
+    tag = f"v0.{uuid.uuid4().int % 10_000}.5"
+    src = sample(tag=tag, images=IMAGES, sleeps={fast: 0, slow: 60}, nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    home = tmp_path / "prefect-home"
+    server, url = start_prefect_server(home)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        first, _ = _run_on(url, src, reg, tmp_path)
+        procs.append(first)
+        var = holder_variable(limit_name(tag))
+        wait_for("the first run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        with RegistryAPI(registry.host) as api:
+            wait_for(f"{fast} to be pushed", lambda: tag in api.tags(f"{namespace}/{fast}"), timeout=180)
+            fast_digest = api.digest(f"{namespace}/{fast}", tag)
+        stop_prefect_server(server)
+        first.send_signal(signal.SIGKILL)  # the run went down with its control plane
+        first.wait(timeout=30)
+        server, url = start_prefect_server(home)
+        assert _limit_on(url, limit_name(tag))["active_slots"] == 1  # counted, with no lease behind it
+
+        second, log = _run_on(url, src, reg, tmp_path)
+        procs.append(second)
+        assert second.wait(timeout=600) == 0, log.read_text()[-3000:]
+        out = log.read_text()
+        assert f"waiting: release-{tag} held by flow run" in out
+        assert f"slot taken over: release-{tag}" in out
+        assert f"{fast}: building" not in out  # answered from the registry, not rebuilt
+        assert len(out) < 50_000
+        with RegistryAPI(registry.host) as api:
+            assert api.digest(f"{namespace}/{fast}", tag) == fast_digest
+            assert tag in api.tags(f"{namespace}/{slow}")
+            assert api.tags(f"{namespace}/charts/fma-controllers")
+        assert _limit_on(url, limit_name(tag))["active_slots"] == 0
+        assert _variable_on(url, var) is None
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        stop_prefect_server(server)
+
+
+def _api(method: str, url: str, body: object = None) -> object:
+    import requests
+
+    response = requests.request(method, url, json=body, timeout=10)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def _state(url: str, run_id: str) -> str:
+    run = _api("GET", f"{url}/flow_runs/{run_id}")
+    assert isinstance(run, dict)
+    return str(run["state"]["type"]) if run.get("state") else ""
+
+
+def _waiting_logged(url: str, run_id: str, tag: str) -> bool:
+    logs = _api("POST", f"{url}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    assert isinstance(logs, list)
+    return any(f"waiting for release-{tag}: held by flow run" in entry["message"] for entry in logs)
+
+
+def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """`fma-release serve` (on a Prefect server of the test's own, so its deployment names are its own):
+    a run from the deployment's form waits for a slot a CLI run holds, logs who holds it, and ends
+    Cancelled on Cancel; a second waiting run ends when `serve` gets SIGTERM."""
+    from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.processes import stop_process
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.9"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 240), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    server, url = start_prefect_server(tmp_path / "prefect-home")
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_RUNNER_POLL_INTERVAL": "1"}
+    holder = serve = None
+    try:
+        holder = subprocess.Popen(
+            [CLI, "run", tag, "--source", str(src.path), "--config", str(src.config), "--registry", reg,
+             "--dry-run"], stdout=(tmp_path / "holder.log").open("w"), stderr=subprocess.STDOUT, env=env)
+        var = holder_variable(limit_name(tag))
+        wait_for("the CLI run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        serve_log = tmp_path / "serve.log"
+        serve = subprocess.Popen(
+            [CLI, "serve", "--source", str(src.path), "--config", str(src.config), "--registry", reg, "--dry-run",
+             "--repo", f"fma-test/slots-{uuid.uuid4().hex[:6]}", "--watch-interval", "0"],
+            stdout=serve_log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+        def deployment() -> str | None:
+            assert serve is not None and serve.poll() is None, serve_log.read_text()[-3000:]
+            found = _api("POST", f"{url}/deployments/filter",
+                         {"deployments": {"name": {"any_": ["publish-release"]}}})
+            assert isinstance(found, list)
+            return str(found[0]["id"]) if found else None
+
+        deployment_id = wait_for("publish-release to be served", deployment, timeout=120)
+
+        def start_waiting_run() -> str:
+            run = _api("POST", f"{url}/deployments/{deployment_id}/create_flow_run", {"parameters": {"tag": tag}})
+            assert isinstance(run, dict)
+            run_id = str(run["id"])
+            wait_for("the served run to log who holds the slot", lambda: _waiting_logged(url, run_id, tag),
+                     timeout=180, every=0.5)
+            return run_id
+
+        cancelled = start_waiting_run()
+        _api("POST", f"{url}/flow_runs/{cancelled}/set_state",
+             {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+        wait_for("the cancelled run to end", lambda: _state(url, cancelled) == "CANCELLED", timeout=60)
+
+        stopped = start_waiting_run()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=90) is not None
+        wait_for("the waiting run to end with serve",
+                 lambda: _state(url, stopped) in {"CANCELLED", "CRASHED", "FAILED"}, timeout=60)
+        assert "failed to process item" not in serve_log.read_text()
+        assert len(serve_log.read_text()) < 200_000
+    finally:
+        for proc in (serve, holder):
+            if proc is not None:
+                stop_process(proc)
+        stop_prefect_server(server)

@@ -1,0 +1,67 @@
+"""The reclaim decision (pure): a tag's slot is taken from a holder that is gone, never from a live one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tasks.slots import STALE_SECONDS, SlotHolder, Verdict, holder_variable, judge_holder
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def holder(seen_ago: float = 1.0) -> SlotHolder:
+    return SlotHolder(uuid.uuid4(), NOW - timedelta(minutes=10), NOW - timedelta(seconds=seen_ago), uuid.uuid4())
+
+
+@pytest.mark.parametrize("state", ["CRASHED", "FAILED", "CANCELLED", "COMPLETED", "crashed"])
+def test_a_holder_in_a_final_state_is_gone(state: str) -> None:
+    assert judge_holder(holder(), state, known=True, now=NOW) is Verdict.TAKE
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "PENDING", "CANCELLING", "SCHEDULED", "PAUSED", None])
+def test_a_live_holder_keeps_the_slot(state: str | None) -> None:
+    assert judge_holder(holder(seen_ago=2), state, known=True, now=NOW) is Verdict.WAIT
+
+
+def test_a_holder_unknown_to_the_server_is_gone() -> None:
+    assert judge_holder(holder(), None, known=False, now=NOW) is Verdict.TAKE
+
+
+def test_a_running_holder_that_stopped_refreshing_its_record_is_gone() -> None:
+    assert judge_holder(holder(seen_ago=STALE_SECONDS + 1), "RUNNING", known=True, now=NOW) is Verdict.TAKE
+    assert judge_holder(holder(seen_ago=STALE_SECONDS - 1), "RUNNING", known=True, now=NOW) is Verdict.WAIT
+
+
+def test_without_a_record_the_run_waits() -> None:
+    assert judge_holder(None, None, known=False, now=NOW) is Verdict.WAIT
+
+
+def test_the_record_round_trips_and_foreign_values_are_no_record() -> None:
+    h = holder()
+    assert SlotHolder.from_json(h.to_json()) == h
+    assert SlotHolder.from_json({"flow_run_id": "x"}) is None
+    assert SlotHolder.from_json("not json") is None
+    assert SlotHolder.from_json(3) is None
+
+
+def test_holder_variable_names_are_valid_prefect_variable_names() -> None:
+    assert holder_variable("release-v0.6.4-rc.1") == "fma_slot_v0_6_4_rc_1"
+
+
+def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> None:
+    import logging
+
+    from tasks.slots import _QUIET
+
+    def record(*args: object) -> logging.LogRecord:
+        return logging.LogRecord("prefect._internal.concurrency", logging.ERROR, __file__, 1,
+                                 "Service %r failed to process item %r", args, None)
+
+    service = "ConcurrencySlotAcquisitionWithLeaseService"
+    assert not _QUIET.filter(record(service, "(1, <Future state=finished raised TimeoutError>)"))
+    assert not _QUIET.filter(record(service, "(1, <Future state=cancelled>)"))
+    assert _QUIET.filter(record(service, "(1, <Future state=finished raised HTTPStatusError>)"))
+    assert _QUIET.filter(record("EventsWorker", "(1, <Future state=finished raised TimeoutError>)"))
