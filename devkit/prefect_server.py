@@ -28,24 +28,32 @@ def postgres_available() -> bool:
         return False
 
 
-def new_postgres_database(prefix: str = "prefect_test") -> str:
-    """Create a database of its own on the cluster of scripts/postgres.sh; return its asyncpg URL."""
+def _admin(statement: str) -> None:
     import asyncio
 
     import asyncpg
 
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
+    async def execute() -> None:
         conn = await asyncpg.connect(host="127.0.0.1", port=PG_PORT, user=PG_USER,
                                      password=PG_PASSWORD, database="postgres")
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(statement)
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    asyncio.run(execute())
+
+
+def new_postgres_database(prefix: str = "prefect_test") -> str:
+    """Create a database of its own on the cluster of scripts/postgres.sh; return its asyncpg URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
     return f"postgresql+asyncpg://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{PG_PORT}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database new_postgres_database made (its server stopped first)."""
+    _admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 def start_prefect_server(home: Path, timeout: float = 120,

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from devkit.prefect_server import new_postgres_database, postgres_available, start_prefect_server, stop_prefect_server
+from devkit.prefect_server import (
+    drop_postgres_database,
+    new_postgres_database,
+    postgres_available,
+    start_prefect_server,
+    stop_prefect_server,
+)
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.concurrency import limit_name
@@ -33,9 +39,11 @@ def postgres_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect server of this module on a PostgreSQL database of its own."""
     if not postgres_available():
         pytest.fail("PostgreSQL is not running on 127.0.0.1:5433: run scripts/setup.sh (scripts/postgres.sh)")
-    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), database_url=new_postgres_database())
+    database = new_postgres_database()
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), database_url=database)
     yield url
     stop_prefect_server(proc)
+    drop_postgres_database(database)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
