@@ -3,18 +3,66 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from devkit.processes import stop_process
 from devkit.registry import free_port
 
+PG_PORT = int(os.environ.get("FMA_PG_PORT", "5433"))
+PG_USER = os.environ.get("FMA_PG_USER", "fma")
+PG_PASSWORD = os.environ.get("FMA_PG_PASSWORD", "fma")
 
-def start_prefect_server(home: Path, timeout: float = 120) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL."""
+
+def postgres_available() -> bool:
+    """Whether the cluster of scripts/postgres.sh answers on its port."""
+    try:
+        with socket.create_connection(("127.0.0.1", PG_PORT), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _admin(statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=PG_PORT, user=PG_USER,
+                                     password=PG_PASSWORD, database="postgres")
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute())
+
+
+def new_postgres_database(prefix: str = "prefect_test") -> str:
+    """Create a database of its own on the cluster of scripts/postgres.sh; return its asyncpg URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    return f"postgresql+asyncpg://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{PG_PORT}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database new_postgres_database made (its server stopped first)."""
+    _admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def start_prefect_server(home: Path, timeout: float = 120,
+                         database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL.
+
+    ``database_url`` (``postgresql+asyncpg://...``, e.g. from new_postgres_database) puts the
+    server on PostgreSQL; without it the server keeps SQLite in its home.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     prefect = Path(sys.executable).with_name("prefect")
@@ -22,6 +70,10 @@ def start_prefect_server(home: Path, timeout: float = 120) -> tuple[subprocess.P
            # The UI asks the server where the API is; without this it answers port 4200.
            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_API_URL", None)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    else:
+        env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     log = (home / "prefect-server.log").open("wb")
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -7,9 +7,10 @@ fields used (400). ``ping`` gets 200. A ``release`` event with action
 ``published`` for the configured repository emits ``github.release.published``
 (resource: repository and tag) and gets 202; the ``publish-release``
 deployment's trigger turns that event into a flow run. Anything else gets 202
-and is ignored. A delivery id seen before emits nothing; the event id is
-derived from the delivery id, so even a restarted receiver's repeat is one
-event for Prefect's triggers.
+and is ignored. A delivery id seen before emits nothing, nor does another
+delivery of a release announced in the last ten minutes (a burst of the
+same tag gives one run); the event id is derived from the delivery id, so
+even a restarted receiver's repeat is one event for Prefect's triggers.
 
 :func:`judge` decides (pure); :class:`WebhookServer` does the HTTP and emits.
 Neither the secret nor the body is ever logged.
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -134,26 +136,63 @@ def emit_release_event(verdict: Verdict, delivery: str) -> None:
     )
 
 
-class Deliveries:
-    """Delivery ids seen recently (bounded), to answer a redelivery without a second event."""
+# GitHub sends "published" for a release once, but a burst (a re-sent hook, two hooks on the repository,
+# a redelivery clicked twice) brings the same tag again under other delivery ids within moments.
+TAG_WINDOW_SECONDS = 600.0
 
-    def __init__(self, size: int = 10_000) -> None:
+
+class Deliveries:
+    """Delivery ids seen recently (bounded), and the releases announced in the last ``tag_window``
+    seconds: a redelivery, or another delivery of a release announced a moment ago, emits nothing.
+    One lock makes the check and the claim one step, so racing deliveries of a tag emit once."""
+
+    def __init__(self, size: int = 10_000, tag_window: float = TAG_WINDOW_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._announced: dict[str, float] = {}
         self._size = size
+        self._tag_window = tag_window
+        self._clock = clock
         self._lock = threading.Lock()
 
     def first_time(self, delivery: str) -> bool:
         with self._lock:
+            return self._remember(delivery)
+
+    def _remember(self, delivery: str) -> bool:
+        if delivery in self._seen:
+            return False
+        self._seen[delivery] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+    def claim(self, delivery: str, release: str) -> str:
+        """Claim the announcement of ``release`` (repository and tag) for ``delivery``; ``""`` when this
+        delivery is to emit, else why not."""
+        with self._lock:
+            now = self._clock()
+            self._announced = {k: t for k, t in self._announced.items() if now - t < self._tag_window}
             if delivery in self._seen:
-                return False
-            self._seen[delivery] = None
-            if len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-            return True
+                return "duplicate delivery: already handled"
+            if release in self._announced:
+                self._remember(delivery)
+                return "release already announced moments ago: no second run"
+            self._remember(delivery)
+            self._announced[release] = now
+            return ""
+
+    def forget(self, delivery: str, release: str) -> None:
+        """Undo a claim whose event did not leave, so that GitHub's redelivery is served."""
+        with self._lock:
+            self._seen.pop(delivery, None)
+            self._announced.pop(release, None)
 
 
 class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of deliveries had connections reset.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], secret: str, repository: str,
                  emit: Callable[[Verdict, str], None] = emit_release_event) -> None:
@@ -194,12 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
         verdict = judge(headers, body, self.server.secret, self.server.repository)
         delivery = headers.get("x-github-delivery", "")
         if verdict.announces:
-            if not self.server.deliveries.first_time(delivery):
-                self._answer(202, "duplicate delivery: already handled")
+            release = f"{self.server.repository}@{verdict.tag}"
+            refused = self.server.deliveries.claim(delivery, release)
+            if refused:
+                self._answer(202, refused)
                 return
             try:
                 self.server.emit(verdict, delivery)
             except Exception as err:  # the event did not leave: let GitHub redeliver
+                self.server.deliveries.forget(delivery, release)
                 log.error("cannot emit %s for %s: %s", EVENT_NAME, verdict.tag, type(err).__name__)
                 self._answer(503, "cannot reach Prefect; redeliver later")
                 return

@@ -54,7 +54,10 @@ fi
 # 4. The pinned Go tools (scripts/tools.versions) in .local/bin, built with the machine's Go.
 bash "$here/scripts/tools.sh"
 
-# 5. dockerd.
+# 5. PostgreSQL for a Prefect server on it (docs/scale.md; the postgres tests).
+bash "$here/scripts/postgres.sh"
+
+# 6. dockerd.
 sock=/var/run/docker.sock
 engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
 if ! engine_up; then

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.events import emit_event
 
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource, make_sample_source
@@ -134,3 +136,68 @@ def test_process_worker_runs_the_triggered_release(deployed: Deployed, tmp_path:
         stop_process(worker)
     assert run.state.is_completed(), f"{run.state.name}: {run.state.message}; worker log: {log.read_text()[-2000:]}"
     assert run.parameters["tag"] == "v0.3.1" and run.parameters["source"] == str(deployed.src.path)
+
+
+def ui_retry(flow_run_id: Any) -> None:
+    """What the Prefect 3 UI's Retry button sends (its bundle's retryFlowRun): an unforced AwaitingRetry."""
+    api = os.environ["PREFECT_API_URL"]
+    state = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}
+    answer = httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state", json={"state": state, "force": False}, timeout=30)
+    assert answer.raise_for_status().json()["status"] == "ACCEPT", answer.text
+
+
+def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
+    deployed: Deployed, fault_proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    """A publish-release run whose one push met a persistent 503 fails; the fault lifted, Retry from the UI
+    runs it again on the worker: every build is Prefect's cached one and the only push is the failed image's."""
+    images, failing = ("dual-pods-controller", "launcher-populator"), "launcher-populator"
+    src = make_sample_source(tmp_path / "sample", tag="v0.3.1", images=images, nonce=uuid.uuid4().hex)
+    namespace = f"t{uuid.uuid4().hex[:10]}/fma"
+    fault_proxy.add(Rule(repo_suffix=f"/{failing}", op="manifest_put", status=503))
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployed.publish.id, parameters={
+            "tag": "v0.3.1", "source": str(src.path), "config": str(src.config), "dry_run": False,
+            "registry": f"{fault_proxy.host}/{namespace}", "push_attempts": 1, "retry_base_delay": 0.1})
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", deployed.pool, "--type", "process"], cwd=PROJECT_ROOT,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+    )
+
+    def final() -> Any:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(run.id)
+        return current if current.state and current.state.is_final() else None
+
+    try:
+        first = wait_for("the first attempt to end", final, timeout=300, every=0.5)
+        assert first.state.is_failed(), f"{first.state.name}: {first.state.message}"
+        with get_client(sync_client=True) as client:
+            before = {t.id for t in client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))}
+        assert fault_proxy.count(f"/{failing}", "manifest_put") == 1
+        fault_proxy.clear()
+        ui_retry(run.id)
+        second = wait_for("the retried run to end", final, timeout=300, every=0.5)
+    finally:
+        stop_process(worker)
+    assert second.state.is_completed(), f"{second.state.name}: {second.state.message}; {log.read_text()[-2000:]}"
+    assert second.run_count == 2
+    with get_client(sync_client=True) as client:
+        retried = [t for t in client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))) if t.id not in before]
+    builds = [t for t in retried if t.name.startswith("build ")]
+    pushes = [t for t in retried if t.name.startswith("push ") and not t.name.startswith("push chart ")]
+    # The failed image's build is asked again and answered from Prefect's cache; the others get no step.
+    assert [t.name for t in builds] == [f"build {failing}"]
+    assert all(t.state is not None and t.state.name == "Cached" for t in builds), [(t.name, t.state) for t in builds]
+    assert [t.name for t in pushes] == [f"push {failing}"], [t.name for t in retried]
+    assert pushes[0].state is not None and pushes[0].state.is_completed()
+    # The chart, held back while an image was missing, is published now; the image pushed the first
+    # time was not pushed again.
+    assert [t.name for t in retried if t.name.startswith("push chart ")] == ["push chart fma-controllers"]
+    assert fault_proxy.count("/dual-pods-controller", "manifest_put") == 1
+    assert fault_proxy.count(f"/{failing}", "manifest_put") == 2

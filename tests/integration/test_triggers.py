@@ -6,12 +6,15 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,3 +200,34 @@ def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
         shot.unlink(missing_ok=True)
         done = browse(url, f"--screenshot={shot}")
         assert done.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_webhook_burst_gives_one_run_per_tag(served: Served, released: Any) -> None:
+    """50 deliveries for 10 tags at once, each tag under three delivery ids and two of them sent twice,
+    racing each other: ten announcements, ten events, one publish-release run per tag."""
+    tags = [f"v9.{i}.{uuid.uuid4().int % 1000}" for i in range(10)]
+    sends: list[tuple[str, str]] = []
+    for tag in tags:
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        sends += [(tag, ids[0]), (tag, ids[0]), (tag, ids[1]), (tag, ids[1]), (tag, ids[2])]
+    random.Random(15).shuffle(sends)  # noqa: S311 - an order of the sends, not a secret
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        answers = list(pool.map(lambda send: served.deliver(*send), sends))
+    assert len(answers) == 50 and all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    announced = [tag for (tag, _), a in zip(sends, answers, strict=True) if a.json()["message"].endswith("announced")]
+    assert sorted(announced) == sorted(tags)
+
+    def ten_events() -> list[Any] | None:
+        found = [e for e in events("github.release.published")
+                 if e.resource.get("github.repository") == served.repo and e.resource.get("github.tag") in tags]
+        return found if len(found) >= len(tags) else None
+
+    assert len(wait_for("the ten events", ten_events, timeout=60)) == len(tags)
+
+    def runs_per_tag() -> dict[str, int] | None:
+        counts = Counter(r.parameters["tag"] for r in deployment_runs(served.deployment_id)
+                         if r.parameters.get("tag") in tags)
+        return dict(counts) if set(counts) == set(tags) else None
+
+    # Each event starts at most one run (triggers act once per event id), so ten events, ten runs.
+    assert wait_for("a run of each tag", runs_per_tag, timeout=120, every=0.5) == dict.fromkeys(tags, 1)

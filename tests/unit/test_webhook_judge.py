@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -119,3 +120,23 @@ def test_event_resource_and_id() -> None:
     assert resource["prefect.resource.id"] == f"github.release.{REPO}.v0.3.1"
     assert (resource["github.repository"], resource["github.tag"]) == (REPO, "v0.3.1")
     assert event_id("d-1") == event_id("d-1") != event_id("d-2")
+
+
+def test_a_release_is_claimed_once_in_its_window_even_by_racing_deliveries() -> None:
+    """Many threads deliver one tag under many ids at once: one claim wins; after the window, a new one may."""
+    now = [0.0]
+    seen = Deliveries(tag_window=600, clock=lambda: now[0])
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        refusals = list(pool.map(lambda i: seen.claim(f"d{i % 20}", "o/r@v1.0.0"), range(64)))
+    assert refusals.count("") == 1
+    assert seen.claim("other", "o/r@v1.0.1") == ""  # another tag is its own release
+    assert seen.claim("d0", "o/r@v2.0.0") == "duplicate delivery: already handled"
+    now[0] = 601.0
+    assert seen.claim("late", "o/r@v1.0.0") == ""
+
+
+def test_a_claim_whose_event_did_not_leave_is_forgotten() -> None:
+    seen = Deliveries()
+    assert seen.claim("d1", "o/r@v1.0.0") == ""
+    seen.forget("d1", "o/r@v1.0.0")
+    assert seen.claim("d1", "o/r@v1.0.0") == ""  # GitHub's redelivery is served
