@@ -33,6 +33,8 @@ def add_trigger_commands(sub: Any) -> None:
     rel.add_argument("--target", help="commit or branch for a tag that does not exist on GitHub yet")
     rel.add_argument("--breaking", type=Path, help="markdown file for the 'Breaking Changes' section")
     rel.add_argument("--upgrade-notes", type=Path, help="markdown file for the 'Upgrade Notes' section")
+    rel.add_argument("--summary-json", type=Path,
+                     help="a run's --summary-json: list its digests, signatures and verify command in the body")
     rel.set_defaults(handler=_github_release)
 
     hook = sub.add_parser("webhook", help="receive GitHub webhooks; secret from GITHUB_WEBHOOK_SECRET")
@@ -77,10 +79,12 @@ def _tag(args: argparse.Namespace) -> int:
 
 def _github_release(args: argparse.Namespace) -> int:
     from tasks.github import DEFAULT_API_URL, create_github_release
+    from tasks.summary import artifacts_from_summary_file
 
+    artifacts = artifacts_from_summary_file(args.summary_json, args.tag) if args.summary_json else ""
     created = create_github_release(
         args.tag, args.repo, api_url=args.api_url or DEFAULT_API_URL,
-        breaking=_read(args.breaking), upgrade=_read(args.upgrade_notes), target=args.target,
+        breaking=_read(args.breaking), upgrade=_read(args.upgrade_notes), target=args.target, artifacts=artifacts,
     )
     plan = created.plan
     kind = "pre-release" if plan.prerelease else ("release, marked Latest" if plan.make_latest else "release")

@@ -100,9 +100,11 @@ def make_latest(tag: str, releases: Iterable[PublishedRelease]) -> bool:
 _LEADING_HEADING = re.compile(r"\A\s*#{1,6}\s*What'?s Changed\s*\n", re.IGNORECASE)
 
 
-def release_body(generated_notes: str, breaking: str = "", upgrade: str = "") -> str:
-    """The body: "What's Changed" from GitHub's generated notes, then the two sections for people."""
+def release_body(generated_notes: str, breaking: str = "", upgrade: str = "", artifacts: str = "") -> str:
+    """The body: "What's Changed" from GitHub's generated notes, then the two sections for people, then
+    ``artifacts`` (the run's digests and verify command, tasks/summary.py) when given."""
     changes = _LEADING_HEADING.sub("", generated_notes or "").strip() or NONE_TEXT
+    tail = f"\n## Artifacts\n\n{artifacts.strip()}\n" if artifacts.strip() else ""
     return (
         "## What's Changed\n\n"
         f"{changes}\n\n"
@@ -110,11 +112,12 @@ def release_body(generated_notes: str, breaking: str = "", upgrade: str = "") ->
         f"{breaking.strip() or NONE_TEXT}\n\n"
         "## Upgrade Notes\n\n"
         f"{upgrade.strip() or NONE_TEXT}\n"
-    )
+    ) + tail
 
 
 def plan_release(
-    tag: str, releases: Iterable[PublishedRelease], generated_notes: str, *, breaking: str = "", upgrade: str = ""
+    tag: str, releases: Iterable[PublishedRelease], generated_notes: str, *, breaking: str = "", upgrade: str = "",
+    artifacts: str = "",
 ) -> ReleasePlan:
     """Everything the GitHub release of ``tag`` will be, given the releases already there."""
     releases = list(releases)
@@ -122,7 +125,7 @@ def plan_release(
     return ReleasePlan(
         tag=tag,
         name=tag,
-        body=release_body(generated_notes, breaking, upgrade),
+        body=release_body(generated_notes, breaking, upgrade, artifacts),
         prerelease=version.prerelease,
         make_latest=make_latest(tag, releases),
         previous_tag=previous_release(tag, releases),
@@ -204,7 +207,7 @@ class CreatedRelease:
 
 def create_github_release(
     tag: str, repo: str, *, api_url: str = DEFAULT_API_URL, breaking: str = "", upgrade: str = "",
-    target: str | None = None,
+    target: str | None = None, artifacts: str = "",
 ) -> CreatedRelease:
     """Create the GitHub release of ``tag``: notes since the previous release, pre-release and Latest decided."""
     parse_tag(tag)
@@ -222,7 +225,7 @@ def create_github_release(
         notes = gh_repo.generate_release_notes(
             tag, previous_tag_name=previous or NotSet, target_commitish=target or NotSet
         )
-        plan = plan_release(tag, existing, notes.body, breaking=breaking, upgrade=upgrade)
+        plan = plan_release(tag, existing, notes.body, breaking=breaking, upgrade=upgrade, artifacts=artifacts)
         created = gh_repo.create_git_release(
             tag=plan.tag, name=plan.name, message=plan.body, draft=False, prerelease=plan.prerelease,
             make_latest="true" if plan.make_latest else "false",

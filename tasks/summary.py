@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect import task
@@ -13,6 +14,7 @@ from prefect.cache_policies import NONE
 
 from tasks.charts import chart_remote, install_command
 from tasks.config import DEFAULT_CONFIG
+from tasks.errors import ConfigError
 from tasks.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
 from tasks.status import Status
 
@@ -115,6 +117,39 @@ def render_summary(result: ReleaseResult) -> str:
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def artifacts_markdown(result: ReleaseResult) -> str:
+    """The GitHub release's Artifacts section: every image and chart digest, how to install and verify (pure)."""
+    lines = ["| artifact | reference | digest |", "| --- | --- | --- |"]
+    for image in result.images:
+        lines.append(f"| {image.name} | `{image.ref}` | `{image.digest}` |")
+        if image.is_index:
+            lines += [f"| {image.name} {p.platform} | `{p.ref}` | `{p.digest}` |" for p in image.platforms]
+    lines += [f"| chart {c.name} {c.version} | `{c.ref}` | `{c.digest}` |" for c in result.charts]
+    if result.charts:
+        lines += ["", "```"]
+        lines += [install_command(c.ref.rsplit("/", 1)[0], c.name, c.version) for c in result.charts]
+        lines += ["```"]
+    if result.signed:
+        lines += ["", f"Signed with cosign (key `{result.public_key}`), with SLSA v1 provenance and SPDX SBOM "
+                  "attestations. Verify with the release's public key:", "", "```", result.verify_command, "```"]
+    else:
+        lines += ["", "This release is not signed."]
+    return "\n".join(lines) + "\n"
+
+
+def artifacts_from_summary_file(path: Path, tag: str) -> str:
+    """:func:`artifacts_markdown` of a ``--summary-json`` file of ``tag``; one-line errors otherwise."""
+    try:
+        result = ReleaseResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read the summary {path}: {err.strerror}; pass a run's --summary-json file") from err
+    except ValueError as err:
+        raise ConfigError(f"{path} is not a summary of fma-release run --summary-json; pass that file") from err
+    if result.tag != tag:
+        raise ConfigError(f"{path} is the summary of {result.tag}, not {tag}: pass the summary of {tag}'s run")
+    return artifacts_markdown(result)
 
 
 @task(name="summary", cache_policy=NONE)

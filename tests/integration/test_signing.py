@@ -265,3 +265,29 @@ def test_no_sign_releases_unsigned_and_says_so(signed: Signed, registry: Registr
         for name in ("launcher", "requester", "dual-pods-controller", "charts/fma-controllers"):
             tags = api.tags(f"unsigned/fma/{name}")
             assert tags and not [t for t in tags if t.endswith((".sig", ".att"))]
+
+
+def test_the_github_release_lists_every_digest_and_the_verify_command(signed: Signed, tmp_path: Path) -> None:
+    """github-release --summary-json: the body gains an Artifacts section with every image, platform and chart
+    digest, the helm install command and the verify command; a summary of another tag is refused."""
+    from devkit.github_stub import GitHubStub
+
+    repo = "llm-d-incubation/llm-d-fast-model-actuation"
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(signed.summary))
+    with GitHubStub(token="ghp-stub-token-xyz") as stub:
+        stub.add_release(repo, "v0.6.3")
+        env = {"GITHUB_TOKEN": "ghp-stub-token-xyz"}
+        done = fma_release("github-release", signed.src.tag, "--repo", repo, "--api-url", stub.url,
+                           "--summary-json", str(summary), env=env)
+        assert done.returncode == 0, done.stderr
+        (create,) = stub.posted(f"/repos/{repo}/releases")
+        wrong = fma_release("github-release", "v0.6.5", "--repo", repo, "--api-url", stub.url,
+                            "--summary-json", str(summary), env=env)
+    assert create.body is not None
+    body = str(create.body["body"])
+    assert "## Artifacts" in body
+    digests = [d for _, d, _ in signed.image_digests()] + [d for _, d in signed.chart_digests()]
+    assert all(d in body for d in digests)
+    assert signed.summary["verify_command"] in body and "helm install fma oci://" in body
+    assert wrong.returncode == 2 and "not v0.6.5" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
