@@ -53,6 +53,13 @@ def test_where_time_went_splits_prefect_images_and_the_rest() -> None:
     assert where_time_went(2.0, 14.5, reports, server_configured=True).startswith("12.5s: Prefect start-up 8.0s, ")
 
 
+def test_where_time_went_names_the_signing() -> None:
+    reports = [(10.0, "run", "started"), (10.5, "a", "building"), (12.0, "a", "pushed"), (12.1, "a", "signing"),
+               (14.1, "a", "signed"), (14.2, "chart c", "signing"), (15.1, "chart c", "already signed")]
+    assert where_time_went(9.0, 15.5, reports, True) == (
+        "6.5s: Prefect start-up 1.0s, images 2.0s, signing 3.0s, charts and summary 0.5s")
+
+
 def test_where_time_went_without_images_or_without_a_run() -> None:
     assert where_time_went(0.0, 1.0, [(0.4, "run", "started"), (0.9, "run", "done")], True) == (
         "1.0s: Prefect start-up 0.4s, release 0.6s")
