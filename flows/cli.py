@@ -13,12 +13,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tasks.config import DEFAULT_REGISTRY
 from tasks.context import ReleaseRequest
 from tasks.errors import ReleaseError
 from tasks.redact import redact
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.result import ReleaseResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,17 +103,16 @@ def _run(args: argparse.Namespace) -> int:
 
         runner = task_runner(args.dask)
 
-    if not (args.verbose or args.debug):
-        # Progress lines replace Prefect's console log; the run logs still go to the API.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    settings = Settings.from_env()
+    log_file = _prepare_logs(args, settings)
     started = time.monotonic()
     from flows import cancel
     from flows.progress_view import ProgressView
-    from flows.release import release
     from tasks import progress
+    from tasks.outage import OUTCOME, outage_line
     from tasks.summary import render_summary
 
-    cancel.install(Settings.from_env().prefect_api_url)
+    cancel.install(settings.prefect_api_url)
     view = ProgressView()
     reports: list[tuple[float, str, str]] = []
 
@@ -119,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     progress.subscribe(view.update)
     progress.subscribe(note)
     try:
-        result = release(runner, **parameters)
+        result = _release_surviving_outage(runner, parameters)
     finally:
         progress.unsubscribe(view.update)
         progress.unsubscribe(note)
@@ -128,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
         import json
 
         args.summary_json.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    if OUTCOME.unreachable:
+        print(outage_line(str(log_file) if log_file else "the output above"), file=sys.stderr)
     print(render_summary(result))
     from prefect.settings import get_current_settings
 
@@ -138,6 +143,42 @@ def _run(args: argparse.Namespace) -> int:
     took = where_time_went(started, time.monotonic(), reports, configured)
     print(f"released {args.tag} in {took}", file=sys.stderr)
     return 0
+
+
+def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
+    """Set Prefect's client up for a CLI run; the run's log file, unless --verbose/--debug keep
+    Prefect's logs on the console."""
+    from tasks.outage import CLIENT_MAX_RETRIES
+
+    # Bound how long a call to an unreachable server is retried (tasks/outage.py).
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(CLIENT_MAX_RETRIES))
+    if args.verbose or args.debug:
+        return None
+    # Progress lines replace Prefect's console log; the run logs still go to the API, and what
+    # Prefect's client says about itself goes to the log file.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    import flows.release  # noqa: F401 - Prefect configures its loggers on import; move them after
+    from flows.client_logs import log_path, route_client_logs
+
+    log_file = log_path(settings.state_dir, args.tag)
+    route_client_logs(log_file)
+    return log_file
+
+
+def _release_surviving_outage(runner: Any, parameters: dict[str, Any]) -> ReleaseResult:
+    """Run the release; when the flow's last API calls fail because the Prefect server went away
+    after everything was published, the result it had is the answer (tasks/outage.py)."""
+    from flows.release import release
+    from tasks.outage import OUTCOME, server_unreachable
+
+    OUTCOME.reset()
+    try:
+        return release(runner, **parameters)
+    except Exception as err:
+        if OUTCOME.result is None or not server_unreachable(err):
+            raise
+        OUTCOME.lost_server()
+        return OUTCOME.result
 
 
 if __name__ == "__main__":

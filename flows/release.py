@@ -40,6 +40,7 @@ from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
+from tasks.outage import OUTCOME, server_unreachable
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
 from tasks.push import published_digest, push_task
@@ -233,6 +234,7 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
     try:
         recorded = await asyncio.to_thread(_preflight, run)
         if recorded is not None:  # this exact release is published: nothing to do, no slot needed
+            OUTCOME.finished(recorded)
             await apublish_summary(recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return recorded
@@ -341,9 +343,18 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
                                   for p in chart_packages for e in p.external),
         )
-        summary_task(result)
+        # Everything is published: from here the result must reach the caller even when the
+        # Prefect server is gone (the summary artifact is an API call; tasks/outage.py).
+        OUTCOME.finished(result)
         if run.record_key:
             save_record(run.settings.state_dir, run.record_key, result)
+        try:
+            summary_task(result)
+        except Exception as err:
+            if not server_unreachable(err):
+                raise
+            OUTCOME.lost_server()
+            log.warning("the summary artifact was not written: the Prefect server cannot be reached")
         progress.report(progress.RUN, Status.DONE, "")
         return result
     finally:

@@ -135,8 +135,10 @@ async def atag_slot(tag: str, timeout_seconds: float | None = None) -> AsyncIter
     from prefect.concurrency.asyncio import concurrency
 
     name = await asyncio.to_thread(_ensure, tag)
+    # A failed renewal (the server went away) must not stop builds and pushes that need no server.
     async with concurrency(
-        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS
+        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,
     ):
         leases = _held()
         try:
