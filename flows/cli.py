@@ -148,10 +148,6 @@ def _run(args: argparse.Namespace) -> int:
 def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
     """Set Prefect's client up for a CLI run; the run's log file, unless --verbose/--debug keep
     Prefect's logs on the console."""
-    from tasks.outage import CLIENT_MAX_RETRIES
-
-    # Bound how long a call to an unreachable server is retried (tasks/outage.py).
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(CLIENT_MAX_RETRIES))
     if args.verbose or args.debug:
         return None
     # Progress lines replace Prefect's console log; the run logs still go to the API, and what
@@ -168,12 +164,18 @@ def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
 def _release_surviving_outage(runner: Any, parameters: dict[str, Any]) -> ReleaseResult:
     """Run the release; when the flow's last API calls fail because the Prefect server went away
     after everything was published, the result it had is the answer (tasks/outage.py)."""
-    from flows.release import release
-    from tasks.outage import OUTCOME, server_unreachable
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+    from flows.release import release
+    from tasks.outage import CLIENT_MAX_RETRIES, OUTCOME, server_unreachable
+
+    # Bound how long each call to an unreachable server is retried (tasks/outage.py), unless the
+    # environment says otherwise (Prefect read it at import, before this could set a default).
+    retries = {} if "PREFECT_CLIENT_MAX_RETRIES" in os.environ else {PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}
     OUTCOME.reset()
     try:
-        return release(runner, **parameters)
+        with temporary_settings(updates=retries):
+            return release(runner, **parameters)
     except Exception as err:
         if OUTCOME.result is None or not server_unreachable(err):
             raise
