@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.config import DEFAULT_REGISTRY
 from tasks.context import ReleaseRequest
 from tasks.errors import ReleaseError
+from tasks.outage import SERVER_LOST_EXIT, unreachable_before_done
 from tasks.redact import redact
 from tasks.settings import Settings
 
@@ -58,6 +59,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    code = _main(args)
+    from tasks.outage import OUTCOME
+
+    if OUTCOME.unreachable and args.command == "run":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process without Prefect's at-exit drain: with the server gone, its EventsWorker
+    would try every undelivered event again, about 7 s each (a minute and more for one release)."""
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()  # the run's log file is complete
+    os._exit(code)
+
+
+def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per way a run ends
     try:
         if args.command == "run":
             return _run(args)
@@ -75,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        from tasks.outage import OUTCOME, server_unreachable
+
+        if args.command == "run" and server_unreachable(err):
+            OUTCOME.lost_server()
+            print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}",
+                  file=sys.stderr)
+            return SERVER_LOST_EXIT
         first = redact(str(err)).splitlines()[0] if str(err) else ""
         print(f"fma-release: internal error: {type(err).__name__}: {first} (re-run with --debug for the traceback)",
               file=sys.stderr)

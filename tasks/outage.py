@@ -15,9 +15,12 @@ if TYPE_CHECKING:
     from tasks.result import ReleaseResult
 
 # Prefect's client retries a failed request with doubling waits (2, 4, 8 ... s): at its default of 5
-# retries one unreachable call costs about a minute and a run ends with several. Two retries still
-# ride over a server restart of a few seconds.
-CLIENT_MAX_RETRIES = 2
+# retries one unreachable call costs about a minute, and a run's end makes several. One retry (a wait
+# of about 2 s) still rides over a server that is restarting.
+CLIENT_MAX_RETRIES = 1
+
+# The exit code of a run that lost the Prefect server before everything was published.
+SERVER_LOST_EXIT = 3
 
 
 def server_unreachable(err: BaseException | None) -> bool:
@@ -45,6 +48,13 @@ def outage_line(log_file: str) -> str:
     """The one console line of an outage."""
     return (f"fma-release: warning: the Prefect server cannot be reached; this run's record in it is "
             f"incomplete (what was published is below). Prefect's errors are in {log_file}")
+
+
+def unreachable_before_done(api_url: str) -> str:
+    """The one line of a run that lost the server before it had published everything."""
+    where = f" at {api_url}" if api_url else ""
+    return (f"the Prefect server{where} cannot be reached and the release did not finish; "
+            "start the server and re-run the same tag (what was pushed is kept and not pushed again)")
 
 
 class Outcome:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tasks.errors import RegistryError
-from tasks.outage import outage_line, server_unreachable
+from tasks.outage import outage_line, server_unreachable, unreachable_before_done
 
 
 def _raised_from(outer: BaseException, cause: BaseException) -> BaseException:
@@ -58,3 +58,11 @@ def test_the_outage_line_is_one_line_naming_the_log_file() -> None:
     assert "Prefect server cannot be reached" in line
     assert "incomplete" in line
     assert line.endswith("/state/logs/v0.3.1.log")
+
+
+def test_the_line_of_a_run_that_did_not_finish_names_the_server_and_the_fix() -> None:
+    line = unreachable_before_done("http://127.0.0.1:4300/api")
+    assert "\n" not in line
+    assert "http://127.0.0.1:4300/api cannot be reached" in line
+    assert "re-run the same tag" in line
+    assert "server at" not in unreachable_before_done("")
