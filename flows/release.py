@@ -40,7 +40,7 @@ from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError
-from tasks.outage import OUTCOME, server_unreachable
+from tasks.outage import OUTCOME, server_unreachable, stop_retrying
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
 from tasks.push import published_digest, push_task
@@ -354,6 +354,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             if not server_unreachable(err):
                 raise
             OUTCOME.lost_server()
+            stop_retrying()
             log.warning("the summary artifact was not written: the Prefect server cannot be reached")
         progress.report(progress.RUN, Status.DONE, "")
         return result

@@ -57,6 +57,15 @@ def unreachable_before_done(api_url: str) -> str:
             "start the server and re-run the same tag (what was pushed is kept and not pushed again)")
 
 
+def stop_retrying() -> None:
+    """Make the run's remaining API calls fail at once: the server is known gone, and each retry
+    of the calls that end a flow run (its state, the tag slot's release) only delays the exit.
+    Prefect reads the retry count from the current settings on every attempt."""
+    from prefect.settings import get_current_settings
+
+    get_current_settings().client.max_retries = 0
+
+
 class Outcome:
     """The last release result of this process and whether the server was found unreachable."""
 
