@@ -13,12 +13,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tasks.config import DEFAULT_REGISTRY
 from tasks.context import ReleaseRequest
 from tasks.errors import ReleaseError
+from tasks.outage import SERVER_LOST_EXIT, unreachable_before_done
 from tasks.redact import redact
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.result import ReleaseResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +69,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    code = _main(args)
+    from tasks.outage import OUTCOME
+
+    if OUTCOME.unreachable and args.command == "run":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process without Prefect's at-exit drain: with the server gone, its EventsWorker
+    would try every undelivered event again, about 7 s each (a minute and more for one release)."""
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()  # the run's log file is complete
+    os._exit(code)
+
+
+def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per way a run ends
     try:
         commands = {"run": _run, "verify": _verify}
         if args.command in commands:
@@ -82,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        from tasks.outage import OUTCOME, server_unreachable
+
+        if args.command == "run" and server_unreachable(err):
+            OUTCOME.lost_server()
+            print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}",
+                  file=sys.stderr)
+            return SERVER_LOST_EXIT
         first = redact(str(err)).splitlines()[0] if str(err) else ""
         print(f"fma-release: internal error: {type(err).__name__}: {first} (re-run with --debug for the traceback)",
               file=sys.stderr)
@@ -111,17 +143,16 @@ def _run(args: argparse.Namespace) -> int:
 
         runner = task_runner(args.dask)
 
-    if not (args.verbose or args.debug):
-        # Progress lines replace Prefect's console log; the run logs still go to the API.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    settings = Settings.from_env()
+    log_file = _prepare_logs(args, settings)
     started = time.monotonic()
     from flows import cancel
     from flows.progress_view import ProgressView
-    from flows.release import release
     from tasks import progress
+    from tasks.outage import OUTCOME, outage_line
     from tasks.summary import render_summary
 
-    cancel.install(Settings.from_env().prefect_api_url)
+    cancel.install(settings.prefect_api_url)
     view = ProgressView()
     reports: list[tuple[float, str, str]] = []
 
@@ -131,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     progress.subscribe(view.update)
     progress.subscribe(note)
     try:
-        result = release(runner, **parameters)
+        result = _release_surviving_outage(runner, parameters)
     finally:
         progress.unsubscribe(view.update)
         progress.unsubscribe(note)
@@ -140,6 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         import json
 
         args.summary_json.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    if OUTCOME.unreachable:
+        print(outage_line(str(log_file) if log_file else "the output above"), file=sys.stderr)
     print(render_summary(result))
     from prefect.settings import get_current_settings
 
@@ -169,6 +202,44 @@ def _verify(args: argparse.Namespace) -> int:
         raise VerificationError(failed)
     print(f"verified {args.tag}: {len(checks)} artifact(s), every signature and attestation checks out")
     return 0
+
+
+def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
+    """Set Prefect's client up for a CLI run; the run's log file, unless --verbose/--debug keep
+    Prefect's logs on the console."""
+    if args.verbose or args.debug:
+        return None
+    # Progress lines replace Prefect's console log; the run logs still go to the API, and what
+    # Prefect's client says about itself goes to the log file.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    import flows.release  # noqa: F401 - Prefect configures its loggers on import; move them after
+    from flows.client_logs import log_path, route_client_logs
+
+    log_file = log_path(settings.state_dir, args.tag)
+    route_client_logs(log_file)
+    return log_file
+
+
+def _release_surviving_outage(runner: Any, parameters: dict[str, Any]) -> ReleaseResult:
+    """Run the release; when the flow's last API calls fail because the Prefect server went away
+    after everything was published, the result it had is the answer (tasks/outage.py)."""
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flows.release import release
+    from tasks.outage import CLIENT_MAX_RETRIES, OUTCOME, server_unreachable
+
+    # Bound how long each call to an unreachable server is retried (tasks/outage.py), unless the
+    # environment says otherwise (Prefect read it at import, before this could set a default).
+    retries = {} if "PREFECT_CLIENT_MAX_RETRIES" in os.environ else {PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}
+    OUTCOME.reset()
+    try:
+        with temporary_settings(updates=retries):
+            return release(runner, **parameters)
+    except Exception as err:
+        if OUTCOME.result is None or not server_unreachable(err):
+            raise
+        OUTCOME.lost_server()
+        return OUTCOME.result
 
 
 if __name__ == "__main__":

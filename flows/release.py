@@ -40,6 +40,7 @@ from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
+from tasks.outage import OUTCOME, server_unreachable, stop_retrying
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
 from tasks.provenance import ReleaseFacts, config_digest
@@ -246,6 +247,7 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
     try:
         recorded = await asyncio.to_thread(_preflight, run)
         if recorded is not None:  # this exact release is published: nothing to do, no slot needed
+            OUTCOME.finished(recorded)
             await apublish_summary(recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return recorded
@@ -390,6 +392,19 @@ def _charts_and_signatures(
     return published, signatures
 
 
+def _publish_summary(result: ReleaseResult, log: Any) -> None:
+    """The summary artifact; with the Prefect server gone it is skipped with one warning (the CLI still
+    prints the summary and writes --summary-json from the result)."""
+    try:
+        summary_task(result)
+    except Exception as err:
+        if not server_unreachable(err):
+            raise
+        OUTCOME.lost_server()
+        stop_retrying()
+        log.warning("the summary artifact was not written: the Prefect server cannot be reached")
+
+
 def _release(run: RunContext) -> ReleaseResult:
     """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     # One API client for every task run of the release: without it each task run makes its own, and
@@ -460,9 +475,12 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             signatures=tuple(signatures),
             verify_command=verify_command(request, [c.name for c in published]) if signing else "",
         )
-        summary_task(result)
+        # Everything is published: from here the result must reach the caller even when the
+        # Prefect server is gone (the summary artifact is an API call; tasks/outage.py).
+        OUTCOME.finished(result)
         if run.record_key:
             save_record(run.settings.state_dir, run.record_key, result)
+        _publish_summary(result, log)
         progress.report(progress.RUN, Status.DONE, "")
         return result
     finally:

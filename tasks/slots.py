@@ -269,6 +269,8 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
             try:
                 await stack.enter_async_context(concurrency(
                     name, occupy=1, timeout_seconds=step, strict=True, lease_duration=lease_seconds,
+                    # a failed renewal (the server went away) must not stop builds and pushes that need no server
+                    raise_on_lease_renewal_failure=False,
                     holder=lease_holder))
                 break
             except AcquireConcurrencySlotTimeoutError:

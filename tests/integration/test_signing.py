@@ -291,3 +291,23 @@ def test_the_github_release_lists_every_digest_and_the_verify_command(signed: Si
     assert all(d in body for d in digests)
     assert signed.summary["verify_command"] in body and "helm install fma oci://" in body
     assert wrong.returncode == 2 and "not v0.6.5" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_the_key_from_a_prefect_secret_block_is_the_same_key(signed: Signed, tmp_path: Path) -> None:
+    """FMA_SIGNING_KEY_BLOCK: the key's PEM from a Secret block signs as the file does (what the file signed
+    verifies as already signed); the PEM text reaches neither the console nor the summary."""
+    from prefect.blocks.system import Secret
+
+    name = f"fma-signing-key-{tmp_path.name[-12:].lower().replace('_', '-')}"
+    Secret(value=signed.key.read_text()).save(name, overwrite=True)
+    out = tmp_path / "block.json"
+    env = {"FMA_SIGNING_KEY": "", "FMA_SIGNING_KEY_BLOCK": name, "FMA_SIGNING_PASSWORD": PASSWORD,
+           "FMA_STATE_DIR": str(tmp_path / "state")}
+    done = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", signed.registry,
+                       "--summary-json", str(out), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["public_key"] == signed.summary["public_key"]
+    assert {s["signature"] for s in summary["signatures"]} == {"already signed"}
+    pem_lines = [line for line in signed.key.read_text().splitlines() if line and not line.startswith("-----")]
+    assert not any(line in done.stdout + done.stderr + out.read_text() for line in pem_lines)

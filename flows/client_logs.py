@@ -1,0 +1,44 @@
+"""Prefect's client loggers (EventsWorker, APILogWorker, httpx, the flow engine) write to the run's
+log file, not the terminal: an unreachable server makes them print a multi-KB error per undelivered
+event. The console keeps the progress view and the CLI's own lines."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from tasks.outage import OUTCOME, server_unreachable
+
+# Loggers Prefect configures with console handlers of their own (prefect._internal does not
+# propagate), and the HTTP client's.
+LOGGERS = ("", "prefect", "prefect._internal", "prefect.flow_runs", "prefect.task_runs", "httpx", "httpcore")
+
+
+class _Watch(logging.FileHandler):
+    """A file handler that also notes when a record's error is an unreachable server."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and server_unreachable(record.exc_info[1]):
+            OUTCOME.lost_server()
+        super().emit(record)
+
+
+def log_path(state_dir: Path, tag: str) -> Path:
+    """``<state_dir>/logs/<tag>-<UTC time>.log``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return state_dir / "logs" / f"{tag}-{stamp}.log"
+
+
+def route_client_logs(path: Path) -> None:
+    """Move every stderr handler of Prefect's loggers to ``path`` (after Prefect set up logging)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _Watch(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)
+        if name in ("", "prefect._internal"):  # the others propagate to the root
+            logger.addHandler(handler)

@@ -1,0 +1,97 @@
+"""The release survives its control plane: the Prefect server stops mid-build and the run still
+publishes everything, says so in one line, writes its summary and exits 0.
+
+The server is this test's own (the session's serves the other tests); the CLI is the real one, a
+subprocess pointed at it with PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devkit.prefect_server import start_prefect_server, stop_prefect_server
+from devkit.registry import RegistryProcess
+from devkit.sample_source import FMA_IMAGES, SampleSource
+from tasks.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+CLI = str(Path(sys.executable).with_name("fma-release"))
+SLOW = "launcher"
+# What the console may carry: progress lines for 4 images and a chart, the outage line, the summary.
+# Before this was handled one outage printed about 20 KB of Prefect's event dumps.
+CONSOLE_BOUND = 6000
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    proc, url = start_prefect_server(tmp_path / "prefect-home")
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            stop_prefect_server(proc)
+
+
+def test_server_stopped_mid_build_release_completes_and_says_so_once(
+    own_server: tuple[subprocess.Popen[bytes], str], registry: RegistryProcess, namespace: str,
+    sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    server, url = own_server
+    src = sample(sleeps={SLOW: 8})
+    state = tmp_path / "state"
+    out = tmp_path / "summary.json"
+    env = {**os.environ, "PREFECT_API_URL": url, "FMA_STATE_DIR": str(state)}
+    env.pop("PREFECT_CLIENT_MAX_RETRIES", None)
+    proc = subprocess.Popen(
+        [CLI, "run", src.tag, "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
+         "--config", str(src.config), "--summary-json", str(out), "--retry-delay", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    before: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # the slow image is building: now the server goes
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        before.append(line)
+        if f"{SLOW}: building" in line:
+            break
+    assert any(f"{SLOW}: building" in line for line in before), "".join(before)[-2000:]
+    stop_prefect_server(server)
+    killed = time.monotonic()
+    stdout, rest = proc.communicate(timeout=300)
+    took = time.monotonic() - killed
+    stderr = "".join(before) + rest
+    print(f"server stopped -> CLI exit: {took:.1f} s")  # shown with -s; the report's figure
+
+    assert proc.returncode == 0, stderr[-3000:]
+    outage = [line for line in stderr.splitlines() if "Prefect server cannot be reached" in line]
+    assert len(outage) == 1, stderr[-3000:]
+    assert "EventsWorker" not in stderr + stdout
+    assert "internal error" not in stderr
+    assert len(stdout) + len(stderr) < CONSOLE_BOUND, f"{len(stdout) + len(stderr)} chars:\n{stderr[-3000:]}"
+
+    # The one line names the log file, which has Prefect's own account of the outage.
+    log_file = Path(outage[0].rsplit(" ", 1)[-1])
+    assert log_file.is_relative_to(state) and log_file.is_file()
+    assert "ConnectError" in log_file.read_text(encoding="utf-8")
+
+    summary = json.loads(out.read_text())
+    with RegistryAPI(registry.host) as api:
+        for image in summary["images"]:
+            assert api.digest(f"{namespace}/{image['name']}", src.tag) == image["digest"]
+        assert {i["name"] for i in summary["images"]} == set(FMA_IMAGES)
+        assert api.tags(f"{namespace}/charts/fma-controllers") == ["0.3.1"]
+    assert [c["version"] for c in summary["charts"]] == ["0.3.1"]
+    assert "helm install fma oci://" in stdout
+    assert list((state / "releases").glob("*.json")), "the local release record was not written"

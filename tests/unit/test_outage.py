@@ -1,0 +1,68 @@
+"""Telling an unreachable Prefect server apart from other faults (tasks/outage.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tasks.errors import RegistryError
+from tasks.outage import outage_line, server_unreachable, unreachable_before_done
+
+
+def _raised_from(outer: BaseException, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise outer from inner
+    except BaseException as err:
+        return err
+
+
+@pytest.mark.parametrize("err", [
+    httpx.ConnectError("All connection attempts failed"),
+    httpx.ConnectTimeout("timed out"),
+    httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    ConnectionRefusedError(111, "Connection refused"),
+])
+def test_connection_failures_are_an_unreachable_server(err: BaseException) -> None:
+    assert server_unreachable(err)
+
+
+def test_the_cause_and_exception_groups_are_looked_into() -> None:
+    wrapped = _raised_from(RuntimeError("finishing the flow run failed"), httpx.ConnectError("refused"))
+    assert server_unreachable(wrapped)
+    assert server_unreachable(BaseExceptionGroup("cleanup", [ValueError("x"), httpx.ConnectError("refused")]))
+
+
+@pytest.mark.parametrize("err", [
+    None,
+    RegistryError("registry 127.0.0.1:5001 refused the push"),
+    httpx.HTTPStatusError("500", request=httpx.Request("GET", "http://x"), response=httpx.Response(500)),
+    httpx.ReadTimeout("read timed out"),  # the server is there, only slow
+    ValueError("bad"),
+])
+def test_other_faults_are_not(err: BaseException | None) -> None:
+    assert not server_unreachable(err)
+
+
+def test_a_cycle_of_causes_ends() -> None:
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    assert not server_unreachable(a)
+
+
+def test_the_outage_line_is_one_line_naming_the_log_file() -> None:
+    line = outage_line("/state/logs/v0.3.1.log")
+    assert "\n" not in line
+    assert "Prefect server cannot be reached" in line
+    assert "incomplete" in line
+    assert line.endswith("/state/logs/v0.3.1.log")
+
+
+def test_the_line_of_a_run_that_did_not_finish_names_the_server_and_the_fix() -> None:
+    line = unreachable_before_done("http://127.0.0.1:4300/api")
+    assert "\n" not in line
+    assert "http://127.0.0.1:4300/api cannot be reached" in line
+    assert "re-run the same tag" in line
+    assert "server at" not in unreachable_before_done("")
