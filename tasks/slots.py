@@ -76,16 +76,19 @@ class SlotHolder:
 
 
 def judge_holder(holder: SlotHolder | None, state: str | None, *, known: bool, now: datetime,
-                 stale_after: float = STALE_SECONDS) -> Verdict:
+                 stale_after: float = STALE_SECONDS, unrecorded_for: float = 0.0) -> Verdict:
     """Take the slot when its holder is gone, else wait.
 
     ``state``: the holder run's state type (``"RUNNING"``...), ``known``: whether the server knows
-    that run at all. No record: wait (the holder may be about to write it; its lease still bounds
-    the wait). A run the server does not know, or in a final state, is gone. A live-looking run
-    whose record has not been refreshed for ``stale_after`` seconds died without a word.
+    that run at all. No record: wait while the holder may be about to write it (it does so as soon as
+    it has the slot), and take the slot once this waiter has seen no record for ``unrecorded_for`` >
+    ``stale_after`` seconds (a holder that died before writing it, or a record lost with the server's
+    data: with the lease gone too, nothing else would ever free the slot). A run the server does not
+    know, or in a final state, is gone. A live-looking run whose record has not been refreshed for
+    ``stale_after`` seconds died without a word.
     """
     if holder is None:
-        return Verdict.WAIT
+        return Verdict.TAKE if unrecorded_for > stale_after else Verdict.WAIT
     if not known:
         return Verdict.TAKE
     if state is not None and state.upper() in GONE_STATES:
@@ -103,7 +106,8 @@ def holder_variable(limit: str) -> str:
 
 def describe(holder: SlotHolder | None, state: str | None, now: datetime) -> str:
     if holder is None:
-        return "held by a run that left no record; waiting for its lease to lapse"
+        return (f"held by a run that left no record; taken over after {STALE_SECONDS:.0f}s without one, "
+                "or when its lease lapses")
     age = int((now - holder.since).total_seconds())
     shown = (state or "unknown").lower()
     return f"held by flow run {holder.flow_run_id} ({shown}) since {holder.since:%H:%M:%S} UTC ({age}s)"
@@ -206,7 +210,34 @@ async def _cancelled(client: Any, run_id: UUID | None) -> bool:
     return state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED)
 
 
-async def _wait_step(client: Any, name: str, run_id: UUID | None, said: set[str]) -> None:
+class _Watch:
+    """What one waiting run has seen: the holders it has named, since when there is no record."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+        self.unrecorded_since: datetime | None = None
+
+    def unrecorded_for(self, holder: SlotHolder | None, now: datetime) -> float:
+        if holder is not None:
+            self.unrecorded_since = None
+            return 0.0
+        self.unrecorded_since = self.unrecorded_since or now
+        return (now - self.unrecorded_since).total_seconds()
+
+
+async def _take_over_unrecorded(client: Any, name: str) -> bool:
+    """Lower the count of a slot whose holder left no record; ``False`` when a record appeared meanwhile."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    if await _read_holder(client, name) is not None:
+        return False
+    active = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+    if active > 0:
+        await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=active - 1))
+    return True
+
+
+async def _wait_step(client: Any, name: str, run_id: UUID | None, watch: _Watch) -> None:
     """One look at the holder while waiting: say who holds the slot (once per holder), take it
     over when that holder is gone, stop when this run was cancelled."""
     if await _cancelled(client, run_id):
@@ -221,11 +252,16 @@ async def _wait_step(client: Any, name: str, run_id: UUID | None, said: set[str]
     now = _now()
     text = describe(holder, state, now)
     key = str(holder.flow_run_id if holder else None) + str(state)
-    if key not in said:
-        said.add(key)
+    if key not in watch.said:
+        watch.said.add(key)
         progress.report(progress.RUN, Status.WAITING, f"{name} {text}")
         _log(f"waiting for {name}: {text}")
-    gone = holder is not None and judge_holder(holder, state, known=known, now=now) is Verdict.TAKE
+    unrecorded = watch.unrecorded_for(holder, now)
+    gone = judge_holder(holder, state, known=known, now=now, unrecorded_for=unrecorded) is Verdict.TAKE
+    if gone and holder is None and await _take_over_unrecorded(client, name):
+        watch.unrecorded_since = None
+        progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from a run that left no record")
+        _log(f"took over {name}: no run recorded itself as its holder for {unrecorded:.0f}s")
     if gone and holder is not None and await _take_over(client, name, holder):
         progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from flow run {holder.flow_run_id}")
         _log(f"took over {name} from flow run {holder.flow_run_id}, which is gone ({text})")
@@ -260,7 +296,7 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
     run_id = _current_run_id()
     lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id is not None else None
     deadline = None if timeout_seconds is None else asyncio.get_running_loop().time() + timeout_seconds
-    said: set[str] = set()
+    watch = _Watch()
     async with get_client() as client, contextlib.AsyncExitStack() as stack:
         while True:
             step = WAIT_STEP_SECONDS
@@ -276,7 +312,7 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
             except AcquireConcurrencySlotTimeoutError:
                 if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                     raise
-                await _wait_step(client, name, run_id, said)
+                await _wait_step(client, name, run_id, watch)
         ctx = ConcurrencyContext.get()
         leases = list(ctx.cleanup_lease_ids) if ctx is not None else []
         beat: asyncio.Task[None] | None = None

@@ -248,3 +248,27 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
             if proc is not None:
                 stop_process(proc)
         stop_prefect_server(server)
+
+
+def test_a_slot_counted_with_no_holder_record_is_taken_and_the_run_says_so(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """As the issue saw it after a server restart: release-<tag> counts one active slot, no lease, no run
+    recorded as holder. The run says so, waits out the stale bound, takes the slot and completes."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.5"
+    src = sample(tag=tag, images=IMAGES[:1], nonce=uuid.uuid4().hex)
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=limit_name(tag), limit=1, active_slots=1))
+    started = time.monotonic()
+    proc, log = _run(src, f"{registry.host}/{namespace}", tmp_path)
+    assert proc.wait(timeout=STALE_SECONDS + 240) == 0, log.read_text()[-3000:]
+    took = time.monotonic() - started
+    text = log.read_text()
+    assert f"waiting: release-{tag} held by a run that left no record" in text
+    assert f"slot taken over: release-{tag} from a run that left no record" in text
+    assert took > STALE_SECONDS  # it did wait out the bound before taking a slot it cannot attribute
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(limit_name(tag)).active_slots == 0

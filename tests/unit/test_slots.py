@@ -35,8 +35,12 @@ def test_a_running_holder_that_stopped_refreshing_its_record_is_gone() -> None:
     assert judge_holder(holder(seen_ago=STALE_SECONDS - 1), "RUNNING", known=True, now=NOW) is Verdict.WAIT
 
 
-def test_without_a_record_the_run_waits() -> None:
+def test_without_a_record_the_run_waits_then_takes_the_slot() -> None:
+    """A holder writes its record as soon as it has the slot: no record for longer than the stale bound means
+    it died first, or the record went with the server's data."""
     assert judge_holder(None, None, known=False, now=NOW) is Verdict.WAIT
+    assert judge_holder(None, None, known=True, now=NOW, unrecorded_for=STALE_SECONDS - 1) is Verdict.WAIT
+    assert judge_holder(None, None, known=True, now=NOW, unrecorded_for=STALE_SECONDS + 1) is Verdict.TAKE
 
 
 def test_the_record_round_trips_and_foreign_values_are_no_record() -> None:
