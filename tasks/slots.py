@@ -216,6 +216,15 @@ class _Watch:
     def __init__(self) -> None:
         self.said: set[str] = set()
         self.unrecorded_since: datetime | None = None
+        self.gone: SlotHolder | None = None  # the holder the last look judged gone
+
+    def confirmed(self, holder: SlotHolder, gone: bool) -> bool:
+        """Take over only when two looks in a row judged the same record gone: a run that has just
+        acquired the slot writes its own record within a step, so a stale record (of a run that ended)
+        read in that moment never frees the new holder's slot."""
+        confirmed = gone and self.gone == holder
+        self.gone = holder if gone else None
+        return confirmed
 
     def unrecorded_for(self, holder: SlotHolder | None, now: datetime) -> float:
         if holder is not None:
@@ -262,7 +271,7 @@ async def _wait_step(client: Any, name: str, run_id: UUID | None, watch: _Watch)
         watch.unrecorded_since = None
         progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from a run that left no record")
         _log(f"took over {name}: no run recorded itself as its holder for {unrecorded:.0f}s")
-    if gone and holder is not None and await _take_over(client, name, holder):
+    if holder is not None and watch.confirmed(holder, gone) and await _take_over(client, name, holder):
         progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from flow run {holder.flow_run_id}")
         _log(f"took over {name} from flow run {holder.flow_run_id}, which is gone ({text})")
 

@@ -69,3 +69,14 @@ def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> Non
     assert not _QUIET.filter(record(service, "(1, <Future state=cancelled>)"))
     assert _QUIET.filter(record(service, "(1, <Future state=finished raised HTTPStatusError>)"))
     assert _QUIET.filter(record("EventsWorker", "(1, <Future state=finished raised TimeoutError>)"))
+
+
+def test_a_holder_is_taken_over_only_when_two_looks_in_a_row_judge_it_gone() -> None:
+    """A stale record read just as another run acquires the slot (before it writes its own) is not enough."""
+    from tasks.slots import _Watch
+
+    watch, old, new = _Watch(), holder(), holder(seen_ago=1)
+    assert not watch.confirmed(old, gone=True)  # first look: gone, not yet confirmed
+    assert watch.confirmed(old, gone=True)  # the same record, gone again: take it
+    assert not watch.confirmed(new, gone=True)  # another record: start over
+    assert not watch.confirmed(new, gone=False) and not watch.confirmed(new, gone=True)
