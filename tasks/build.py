@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 
 from tasks import progress
 from tasks.builders import BuiltImage, builder_for
+from tasks.errors import ImageBuildError
 from tasks.plan import ImageSpec
 from tasks.redact import install_log_filter
 from tasks.status import Status
@@ -46,7 +47,12 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
     with progress.reporting(spec.label), run.engines.build_slot(spec.engine):
         progress.report(spec.label, Status.BUILDING, "" if spec.engine.is_default else f"on {spec.engine.name}")
         started = _now()
-        built = builder.build(spec, run, log)
+        try:
+            built = builder.build(spec, run, log)
+        except ImageBuildError as err:
+            if spec.engine.is_default:
+                raise
+            raise ImageBuildError(err.image, f"{err} (built on engine {spec.engine.name})") from err
     built = dataclasses.replace(built, started=started, finished=_now())
     progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built

@@ -82,6 +82,14 @@ class Outcome:
         with self._lock:
             self.unreachable = True
 
+    def __getstate__(self) -> dict[str, object]:
+        # Sent along with a task to another process (a Dask worker): the lock stays here.
+        return {"result": self.result, "unreachable": self.unreachable}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def reset(self) -> None:
         with self._lock:
             self.result, self.unreachable = None, False
