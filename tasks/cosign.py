@@ -14,6 +14,7 @@ here): ``sha256-<digest>.sig`` and ``.att`` tags beside the image, verified with
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
@@ -93,7 +94,7 @@ class Cosign:
         self.host = host
         self.key = key
         self.public_pem = public_pem
-        self._scheme = (schemes or registry_scheme)(host)
+        self._schemes = schemes or registry_scheme
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
 
@@ -123,6 +124,11 @@ class Cosign:
         self._dir = None
 
     # -- the commands ------------------------------------------------------------
+
+    @functools.cached_property
+    def _scheme(self) -> str:
+        """The registry's scheme, asked only when a command talks to it (opening the key does not)."""
+        return self._schemes(self.host)
 
     def _registry_flags(self) -> list[str]:
         flags = []

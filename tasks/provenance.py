@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from tasks.layout import platform_name
+
 BUILD_TYPE = "https://github.com/llm-d-incubation/fma-release/blob/main/docs/provenance.md#release-v1"
 BASE_NAME = "org.opencontainers.image.base.name"  # annotations ko puts on what it builds
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -37,10 +39,7 @@ class Manifest:
 
 def _platform(entry: dict[str, Any]) -> str:
     platform = entry.get("platform") or {}
-    parts = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
-    if platform.get("variant"):
-        parts.append(str(platform["variant"]))
-    return "/".join(parts) if parts[0] else ""
+    return platform_name(platform) if platform.get("os") else ""
 
 
 def manifests_to_sign(digest: str, manifest: dict[str, Any]) -> list[Manifest]:
