@@ -40,7 +40,7 @@ from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
-from tasks.outage import OUTCOME, server_unreachable, stop_retrying
+from tasks.outage import OUTCOME, api_reachable, server_unreachable, stop_retrying
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
 from tasks.provenance import ReleaseFacts, config_digest
@@ -395,14 +395,20 @@ def _charts_and_signatures(
 def _publish_summary(result: ReleaseResult, log: Any) -> None:
     """The summary artifact; with the Prefect server gone it is skipped with one warning (the CLI still
     prints the summary and writes --summary-json from the result)."""
+    from prefect.settings import PREFECT_API_URL
+
+    # The summary is the run's first API call after the data plane: when the server went during the
+    # builds, one look says so at once instead of after the client's retries (tasks/outage.py).
     try:
-        summary_task(result)
+        if api_reachable(PREFECT_API_URL.value()):
+            summary_task(result)
+            return
     except Exception as err:
         if not server_unreachable(err):
             raise
-        OUTCOME.lost_server()
-        stop_retrying()
-        log.warning("the summary artifact was not written: the Prefect server cannot be reached")
+    OUTCOME.lost_server()
+    stop_retrying()
+    log.warning("the summary artifact was not written: the Prefect server cannot be reached")
 
 
 def _release(run: RunContext) -> ReleaseResult:

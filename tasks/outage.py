@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tasks.result import ReleaseResult
 
-# Prefect's client retries a failed request with doubling waits (2, 4, 8 ... s): at its default of 5
-# retries one unreachable call costs about a minute, and a run's end makes several. One retry (a wait
-# of about 2 s) still rides over a server that is restarting.
-CLIENT_MAX_RETRIES = 1
+# Prefect's client retries a failed request with doubling waits (2, 4, 8 ... s), on an unreachable
+# server and on a busy one alike (a SQLite server answers 503 while another writer holds the
+# database). Its default of 5 retries makes one call to a server that is gone cost about a minute;
+# one retry (2 s) is too little for a busy server: CI saw a run fail on two 503s in a row. Three
+# retries ride over about 14 s of 503s, and the first call to a gone server costs as much; after it
+# the run stops retrying (stop_retrying).
+CLIENT_MAX_RETRIES = 3
 
 # The exit code of a run that lost the Prefect server before everything was published.
 SERVER_LOST_EXIT = 3
@@ -42,6 +45,24 @@ def server_unreachable(err: BaseException | None) -> bool:
             todo.extend(current.exceptions)
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
+
+
+def api_reachable(api_url: str | None, timeout: float = 3.0) -> bool:
+    """One look at ``api_url``'s health endpoint, with no retry: ``False`` only when nothing answers
+    there (refused, no route, dropped). Any answer, a 503 of a busy server included, and a slow one
+    count as reachable: those are for Prefect's client to retry. No URL (a server of the process's
+    own) is reachable."""
+    import httpx
+
+    if not api_url:
+        return True
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.TimeoutException as err:
+        return not isinstance(err, httpx.ConnectTimeout)
+    except httpx.HTTPError as err:
+        return not server_unreachable(err)
+    return True
 
 
 def outage_line(log_file: str) -> str:

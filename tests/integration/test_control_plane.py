@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_server_stopped_mid_build_release_completes_and_says_so_once(
     sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
     server, url = own_server
-    src = sample(sleeps={SLOW: 8})
+    src = sample(sleeps={SLOW: 8}, nonce=uuid.uuid4().hex)  # a fresh build: it runs on after the server goes
     state = tmp_path / "state"
     out = tmp_path / "summary.json"
     env = {**os.environ, "PREFECT_API_URL": url, "FMA_STATE_DIR": str(state)}

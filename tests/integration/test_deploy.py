@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.events import emit_event
 
+from devkit import prefect_api
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
@@ -142,8 +142,8 @@ def ui_retry(flow_run_id: Any) -> None:
     """What the Prefect 3 UI's Retry button sends (its bundle's retryFlowRun): an unforced AwaitingRetry."""
     api = os.environ["PREFECT_API_URL"]
     state = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}
-    answer = httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state", json={"state": state, "force": False}, timeout=30)
-    assert answer.raise_for_status().json()["status"] == "ACCEPT", answer.text
+    answer = prefect_api.post(f"{api}/flow_runs/{flow_run_id}/set_state", {"state": state, "force": False})
+    assert answer["status"] == "ACCEPT", answer
 
 
 def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(

@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from devkit import prefect_api
 from devkit.prefect_server import (
     drop_postgres_database,
     new_postgres_database,
@@ -66,13 +66,13 @@ def release_args(src: SampleSource, registry: str, *extra: str) -> list[str]:
 
 def flow_runs(api: str, tag: str, source: Path) -> list[dict[str, Any]]:
     body = {"flow_runs": {"name": {"any_": [f"release {tag}"]}}}
-    runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).raise_for_status().json()
+    runs = prefect_api.post(f"{api}/flow_runs/filter", body)
     return [r for r in runs if (r.get("parameters") or {}).get("source") == str(source)]
 
 
 def task_window(api: str, flow_run_id: str) -> tuple[datetime, datetime]:
     body = {"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}}
-    tasks = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).raise_for_status().json()
+    tasks = prefect_api.post(f"{api}/task_runs/filter", body)
     starts = [datetime.fromisoformat(t["start_time"]) for t in tasks if t["start_time"]]
     ends = [datetime.fromisoformat(t["end_time"]) for t in tasks if t["end_time"]]
     assert starts and ends
@@ -94,7 +94,7 @@ def test_tag_slot_and_release_record_on_each_backend(
     assert len(runs) == 2 and all(r["state_type"] == "COMPLETED" for r in runs)
     (a_start, a_end), (b_start, b_end) = (task_window(api_url, r["id"]) for r in runs)
     assert min(a_end, b_end) <= max(a_start, b_start), "two runs of one tag held its slot at once"
-    limit = httpx.get(f"{api_url}/v2/concurrency_limits/{limit_name(src.tag)}", timeout=30).raise_for_status().json()
+    limit = prefect_api.get(f"{api_url}/v2/concurrency_limits/{limit_name(src.tag)}")
     assert (limit["limit"], limit["active_slots"]) == (1, 0)
 
     again = start_cli(api_url, tmp_path / "again.log", *release_args(src, reg))

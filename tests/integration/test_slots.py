@@ -17,6 +17,7 @@ from prefect import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
+from devkit import prefect_api
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.concurrency import limit_name
@@ -98,21 +99,12 @@ def _run_on(api_url: str, src: SampleSource, registry: str, tmp: Path) -> tuple[
 
 
 def _variable_on(api_url: str, name: str) -> str | None:
-    import requests
-
-    response = requests.post(f"{api_url}/variables/filter", json={"variables": {"name": {"any_": [name]}}},
-                             timeout=10)
-    response.raise_for_status()
-    found = response.json()
+    found = prefect_api.post(f"{api_url}/variables/filter", {"variables": {"name": {"any_": [name]}}})
     return json.dumps(found[0]["value"]) if found else None
 
 
 def _limit_on(api_url: str, name: str) -> dict[str, object]:
-    import requests
-
-    response = requests.get(f"{api_url}/v2/concurrency_limits/{name}", timeout=10)
-    response.raise_for_status()
-    body: dict[str, object] = response.json()
+    body: dict[str, object] = prefect_api.get(f"{api_url}/v2/concurrency_limits/{name}")
     return body
 
 
@@ -168,11 +160,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
 
 
 def _api(method: str, url: str, body: object = None) -> object:
-    import requests
-
-    response = requests.request(method, url, json=body, timeout=10)
-    response.raise_for_status()
-    return response.json() if response.content else None
+    return prefect_api.call(method, url, body)
 
 
 def _state(url: str, run_id: str) -> str:

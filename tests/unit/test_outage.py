@@ -66,3 +66,33 @@ def test_the_line_of_a_run_that_did_not_finish_names_the_server_and_the_fix() ->
     assert "http://127.0.0.1:4300/api cannot be reached" in line
     assert "re-run the same tag" in line
     assert "server at" not in unreachable_before_done("")
+
+
+def test_one_look_at_the_health_endpoint_tells_a_gone_server_from_a_busy_one() -> None:
+    """Refused is gone; a 503 (a busy SQLite server) is reachable, left to the client's retries."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tasks.outage import api_reachable
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    busy = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=busy.serve_forever, daemon=True).start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    try:
+        assert api_reachable(f"http://127.0.0.1:{busy.server_address[1]}/api")
+        assert not api_reachable(f"http://127.0.0.1:{port}/api", timeout=1)
+        assert api_reachable(None)
+    finally:
+        busy.shutdown()
