@@ -99,6 +99,10 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
         if args.debug:
             raise
         print(f"fma-release: error: {redact(str(err))}", file=sys.stderr)
+        from tasks.outage import OUTCOME
+
+        if args.command == "run" and OUTCOME.unreachable:
+            return _server_lost()
         return err.exit_code
     except KeyboardInterrupt:
         print("fma-release: interrupted; nothing more was pushed. Re-run the same tag to finish.",
@@ -107,18 +111,27 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
     except Exception as err:
         if args.debug:
             raise
-        from tasks.outage import OUTCOME, server_unreachable
+        from tasks.outage import masked_release_error, server_unreachable
 
         if args.command == "run" and server_unreachable(err):
-            OUTCOME.lost_server()
-            print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}",
-                  file=sys.stderr)
-            return SERVER_LOST_EXIT
+            masked = masked_release_error(err)
+            if masked is not None:
+                print(f"fma-release: error: {redact(str(masked))}", file=sys.stderr)
+            return _server_lost()
         first = redact(str(err)).splitlines()[0] if str(err) else ""
         print(f"fma-release: internal error: {type(err).__name__}: {first} (re-run with --debug for the traceback)",
               file=sys.stderr)
         return 1
     return 2
+
+
+def _server_lost() -> int:
+    """The end of a run that lost the Prefect server before everything was published: one line, exit 3."""
+    from tasks.outage import OUTCOME
+
+    OUTCOME.lost_server()
+    print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}", file=sys.stderr)
+    return SERVER_LOST_EXIT
 
 
 def _run(args: argparse.Namespace) -> int:

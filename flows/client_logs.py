@@ -32,6 +32,10 @@ def log_path(state_dir: Path, tag: str) -> Path:
 
 def route_client_logs(path: Path) -> None:
     """Move every stderr handler of Prefect's loggers to ``path`` (after Prefect set up logging)."""
+    # Prefect's API log worker writes "--- Error logging to API ---" and the error straight to stderr
+    # for each batch it cannot send, when this stdlib flag is on (its default). Off, as the logging
+    # docs advise for production: the records themselves are in the file (the same loggers feed it).
+    logging.raiseExceptions = False
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _Watch(path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tasks.errors import ReleaseError
     from tasks.result import ReleaseResult
 
 # Prefect's client retries a failed request with doubling waits (2, 4, 8 ... s), on an unreachable
@@ -45,6 +46,26 @@ def server_unreachable(err: BaseException | None) -> bool:
             todo.extend(current.exceptions)
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
+
+
+def masked_release_error(err: BaseException) -> ReleaseError | None:
+    """The release's own error behind ``err``: a failed push (say) that a failed call to a gone server
+    replaced on its way out (releasing the tag slot at the end of an ``async with``)."""
+    from tasks.errors import ReleaseError
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ReleaseError):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 def api_reachable(api_url: str | None, timeout: float = 3.0) -> bool:

@@ -42,6 +42,14 @@ def _platform(entry: dict[str, Any]) -> str:
     return platform_name(platform) if platform.get("os") else ""
 
 
+def cosign_tag(digest: str, kind: str) -> str:
+    """The tag cosign stores ``digest``'s signatures (``kind`` "sig") or attestations ("att") under."""
+    algorithm, _, hex_part = digest.partition(":")
+    if not hex_part or kind not in ("sig", "att"):
+        raise ValueError(f"not a digest and a cosign kind: {digest!r}, {kind!r}")
+    return f"{algorithm}-{hex_part}.{kind}"
+
+
 def manifests_to_sign(digest: str, manifest: dict[str, Any]) -> list[Manifest]:
     """The manifest ``digest`` (as read from the registry) and, for an index, each of its platform manifests."""
     annotations = tuple(sorted((str(k), str(v)) for k, v in (manifest.get("annotations") or {}).items()))

@@ -29,6 +29,7 @@ from tasks.provenance import (
     Manifest,
     ReleaseFacts,
     build_for,
+    cosign_tag,
     manifests_to_sign,
     provenance_predicate,
     subjects_match,
@@ -116,15 +117,22 @@ def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
 class _Session:
     """Signs the manifests of one artifact; what each check found is kept for the result."""
 
-    def __init__(self, job: SignJob, run: RunContext, tool: Cosign, repository: str) -> None:
-        self.job, self.run, self.tool, self.repository = job, run, tool, repository
+    def __init__(self, job: SignJob, tool: Cosign, api: RegistryAPI, target: Reference) -> None:
+        self.job, self.tool, self.api = job, tool, api
+        self.path = target.repository
+        self.repository = f"{target.host}/{target.repository}"
 
     def ref(self, digest: str) -> str:
         return f"{self.repository}@{digest}"
 
+    def _stored(self, digest: str, kind: str) -> bool:
+        """Whether cosign's tag for ``digest`` exists: one HEAD request. Only what exists is read back
+        with cosign (a process each); a first release of a digest skips every read-back."""
+        return bool(self.api.digest(self.path, cosign_tag(digest, kind)))
+
     def signature(self, digest: str) -> Status:
         try:
-            if self.tool.verify(self.ref(digest)):
+            if self._stored(digest, "sig") and self.tool.verify(self.ref(digest)):
                 return Status.ALREADY_SIGNED
         except VerifyFailed:
             pass
@@ -133,7 +141,8 @@ class _Session:
 
     def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes]) -> Status:
         try:
-            if any(subjects_match(s, digest) for s in self.tool.verify_attestation(self.ref(digest), predicate_type)):
+            if self._stored(digest, "att") and any(
+                    subjects_match(s, digest) for s in self.tool.verify_attestation(self.ref(digest), predicate_type)):
                 return Status.ALREADY_SIGNED
         except VerifyFailed:
             pass
@@ -174,22 +183,21 @@ def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
     if signer is None or facts is None:
         raise SigningError(f"cannot sign {job.label}: the run has no signing key")
     target = Reference.parse(job.ref)
-    repository = f"{target.host}/{target.repository}"
     with progress.reporting(job.label), Cosign(run.settings, target.host, schemes=run.registries.schemes,
-                                               key=signer.key, public_pem=signer.public_pem) as tool:
+                                               key=signer.key, public_pem=signer.public_pem) as tool, \
+            run.registries.api(target.host) as api:
         progress.report(job.label, Status.SIGNING, "")
-        session = _Session(job, run, tool, repository)
+        session = _Session(job, tool, api, target)
         if job.kind == "chart":
             results: tuple[SignatureResult, ...] = (SignatureResult(
                 artifact=job.label, ref=session.ref(job.digest), digest=job.digest,
                 signature=session.signature(job.digest)),)
         else:
-            with run.registries.api(target.host) as api:
-                found = api.manifest(target.repository, job.digest)
-                if found is None:
-                    raise SigningError(f"cannot sign {job.label}: {repository}@{job.digest} is not in the registry; "
-                                       "re-run the release")
-                manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
+            found = api.manifest(target.repository, job.digest)
+            if found is None:
+                raise SigningError(f"cannot sign {job.label}: {session.ref(job.digest)} is not in the registry; "
+                                   "re-run the release")
+            manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
             results = tuple(session.image(m, facts) for m in manifests)
     done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
     log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))

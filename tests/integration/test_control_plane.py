@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.prefect_server import start_prefect_server, stop_prefect_server
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
@@ -50,35 +51,13 @@ def test_server_stopped_mid_build_release_completes_and_says_so_once(
     src = sample(sleeps={SLOW: 8}, nonce=uuid.uuid4().hex)  # a fresh build: it runs on after the server goes
     state = tmp_path / "state"
     out = tmp_path / "summary.json"
-    env = {**os.environ, "PREFECT_API_URL": url, "FMA_STATE_DIR": str(state)}
-    env.pop("PREFECT_CLIENT_MAX_RETRIES", None)
-    proc = subprocess.Popen(
-        [CLI, "run", src.tag, "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
-         "--config", str(src.config), "--summary-json", str(out), "--retry-delay", "0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    assert proc.stderr is not None
-    before: list[str] = []
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # the slow image is building: now the server goes
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        before.append(line)
-        if f"{SLOW}: building" in line:
-            break
-    assert any(f"{SLOW}: building" in line for line in before), "".join(before)[-2000:]
-    stop_prefect_server(server)
-    killed = time.monotonic()
-    stdout, rest = proc.communicate(timeout=300)
-    took = time.monotonic() - killed
-    stderr = "".join(before) + rest
+    proc, stdout, stderr, took = _run_losing_the_server(server, url, src, f"{registry.host}/{namespace}", state, out)
     print(f"server stopped -> CLI exit: {took:.1f} s")  # shown with -s; the report's figure
 
     assert proc.returncode == 0, stderr[-3000:]
     outage = [line for line in stderr.splitlines() if "Prefect server cannot be reached" in line]
     assert len(outage) == 1, stderr[-3000:]
-    assert "EventsWorker" not in stderr + stdout
+    assert "EventsWorker" not in stderr + stdout and "Error logging to API" not in stderr
     assert "internal error" not in stderr
     assert len(stdout) + len(stderr) < CONSOLE_BOUND, f"{len(stdout) + len(stderr)} chars:\n{stderr[-3000:]}"
 
@@ -96,3 +75,65 @@ def test_server_stopped_mid_build_release_completes_and_says_so_once(
     assert [c["version"] for c in summary["charts"]] == ["0.3.1"]
     assert "helm install fma oci://" in stdout
     assert list((state / "releases").glob("*.json")), "the local release record was not written"
+
+
+def _run_losing_the_server(
+    server: subprocess.Popen[bytes], url: str, src: SampleSource, registry: str, state: Path, out: Path,
+    *extra: str,
+) -> tuple[subprocess.Popen[str], str, str, float]:
+    """Start a release on the real CLI, stop its Prefect server once the slow image is building, and
+    wait for the CLI's end: the process, its stdout and stderr, the seconds from the stop to the exit."""
+    env = {**os.environ, "PREFECT_API_URL": url, "FMA_STATE_DIR": str(state)}
+    env.pop("PREFECT_CLIENT_MAX_RETRIES", None)
+    proc = subprocess.Popen(
+        [CLI, "run", src.tag, "--source", str(src.path), "--registry", registry, "--config", str(src.config),
+         "--summary-json", str(out), "--retry-delay", "0.1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    before: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # the slow image is building: now the server goes
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        before.append(line)
+        if f"{SLOW}: building" in line:
+            break
+    assert any(f"{SLOW}: building" in line for line in before), "".join(before)[-2000:]
+    stop_prefect_server(server)
+    stopped = time.monotonic()
+    stdout, rest = proc.communicate(timeout=300)
+    return proc, stdout, "".join(before) + rest, time.monotonic() - stopped
+
+
+def test_server_stopped_and_a_push_failing_exits_3_naming_both_with_nothing_half_published(
+    own_server: tuple[subprocess.Popen[bytes], str], fault_proxy: FaultProxy, namespace: str,
+    sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """The server goes mid-build and one image's push keeps failing: the release cannot finish. The
+    exit is 3 (documented: the server went before everything was published), one line says so and how
+    to finish, the failed push is named, and no chart points at images that are not there."""
+    server, url = own_server
+    failing = "requester"
+    fault_proxy.add(Rule(repo_suffix=f"/{failing}", op="manifest_put", status=500))
+    src = sample(sleeps={SLOW: 8}, nonce=uuid.uuid4().hex)
+    proc, stdout, stderr, took = _run_losing_the_server(
+        server, url, src, f"{fault_proxy.host}/{namespace}", tmp_path / "state", tmp_path / "summary.json",
+        "--push-attempts", "2")
+    print(f"server stopped, a push failing -> CLI exit: {took:.1f} s")
+
+    assert proc.returncode == 3, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("fma-release: error:")]
+    # The release's own error (not hidden by the failed calls to the server after it), then the outage.
+    assert len(errors) == 2, stderr[-3000:]
+    assert failing in errors[0] and "push" in errors[0], errors
+    assert "cannot be reached and the release did not finish" in errors[1]
+    assert "re-run the same tag" in errors[1]
+    assert "EventsWorker" not in stderr + stdout and "internal error" not in stderr
+    assert "Error logging to API" not in stderr
+    assert len(stdout) + len(stderr) < CONSOLE_BOUND, f"{len(stdout) + len(stderr)} chars:\n{stderr[-3000:]}"
+    assert fault_proxy.count(f"/{failing}", "manifest_put") >= 2
+    with RegistryAPI(fault_proxy.host) as api:
+        assert api.tags(f"{namespace}/{failing}") == []
+        assert api.tags(f"{namespace}/charts/fma-controllers") == []

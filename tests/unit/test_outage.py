@@ -96,3 +96,22 @@ def test_one_look_at_the_health_endpoint_tells_a_gone_server_from_a_busy_one() -
         assert api_reachable(None)
     finally:
         busy.shutdown()
+
+
+def test_the_release_error_a_failed_server_call_replaced_is_found() -> None:
+    """A push failed; leaving the tag slot then failed on the gone server: the push's error is the answer."""
+    from tasks.errors import ImagesFailedError
+    from tasks.outage import masked_release_error
+
+    def masked() -> BaseException:
+        try:
+            try:
+                raise ImagesFailedError({"requester": "push failed after 2 attempt(s)"})
+            except ImagesFailedError:
+                raise httpx.ConnectError("All connection attempts failed")  # noqa: B904 - as __aexit__ does
+        except httpx.ConnectError as err:
+            return err
+
+    found = masked_release_error(masked())
+    assert found is not None and "requester" in str(found)
+    assert masked_release_error(httpx.ConnectError("refused")) is None

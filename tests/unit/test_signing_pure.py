@@ -190,3 +190,14 @@ def test_summary_and_release_notes_list_every_digest_and_the_verify_command() ->
 def test_the_release_config_can_turn_signing_off() -> None:
     assert ReleaseConfig().sign is True
     assert ReleaseConfig.model_validate({"sign": False}).sign is False
+
+
+def test_cosign_stores_a_digests_signatures_and_attestations_under_its_own_tags() -> None:
+    from tasks.provenance import cosign_tag
+
+    digest = "sha256:" + "ab" * 32
+    assert cosign_tag(digest, "sig") == "sha256-" + "ab" * 32 + ".sig"
+    assert cosign_tag(digest, "att") == "sha256-" + "ab" * 32 + ".att"
+    for bad in (("latest", "sig"), (digest, "sbom")):
+        with pytest.raises(ValueError, match="not a digest"):
+            cosign_tag(*bad)
