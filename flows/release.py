@@ -252,7 +252,11 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return recorded
         async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
-            return await asyncio.to_thread(_release, run)
+            try:
+                return await asyncio.to_thread(_release, run)
+            except ReleaseError:
+                _note_if_server_gone()  # before the slot's release, the first call after the failure
+                raise
     except SlotWaitCancelled as err:  # the run is Cancelled already: end it, with nothing done
         from prefect.exceptions import Abort
 
@@ -392,22 +396,30 @@ def _charts_and_signatures(
     return published, signatures
 
 
+def _note_if_server_gone() -> bool:
+    """One look at the Prefect server at the end of the data plane; when it is gone, the run's remaining
+    calls fail at once instead of after the client's retries (about 14 s each, tasks/outage.py)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if api_reachable(PREFECT_API_URL.value()):
+        return False
+    OUTCOME.lost_server()
+    stop_retrying()
+    return True
+
+
 def _publish_summary(result: ReleaseResult, log: Any) -> None:
     """The summary artifact; with the Prefect server gone it is skipped with one warning (the CLI still
     prints the summary and writes --summary-json from the result)."""
-    from prefect.settings import PREFECT_API_URL
-
-    # The summary is the run's first API call after the data plane: when the server went during the
-    # builds, one look says so at once instead of after the client's retries (tasks/outage.py).
     try:
-        if api_reachable(PREFECT_API_URL.value()):
+        if not _note_if_server_gone():  # the summary is the first API call after the data plane
             summary_task(result)
             return
     except Exception as err:
         if not server_unreachable(err):
             raise
-    OUTCOME.lost_server()
-    stop_retrying()
+        OUTCOME.lost_server()
+        stop_retrying()
     log.warning("the summary artifact was not written: the Prefect server cannot be reached")
 
 
