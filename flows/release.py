@@ -437,6 +437,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
     request = run.request
     policy = request.retry.task_options()
     workspace = run.open_workspace()
+    submitted: list[PrefectFuture[Any]] = []  # what runs in the workspace: waited for before it is removed
     try:
         # The references this release publishes are known from the config alone, so this project's
         # charts are packaged and checked while the source is checked out.
@@ -459,12 +460,14 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         kept = [] if request.dry_run else _published_images(specs, run)
         to_build = [spec for spec in specs if spec.label not in {image.label for image in kept}]
         builds = {spec.label: build_task.submit(spec, run) for spec in to_build}
+        submitted += builds.values()
         pusher = push_task.with_options(**policy)
         pushes = {} if request.dry_run else {
             # A future stands for its result; Prefect's overloads do not say so.
             name: pusher.submit(build, run, wait_for=packages)  # type: ignore[call-overload]
             for name, build in builds.items()
         }
+        submitted += pushes.values()
 
         chart_packages, chart_failure = _collect_charts(packages)
         images, failures = _collect_images(builds, pushes, run, _rebuilder(specs, pusher, run))
@@ -502,5 +505,9 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         progress.report(progress.RUN, Status.DONE, "")
         return result
     finally:
+        # A run that fails early (the Prefect server gone, say) must not pull the source from under
+        # builds still running; wait() never raises.
+        for future in submitted:
+            future.wait()
         if run.own_workspace and not request.dry_run:
             shutil.rmtree(workspace, ignore_errors=True)
