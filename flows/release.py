@@ -40,7 +40,7 @@ from tasks.concurrency import atag_slot
 from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
 from tasks.context import ReleaseRequest, RunContext
 from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
-from tasks.outage import OUTCOME, api_reachable, server_unreachable, stop_retrying
+from tasks.outage import OUTCOME, api_reachable, server_gone, server_unreachable
 from tasks.plan import ImageSpec, image_specs
 from tasks.preflight import check_engines_and_registries
 from tasks.provenance import ReleaseFacts, config_digest
@@ -403,8 +403,7 @@ def _note_if_server_gone() -> bool:
 
     if api_reachable(PREFECT_API_URL.value()):
         return False
-    OUTCOME.lost_server()
-    stop_retrying()
+    server_gone()
     return True
 
 
@@ -418,8 +417,7 @@ def _publish_summary(result: ReleaseResult, log: Any) -> None:
     except Exception as err:
         if not server_unreachable(err):
             raise
-        OUTCOME.lost_server()
-        stop_retrying()
+        server_gone()
     log.warning("the summary artifact was not written: the Prefect server cannot be reached")
 
 

@@ -9,6 +9,7 @@ artifact, the tag slot's lease. The CLI then still has the result from :data:`OU
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,25 +28,29 @@ CLIENT_MAX_RETRIES = 3
 SERVER_LOST_EXIT = 3
 
 
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err``, what caused it or was being handled when it was raised, and each member of an
+    exception group, each once, nearest first."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [err] if err is not None else []
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
 def server_unreachable(err: BaseException | None) -> bool:
     """``True`` when ``err`` (or what caused it, or one member of an exception group) is a failure to
     reach a server at all: refused, timed out connecting, dropped mid-exchange."""
     import httpx
 
-    seen: set[int] = set()
-    todo: list[BaseException] = [err] if err is not None else []
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
-                                ConnectionRefusedError)):
-            return True
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
-        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return False
+    unreachable = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, ConnectionRefusedError)
+    return any(isinstance(current, unreachable) for current in _chain(err))
 
 
 def masked_release_error(err: BaseException) -> ReleaseError | None:
@@ -53,19 +58,7 @@ def masked_release_error(err: BaseException) -> ReleaseError | None:
     replaced on its way out (releasing the tag slot at the end of an ``async with``)."""
     from tasks.errors import ReleaseError
 
-    seen: set[int] = set()
-    todo: list[BaseException] = [err]
-    while todo:
-        current = todo.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ReleaseError):
-            return current
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
-        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return None
+    return next((current for current in _chain(err) if isinstance(current, ReleaseError)), None)
 
 
 def api_reachable(api_url: str | None, timeout: float = 3.0) -> bool:
@@ -79,9 +72,7 @@ def api_reachable(api_url: str | None, timeout: float = 3.0) -> bool:
         return True
     try:
         httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
-    except httpx.TimeoutException as err:
-        return not isinstance(err, httpx.ConnectTimeout)
-    except httpx.HTTPError as err:
+    except httpx.HTTPError as err:  # a read timeout is not unreachable: the server is there, slow
         return not server_unreachable(err)
     return True
 
@@ -106,6 +97,12 @@ def stop_retrying() -> None:
     from prefect.settings import get_current_settings
 
     get_current_settings().client.max_retries = 0
+
+
+def server_gone() -> None:
+    """The server is known gone: the outcome says so, and no call to it is retried any more."""
+    OUTCOME.lost_server()
+    stop_retrying()
 
 
 class Outcome:
