@@ -26,7 +26,7 @@ from typing import Any
 import helm_python as helm
 from prefect import Task, flow, get_run_logger
 from prefect.context import SyncClientContext
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from flows.events import on_release_completed, on_release_failed
@@ -118,6 +118,26 @@ def _collect_charts(
         else:
             failure = failure or error
     return done, failure
+
+
+def _push_as_built(
+    builds: dict[str, PrefectFuture[BuiltImage]], pusher: Task[..., PushedImage], run: RunContext,
+    packages: list[PrefectFuture[PackagedChart]],
+) -> dict[str, PrefectFuture[PushedImage]]:
+    """Each built image's push, submitted as its build finishes, with the build's result.
+
+    Never the build's future as the push's argument: Prefect reads the state of a future argument
+    that no one has waited on yet from the server (``read_task_run``), once per push, and with the
+    server gone that call failed the push before it ran (a release that lost its server mid-build
+    left an image unpushed). A build that failed gets no push; :func:`_collect_images` reports it.
+    """
+    name_of = {future: name for name, future in builds.items()}
+    pushes: dict[str, PrefectFuture[PushedImage]] = {}
+    for future in as_completed(list(builds.values())):
+        built, error = _outcome(future)
+        if error is None:
+            pushes[name_of[future]] = pusher.submit(built, run, wait_for=packages)
+    return pushes
 
 
 def _collect_images(
@@ -460,11 +480,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         builds = {spec.label: build_task.submit(spec, run) for spec in to_build}
         submitted += builds.values()
         pusher = push_task.with_options(**policy)
-        pushes = {} if request.dry_run else {
-            # A future stands for its result; Prefect's overloads do not say so.
-            name: pusher.submit(build, run, wait_for=packages)  # type: ignore[call-overload]
-            for name, build in builds.items()
-        }
+        pushes = {} if request.dry_run else _push_as_built(builds, pusher, run, packages)
         submitted += pushes.values()
 
         chart_packages, chart_failure = _collect_charts(packages)
