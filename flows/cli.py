@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", type=Path, help="write the summary as JSON to this file")
     run.add_argument("--dry-run", action="store_true", help="build and package, push nothing")
     run.add_argument("--workdir", type=Path, help="workspace (default: a temporary directory)")
-    run.add_argument("--push-attempts", type=int, default=5, help="attempts per push (default 5)")
+    run.add_argument("--push-attempts", type=int, default=5,
+                     help="attempts per push, and per build whose engine was lost (default 5)")
     run.add_argument("--retry-delay", type=float, default=2.0,
                      help="first wait between push attempts in seconds, doubling (default 2)")
     run.add_argument("--force", action="store_true",

@@ -20,8 +20,9 @@ from tasks.status import Status
 
 _STYLE: dict[str, str] = {
     Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",
-    Status.PUSH_FAILED: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green", Status.PACKAGING: "cyan",
-    Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green", Status.WARNING: "yellow",
+    Status.PUSH_FAILED: "yellow", Status.ENGINE_LOST: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green",
+    Status.PACKAGING: "cyan", Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
+    Status.WARNING: "yellow",
 }
 
 
@@ -47,6 +48,8 @@ class ProgressView:
                 elif state in (Status.WAITING, Status.SLOT_TAKEN):  # the tag's slot: who holds it, since when
                     self.console.print(f"{state}: {detail}", soft_wrap=True, highlight=False, markup=False)
                 return
+            if self._rows.get(item, ("", "", 0.0))[:2] == (state, detail):
+                return  # a task's failure and then the run's verdict on it: said once
             self._rows[item] = (state, detail, time.monotonic() - self._started)
             if self._live is not None:
                 self._live.update(self._table())

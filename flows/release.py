@@ -477,7 +477,8 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
         kept = [] if request.dry_run else _published_images(specs, run)
         to_build = [spec for spec in specs if spec.label not in {image.label for image in kept}]
-        builds = {spec.label: build_task.submit(spec, run) for spec in to_build}
+        builder = build_task.with_options(**policy)  # retried only when its engine was lost (tasks/build.py)
+        builds = {spec.label: builder.submit(spec, run) for spec in to_build}
         submitted += builds.values()
         pusher = push_task.with_options(**policy)
         pushes = {} if request.dry_run else _push_as_built(builds, pusher, run, packages)

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
+from prefect.runtime import task_run as current_task_run
 
 from tasks import progress
 from tasks.builders import BuiltImage, builder_for
-from tasks.errors import ImageBuildError
+from tasks.errors import EngineError, ImageBuildError
 from tasks.plan import ImageSpec
 from tasks.redact import install_log_filter
 from tasks.status import Status
@@ -40,19 +41,32 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
     The result is cached by the build inputs' fingerprint (Prefect result storage:
     PREFECT_LOCAL_STORAGE_PATH), so a re-run does not build again; images the registry already
     holds are not even submitted (the flow asks first).
+
+    The preflight reached every engine before any build, so an engine lost during a build is
+    taken as a restart: the error is transient and the flow's retry policy builds again.
     """
     install_log_filter()  # a no-op here; in a Dask worker's process it is the first task's job
     log = get_run_logger()
     builder = builder_for(spec)
-    with progress.reporting(spec.label), run.engines.build_slot(spec.engine):
-        progress.report(spec.label, Status.BUILDING, "" if spec.engine.is_default else f"on {spec.engine.name}")
+    attempt = current_task_run.run_count
+    with progress.reporting(spec.label, transient_state=Status.ENGINE_LOST), run.engines.build_slot(spec.engine):
+        where = "" if spec.engine.is_default else f"on {spec.engine.name}"
+        progress.report(spec.label, Status.BUILDING,
+                        ", ".join(part for part in (where, f"attempt {attempt}" if attempt > 1 else "") if part))
         started = _now()
         try:
             built = builder.build(spec, run, log)
         except ImageBuildError as err:
+            # A step's container is killed as its engine stops: that failure says nothing of the
+            # Dockerfile when the engine no longer answers (ko builds use no engine).
+            lost = None if spec.builder == "ko" else run.engines.unreachable(spec.engine)
+            if lost is not None:
+                raise EngineError(f"{lost} (lost while building {spec.label})", transient=True) from err
             if spec.engine.is_default:
                 raise
             raise ImageBuildError(err.image, f"{err} (built on engine {spec.engine.name})") from err
+        except EngineError as err:
+            raise EngineError(str(err), transient=True) from err
     built = dataclasses.replace(built, started=started, finished=_now())
     progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built

@@ -30,6 +30,7 @@ from tasks.redact import redact
 if TYPE_CHECKING:
     from tasks.builders.buildkit import BuildkitClient
 
+PING_TIMEOUT = 5.0  # seconds: a build's engine asked whether it is still there
 ENGINE_FIX = "start dockerd (bash scripts/setup.sh does) or point DOCKER_HOST at a running engine"
 
 
@@ -138,6 +139,14 @@ class Engines:
             yield client
         finally:
             client.close()
+
+    def unreachable(self, target: Engine) -> EngineError | None:
+        """The error of a ping to ``target`` that failed (within ``PING_TIMEOUT``), or None when it answers."""
+        try:
+            with self.client(target, timeout=PING_TIMEOUT):
+                return None
+        except EngineError as err:
+            return err
 
     @contextmanager
     def build_slot(self, target: Engine) -> Iterator[None]:

@@ -45,7 +45,11 @@ class CommandError(ReleaseError):
 
 
 class EngineError(ReleaseError):
-    """The Docker engine cannot be reached."""
+    """The Docker engine cannot be reached. ``transient`` when it was lost during a build, which is retried."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ImageBuildError(ReleaseError):

@@ -23,6 +23,7 @@ class Status(StrEnum):
     PUSHING = "pushing"
     RETRYING = "retrying"
     PUSH_FAILED = "push failed"  # transient: it is retried
+    ENGINE_LOST = "engine lost"  # during a build: the build is retried
     INDEX_PUSHED = "index pushed"
     SIGNING = "signing"
     SIGNED = "signed"  # a signature or attestation pushed by this run

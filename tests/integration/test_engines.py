@@ -109,43 +109,67 @@ def test_an_unreachable_engine_fails_the_preflight_by_name(
     assert not [event for event in events if event[1] == "building"]
 
 
-def test_dockerd_restarted_mid_build_fails_or_retries_and_half_publishes_nothing(
+def _release_losing_the_engine(
+    engine: EngineProcess, src: SampleSource, reg: str, tmp_path: Path, lose: Callable[[], Any], *extra: str,
+) -> tuple[int, str]:
+    """Release ``src`` with its build on ``engine``, call ``lose`` once the build has started; the exit
+    code and the CLI's stderr."""
+    with_engines(src, f"engines:\n  - {{name: private, docker_host: '{engine.docker_host}'}}\n")
+    err = tmp_path / "run.err"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("fma-release")), "run", src.tag, "--source", str(src.path),
+         "--config", str(src.config), "--registry", reg, *extra],
+        stdout=(tmp_path / "run.log").open("w"), stderr=err.open("w"), text=True, env=dict(os.environ))
+    try:
+        wait_for("the build to start on the private engine", lambda: "requester: building" in err.read_text(),
+                 timeout=180)
+        lose()
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, err.read_text()
+
+
+def test_dockerd_restarted_mid_build_is_built_again_and_the_release_completes(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
-    """A private dockerd restarted while it builds: the build is retried as transient and the run
-    completes, or the run fails with one line naming the engine; never a chart or a tag of that image
-    without the other."""
+    """A private dockerd restarted while it builds: the build's engine error is transient, the build task
+    runs again on the restarted engine and the image is published once."""
     engine = EngineProcess().start()
     try:
-        src = sample(images=("requester",), sleeps={"requester": 45}, nonce=uuid.uuid4().hex)
-        with_engines(src, f"engines:\n  - {{name: private, docker_host: '{engine.docker_host}'}}\n")
-        reg = f"{registry.host}/{namespace}"
-        out = tmp_path / "run.log"
-        err = tmp_path / "run.err"
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("fma-release")), "run", src.tag, "--source", str(src.path),
-             "--config", str(src.config), "--registry", reg],
-            stdout=out.open("w"), stderr=err.open("w"), text=True, env=dict(os.environ))
-        try:
-            wait_for("the build to start on the private engine", lambda: "requester: building" in err.read_text(),
-                     timeout=180)
-            engine.restart()
-            code = proc.wait(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        text = err.read_text()
-        assert len(text) < 20_000
-        with RegistryAPI(registry.host) as api:
-            image_tags = api.tags(f"{namespace}/requester")
-            chart_tags = api.tags(f"{namespace}/charts/fma-controllers")
-        if code == 0:
-            assert src.tag in image_tags and chart_tags
-        else:
-            errors = [line for line in text.splitlines() if line.startswith("fma-release: error:")]
-            assert len(errors) == 1, text[-3000:]
-            assert "private" in errors[0] or engine.docker_host in errors[0], errors[0]
-            assert image_tags == [] and chart_tags == [], (image_tags, chart_tags)
+        src = sample(images=("requester",), sleeps={"requester": 20}, nonce=uuid.uuid4().hex)
+        code, text = _release_losing_the_engine(engine, src, f"{registry.host}/{namespace}", tmp_path, engine.restart)
     finally:
         engine.stop()
+    assert code == 0, text[-3000:]
+    assert len(text) < 20_000
+    assert "requester: engine lost: cannot reach the Docker engine" in text, text[-3000:]
+    assert "requester: building: on private, attempt 2" in text, text[-3000:]
+    assert text.count("requester: pushed:") == 1, text[-3000:]
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/requester") == [src.tag]
+
+
+def test_dockerd_gone_mid_build_fails_in_one_line_naming_the_engine_and_publishes_nothing(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """A private dockerd stopped for good while it builds: the build is tried again as the policy says
+    (2 attempts here), then the run fails with one line naming the engine and publishes nothing."""
+    engine = EngineProcess().start()
+    try:
+        src = sample(images=("requester",), sleeps={"requester": 20}, nonce=uuid.uuid4().hex)
+        code, text = _release_losing_the_engine(engine, src, f"{registry.host}/{namespace}", tmp_path, engine.stop,
+                                                "--push-attempts", "2", "--retry-delay", "1")
+    finally:
+        engine.stop()
+    assert code == 1, text[-3000:]
+    assert len(text) < 20_000
+    assert "requester: building: on private, attempt 2" in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("fma-release: error:")]
+    assert len(errors) == 1, text[-3000:]
+    assert engine.docker_host in errors[0] and "no chart was published" in errors[0], errors[0]
+    assert text.count("requester: failed:") == 1, text[-3000:]  # the task's failure and the verdict: one line
+    with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/requester") == []

@@ -1,0 +1,37 @@
+"""The line-per-change display (not a terminal): a state said again with the same detail is not a new line."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from flows.progress_view import ProgressView
+from tasks.status import Status
+
+
+def _view() -> tuple[ProgressView, io.StringIO]:
+    out = io.StringIO()
+    return ProgressView(Console(file=out, force_terminal=False, width=200)), out
+
+
+def test_the_same_state_and_detail_twice_is_one_line() -> None:
+    view, out = _view()
+    view.update("requester", Status.FAILED, "cannot reach the Docker engine")
+    view.update("requester", Status.FAILED, "cannot reach the Docker engine")
+    assert out.getvalue().count("requester: failed: cannot reach the Docker engine") == 1
+
+
+def test_a_new_state_or_detail_is_a_new_line() -> None:
+    view, out = _view()
+    view.update("requester", Status.ENGINE_LOST, "cannot reach the Docker engine")
+    view.update("requester", Status.FAILED, "cannot reach the Docker engine")
+    view.update("requester", Status.FAILED, "another reason")
+    view.update("launcher", Status.FAILED, "another reason")
+    lines = out.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "requester: engine lost: cannot reach the Docker engine",
+        "requester: failed: cannot reach the Docker engine",
+        "requester: failed: another reason",
+        "launcher: failed: another reason",
+    ]
