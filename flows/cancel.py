@@ -3,12 +3,13 @@
 Builds and pushes run inside the Docker engine; the engine abandons a build or
 a push when its client's connection closes. So stopping means: mark the flow
 run Cancelled, flush its logs, and end the process at once (its connections
-close with it). A push that had not sent its manifest publishes nothing, and
-the chart, pushed last, is never reached. Finished builds stay cached, so the
-next run of the tag resumes.
+close with it), after killing the build commands it started (they run in
+process groups of their own, out of a signal's reach). A push that had not sent
+its manifest publishes nothing, and the chart, pushed last, is never reached.
+Finished builds stay cached, so the next run of the tag resumes.
 
 A run under a worker or ``fma-release serve`` is stopped by Prefect itself,
-which ends the run's process the same way.
+which ends the run's process; its build commands are not killed from here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def abort(reason: str) -> None:
         _stopping.set()
     print(f"fma-release: {reason}: stopping builds and pushes; nothing more is published. "
           "Re-run the same tag to resume.", file=sys.stderr, flush=True)
+    from tasks.cmd import stop_streams
+
+    stop_streams()  # the builds' CLIs (BuildKit, ko) run in process groups of their own
     _release_leases()
     run_id = _run.get("id")
     if run_id is not None:

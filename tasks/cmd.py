@@ -20,6 +20,11 @@ from tasks.redact import redact
 
 log = logging.getLogger("fma_release.cmd")
 
+# Streamed commands still running. Each has a process group of its own, so a signal to the CLI does
+# not reach it, and a run that ends at once (os._exit on cancel) would leave it building.
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+
 
 def run(
     argv: Sequence[str],
@@ -131,6 +136,8 @@ def stream(
         text=True, encoding="utf-8", errors="replace", bufsize=1,
         start_new_session=True,  # its own process group: a timeout kills the command's children too
     )
+    with _running_lock:
+        _running.add(proc)
     expired = threading.Event()
 
     def kill() -> None:
@@ -153,6 +160,8 @@ def stream(
         raise
     finally:
         timer.cancel()
+        with _running_lock:
+            _running.discard(proc)
         if proc.stdout is not None:
             proc.stdout.close()
     output = "\n".join(last)
@@ -162,6 +171,18 @@ def stream(
     if returncode != 0:
         final = next((line.strip() for line in reversed(last) if line.strip()), f"exit code {returncode}")
         raise CommandError(f"cannot {what}: {final}; {fix}", argv=masked, returncode=returncode, stderr=output)
+
+
+def stop_streams() -> int:
+    """Kill every streamed command still running, with its process group; how many there were.
+
+    For a process about to end at once (a cancelled run): a build whose client is gone is one the
+    engine abandons."""
+    with _running_lock:
+        running = list(_running)
+    for proc in running:
+        _kill_group(proc)
+    return len(running)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 EXE = Path(sys.executable).with_name("fma-release")
 SLOW = "launcher"
+SLOW_SECONDS = 29  # the slow image's RUN step sleeps this long: its process is told apart by it
 
 
 def start_cli(src: SampleSource, registry: str) -> subprocess.Popen[str]:
@@ -48,17 +49,36 @@ def wait_for_lines(proc: subprocess.Popen[str], needles: list[str], timeout: flo
     return seen
 
 
-def running_build_containers(engine: object) -> list[dict[str, object]]:
-    return [c for c in engine.containers() if "/bin/busybox sleep" in str(c.get("Command", ""))]  # type: ignore[attr-defined]
+def processes_with(needle: str) -> list[str]:
+    """Command lines of the machine's live processes that contain ``needle`` (zombies have none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            if needle in line:
+                found.append(line.strip())
+    return found
+
+
+def gone_within(needle: str, seconds: float) -> list[str]:
+    """The processes with ``needle`` still there after ``seconds`` (none as soon as they are gone)."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_with(needle)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "ui-cancel"])
 def test_stopping_a_run_stops_builds_publishes_no_chart_and_a_rerun_resumes(
-    how: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], engine: object,
+    how: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
     events: list[tuple[str, str, str]],
 ) -> None:
-    """The run ends with 130 within seconds, the slow build stops, no chart; the re-run builds only what was left."""
-    src = sample(sleeps={SLOW: 20}, nonce=uuid.uuid4().hex)  # nothing cached by dockerd
+    """The run ends with 130 within seconds; the slow build's client (BuildKit's CLI, in a process group of
+    its own) is killed with it and BuildKit stops the step; no chart; the re-run builds only what was left."""
+    src = sample(sleeps={SLOW: SLOW_SECONDS}, nonce=uuid.uuid4().hex)  # nothing cached by dockerd
     reg = f"{registry.host}/{namespace}"
     proc = start_cli(src, reg)
     try:
@@ -85,10 +105,9 @@ def test_stopping_a_run_stops_builds_publishes_no_chart_and_a_rerun_resumes(
     err = proc.stderr.read() if proc.stderr else ""
     assert "nothing more is published" in err
 
-    deadline = time.monotonic() + 20
-    while running_build_containers(engine) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert running_build_containers(engine) == [], "the slow build kept running after the run was stopped"
+    # Both well before the step's own end: the run was stopped as the slow build started.
+    assert gone_within(f"{namespace}/{SLOW}:", 5) == [], "the build's client outlived the run"
+    assert gone_within(f"busybox sleep {SLOW_SECONDS}", 10) == [], "the slow build's step kept running"
     with RegistryAPI(registry.host) as api:
         assert api.tags(f"{namespace}/charts/fma-controllers") == []
         assert api.tags(f"{namespace}/{SLOW}") == []
