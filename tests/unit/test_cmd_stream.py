@@ -59,3 +59,31 @@ def test_missing_program_is_127_naming_it() -> None:
     with pytest.raises(CommandError, match="'no-such-program-fma' is not installed") as caught:
         cmd.stream(["no-such-program-fma"], on_line=lambda _: None, what="run it", fix="")
     assert caught.value.returncode == 127
+
+
+def test_stop_streams_kills_running_commands_and_their_children() -> None:
+    """What a cancelled run calls before it ends: each streamed command and its process group die, and the
+    stream raises; a finished stream is no longer counted."""
+    import threading
+
+    cmd.stream(["true"], on_line=lambda _: None, what="finish", fix="")
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            cmd.stream(["sh", "-c", "echo up; sleep 60 & wait"], on_line=lambda _: started.set(), what="sleep",
+                       fix="")
+        except CommandError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    assert started.wait(10)
+    begun = time.monotonic()
+    assert cmd.stop_streams() == 1
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - begun < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], CommandError)
+    assert outcome[0].returncode == -9  # SIGKILL to the group: the sleep holding the pipe open dies too
+    assert cmd.stop_streams() == 0
