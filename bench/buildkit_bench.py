@@ -41,8 +41,8 @@ from devkit.report import report  # noqa: E402
 from devkit.requester_shape import Work, make_requester_context, saved_files  # noqa: E402
 from tasks.builders.buildkit import BuildkitBuild, BuildkitClient  # noqa: E402
 from tasks.builders.docker import build_image  # noqa: E402
-from tasks.context import ReleaseRequest, RunContext  # noqa: E402
-from tasks.plan import ImageSpec  # noqa: E402
+from tasks.run.context import ReleaseRequest, RunContext  # noqa: E402
+from tasks.run.plan import ImageSpec  # noqa: E402
 
 TARGET = 1.3  # arm64 BuildKit build / amd64 BuildKit build
 WORK = Work(loops=1_500_000, megabytes=600)  # about 3.5 s natively on an idle core here

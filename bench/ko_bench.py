@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from devkit.multiarch import BUSYBOXES, busybox_index  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
 from devkit.report import report  # noqa: E402
-from tasks import cmd  # noqa: E402
 from tasks.builders.ko import KoBuild, build_with_ko  # noqa: E402
+from tasks.core import cmd  # noqa: E402
 
 TARGET = 1.3
 WARM_TIMES = 5  # a warm ko build takes well under a second: its median is taken over 5 builds a repetition

@@ -55,7 +55,7 @@ def main() -> int:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     registry = RegistryProcess(work / "registry", free_port()).start()
     from flows.release import release  # after PREFECT_API_URL is set
-    from tasks import progress
+    from tasks.core import progress
 
     started: dict[str, float] = {}
     build_s: dict[str, list[float]] = {"linux/amd64": [], "linux/arm64": []}

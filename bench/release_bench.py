@@ -142,7 +142,7 @@ def main() -> int:
     base = base_image(client)
     client.close()
     from flows.release import release  # after PREFECT_API_URL is set
-    from tasks import progress
+    from tasks.core import progress
 
     builds: list[str] = []
     progress.subscribe(lambda item, state, _: builds.append(item) if state == "building" else None)

@@ -39,11 +39,12 @@ from pydantic import SecretStr  # noqa: E402
 
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
 from devkit.report import report  # noqa: E402
-from tasks import tools  # noqa: E402
-from tasks.cosign import Cosign, SigningKey, VerifyFailed  # noqa: E402
-from tasks.provenance import cosign_tag  # noqa: E402
-from tasks.registry import RegistryAPI  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from tasks.core import tools  # noqa: E402
+from tasks.oci.registry import RegistryAPI  # noqa: E402
+from tasks.run.facts import SigningKey  # noqa: E402
+from tasks.run.settings import Settings  # noqa: E402
+from tasks.supplychain.cosign import Cosign, VerifyFailed  # noqa: E402
+from tasks.supplychain.provenance import cosign_tag  # noqa: E402
 
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway key made for this run
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -23,9 +23,9 @@ from pathlib import Path
 from devkit.fma_files import DUAL_PODS_TEMPLATE, REQUESTER_BUILDERS, after_tag_files, fma_files
 from devkit.go_builder import publish_go_builder
 from devkit.multiarch import busybox_index
-from tasks.config import DEFAULT_CONFIG
-from tasks.engine import Engines
-from tasks.settings import Settings
+from tasks.run.config import DEFAULT_CONFIG
+from tasks.run.engines import Engines
+from tasks.run.settings import Settings
 
 # Where each base goes under the registry: named like the public images FMA starts from.
 BASE_NAMES = {

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tasks.builders.docker import build_image
-from tasks.config import PROJECT_ROOT
-from tasks.context import ReleaseRequest, RunContext
+from tasks.core.project import PROJECT_ROOT
 from tasks.index import publish_index
-from tasks.plan import ImageSpec, image_ref
-from tasks.platforms import platform_tag
+from tasks.oci.platforms import platform_tag
 from tasks.push import push_engine_image
-from tasks.result import PushedImage
+from tasks.run.context import ReleaseRequest, RunContext
+from tasks.run.plan import ImageSpec, image_ref
+from tasks.run.result import PushedImage
 
 BUSYBOXES = {
     "linux/amd64": Path("/bin/busybox"),

@@ -21,7 +21,7 @@ import threading
 from types import FrameType
 from uuid import UUID
 
-from tasks import progress
+from tasks.core import progress
 
 EXIT_CANCELLED = 130
 _run: dict[str, UUID] = {}  # "id": the flow run of this process, once it started
@@ -41,7 +41,7 @@ def abort(reason: str) -> None:
         _stopping.set()
     print(f"fma-release: {reason}: stopping builds and pushes; nothing more is published. "
           "Re-run the same tag to resume.", file=sys.stderr, flush=True)
-    from tasks.cmd import stop_streams
+    from tasks.core.cmd import stop_streams
 
     stop_streams()  # the builds' CLIs (BuildKit, ko) run in process groups of their own
     _release_leases()
@@ -65,7 +65,7 @@ def abort(reason: str) -> None:
 def _release_leases() -> None:
     """Free the concurrency slots this run holds (the tag's), so that a re-run need not wait for them
     to lapse."""
-    from tasks.concurrency import HELD
+    from tasks.control.concurrency import HELD
 
     try:
         HELD.release_all()

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.config import DEFAULT_REGISTRY
-from tasks.context import ReleaseRequest
-from tasks.errors import ReleaseError
-from tasks.outage import SERVER_LOST_EXIT, unreachable_before_done
-from tasks.redact import redact
-from tasks.settings import Settings
+from tasks.control.outage import SERVER_LOST_EXIT, unreachable_before_done
+from tasks.core.errors import ReleaseError
+from tasks.core.redact import redact
+from tasks.run.config import DEFAULT_REGISTRY
+from tasks.run.context import ReleaseRequest
+from tasks.run.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.result import ReleaseResult
+    from tasks.run.result import ReleaseResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     code = _main(args)
-    from tasks.outage import OUTCOME
+    from tasks.control.outage import OUTCOME
 
     if OUTCOME.unreachable and args.command == "run":
         _exit_now(code)
@@ -100,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
         if args.debug:
             raise
         print(f"fma-release: error: {redact(str(err))}", file=sys.stderr)
-        from tasks.outage import OUTCOME
+        from tasks.control.outage import OUTCOME
 
         if args.command == "run" and OUTCOME.unreachable:
             return _server_lost()
@@ -112,7 +112,7 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
     except Exception as err:
         if args.debug:
             raise
-        from tasks.outage import masked_release_error, server_unreachable
+        from tasks.control.outage import masked_release_error, server_unreachable
 
         if args.command == "run" and server_unreachable(err):
             masked = masked_release_error(err)
@@ -128,7 +128,7 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
 
 def _server_lost() -> int:
     """The end of a run that lost the Prefect server before everything was published: one line, exit 3."""
-    from tasks.outage import OUTCOME
+    from tasks.control.outage import OUTCOME
 
     OUTCOME.lost_server()
     print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}", file=sys.stderr)
@@ -162,8 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from flows import cancel
     from flows.progress_view import ProgressView
-    from tasks import progress
-    from tasks.outage import OUTCOME, outage_line
+    from tasks.control.outage import OUTCOME, outage_line
+    from tasks.core import progress
     from tasks.summary import render_summary
 
     cancel.install(settings.prefect_api_url)
@@ -200,9 +200,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tasks.config import DEFAULT_CONFIG, load_config
-    from tasks.errors import VerificationError
-    from tasks.verify import VerifyRequest, check_inputs, failure_line, render_table, verify_release
+    from tasks.core.errors import VerificationError
+    from tasks.run.config import DEFAULT_CONFIG, load_config
+    from tasks.supplychain.verify import VerifyRequest, check_inputs, failure_line, render_table, verify_release
 
     request = VerifyRequest(
         tag=args.tag, public_key=args.key, registry=args.registry, chart_registry=args.chart_registry,
@@ -236,13 +236,13 @@ def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
 
 def _release_surviving_outage(runner: Any, parameters: dict[str, Any]) -> ReleaseResult:
     """Run the release; when the flow's last API calls fail because the Prefect server went away
-    after everything was published, the result it had is the answer (tasks/outage.py)."""
+    after everything was published, the result it had is the answer (tasks/control/outage.py)."""
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
     from flows.release import release
-    from tasks.outage import CLIENT_MAX_RETRIES, OUTCOME, server_unreachable
+    from tasks.control.outage import CLIENT_MAX_RETRIES, OUTCOME, server_unreachable
 
-    # Bound how long each call to an unreachable server is retried (tasks/outage.py), unless the
+    # Bound how long each call to an unreachable server is retried (tasks/control/outage.py), unless the
     # environment says otherwise (Prefect read it at import, before this could set a default).
     retries = {} if "PREFECT_CLIENT_MAX_RETRIES" in os.environ else {PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}
     OUTCOME.reset()

@@ -1,7 +1,7 @@
 """``fma-release tag | github-release | webhook | serve``: the commands around the release flow.
 
 Each parser sets ``handler``; :func:`flows.cli.main` calls it and turns a
-:class:`~tasks.errors.ReleaseError` into one line and a non-zero exit.
+:class:`~tasks.core.errors.ReleaseError` into one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.config import DEFAULT_REGISTRY, DEFAULT_REPO
-from tasks.errors import ReleaseError
+from tasks.core.errors import ReleaseError
+from tasks.run.config import DEFAULT_REGISTRY, DEFAULT_REPO
 
 
 def add_trigger_commands(sub: Any) -> None:
@@ -69,7 +69,7 @@ def _read(path: Path | None) -> str:
 
 
 def _tag(args: argparse.Namespace) -> int:
-    from tasks.github import create_tag
+    from tasks.forge.github import create_tag
 
     commit = create_tag(args.source, args.tag, ref=args.ref, push=args.push, remote=args.remote)
     where = f" and pushed to {args.remote}" if args.push else ""
@@ -78,7 +78,7 @@ def _tag(args: argparse.Namespace) -> int:
 
 
 def _github_release(args: argparse.Namespace) -> int:
-    from tasks.github import DEFAULT_API_URL, create_github_release
+    from tasks.forge.github import DEFAULT_API_URL, create_github_release
     from tasks.summary import artifacts_from_summary_file
 
     artifacts = artifacts_from_summary_file(args.summary_json, args.tag) if args.summary_json else ""

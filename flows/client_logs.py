@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from tasks.outage import OUTCOME, server_unreachable
+from tasks.control.outage import OUTCOME, server_unreachable
 
 # Loggers Prefect configures with console handlers of their own (prefect._internal does not
 # propagate), and the HTTP client's.

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.redact import redact
-from tasks.result import ReleaseResult
+from tasks.core.redact import redact
+from tasks.run.result import ReleaseResult
 
 SUCCEEDED = "fma.release.succeeded"
 FAILED = "fma.release.failed"

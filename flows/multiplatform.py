@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 from prefect.futures import PrefectFuture
 
-from tasks import progress
-from tasks.context import RunContext
+from tasks.core import progress
+from tasks.core.status import Status
 from tasks.index import index_task
-from tasks.plan import ImageSpec
-from tasks.result import PushedImage
-from tasks.status import Status
+from tasks.run.context import RunContext
+from tasks.run.plan import ImageSpec
+from tasks.run.result import PushedImage
 
 
 def assemble_indexes(

@@ -15,8 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tasks.progress import RUN
-from tasks.status import Status
+from tasks.core.progress import RUN
+from tasks.core.status import Status
 
 _STYLE: dict[str, str] = {
     Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",

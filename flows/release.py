@@ -32,22 +32,26 @@ from prefect.runtime import flow_run
 from flows.events import on_release_completed, on_release_failed
 from flows.multiplatform import assemble_indexes
 from flows.runners import task_runner
-from tasks import progress, tools
 from tasks.build import build_task
-from tasks.builders import BuiltImage
-from tasks.charts import PackagedChart, package_chart_task, push_chart_task
-from tasks.concurrency import atag_slot
-from tasks.config import DEFAULT_REGISTRY, PROJECT_ROOT, ReleaseConfig
-from tasks.context import ReleaseRequest, RunContext
-from tasks.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
-from tasks.outage import OUTCOME, api_reachable, server_gone, server_unreachable
-from tasks.plan import ImageSpec, image_specs
-from tasks.preflight import check_engines_and_registries
-from tasks.provenance import ReleaseFacts, config_digest
+from tasks.charts import package_chart_task, push_chart_task
+from tasks.control.concurrency import atag_slot
+from tasks.control.outage import OUTCOME, api_reachable, server_gone, server_unreachable
+from tasks.control.preflight import check_engines_and_registries
+from tasks.control.records import published_release, release_key, save_record
+from tasks.control.slots import SlotWaitCancelled
+from tasks.core import progress, tools
+from tasks.core.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
+from tasks.core.project import PROJECT_ROOT, project_version
+from tasks.core.redact import install_log_filter
+from tasks.core.status import Status
+from tasks.helm.chart import PackagedChart
 from tasks.push import published_digest, push_task
-from tasks.records import published_release, release_key, save_record
-from tasks.redact import install_log_filter
-from tasks.result import (
+from tasks.run.config import DEFAULT_REGISTRY, ReleaseConfig
+from tasks.run.context import ReleaseRequest, RunContext
+from tasks.run.facts import ReleaseFacts
+from tasks.run.plan import ImageSpec, image_specs
+from tasks.run.result import (
+    BuiltImage,
     ExternalImageResult,
     ImageResult,
     PublishedChart,
@@ -55,12 +59,11 @@ from tasks.result import (
     ReleaseResult,
     SignatureResult,
 )
-from tasks.signing import SignJob, build_facts, load_signer, sign_task, signing_decision
-from tasks.slots import SlotWaitCancelled
+from tasks.signing import SignJob, build_facts, sign_task
 from tasks.source import checkout_task, resolve_tag
-from tasks.status import Status
 from tasks.summary import already_published, apublish_summary, release_notes, summary_task, verify_command
-from tasks.version import project_version
+from tasks.supplychain.provenance import config_digest
+from tasks.supplychain.signer import load_signer, signing_decision
 
 
 def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> tuple[list[Path], list[str]]:
@@ -418,7 +421,7 @@ def _charts_and_signatures(
 
 def _note_if_server_gone() -> bool:
     """One look at the Prefect server at the end of the data plane; when it is gone, the run's remaining
-    calls fail at once instead of after the client's retries (about 14 s each, tasks/outage.py)."""
+    calls fail at once instead of after the client's retries (about 14 s each, tasks/control/outage.py)."""
     from prefect.settings import PREFECT_API_URL
 
     if api_reachable(PREFECT_API_URL.value()):
@@ -512,7 +515,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
             verify_command=verify_command(request, [c.name for c in published]) if signing else "",
         )
         # Everything is published: from here the result must reach the caller even when the
-        # Prefect server is gone (the summary artifact is an API call; tasks/outage.py).
+        # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
         OUTCOME.finished(result)
         if run.record_key:
             save_record(run.settings.state_dir, run.record_key, result)

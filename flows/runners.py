@@ -12,8 +12,8 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.errors import ConfigError
-from tasks.settings import Settings
+from tasks.core.errors import ConfigError
+from tasks.run.settings import Settings
 
 
 def task_runner(address: str | None = None) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.progress import RUN
-from tasks.status import IMAGE_DONE, Status
+from tasks.core.progress import RUN
+from tasks.core.status import IMAGE_DONE, Status
 
 
 def where_time_went(started: float, ended: float, reports: Sequence[tuple[float, str, str]],

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tasks.errors import InvalidTagError, ReleaseError
-from tasks.redact import RedactingFilter, install_log_filter, register
-from tasks.tags import parse_tag
+from tasks.core.errors import InvalidTagError, ReleaseError
+from tasks.core.redact import RedactingFilter, install_log_filter, register
+from tasks.run.tags import parse_tag
 
 PATH = "/github/webhook"
 MAX_BODY = 1024 * 1024

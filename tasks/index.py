@@ -13,16 +13,23 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tasks import progress
-from tasks.errors import ImagePushError
-from tasks.platforms import INDEX_MEDIA_TYPE, IndexEntry, config_platform, image_index, index_entries, manifest_digest
-from tasks.registry import Registries, RegistryAPI
-from tasks.result import PushedImage
-from tasks.retry import RetryPolicy
-from tasks.status import Status
+from tasks.core import progress
+from tasks.core.errors import ImagePushError
+from tasks.core.status import Status
+from tasks.oci.platforms import (
+    INDEX_MEDIA_TYPE,
+    IndexEntry,
+    config_platform,
+    image_index,
+    index_entries,
+    manifest_digest,
+)
+from tasks.oci.registry import Registries, RegistryAPI
+from tasks.run.result import PushedImage
+from tasks.run.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
+    from tasks.run.context import RunContext
 
 
 def index_entry(api: RegistryAPI, repository: str, image: PushedImage) -> IndexEntry:

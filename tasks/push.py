@@ -17,21 +17,20 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
-from tasks import progress
-from tasks.builders import BuiltImage
-from tasks.engine import local_image_id, stream_error
-from tasks.errors import ImageMissingError, ImagePushError
-from tasks.layout import push_layout, read_layout
-from tasks.plan import FINGERPRINT_LABEL
-from tasks.redact import install_log_filter, redact
-from tasks.references import Reference
-from tasks.registry import Registries
-from tasks.result import PushedImage
-from tasks.retry import RetryPolicy, push_error
-from tasks.status import Status
+from tasks.core import progress
+from tasks.core.errors import ImageMissingError, ImagePushError
+from tasks.core.redact import install_log_filter, redact
+from tasks.core.status import Status
+from tasks.oci.layout import push_layout, read_layout
+from tasks.oci.references import Reference
+from tasks.oci.registry import Registries
+from tasks.run.engines import local_image_id, stream_error
+from tasks.run.plan import FINGERPRINT_LABEL
+from tasks.run.result import BuiltImage, PushedImage
+from tasks.run.retry import RetryPolicy, push_error
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
+    from tasks.run.context import RunContext
 
 
 def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:

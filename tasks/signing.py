@@ -1,5 +1,5 @@
 """Signing a release: the key checked before anything is built, then one sign task per published
-image or chart that signs, attests and attaches SBOMs to what lacks them (tasks/cosign.py runs the tools).
+image or chart that signs, attests and attaches SBOMs to what lacks them (tasks/supplychain/cosign.py runs the tools).
 
 Whether a run signs is decided once (:func:`signing_decision`): a key named by FMA_SIGNING_KEY (a
 file) or FMA_SIGNING_KEY_BLOCK (a Prefect Secret block), unless ``--no-sign`` or the release
@@ -10,7 +10,6 @@ digest is read back first and left alone, so a re-release that changes nothing p
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,68 +19,25 @@ from typing import TYPE_CHECKING, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tasks import progress
-from tasks.builders import BuiltImage
-from tasks.cosign import PROVENANCE, SBOM, Cosign, SigningKey, VerifyFailed
-from tasks.errors import SigningError
-from tasks.provenance import (
-    BuildFacts,
+from tasks.core import progress
+from tasks.core.errors import SigningError
+from tasks.core.status import Status
+from tasks.oci.references import Reference
+from tasks.run.facts import BuildFacts, ReleaseFacts
+from tasks.run.result import BuiltImage, SignatureResult
+from tasks.supplychain.cosign import PROVENANCE, SBOM, Cosign, VerifyFailed
+from tasks.supplychain.provenance import (
     Manifest,
-    ReleaseFacts,
     build_for,
     cosign_tag,
     manifests_to_sign,
     provenance_predicate,
     subjects_match,
 )
-from tasks.references import Reference
-from tasks.result import SignatureResult
-from tasks.status import Status
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
-    from tasks.registry import RegistryAPI
-    from tasks.settings import Settings
-
-UNSIGNED = "unsigned: no signing key is configured (set FMA_SIGNING_KEY to a cosign key file to sign)"
-
-
-@dataclass(frozen=True)
-class Signer:
-    """The key a run signs with, and its public half (to read back what is already signed)."""
-
-    key: SigningKey
-    public_pem: str
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the public key's PEM text, as the summary names the key."""
-        return "sha256:" + hashlib.sha256(self.public_pem.encode()).hexdigest()
-
-
-def signing_decision(*, configured: bool, no_sign: bool, config_sign: bool) -> tuple[bool, str]:
-    """Whether the run signs, and the one line that says why not (pure)."""
-    if no_sign:
-        return False, "unsigned: --no-sign"
-    if not config_sign:
-        return False, "unsigned: the release config says sign: false"
-    if not configured:
-        return False, UNSIGNED
-    return True, ""
-
-
-def load_signer(settings: Settings) -> Signer:
-    """The configured key, opened with its password (a one-line :class:`SigningError` when it cannot be)."""
-    if settings.signing_key and not Path(settings.signing_key).is_file():
-        raise SigningError(f"the signing key {settings.signing_key} does not exist: point FMA_SIGNING_KEY at a "
-                           "cosign key file (cosign generate-key-pair makes one), or release with --no-sign")
-    key = SigningKey.from_settings(settings)
-    if key is None:
-        raise SigningError("no signing key is configured: set FMA_SIGNING_KEY")
-    with Cosign(settings, "localhost", key=key) as tool:
-        public = tool.public_key()
-    return Signer(key=key, public_pem=public)
-
+    from tasks.oci.registry import RegistryAPI
+    from tasks.run.context import RunContext
 
 @dataclass(frozen=True)
 class SignJob:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import cmd
-from tasks.errors import CommandError, SourceError
-from tasks.redact import redact
-
-
-@dataclass(frozen=True)
-class Checkout:
-    """The source at the tag: where it is and which commit the tag names."""
-
-    path: Path
-    source: str  # as given, credentials masked: goes into image labels
-    tag: str
-    revision: str  # full commit id the tag points at
-    created: str  # the commit's date (RFC 3339): reproducible "created" label
+from tasks.core import cmd
+from tasks.core.errors import CommandError, SourceError
+from tasks.core.redact import redact
+from tasks.run.facts import Checkout
 
 
 def resolve_tag(source: str, tag: str) -> str:

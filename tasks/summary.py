@@ -12,14 +12,15 @@ from prefect import task
 from prefect.artifacts import acreate_markdown_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from tasks.charts import chart_remote, install_command
-from tasks.config import DEFAULT_CONFIG
-from tasks.errors import ConfigError
-from tasks.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
-from tasks.status import Status
+from tasks.core.errors import ConfigError
+from tasks.core.status import Status
+from tasks.helm.chart import install_command
+from tasks.oci.references import chart_remote
+from tasks.run.config import DEFAULT_CONFIG
+from tasks.run.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
 
 if TYPE_CHECKING:
-    from tasks.context import ReleaseRequest
+    from tasks.run.context import ReleaseRequest
 
 NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
 

@@ -18,7 +18,7 @@ the Dockerfile (with a log line saying so) and the Dockerfile frontend built int
 file that needs a newer frontend then fails to parse, and the error says to load the frontend image.
 
 Pure functions decide (candidate CLIs, the argv, the environment, the failing step); :func:`probe`
-and :func:`build_with_buildkit` act, every command through :mod:`tasks.cmd`.
+and :func:`build_with_buildkit` act, every command through :mod:`tasks.core.cmd`.
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import cmd
-from tasks.bases import staged_dockerfile
-from tasks.builders import BuiltImage
-from tasks.config import PROJECT_ROOT
-from tasks.dockerfile import base_images
-from tasks.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
-from tasks.platforms import exec_format_hint, platform_build_args
-from tasks.redact import redact, register
+from tasks.builders.bases import staged_dockerfile
+from tasks.builders.dockerfile import base_images
+from tasks.core import cmd
+from tasks.core.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
+from tasks.core.project import PROJECT_ROOT
+from tasks.core.redact import redact, register
+from tasks.oci.platforms import exec_format_hint, platform_build_args
+from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
-    from tasks.plan import ImageSpec
+    from tasks.run.context import RunContext
+    from tasks.run.plan import ImageSpec
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 SYSTEM_DOCKER = "/usr/bin/docker"  # Debian's docker.io client: 20.10, whose classic build drives BuildKit
@@ -436,7 +436,7 @@ class BuildkitBuilder:
             expand = {**platform_build_args(spec.platform, run.engines.platform(client)), **spec.build_args}
             dockerfile = staged_dockerfile(client, spec, expand, Path(tmp), registries=run.registries, log=log,
                                            pull=False)
-            image_id = run.engines.buildkit(spec.engine).build(BuildkitBuild(
+            image_id = run.engines.kept(spec.engine, "buildkit", BuildkitClient).build(BuildkitBuild(
                 name=spec.name, label=spec.label, dockerfile=dockerfile, context=spec.context, platform=spec.platform,
                 tag=spec.ref, build_args=spec.build_args, labels=spec.labels, secrets=spec.secrets,
                 docker_host=run.engines.address(spec.engine), tls_cert_path=spec.engine.tls_cert_path,

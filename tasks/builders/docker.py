@@ -1,7 +1,7 @@
 """The engine's legacy builder, through the docker SDK: for engines without BuildKit.
 
 Base images are pinned to the platform's digests in a staging copy of the Dockerfile
-(:func:`tasks.bases.staged_dockerfile`); the ``TARGET*``/``BUILD*`` args the Dockerfile declares
+(:func:`tasks.builders.bases.staged_dockerfile`); the ``TARGET*``/``BUILD*`` args the Dockerfile declares
 are passed as BuildKit defines them. The labels go in as one LABEL line appended to that copy:
 the engine's own ``labels`` option costs one build step, a container and a layer commit, per
 label. The legacy builder's layer cache ignores the platform, so a build that comes out as
@@ -20,17 +20,17 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from tasks.bases import staged_dockerfile
-from tasks.builders import BuiltImage
-from tasks.dockerfile import declared_args, labelled_dockerfile
-from tasks.engine import ENGINE_FIX, local_platform, stream_error
-from tasks.errors import EngineError, ImageBuildError
-from tasks.platforms import exec_format_hint, parse_platform, platform_build_args
-from tasks.redact import redact
+from tasks.builders.bases import staged_dockerfile
+from tasks.builders.dockerfile import declared_args, labelled_dockerfile
+from tasks.core.errors import EngineError, ImageBuildError
+from tasks.core.redact import redact
+from tasks.oci.platforms import exec_format_hint, parse_platform, platform_build_args
+from tasks.run.engines import ENGINE_FIX, local_platform, stream_error
+from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
-    from tasks.plan import ImageSpec
+    from tasks.run.context import RunContext
+    from tasks.run.plan import ImageSpec
 
 
 def failed_step(lines: Iterable[str]) -> str:

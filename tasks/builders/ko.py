@@ -4,7 +4,7 @@
 named by the source's ``.ko.yaml`` straight from its registry, compiles the main once per
 platform of the base (GOOS/GOARCH, never emulated), lays the binary out at ``/ko-app/<name>``
 with ``KO_DATA_PATH`` and ``kodata/``, and writes the result to an OCI image layout. Publishing is
-:func:`tasks.layout.push_layout`'s job, a separate step with its own retries.
+:func:`tasks.oci.layout.push_layout`'s job, a separate step with its own retries.
 
 Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`);
 :func:`build_with_ko` does the I/O around them.
@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import cmd, tools
-from tasks.builders import BuiltImage
-from tasks.config import ALL_PLATFORMS
-from tasks.errors import CommandError, ImageBuildError, ToolMissingError
-from tasks.koconfig import apply_mirrors, base_for, import_path, module_path, parse_ko_config, staged_ko_config
-from tasks.layout import OciLayout, read_layout
-from tasks.references import DOCKER_HUB, Reference
-from tasks.settings import RegistryCredentials
+from tasks.builders.koconfig import apply_mirrors, base_for, import_path, module_path, parse_ko_config, staged_ko_config
+from tasks.core import cmd, tools
+from tasks.core.errors import CommandError, ImageBuildError, ToolMissingError
+from tasks.oci.auth import RegistryCredentials
+from tasks.oci.layout import OciLayout, read_layout
+from tasks.oci.references import DOCKER_HUB, Reference
+from tasks.run.config import ALL_PLATFORMS
+from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
-    from tasks.plan import ImageSpec
+    from tasks.run.context import RunContext
+    from tasks.run.plan import ImageSpec
 
 __all__ = ["KoBuild", "OciLayout", "build_with_ko", "explain_ko_failure", "ko_argv", "ko_env"]
 

@@ -17,10 +17,10 @@ from devkit.cleanup import remove_images
 from devkit.faultproxy import FaultProxy
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import SampleSource, make_sample_source
-from tasks import progress
+from tasks.core import progress
 
 if TYPE_CHECKING:
-    from tasks.context import RunContext
+    from tasks.run.context import RunContext
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def sample(tmp_path: Path) -> Callable[..., SampleSource]:
 def run_context() -> RunContext:
     """A run of this test's own (settings from the environment, caches of its own), for calling steps directly."""
     # Imported here: Prefect reads PREFECT_API_URL when imported, and the session sets it after this module loads.
-    from tasks.context import ReleaseRequest, RunContext
+    from tasks.run.context import ReleaseRequest, RunContext
 
     return RunContext(ReleaseRequest(tag="v0.0.0", source=""))
 

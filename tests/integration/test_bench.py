@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import PROJECT_ROOT
+from tasks.core.project import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

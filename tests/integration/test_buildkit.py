@@ -22,12 +22,12 @@ from devkit.engine import EngineProcess
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
 from devkit.requester_shape import make_requester_context, saved_files
-from tasks.builders import BuiltImage
 from tasks.builders.buildkit import BuildkitBuild, BuildkitClient, buildkit_cli
-from tasks.context import RunContext
-from tasks.errors import EngineError, ImageBuildError
+from tasks.core.errors import EngineError, ImageBuildError
+from tasks.oci.registry import RegistryAPI
 from tasks.push import push_engine_image
-from tasks.registry import RegistryAPI
+from tasks.run.context import RunContext
+from tasks.run.result import BuiltImage
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
-from tasks.registry import RegistryAPI
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.release import release
-from tasks.errors import ChartError
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ChartError
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.events import FAILED, SUCCEEDED
 from flows.release import release
-from tasks.concurrency import limit_name
-from tasks.errors import SourceError
+from tasks.control.concurrency import limit_name
+from tasks.core.errors import SourceError
 from tests.integration.prefect_helpers import events, wait_for
 
 pytestmark = pytest.mark.integration

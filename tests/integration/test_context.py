@@ -13,8 +13,9 @@ from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import SampleSource
 from flows.release import release
-from tasks.errors import ReleaseError
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ReleaseError
+from tasks.oci.registry import RegistryAPI
+from tasks.run.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ def test_two_runs_in_one_process_learn_their_registry_afresh(
         result = release(tag=second.tag, source=str(second.path), registry=f"{secure.host}/{namespace}",
                          config=str(second.config), retry_base_delay=0.1)
         assert [i.ref for i in result.images] == [f"{secure.host}/{namespace}/requester:v0.3.2"]
-        with RegistryAPI(secure.host) as api:
+        with RegistryAPI(secure.host, Settings.from_env()) as api:
             assert api.base.startswith("https://")
             assert api.tags(f"{namespace}/requester") == ["v0.3.2"]
     finally:

@@ -23,7 +23,7 @@ from devkit.faultproxy import FaultProxy, Rule
 from devkit.prefect_server import start_prefect_server, stop_prefect_server
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
-from tasks.registry import RegistryAPI
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.release import release
 from flows.runners import task_runner
-from tasks.errors import ConfigError
-from tasks.references import Reference
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ConfigError
+from tasks.oci.references import Reference
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

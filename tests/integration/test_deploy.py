@@ -21,7 +21,7 @@ from devkit.faultproxy import FaultProxy, Rule
 from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource, make_sample_source
-from tasks.config import PROJECT_ROOT
+from tasks.core.project import PROJECT_ROOT
 from tests.integration.prefect_helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from devkit.engine import EngineProcess
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
-from tasks.errors import EngineError
-from tasks.references import Reference
-from tasks.registry import RegistryAPI
+from tasks.core.errors import EngineError
+from tasks.oci.references import Reference
+from tasks.oci.registry import RegistryAPI
 from tests.integration.prefect_helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,16 +21,9 @@ from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
-from tasks.errors import (
-    ChartError,
-    ConfigError,
-    EngineError,
-    ImagesFailedError,
-    RegistryError,
-    SourceError,
-)
-from tasks.platforms import INDEX_MEDIA_TYPE
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ChartError, ConfigError, EngineError, ImagesFailedError, RegistryError, SourceError
+from tasks.oci.platforms import INDEX_MEDIA_TYPE
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import yaml
 from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
 from devkit.registry import RegistryProcess
 from flows.release import release
-from tasks.registry import RegistryAPI
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from devkit.fma_sample import (
 )
 from devkit.go_builder import go_builder_image
 from devkit.registry import RegistryProcess
-from tasks.charts import rendered_images
-from tasks.config import DEFAULT_CONFIG
+from tasks.helm.chart import rendered_images
+from tasks.run.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -235,9 +235,9 @@ def test_bases_are_two_platform_indexes_told_apart_by_label(
 ) -> None:
     """Each busybox base is a linux/amd64 + linux/arm64 index with a digest of its own; the Go toolchain
     image is one linux/amd64 image."""
-    from tasks.platforms import Platform, index_entries
-    from tasks.references import Reference
-    from tasks.registry import RegistryAPI
+    from tasks.oci.platforms import Platform, index_entries
+    from tasks.oci.references import Reference
+    from tasks.oci.registry import RegistryAPI
 
     digests = {bases.static.digest, bases.builder.digest, bases.runtime.digest, bases.launcher.digest}
     assert len(digests) == 4
@@ -347,8 +347,8 @@ def test_main_pushes_bases_and_prints_shell_lines(
 def test_sample_chart_under_the_image_check_has_two_own_images_and_one_unpinned_external(tmp_path: Path) -> None:
     """Rendered with a release's values, the sample chart's controllers are the release's own, busybox is
     external and unpinned (one warning; refused under require-digest); left at :latest the chart is refused."""
-    from tasks.chartimages import ExternalImage, check_chart_images
-    from tasks.errors import ChartError
+    from tasks.core.errors import ChartError
+    from tasks.helm.images import ExternalImage, check_chart_images
 
     chart = make_fma_source(tmp_path / "s", bases=fake_bases()).path / "charts/fma-controllers"
     registry = "127.0.0.1:5000/t1/fma"

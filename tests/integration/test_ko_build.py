@@ -21,10 +21,10 @@ from devkit.faultproxy import FaultProxy, Rule
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
 from tasks.builders.ko import KoBuild, build_with_ko
-from tasks.errors import ImageBuildError, RegistryError
-from tasks.layout import IMAGE_TYPES, OciLayout, push_layout
-from tasks.registry import RegistryAPI
-from tasks.settings import Settings
+from tasks.core.errors import ImageBuildError, RegistryError
+from tasks.oci.layout import IMAGE_TYPES, OciLayout, push_layout
+from tasks.oci.registry import RegistryAPI
+from tasks.run.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -332,7 +332,7 @@ def test_base_on_the_release_registry_is_pulled_with_its_credentials(
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", PASSWORD)
     monkeypatch.setenv("FMA_REGISTRY_CA_FILE", str(auth_registry.root / "cert.pem"))
     base_ref = f"{auth_registry.host}/bases/hello:1"  # any 2-platform index serves as a base
-    with RegistryAPI(auth_registry.host) as api:
+    with RegistryAPI(auth_registry.host, Settings.from_env()) as api:
         push_layout(hello.layout, base_ref, api)
     source = write_module(tmp_path / "src", base_ref)
     build = replace(hello.build, source=source, platforms=("linux/amd64",), out=tmp_path / "authed",

@@ -9,8 +9,8 @@ import docker
 import pytest
 
 from tasks.builders.docker import build_image
-from tasks.context import RunContext
-from tasks.plan import ImageSpec
+from tasks.run.context import RunContext
+from tasks.run.plan import ImageSpec
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.release import release
-from tasks.context import RunContext
-from tasks.errors import ImagesFailedError
-from tasks.plan import FINGERPRINT_LABEL
-from tasks.platforms import INDEX_MEDIA_TYPE, Platform, index_entries
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ImagesFailedError
+from tasks.oci.platforms import INDEX_MEDIA_TYPE, Platform, index_entries
+from tasks.oci.registry import RegistryAPI
+from tasks.run.context import RunContext
+from tasks.run.plan import FINGERPRINT_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -141,8 +141,8 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
     import logging
 
     from tasks.builders.docker import build_image
-    from tasks.errors import ImageBuildError
-    from tasks.plan import ImageSpec
+    from tasks.core.errors import ImageBuildError
+    from tasks.run.plan import ImageSpec
 
     foreign = bytearray(Path("/bin/busybox").read_bytes())
     foreign[18:20] = (0x1234).to_bytes(2, "little")  # an ELF e_machine that no kernel or qemu runs
@@ -208,7 +208,7 @@ def test_layer_cache_of_another_platform_is_not_used(
     import uuid
 
     from tasks.builders.docker import build_image
-    from tasks.plan import ImageSpec
+    from tasks.run.plan import ImageSpec
 
     (tmp_path / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
     (tmp_path / "busybox").chmod(0o755)

@@ -25,8 +25,8 @@ from devkit.prefect_server import (
 )
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
-from tasks.concurrency import limit_name
-from tasks.registry import RegistryAPI
+from tasks.control.concurrency import limit_name
+from tasks.oci.registry import RegistryAPI
 from tests.integration.test_release import file_in_image
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess
 from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
-from tasks.config import PROJECT_ROOT
-from tasks.errors import ImagesFailedError, SourceError
-from tasks.registry import RegistryAPI
+from tasks.core.errors import ImagesFailedError, SourceError
+from tasks.core.project import PROJECT_ROOT
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 
 from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
 from devkit.registry import RegistryProcess
-from tasks import tools
-from tasks.registry import RegistryAPI
+from tasks.core import tools
+from tasks.oci.registry import RegistryAPI
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from prefect.states import Cancelling
 from devkit import prefect_api
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
-from tasks.concurrency import limit_name
-from tasks.slots import STALE_SECONDS, SlotHolder, holder_variable
+from tasks.control.concurrency import limit_name
+from tasks.control.slots import STALE_SECONDS, SlotHolder, holder_variable
 from tests.integration.prefect_helpers import wait_for
 from tests.integration.test_concurrency import ARTIFACTS, CLI, IMAGES, flow_runs_of
 
@@ -116,7 +116,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
     from devkit.processes import stop_process
-    from tasks.registry import RegistryAPI
+    from tasks.oci.registry import RegistryAPI
 
     fast, slow = IMAGES
     tag = f"v0.{uuid.uuid4().int % 10_000}.5"

@@ -1,4 +1,4 @@
-"""The Go tools scripts/setup.sh installed: each, found through tasks/tools.py, reports its pinned version.
+"""The Go tools scripts/setup.sh installed: each, found through tasks/core/tools.py, reports its pinned version.
 
 No skip: a tool that is missing fails the test with the line that says how to install it
 (CI runs scripts/setup.sh first).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import cmd, tools
-from tasks.errors import ReleaseError
+from tasks.core import cmd, tools
+from tasks.core.errors import ReleaseError
 
 
 @pytest.mark.parametrize("name", ["ko", "cosign", "syft"])

@@ -29,7 +29,7 @@ from devkit.processes import stop_process
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
 from flows.events import SUCCEEDED
-from tasks.registry import RegistryAPI
+from tasks.oci.registry import RegistryAPI
 from tests.integration.prefect_helpers import events, wait_for
 
 pytestmark = pytest.mark.integration

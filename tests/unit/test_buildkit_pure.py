@@ -24,7 +24,7 @@ from tasks.builders.buildkit import (
     syntax_directive,
     without_syntax,
 )
-from tasks.errors import ToolMissingError
+from tasks.core.errors import ToolMissingError
 
 BUILD = BuildkitBuild(name="requester", label="requester linux/arm64", dockerfile=Path("/src/Dockerfile.requester"),
                       context=Path("/src"), platform="linux/arm64", tag="reg/requester:v1-linux-arm64")

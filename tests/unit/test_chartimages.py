@@ -6,14 +6,9 @@ from collections.abc import Collection, Mapping
 
 import pytest
 
-from tasks.chartimages import (
-    POLICIES,
-    ChartImageCheck,
-    ExternalImage,
-    check_chart_images,
-)
-from tasks.errors import ChartError, ConfigError, ReleaseError
-from tasks.references import Reference
+from tasks.core.errors import ChartError, ConfigError, ReleaseError
+from tasks.helm.images import POLICIES, ChartImageCheck, ExternalImage, check_chart_images
+from tasks.oci.references import Reference
 
 
 def R(host: str, repository: str, tag: str = "", digest: str = "") -> tuple[str, ...]:

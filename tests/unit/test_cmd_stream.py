@@ -1,4 +1,4 @@
-"""tasks.cmd.stream: a long command's output line by line, masked, with a timeout and a typed error."""
+"""tasks.core.cmd.stream: a long command's output line by line, masked, with a timeout and a typed error."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tasks import cmd
-from tasks.errors import CommandError
-from tasks.redact import register
+from tasks.core import cmd
+from tasks.core.errors import CommandError
+from tasks.core.redact import register
 
 
 def test_lines_arrive_in_order_masked_with_stderr_merged() -> None:

@@ -7,10 +7,10 @@ import inspect
 import pytest
 
 from flows.events import failure_payload, release_resource, success_payload
-from tasks.concurrency import limit_name, one_run_per_tag
-from tasks.errors import InvalidTagError
-from tasks.redact import register
-from tasks.result import ImageResult, PublishedChart, ReleaseResult
+from tasks.control.concurrency import limit_name, one_run_per_tag
+from tasks.core.errors import InvalidTagError
+from tasks.core.redact import register
+from tasks.run.result import ImageResult, PublishedChart, ReleaseResult
 
 
 @pytest.mark.parametrize(

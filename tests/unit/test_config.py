@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.config import DEFAULT_CONFIG, load_config, parse_config
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
+from tasks.run.config import DEFAULT_CONFIG, load_config, parse_config
 
 DOCUMENTED = """
 images:                 # built in parallel, pushed as <registry>/<name>:<tag>

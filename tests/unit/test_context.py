@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.context import ReleaseRequest, RunContext
-from tasks.errors import ConfigError, InvalidTagError
-from tasks.settings import Settings
+from tasks.core.errors import ConfigError, InvalidTagError
+from tasks.run.context import ReleaseRequest, RunContext
+from tasks.run.settings import Settings
 
 PARAMS = {"tag": "v0.3.1", "source": "/src", "registry": "reg.example/fma"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.dockerfile import BaseImage, base_images, declared_args, expand, pin_bases
-from tasks.references import Reference
+from tasks.builders.dockerfile import BaseImage, base_images, declared_args, expand, pin_bases
+from tasks.oci.references import Reference
 
 GO = """\
 # syntax comment

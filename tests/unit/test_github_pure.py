@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import InvalidTagError
-from tasks.github import (
+from tasks.core.errors import InvalidTagError
+from tasks.forge.github import (
     GitHubError,
     PublishedRelease,
     check_repo_name,

@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasks.builders.docker import failed_step
-from tasks.config import parse_config
-from tasks.dockerfile import labelled_dockerfile
-from tasks.engine import DEFAULT_ENGINE, Engine, Engines, assign_engines
-from tasks.errors import ConfigError
-from tasks.plan import image_ref, image_specs, oci_labels
-from tasks.retry import RetryPolicy, is_transient_push_error
-from tasks.source import Checkout
+from tasks.builders.dockerfile import labelled_dockerfile
+from tasks.core.errors import ConfigError
+from tasks.run.config import parse_config
+from tasks.run.engines import DEFAULT_ENGINE, Engine, Engines, assign_engines
+from tasks.run.facts import Checkout
+from tasks.run.plan import image_ref, image_specs, oci_labels
+from tasks.run.retry import RetryPolicy, is_transient_push_error
 
 
 def checkout(path: Path) -> Checkout:
@@ -210,6 +210,6 @@ def test_retry_policy_is_bounded_exponential() -> None:
                                               ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("-1", None)])
 def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
     """Retry-After in seconds is honoured up to a cap; dates and junk are ignored (backoff applies)."""
-    from tasks.registry import retry_after
+    from tasks.oci.registry import retry_after
 
     assert retry_after(header) == wait

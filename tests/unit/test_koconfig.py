@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from tasks.builders.ko import KoBuild, explain_ko_failure, ko_argv, ko_env
-from tasks.errors import ConfigError
-from tasks.koconfig import (
+from tasks.builders.koconfig import (
     KO_DEFAULT_BASE,
     KoBuildEntry,
     KoConfig,
@@ -21,6 +20,7 @@ from tasks.koconfig import (
     split_reference,
     staged_ko_config,
 )
+from tasks.core.errors import ConfigError
 
 DIGEST = "sha256:" + "d" * 64
 

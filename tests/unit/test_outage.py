@@ -1,12 +1,12 @@
-"""Telling an unreachable Prefect server apart from other faults (tasks/outage.py)."""
+"""Telling an unreachable Prefect server apart from other faults (tasks/control/outage.py)."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from tasks.errors import RegistryError
-from tasks.outage import outage_line, server_unreachable, unreachable_before_done
+from tasks.control.outage import outage_line, server_unreachable, unreachable_before_done
+from tasks.core.errors import RegistryError
 
 
 def _raised_from(outer: BaseException, cause: BaseException) -> BaseException:
@@ -74,7 +74,7 @@ def test_one_look_at_the_health_endpoint_tells_a_gone_server_from_a_busy_one() -
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tasks.outage import api_reachable
+    from tasks.control.outage import api_reachable
 
     class Busy(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -100,8 +100,8 @@ def test_one_look_at_the_health_endpoint_tells_a_gone_server_from_a_busy_one() -
 
 def test_the_release_error_a_failed_server_call_replaced_is_found() -> None:
     """A push failed; leaving the tag slot then failed on the gone server: the push's error is the answer."""
-    from tasks.errors import ImagesFailedError
-    from tasks.outage import masked_release_error
+    from tasks.control.outage import masked_release_error
+    from tasks.core.errors import ImagesFailedError
 
     def masked() -> BaseException:
         try:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import parse_config
-from tasks.errors import ConfigError
-from tasks.plan import FINGERPRINT_LABEL, image_specs
-from tasks.platforms import (
+from tasks.core.errors import ConfigError
+from tasks.core.status import Status
+from tasks.oci.platforms import (
     INDEX_MEDIA_TYPE,
     IndexEntry,
     Platform,
@@ -24,9 +23,10 @@ from tasks.platforms import (
     platform_tag,
     select_platform,
 )
-from tasks.result import ImageResult, PushedImage, ReleaseResult
-from tasks.source import Checkout
-from tasks.status import Status
+from tasks.run.config import parse_config
+from tasks.run.facts import Checkout
+from tasks.run.plan import FINGERPRINT_LABEL, image_specs
+from tasks.run.result import ImageResult, PushedImage, ReleaseResult
 from tasks.summary import release_notes, render_summary
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from flows.progress_view import ProgressView
-from tasks.status import Status
+from tasks.core.status import Status
 
 
 def _view() -> tuple[ProgressView, io.StringIO]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.config import parse_config
-from tasks.records import release_key
+from tasks.control.records import release_key
+from tasks.run.config import parse_config
 
 CONFIG = "images:\n  - name: a\n    dockerfile: d/Dockerfile\n    dockerfile_from: project\ncharts: []\n"
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tasks.redact import RedactingFilter, redact, register
+from tasks.core.redact import RedactingFilter, redact, register
 
 
 def test_registered_secret_and_url_credentials_are_masked() -> None:

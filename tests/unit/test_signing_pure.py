@@ -6,25 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import DEFAULT_CONFIG, ReleaseConfig
-from tasks.context import ReleaseRequest
-from tasks.cosign import SigningKey
-from tasks.provenance import (
+from tasks.core.status import Status
+from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig
+from tasks.run.context import ReleaseRequest
+from tasks.run.facts import BuildFacts, ReleaseFacts, SigningKey
+from tasks.run.result import ImageResult, PlatformResult, PublishedChart, ReleaseResult, SignatureResult
+from tasks.signing import builder_sbom
+from tasks.summary import artifacts_markdown, render_summary, verify_command
+from tasks.supplychain.provenance import (
     BASE_DIGEST,
     BASE_NAME,
-    BuildFacts,
     Manifest,
-    ReleaseFacts,
     build_for,
     manifests_to_sign,
     provenance_predicate,
     subjects_match,
 )
-from tasks.result import ImageResult, PlatformResult, PublishedChart, ReleaseResult, SignatureResult
-from tasks.signing import UNSIGNED, builder_sbom, signing_decision
-from tasks.status import Status
-from tasks.summary import artifacts_markdown, render_summary, verify_command
-from tasks.verify import OK, Check, failure_line, render_table
+from tasks.supplychain.signer import UNSIGNED, signing_decision
+from tasks.supplychain.verify import OK, Check, failure_line, render_table
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -193,7 +192,7 @@ def test_the_release_config_can_turn_signing_off() -> None:
 
 
 def test_cosign_stores_a_digests_signatures_and_attestations_under_its_own_tags() -> None:
-    from tasks.provenance import cosign_tag
+    from tasks.supplychain.provenance import cosign_tag
 
     digest = "sha256:" + "ab" * 32
     assert cosign_tag(digest, "sig") == "sha256-" + "ab" * 32 + ".sig"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.slots import STALE_SECONDS, SlotHolder, Verdict, holder_variable, judge_holder
+from tasks.control.slots import STALE_SECONDS, SlotHolder, Verdict, holder_variable, judge_holder
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -58,7 +58,7 @@ def test_holder_variable_names_are_valid_prefect_variable_names() -> None:
 def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> None:
     import logging
 
-    from tasks.slots import _QUIET
+    from tasks.control.slots import _QUIET
 
     def record(*args: object) -> logging.LogRecord:
         return logging.LogRecord("prefect._internal.concurrency", logging.ERROR, __file__, 1,
@@ -73,7 +73,7 @@ def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> Non
 
 def test_a_holder_is_taken_over_only_when_two_looks_in_a_row_judge_it_gone() -> None:
     """A stale record read just as another run acquires the slot (before it writes its own) is not enough."""
-    from tasks.slots import _Watch
+    from tasks.control.slots import _Watch
 
     watch, old, new = _Watch(), holder(), holder(seen_ago=1)
     assert not watch.confirmed(old, gone=True)  # first look: gone, not yet confirmed

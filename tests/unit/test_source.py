@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from devkit.sample_source import make_sample_source
-from tasks.errors import SourceError
+from tasks.core.errors import SourceError
 from tasks.source import checkout_at_tag, resolve_tag
 
 

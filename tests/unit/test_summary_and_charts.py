@@ -5,10 +5,11 @@ from __future__ import annotations
 import helm_python as helm
 import pytest
 
-from tasks.charts import chart_remote, install_command, rendered_images
-from tasks.config import PROJECT_ROOT
-from tasks.errors import ChartError
-from tasks.result import ReleaseResult
+from tasks.core.errors import ChartError
+from tasks.core.project import PROJECT_ROOT
+from tasks.helm.chart import install_command, rendered_images
+from tasks.oci.references import chart_remote
+from tasks.run.result import ReleaseResult
 from tasks.summary import artifact_key, render_summary
 
 SUMMARY = {

@@ -7,8 +7,8 @@ import semver
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.errors import InvalidTagError
-from tasks.tags import parse_tag
+from tasks.core.errors import InvalidTagError
+from tasks.run.tags import parse_tag
 
 
 @pytest.mark.parametrize(

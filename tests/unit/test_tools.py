@@ -1,4 +1,4 @@
-"""Finding the project's external tools (tasks/tools.py) and the pins scripts/tools.sh installs."""
+"""Finding the project's external tools (tasks/core/tools.py) and the pins scripts/tools.sh installs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cmd, tools
-from tasks.config import PROJECT_ROOT
-from tasks.errors import CommandError, ToolMissingError, ToolsFileError
+from tasks.core import cmd, tools
+from tasks.core.errors import CommandError, ToolMissingError, ToolsFileError
+from tasks.core.project import PROJECT_ROOT
 
 TOOLS_SH = PROJECT_ROOT / "scripts" / "tools.sh"
 
@@ -114,7 +114,7 @@ def test_pinned_rejects_a_tool_that_is_not_pinned() -> None:
 
 
 def test_tools_sh_reads_the_same_pins_as_tools_py() -> None:
-    """tools.sh parses tools.versions itself: its --list and tasks/tools.py agree, and it hard-codes none."""
+    """tools.sh parses tools.versions itself: its --list and tasks/core/tools.py agree, and it hard-codes none."""
     listed = subprocess.run(["bash", str(TOOLS_SH), "--list"], capture_output=True, text=True, check=True).stdout
     from_sh = {line.split()[0]: tuple(line.split()[1:]) for line in listed.splitlines()}
     from_py = {name: (pin.package, pin.version) for name, pin in tools.pinned_tools().items()}
@@ -208,13 +208,16 @@ def _project_copy(tmp_path: Path, versions: str) -> Path:
     return root
 
 
-# A stand-in for go: `go env GOPROXY` answers the machine's usual list; `go install` records its
+# A stand-in for go: `go env GOPROXY` answers the machine's usual list, `go env GOMODCACHE/GOCACHE`
+# the machine's caches under $FAKE_GO_HOME; `go install` records its
 # arguments and environment, then writes a binary that reports the version asked for (or fails
 # the way a too old Go does, when FAKE_GO_TOO_OLD is set).
 FAKE_GO = r"""
 case "$1 ${2:-}" in
   "env GOPROXY") echo "https://proxy.example/mod,direct" ;;
   "env GOVERSION") echo go1.26.8 ;;
+  "env GOMODCACHE") echo "$FAKE_GO_HOME/mod" ;;
+  "env GOCACHE") echo "$FAKE_GO_HOME/cache" ;;
   install*)
     shift
     for target; do :; done  # the last argument: PACKAGE@VERSION
@@ -234,7 +237,9 @@ esac
 def run_tools_sh(root: Path, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     """The copy's tools.sh with the fake go first on PATH."""
     executable(tmp_path / "fake-go" / "go", FAKE_GO)
-    env = {**os.environ, "PATH": f"{tmp_path / 'fake-go'}:/usr/bin:/bin", **extra}
+    env = {key: value for key, value in os.environ.items() if key not in ("GOMODCACHE", "GOCACHE", "GOBIN")}
+    env.update({"PATH": f"{tmp_path / 'fake-go'}:/usr/bin:/bin", "FAKE_GO_HOME": str(tmp_path / "machine-go"),
+                "FMA_TOOLS_CACHE": str(tmp_path / "machine-tools"), **extra})
     return subprocess.run(["bash", str(root / "scripts" / "tools.sh")], capture_output=True, text=True, env=env,
                           check=False, timeout=60)
 
@@ -252,7 +257,7 @@ def test_tools_sh_leaves_a_tool_that_reports_its_pin(tmp_path: Path) -> None:
 
 
 def test_tools_sh_rebuilds_a_stale_tool_with_the_pinned_flags(tmp_path: Path) -> None:
-    """A binary of another version is built again: -trimpath, CGO off, the proxy only, caches in .local/go."""
+    """A binary of another version is built again: -trimpath, CGO off, the proxy only, the machine's Go caches."""
     root = _project_copy(tmp_path, "# pins\nfake example.invalid/cmd/fake v1.2.3 main.version\n")
     executable(root / ".local" / "bin" / "fake", 'echo "Version: 1.2.2"')
     proc = run_tools_sh(root, tmp_path)
@@ -262,8 +267,22 @@ def test_tools_sh_rebuilds_a_stale_tool_with_the_pinned_flags(tmp_path: Path) ->
     assert (local / "install-args").read_text().splitlines() == [
         "-trimpath", "-ldflags=-X main.version=1.2.3", "example.invalid/cmd/fake@v1.2.3"]
     assert (local / "install-env").read_text().splitlines() == [
-        "CGO_ENABLED=0", f"GOBIN={local / 'bin'}", f"GOCACHE={local / 'go' / 'cache'}",
-        f"GOMODCACHE={local / 'go' / 'mod'}", "GOPROXY=https://proxy.example/mod"]
+        "CGO_ENABLED=0", f"GOBIN={local / 'bin'}", f"GOCACHE={tmp_path / 'machine-go' / 'cache'}",
+        f"GOMODCACHE={tmp_path / 'machine-go' / 'mod'}", "GOPROXY=https://proxy.example/mod"]
+
+
+def test_a_second_clone_takes_the_tool_from_the_machine_cache(tmp_path: Path) -> None:
+    """A tool one clone built is copied into the next clone's .local/bin without building it again."""
+    first = _project_copy(tmp_path / "one", "fake example.invalid/cmd/fake v1.2.3\n")
+    assert run_tools_sh(first, tmp_path).returncode == 0
+    assert (tmp_path / "machine-tools" / "fake-v1.2.3").is_file()
+    second = _project_copy(tmp_path / "two", "fake example.invalid/cmd/fake v1.2.3\n")
+    proc = run_tools_sh(second, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("setup: fake v1.2.3 copied from the machine's tool cache")
+    assert not (second / ".local" / "install-args").exists()  # go install never ran for the second clone
+    assert subprocess.run([second / ".local" / "bin" / "fake"], capture_output=True, text=True,
+                          check=True).stdout.strip() == "Version: 1.2.3"
 
 
 def test_tools_sh_names_gotoolchain_when_go_is_too_old(tmp_path: Path) -> None:

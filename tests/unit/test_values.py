@@ -7,9 +7,9 @@ import difflib
 import pytest
 import yaml
 
-from tasks.charts import set_image_values
-from tasks.config import PROJECT_ROOT
-from tasks.errors import ChartError
+from tasks.core.errors import ChartError
+from tasks.core.project import PROJECT_ROOT
+from tasks.helm.chart import set_image_values
 
 VALUES = """\
 # top comment

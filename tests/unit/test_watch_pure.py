@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.watch import releases_to_start
-from tasks.github import PublishedRelease as R
+from tasks.forge.github import PublishedRelease as R
 
 
 def test_starts_missing_published_releases_oldest_first() -> None:

@@ -1,0 +1,342 @@
+"""Who holds a tag's slot, and taking it over from a run that is gone.
+
+Prefect counts a held slot in the limit's ``active_slots`` (in the database) and keeps its lease in
+the server's lease storage (in memory by default: ``prefect.server.concurrency.lease_storage.memory``).
+A server restart loses the lease but not the count, so nothing ever frees that slot; a run killed
+with SIGKILL frees it only when its lease lapses, if the server stays up. So the holder records
+itself in a Prefect Variable ``fma_slot_<tag>`` (durable, on the server) and refreshes it every
+:data:`HEARTBEAT_SECONDS`; a run that waits reads that record each :data:`WAIT_STEP_SECONDS` and
+:func:`judge_holder` decides (pure) whether the holder is gone. Leases are left to Prefect: the
+holder's is renewed by Prefect's ``concurrency`` and lapses as Prefect intends.
+
+Taking over: the stale record is deleted first (a second waiter that judged the same record then
+finds none and waits), the holder's lease is released when the server still has it, else the
+limit's ``active_slots`` is lowered by one, and the waiter acquires the slot the ordinary way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from tasks.core import progress
+from tasks.core.status import Status
+
+HEARTBEAT_SECONDS = 10.0
+# A holder whose run is still Running/Pending but whose record is older than this is gone (SIGKILL).
+STALE_SECONDS = 45.0
+WAIT_STEP_SECONDS = 3.0
+# Prefect's own wording for runs that will never free a slot again.
+GONE_STATES = frozenset({"CRASHED", "FAILED", "CANCELLED", "COMPLETED"})
+
+
+class Verdict(StrEnum):
+    TAKE = "take"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """The run that holds a tag's slot: its flow run, when it took the slot, when it last said it lives."""
+
+    flow_run_id: UUID
+    since: datetime
+    seen: datetime
+    lease_id: UUID | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"flow_run_id": str(self.flow_run_id), "since": self.since.isoformat(),
+                "seen": self.seen.isoformat(), "lease_id": str(self.lease_id) if self.lease_id else None}
+
+    @classmethod
+    def from_json(cls, value: Any) -> SlotHolder | None:
+        """The record, or ``None`` when it is not one of ours (then nobody is judged gone)."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return None
+        if not isinstance(value, dict):
+            return None
+        try:
+            lease = value.get("lease_id")
+            return cls(UUID(str(value["flow_run_id"])), datetime.fromisoformat(str(value["since"])),
+                       datetime.fromisoformat(str(value["seen"])), UUID(str(lease)) if lease else None)
+        except (KeyError, ValueError):
+            return None
+
+
+def judge_holder(holder: SlotHolder | None, state: str | None, *, known: bool, now: datetime,
+                 stale_after: float = STALE_SECONDS, unrecorded_for: float = 0.0) -> Verdict:
+    """Take the slot when its holder is gone, else wait.
+
+    ``state``: the holder run's state type (``"RUNNING"``...), ``known``: whether the server knows
+    that run at all. No record: wait while the holder may be about to write it (it does so as soon as
+    it has the slot), and take the slot once this waiter has seen no record for ``unrecorded_for`` >
+    ``stale_after`` seconds (a holder that died before writing it, or a record lost with the server's
+    data: with the lease gone too, nothing else would ever free the slot). A run the server does not
+    know, or in a final state, is gone. A live-looking run whose record has not been refreshed for
+    ``stale_after`` seconds died without a word.
+    """
+    if holder is None:
+        return Verdict.TAKE if unrecorded_for > stale_after else Verdict.WAIT
+    if not known:
+        return Verdict.TAKE
+    if state is not None and state.upper() in GONE_STATES:
+        return Verdict.TAKE
+    if (now - holder.seen).total_seconds() > stale_after:
+        return Verdict.TAKE
+    return Verdict.WAIT
+
+
+def holder_variable(limit: str) -> str:
+    """The Variable that records the holder of limit ``release-<tag>``: ``fma_slot_<tag>`` (a Variable
+    name holds lower-case letters, digits and ``_`` only)."""
+    return "fma_slot_" + re.sub(r"[^a-z0-9_]", "_", limit.removeprefix("release-").lower())
+
+
+def describe(holder: SlotHolder | None, state: str | None, now: datetime) -> str:
+    if holder is None:
+        return (f"held by a run that left no record; taken over after {STALE_SECONDS:.0f}s without one, "
+                "or when its lease lapses")
+    age = int((now - holder.since).total_seconds())
+    shown = (state or "unknown").lower()
+    return f"held by flow run {holder.flow_run_id} ({shown}) since {holder.since:%H:%M:%S} UTC ({age}s)"
+
+
+class _QuietTimeouts(logging.Filter):
+    """Drop Prefect's ERROR line for an acquisition that timed out: here that is one wait step
+    ending, not a fault, and it would print every :data:`WAIT_STEP_SECONDS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            record.msg == "Service %r failed to process item %r"
+            and any("ConcurrencySlotAcquisition" in str(a) for a in args[:1])
+            and any("TimeoutError" in str(a) or "state=cancelled" in str(a) for a in args[1:])
+        )
+
+
+_QUIET = _QuietTimeouts()
+
+
+def _quiet_acquisition_timeouts() -> None:
+    logger = logging.getLogger("prefect._internal.concurrency")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _log(message: str) -> None:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    with contextlib.suppress(MissingContextError):
+        get_run_logger().info(message)
+
+
+async def _read_holder(client: Any, name: str) -> SlotHolder | None:
+    variable = await client.read_variable_by_name(holder_variable(name))
+    return None if variable is None else SlotHolder.from_json(variable.value)
+
+
+async def _write_holder(client: Any, name: str, holder: SlotHolder) -> None:
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    var = holder_variable(name)
+    value = json.dumps(holder.to_json())
+    if await client.read_variable_by_name(var) is None:
+        with contextlib.suppress(Exception):  # created by a racing run a moment ago: update below
+            await client.create_variable(VariableCreate(name=var, value=value))
+            return
+    await client.update_variable(VariableUpdate(name=var, value=value))
+
+
+async def _holder_state(client: Any, holder: SlotHolder) -> tuple[str | None, bool]:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = await client.read_flow_run(holder.flow_run_id)
+    except ObjectNotFound:
+        return None, False
+    return (run.state.type.value if run.state is not None else None), True
+
+
+async def _take_over(client: Any, name: str, judged: SlotHolder) -> bool:
+    """Free the slot of a gone holder; ``False`` when the record changed meanwhile (another waiter)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    current = await _read_holder(client, name)
+    if current != judged:
+        return False
+    await client.delete_variable_by_name(holder_variable(name))
+    before = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+    if judged.lease_id is not None:
+        # The server still has the lease: releasing it lowers the count and ends the lease. A lease the
+        # server lost (a restart) is released silently with nothing lowered: then lower it here.
+        with contextlib.suppress(Exception):
+            await client.release_concurrency_slots_with_lease(lease_id=judged.lease_id)
+    after = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+    if after >= before > 0:
+        await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=after - 1))
+    return True
+
+
+class SlotWaitCancelled(Exception):
+    """This run was cancelled while it waited for the tag's slot."""
+
+
+async def _cancelled(client: Any, run_id: UUID | None) -> bool:
+    from prefect.client.schemas.objects import StateType
+
+    if run_id is None:
+        return False
+    try:
+        state = (await client.read_flow_run(run_id)).state
+    except Exception:
+        return False
+    return state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED)
+
+
+class _Watch:
+    """What one waiting run has seen: the holders it has named, since when there is no record."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+        self.unrecorded_since: datetime | None = None
+        self.gone: SlotHolder | None = None  # the holder the last look judged gone
+
+    def confirmed(self, holder: SlotHolder, gone: bool) -> bool:
+        """Take over only when two looks in a row judged the same record gone: a run that has just
+        acquired the slot writes its own record within a step, so a stale record (of a run that ended)
+        read in that moment never frees the new holder's slot."""
+        confirmed = gone and self.gone == holder
+        self.gone = holder if gone else None
+        return confirmed
+
+    def unrecorded_for(self, holder: SlotHolder | None, now: datetime) -> float:
+        if holder is not None:
+            self.unrecorded_since = None
+            return 0.0
+        self.unrecorded_since = self.unrecorded_since or now
+        return (now - self.unrecorded_since).total_seconds()
+
+
+async def _take_over_unrecorded(client: Any, name: str) -> bool:
+    """Lower the count of a slot whose holder left no record; ``False`` when a record appeared meanwhile."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    if await _read_holder(client, name) is not None:
+        return False
+    active = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+    if active > 0:
+        await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=active - 1))
+    return True
+
+
+async def _wait_step(client: Any, name: str, run_id: UUID | None, watch: _Watch) -> None:
+    """One look at the holder while waiting: say who holds the slot (once per holder), take it
+    over when that holder is gone, stop when this run was cancelled."""
+    if await _cancelled(client, run_id):
+        from prefect.states import Cancelled
+
+        message = f"cancelled while waiting for the slot of {name}"
+        with contextlib.suppress(Exception):  # it ends either way
+            await client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+        raise SlotWaitCancelled(message)
+    holder = await _read_holder(client, name)
+    state, known = await _holder_state(client, holder) if holder is not None else (None, True)
+    now = _now()
+    text = describe(holder, state, now)
+    key = str(holder.flow_run_id if holder else None) + str(state)
+    if key not in watch.said:
+        watch.said.add(key)
+        progress.report(progress.RUN, Status.WAITING, f"{name} {text}")
+        _log(f"waiting for {name}: {text}")
+    unrecorded = watch.unrecorded_for(holder, now)
+    gone = judge_holder(holder, state, known=known, now=now, unrecorded_for=unrecorded) is Verdict.TAKE
+    if gone and holder is None and await _take_over_unrecorded(client, name):
+        watch.unrecorded_since = None
+        progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from a run that left no record")
+        _log(f"took over {name}: no run recorded itself as its holder for {unrecorded:.0f}s")
+    if holder is not None and watch.confirmed(holder, gone) and await _take_over(client, name, holder):
+        progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from flow run {holder.flow_run_id}")
+        _log(f"took over {name} from flow run {holder.flow_run_id}, which is gone ({text})")
+
+
+def _current_run_id() -> UUID | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx.flow_run.id if ctx is not None and ctx.flow_run is not None else None
+
+
+async def _heartbeat(client: Any, name: str, holder: SlotHolder) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        holder = SlotHolder(holder.flow_run_id, holder.since, _now(), holder.lease_id)
+        with contextlib.suppress(Exception):  # a missed beat is caught up at the next one
+            await _write_holder(client, name, holder)
+
+
+@contextlib.asynccontextmanager
+async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | None = None
+                    ) -> AsyncIterator[list[UUID]]:
+    """Hold limit ``name``'s one slot (Prefect's ``concurrency``, strict, with a lease); yields the
+    lease ids. Waits in :data:`WAIT_STEP_SECONDS` steps, judging the holder at each."""
+    from prefect import get_client
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, concurrency
+    from prefect.concurrency.context import ConcurrencyContext
+
+    _quiet_acquisition_timeouts()
+    run_id = _current_run_id()
+    lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id is not None else None
+    deadline = None if timeout_seconds is None else asyncio.get_running_loop().time() + timeout_seconds
+    watch = _Watch()
+    async with get_client() as client, contextlib.AsyncExitStack() as stack:
+        while True:
+            step = WAIT_STEP_SECONDS
+            if deadline is not None:
+                step = max(0.1, min(step, deadline - asyncio.get_running_loop().time()))
+            try:
+                await stack.enter_async_context(concurrency(
+                    name, occupy=1, timeout_seconds=step, strict=True, lease_duration=lease_seconds,
+                    # a failed renewal (the server went away) must not stop builds and pushes that need no server
+                    raise_on_lease_renewal_failure=False,
+                    holder=lease_holder))
+                break
+            except AcquireConcurrencySlotTimeoutError:
+                if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await _wait_step(client, name, run_id, watch)
+        ctx = ConcurrencyContext.get()
+        leases = list(ctx.cleanup_lease_ids) if ctx is not None else []
+        beat: asyncio.Task[None] | None = None
+        if run_id is not None:
+            now = _now()
+            holder = SlotHolder(run_id, now, now, leases[-1] if leases else None)
+            with contextlib.suppress(Exception):  # without a record, waiters wait for the lease instead
+                await _write_holder(client, name, holder)
+            beat = asyncio.create_task(_heartbeat(client, name, holder))
+        try:
+            yield leases
+        finally:
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(BaseException):
+                    await beat
+                with contextlib.suppress(Exception):
+                    await client.delete_variable_by_name(holder_variable(name))

@@ -1,0 +1,272 @@
+"""The GitHub side of a release (steps 1-2): the tag, the GitHub release, its notes.
+
+Pure functions decide: which release came before (:func:`previous_release`),
+whether the new one is "Latest" (:func:`make_latest`), the body
+(:func:`release_body`). Thin functions act: git through :mod:`tasks.core.cmd`,
+GitHub through PyGithub (``base_url`` points at GitHub Enterprise, or at the
+local stub in tests). The token comes from ``GITHUB_TOKEN`` and is registered
+for masking before anything can log it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import semver
+from github import Auth, Github, GithubException
+from github.GithubObject import NotSet
+
+from tasks.core import cmd
+from tasks.core.errors import CommandError, InvalidTagError, ReleaseError
+from tasks.core.redact import redact, register
+from tasks.run.tags import ReleaseVersion, parse_tag
+
+DEFAULT_API_URL = "https://api.github.com"
+NONE_TEXT = "_None._"
+
+
+class GitHubError(ReleaseError):
+    """GitHub refused a request, or the repository state forbids the step."""
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """What the watcher and the notes need to know of an existing GitHub release."""
+
+    tag: str
+    draft: bool = False
+    prerelease: bool = False
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """The request to send: everything the GitHub release will be."""
+
+    tag: str
+    name: str
+    body: str
+    prerelease: bool
+    make_latest: bool
+    previous_tag: str | None
+
+
+# -- pure -----------------------------------------------------------------------
+
+
+def _version(tag: str) -> ReleaseVersion | None:
+    try:
+        return parse_tag(tag)
+    except InvalidTagError:
+        return None
+
+
+def previous_release(tag: str, releases: Iterable[PublishedRelease]) -> str | None:
+    """The tag the notes of ``tag`` start from: the highest published release below it.
+
+    A regular release starts from the previous regular release (its notes cover
+    the pre-releases in between); a pre-release from the previous release of any
+    kind. Drafts and tags that are not release tags are ignored.
+    """
+    current = parse_tag(tag)
+    candidates: list[tuple[semver.Version, str]] = []
+    for release in releases:
+        version = _version(release.tag)
+        if release.draft or version is None or version.semver >= current.semver:
+            continue
+        if not current.prerelease and version.prerelease:
+            continue
+        candidates.append((version.semver, release.tag))
+    return max(candidates)[1] if candidates else None
+
+
+def make_latest(tag: str, releases: Iterable[PublishedRelease]) -> bool:
+    """``True`` only for a regular release higher than every regular release published."""
+    current = parse_tag(tag)
+    if current.prerelease:
+        return False
+    for release in releases:
+        version = _version(release.tag)
+        if release.draft or version is None or version.prerelease or release.tag == tag:
+            continue
+        if version.semver > current.semver:
+            return False
+    return True
+
+
+_LEADING_HEADING = re.compile(r"\A\s*#{1,6}\s*What'?s Changed\s*\n", re.IGNORECASE)
+
+
+def release_body(generated_notes: str, breaking: str = "", upgrade: str = "", artifacts: str = "") -> str:
+    """The body: "What's Changed" from GitHub's generated notes, then the two sections for people, then
+    ``artifacts`` (the run's digests and verify command, tasks/summary.py) when given."""
+    changes = _LEADING_HEADING.sub("", generated_notes or "").strip() or NONE_TEXT
+    tail = f"\n## Artifacts\n\n{artifacts.strip()}\n" if artifacts.strip() else ""
+    return (
+        "## What's Changed\n\n"
+        f"{changes}\n\n"
+        "## Breaking Changes\n\n"
+        f"{breaking.strip() or NONE_TEXT}\n\n"
+        "## Upgrade Notes\n\n"
+        f"{upgrade.strip() or NONE_TEXT}\n"
+    ) + tail
+
+
+def plan_release(
+    tag: str, releases: Iterable[PublishedRelease], generated_notes: str, *, breaking: str = "", upgrade: str = "",
+    artifacts: str = "",
+) -> ReleasePlan:
+    """Everything the GitHub release of ``tag`` will be, given the releases already there."""
+    releases = list(releases)
+    version = parse_tag(tag)
+    return ReleasePlan(
+        tag=tag,
+        name=tag,
+        body=release_body(generated_notes, breaking, upgrade, artifacts),
+        prerelease=version.prerelease,
+        make_latest=make_latest(tag, releases),
+        previous_tag=previous_release(tag, releases),
+    )
+
+
+def check_repo_name(repo: str) -> str:
+    parts = (repo or "").split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or not re.fullmatch(r"[A-Za-z0-9_.-]+", p) for p in parts):
+        raise GitHubError(
+            f"repository {repo!r} is not OWNER/NAME: write it like llm-d-incubation/llm-d-fast-model-actuation"
+        )
+    return repo
+
+
+# -- GitHub ---------------------------------------------------------------------
+
+
+def github_token() -> str:
+    """``GITHUB_TOKEN``, registered for masking; :class:`GitHubError` when unset."""
+    token = os.environ.get("GITHUB_TOKEN", "")
+    if not token:
+        raise GitHubError("GITHUB_TOKEN is not set: export a token that may write the repository's contents")
+    register(token)
+    return token
+
+
+def github_client(api_url: str = DEFAULT_API_URL) -> Github:
+    """A PyGithub client for ``api_url`` with the token from the environment."""
+    return Github(
+        auth=Auth.Token(github_token()),
+        base_url=api_url.rstrip("/"),
+        # GitHub asks for spacing on github.com; a stub or an Enterprise host sets its own limits.
+        seconds_between_requests=0.25 if api_url.rstrip("/") == DEFAULT_API_URL else None,
+        seconds_between_writes=1.0 if api_url.rstrip("/") == DEFAULT_API_URL else None,
+        retry=2,
+        lazy=True,  # no GET of the repository before the calls that matter
+    )
+
+
+def _github_error(err: Exception, what: str, repo: str) -> GitHubError:
+    if isinstance(err, GithubException):
+        message = ""
+        if isinstance(err.data, dict):
+            message = str(err.data.get("message") or "")
+        fix = {
+            401: "check GITHUB_TOKEN",
+            403: "give GITHUB_TOKEN write access to the repository's contents",
+            404: f"check that {repo} exists and GITHUB_TOKEN can see it",
+            422: "the request was refused as invalid; check that the release does not exist yet",
+        }.get(err.status, "try again later")
+        return GitHubError(f"GitHub refused to {what} for {repo} ({err.status} {redact(message)}): {fix}")
+    return GitHubError(
+        f"cannot reach GitHub to {what} for {repo} ({type(err).__name__}): check --api-url and the network"
+    )
+
+
+def list_releases(repo: str, api_url: str = DEFAULT_API_URL) -> list[PublishedRelease]:
+    """Every release of ``repo``, drafts included (each marked)."""
+    check_repo_name(repo)
+    client = github_client(api_url)
+    try:
+        gh_repo = client.get_repo(repo)
+        return [
+            PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
+            for r in gh_repo.get_releases()
+        ]
+    except Exception as err:
+        raise _github_error(err, "list the releases", repo) from err
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class CreatedRelease:
+    plan: ReleasePlan
+    url: str
+
+
+def create_github_release(
+    tag: str, repo: str, *, api_url: str = DEFAULT_API_URL, breaking: str = "", upgrade: str = "",
+    target: str | None = None, artifacts: str = "",
+) -> CreatedRelease:
+    """Create the GitHub release of ``tag``: notes since the previous release, pre-release and Latest decided."""
+    parse_tag(tag)
+    check_repo_name(repo)
+    client = github_client(api_url)
+    try:
+        gh_repo = client.get_repo(repo)
+        existing = [
+            PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
+            for r in gh_repo.get_releases()
+        ]
+        if any(r.tag == tag for r in existing):
+            raise GitHubError(f"{repo} already has a release for {tag}: edit it on GitHub, or release a new tag")
+        previous = previous_release(tag, existing)
+        notes = gh_repo.generate_release_notes(
+            tag, previous_tag_name=previous or NotSet, target_commitish=target or NotSet
+        )
+        plan = plan_release(tag, existing, notes.body, breaking=breaking, upgrade=upgrade, artifacts=artifacts)
+        created = gh_repo.create_git_release(
+            tag=plan.tag, name=plan.name, message=plan.body, draft=False, prerelease=plan.prerelease,
+            make_latest="true" if plan.make_latest else "false",
+            target_commitish=target or NotSet,
+        )
+        return CreatedRelease(plan=plan, url=str(created.html_url or ""))
+    except GitHubError:
+        raise
+    except Exception as err:
+        raise _github_error(err, f"create the release {tag}", repo) from err
+    finally:
+        client.close()
+
+
+# -- git ------------------------------------------------------------------------
+
+
+def create_tag(source: Path, tag: str, *, ref: str = "HEAD", push: bool = False, remote: str = "origin") -> str:
+    """Create the annotated tag ``tag`` on ``ref`` in the local repository ``source``; return the commit.
+
+    Refuses a malformed tag and a tag that exists locally (or on ``remote`` when pushing).
+    """
+    parse_tag(tag)
+    if not (source / ".git").exists() and not (source / "HEAD").is_file():
+        raise GitHubError(f"{source} is not a git repository: pass --source the path of a local clone")
+    try:
+        commit = cmd.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=source,
+                         what=f"find {ref}", fix="pass --ref a commit, branch or tag of the repository").strip()
+    except CommandError as err:
+        raise GitHubError(f"{ref} is not a commit in {source}: pass --ref a commit, branch or tag") from err
+    exists = cmd.git(["tag", "--list", tag], cwd=source, what="list the tags", fix="check the repository").strip()
+    if exists:
+        raise GitHubError(f"tag {tag} already exists in {source}: tags are never moved; release a new tag")
+    if push:
+        remote_tags = cmd.git(["ls-remote", "--tags", remote, f"refs/tags/{tag}"], cwd=source,
+                              what=f"read the tags of {remote}", fix=f"check that the remote {remote} is reachable")
+        if remote_tags.strip():
+            raise GitHubError(f"tag {tag} already exists on {remote}: tags are never moved; release a new tag")
+    cmd.git(["tag", "--annotate", "--message", f"Release {tag}", tag, commit], cwd=source,
+            what=f"create the tag {tag}", fix="set git's user.name and user.email, then retry")
+    if push:
+        cmd.git(["push", "--quiet", remote, f"refs/tags/{tag}"], cwd=source,
+                what=f"push {tag} to {remote}", fix=f"check your access to {remote}; the tag exists locally")
+    return commit

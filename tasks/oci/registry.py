@@ -1,0 +1,387 @@
+"""Read an OCI registry through its HTTP API (distribution spec v2).
+
+Used to read back what a release published (manifests, digests, labels) and
+to decide whether a chart version already exists. Auth follows the
+registry's challenge: Basic, or a Bearer token fetched from the realm (as
+ghcr and Docker Hub do). TLS is verified per request (the machine-wide
+``REQUESTS_CA_BUNDLE`` would override ``Session.verify``); a loopback
+registry without TLS is spoken to over plain HTTP, as dockerd does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from tasks.core.errors import RegistryError
+from tasks.oci.auth import ANONYMOUS, RegistryAccess, RegistryCredentials
+from tasks.oci.references import Reference
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+# Loopback registries are spoken to without TLS verification on purpose (see _verify).
+warnings.filterwarnings(
+    "ignore", message=r"Unverified HTTPS request is being made to host '(127\.|localhost|\[?::1)",
+)
+
+class Schemes:
+    """Which scheme each registry host speaks, asked once per host and owner (a run's :class:`Registries`)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str) -> str:
+        """``https``, or ``http`` for a loopback registry that does not speak TLS."""
+        with self._lock:
+            if host in self._known:
+                return self._known[host]
+        scheme = "https"
+        if is_loopback(host):
+            try:
+                requests.get(f"https://{host}/v2/", timeout=5, verify=False)  # noqa: S501 - probing which scheme a loopback registry speaks; no data is trusted
+            except requests.exceptions.ConnectionError:  # SSLError is one
+                scheme = "http"
+        with self._lock:
+            self._known[host] = scheme
+        return scheme
+
+
+def registry_scheme(host: str) -> str:
+    """:class:`Schemes` for a caller without a run (asks every time)."""
+    return Schemes()(host)
+
+
+MAX_RETRY_AFTER = 30.0
+
+
+def retry_after(value: str) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds), capped; ``None`` when absent or a date."""
+    value = value.strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER)
+
+
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryAPI:
+    """A small client for one registry host."""
+
+    def __init__(
+        self, host: str, access: RegistryAccess = ANONYMOUS, timeout: float = 30, *,
+        anonymous: bool = False, schemes: Schemes | None = None,
+    ) -> None:
+        """``access``: the credentials and CA bundle to use (the run's settings; none by default);
+        ``anonymous``: send no credentials (a registry other than the release's, e.g. of a base image)."""
+        self.host = host
+        self.credentials: RegistryCredentials | None = None if anonymous else access.credentials()
+        self.ca_file = access.registry_ca_file
+        self.timeout = timeout
+        self.base = f"{(schemes or registry_scheme)(host)}://{host}"
+        self._session = requests.Session()
+        self._token: dict[str, str] = {}
+
+    def _verify(self) -> bool | str:
+        """A CA bundle when configured; loopback registries go unverified, as dockerd treats them."""
+        return self.ca_file or not is_loopback(self.host)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, scope: str, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        url = f"{self.base}{path}"
+        throttled = 0
+        for _ in range(3):
+            token = self._token.get(scope)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self.timeout, verify=self._verify(),
+                    auth=None if token else self._basic(), **kwargs,
+                )
+            except requests.exceptions.SSLError as err:
+                raise RegistryError(
+                    f"TLS verification of the registry {self.host} failed: set FMA_REGISTRY_CA_FILE to its "
+                    "CA bundle, or check the address"
+                ) from err
+            except requests.exceptions.RequestException as err:
+                raise RegistryError(
+                    f"cannot reach the registry {self.host} ({type(err).__name__}): check the address "
+                    "and that the registry is running",
+                    transient=True,
+                ) from err
+            wait = retry_after(response.headers.get("Retry-After", "")) if response.status_code == 429 else None
+            if wait is not None and not throttled:  # rate limited: wait as told, once, then try again
+                throttled += 1
+                time.sleep(wait)
+                continue
+            if response.status_code != 401:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if not challenge.lower().startswith("bearer") or scope in self._token:
+                return response
+            self._token[scope] = self._fetch_token(challenge, scope)
+        return response
+
+    def _basic(self) -> tuple[str, str] | None:
+        if self.credentials is None:
+            return None
+        return (self.credentials.username, self.credentials.password.get_secret_value())
+
+    def _fetch_token(self, challenge: str, scope: str) -> str:
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", "")
+        if not realm:
+            raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
+        params.setdefault("scope", scope)
+        try:
+            response = self._session.get(
+                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=self._verify()
+            )
+        except requests.exceptions.RequestException as err:
+            raise RegistryError(
+                f"cannot reach the token service of {self.host}: check the network", transient=True
+            ) from err
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} refused the credentials: check FMA_REGISTRY_USERNAME / "
+                "FMA_REGISTRY_PASSWORD"
+            )
+        response.raise_for_status()
+        body = response.json()
+        return str(body.get("token") or body.get("access_token") or "")
+
+    def _check(self, response: requests.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} refused to {what} ({response.status_code}): check "
+                "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
+            )
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RegistryError(
+                f"registry {self.host} failed to {what} ({response.status_code}): try again later",
+                transient=True,
+            )
+        if response.status_code >= 400:
+            raise RegistryError(f"registry {self.host} cannot {what} ({response.status_code})")
+
+    # -- reads -------------------------------------------------------------------
+
+    def check_access(self, repository: str) -> None:
+        """Fail unless the registry answers and accepts the credentials (for pulls and pushes).
+
+        One request, no retry: the point is to fail fast, before anything is built.
+        """
+        response = self.request("GET", "/v2/", scope=f"repository:{repository}:pull,push")
+        if response.status_code == 401:
+            if self.credentials is None:
+                raise RegistryError(
+                    f"registry {self.host} requires credentials: set FMA_REGISTRY_USERNAME and "
+                    "FMA_REGISTRY_PASSWORD"
+                )
+            raise RegistryError(
+                f"registry {self.host} refused the credentials of {self.credentials.username!r}: check "
+                "FMA_REGISTRY_USERNAME / FMA_REGISTRY_PASSWORD"
+            )
+        self._check(response, "answer the API check")
+
+    def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]] | None:
+        """``(digest, manifest)`` for a tag or digest, ``None`` when it does not exist."""
+        found = self.manifest_bytes(repository, reference)
+        if found is None:
+            return None
+        digest, _, body = found
+        return digest, json.loads(body)
+
+    def digest(self, repository: str, reference: str) -> str:
+        """The digest ``reference`` (a tag) points at, ``""`` when there is none; one HEAD request."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return ""
+        self._check(response, f"read {repository}:{reference}")
+        return response.headers.get("Docker-Content-Digest", "")
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        response = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        self._check(response, f"read blob {digest} of {repository}")
+        return response.content
+
+    def manifest_bytes(self, repository: str, reference: str) -> tuple[str, str, bytes] | None:
+        """``(digest, media type, bytes)`` of a manifest as stored, ``None`` when it does not exist."""
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, f"read {repository}:{reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.headers.get("Docker-Content-Digest", ""), media_type, response.content
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest (e.g. an image index) under a tag; its digest as the registry computed it.
+
+        Faults are :class:`RegistryError`, ``transient`` for 5xx, 429 and dropped connections.
+        """
+        response = self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull,push",
+            headers={"Content-Type": media_type}, data=body,
+        )
+        self._check(response, f"write the manifest {repository}:{reference}")
+        return response.headers.get("Docker-Content-Digest", "")
+
+    def tags(self, repository: str) -> list[str]:
+        response = self.request("GET", f"/v2/{repository}/tags/list", scope=f"repository:{repository}:pull")
+        if response.status_code == 404:
+            return []
+        self._check(response, f"list the tags of {repository}")
+        return list(response.json().get("tags") or [])
+
+    def manifest_and_config(self, repository: str, reference: str) -> ImageManifest | None:
+        """A single-platform image's manifest (as stored) and its config blob; ``None`` when the
+        reference does not exist or is not an image manifest (an index, a chart)."""
+        found = self.manifest_bytes(repository, reference)
+        if found is None:
+            return None
+        digest, media_type, body = found
+        manifest = json.loads(body)
+        config = manifest.get("config") or {}
+        if "digest" not in config or "manifests" in manifest:
+            return None
+        return ImageManifest(digest=digest, media_type=media_type or str(manifest.get("mediaType", "")), body=body,
+                             manifest=manifest, config=json.loads(self.blob(repository, config["digest"])))
+
+    def image_config(self, repository: str, reference: str) -> dict[str, Any] | None:
+        """The image config (with ``config.Labels``) of a single-platform image."""
+        found = self.manifest_and_config(repository, reference)
+        return None if found is None else found.config
+
+
+    # -- blob upload (for pushing an OCI layout) -----------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether the repository holds the blob ``digest`` (one HEAD request)."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        if response.status_code == 404:
+            return False
+        self._check(response, f"look up blob {digest} of {repository}")
+        return True
+
+    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``.
+
+        The registry checks the bytes against ``digest``. Faults are :class:`RegistryError`,
+        ``transient`` for 5xx, 429 and dropped connections.
+        """
+        scope = f"repository:{repository}:pull,push"
+        started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
+        self._check(started, f"start an upload to {repository}")
+        location = started.headers.get("Location", "")
+        if not location:
+            raise RegistryError(
+                f"registry {self.host} started an upload to {repository} but sent no Location; "
+                "check that it speaks the distribution API", transient=True,
+            )
+        path = self._same_origin_path(location)
+        separator = "&" if "?" in path else "?"
+        response = self.request(
+            "PUT", f"{path}{separator}digest={digest}", scope=scope, data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._check(response, f"upload blob {digest} to {repository}")
+
+    def _same_origin_path(self, location: str) -> str:
+        """An upload ``Location`` as a path on this registry (it may be relative or absolute)."""
+        if not location.startswith(("http://", "https://")):
+            return location if location.startswith("/") else f"/{location}"
+        parts = urlsplit(location)
+        if parts.netloc != self.host:
+            raise RegistryError(
+                f"registry {self.host} sent an upload location on another host ({parts.netloc}); "
+                "uploads through a second host are not supported: push to that host directly"
+            )
+        return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One image manifest as the registry stores it, and its config."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict((self.config.get("config") or {}).get("Labels") or {})
+
+
+class Registries:
+    """The registry clients of a run: its access (the run's settings), and what it learnt of each host's scheme."""
+
+    def __init__(self, access: RegistryAccess) -> None:
+        self.access = access
+        self.schemes = Schemes()
+
+    def api(self, host: str, *, anonymous: bool = False, timeout: float = 30) -> RegistryAPI:
+        return RegistryAPI(host, self.access, timeout, anonymous=anonymous, schemes=self.schemes)
+
+    def for_ref(self, ref: str) -> tuple[RegistryAPI, Reference]:
+        """A client for the host of ``ref`` (which names its registry), and the parsed reference."""
+        target = Reference.parse(ref)
+        return self.api(target.host), target
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"access": self.access}  # another process learns schemes again
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["access"])  # type: ignore[misc]

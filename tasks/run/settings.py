@@ -1,0 +1,137 @@
+"""The settings of a run: the environment read once, in one place.
+
+A run reads its environment when it starts (:meth:`Settings.from_env`) and hands the object to
+every step; nothing deeper in the call paths reads ``os.environ``. Tests build one with
+:meth:`Settings.from_env` over a mapping of their own, or with :func:`dataclasses.replace`.
+
+Secrets stay :class:`~pydantic.SecretStr` and are registered for masking as they are read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from pydantic import SecretStr
+
+from tasks.core.errors import RegistryError
+from tasks.core.redact import register
+from tasks.oci.auth import RegistryCredentials
+
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment says, as of the run's start."""
+
+    docker_host: str = LOCAL_ENGINE  # DOCKER_HOST: the default engine
+    registry_username: str = ""  # FMA_REGISTRY_USERNAME
+    registry_password: SecretStr = field(default_factory=lambda: SecretStr(""))  # FMA_REGISTRY_PASSWORD
+    registry_password_block: str = ""  # FMA_REGISTRY_PASSWORD_BLOCK: a Prefect Secret block's name
+    registry_ca_file: str = ""  # FMA_REGISTRY_CA_FILE: CA bundle of TLS registries
+    push_stall_seconds: float = 300.0  # FMA_PUSH_STALL_SECONDS: a push silent this long has hung
+    state_dir: Path = Path.home() / ".prefect" / "fma-release"  # FMA_STATE_DIR: release records
+    dask_address: str = ""  # FMA_DASK_ADDRESS
+    prefect_api_url: str = ""  # PREFECT_API_URL
+    signing_key: str = ""  # FMA_SIGNING_KEY: a cosign private key file
+    signing_key_block: str = ""  # FMA_SIGNING_KEY_BLOCK: a Prefect Secret block holding the key's PEM text
+    signing_password: SecretStr = field(default_factory=lambda: SecretStr(""))  # FMA_SIGNING_PASSWORD
+    # A Secret block is read at most once per run, when credentials are first asked for.
+    _resolved: dict[str, RegistryCredentials | str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = env.get("PREFECT_HOME") or str(Path.home() / ".prefect")
+        password = env.get("FMA_REGISTRY_PASSWORD", "")
+        register(password)
+        signing_password = env.get("FMA_SIGNING_PASSWORD", "")
+        register(signing_password)
+        return cls(
+            docker_host=env.get("DOCKER_HOST") or LOCAL_ENGINE,
+            registry_username=env.get("FMA_REGISTRY_USERNAME", ""),
+            registry_password=SecretStr(password),
+            registry_password_block=env.get("FMA_REGISTRY_PASSWORD_BLOCK", ""),
+            registry_ca_file=env.get("FMA_REGISTRY_CA_FILE", ""),
+            push_stall_seconds=float(env.get("FMA_PUSH_STALL_SECONDS") or 300),
+            state_dir=Path(env.get("FMA_STATE_DIR") or Path(home) / "fma-release"),
+            dask_address=env.get("FMA_DASK_ADDRESS", ""),
+            prefect_api_url=env.get("PREFECT_API_URL", ""),
+            signing_key=env.get("FMA_SIGNING_KEY", ""),
+            signing_key_block=env.get("FMA_SIGNING_KEY_BLOCK", ""),
+            signing_password=SecretStr(signing_password),
+        )
+
+    def credentials(self) -> RegistryCredentials | None:
+        """The release registry's credentials, or ``None`` for an anonymous registry."""
+        with self._lock:
+            if "creds" not in self._resolved:
+                self._resolved["creds"] = self._credentials()
+            found = self._resolved["creds"]
+            return found if isinstance(found, RegistryCredentials) else None
+
+    @property
+    def signing_configured(self) -> bool:
+        """Whether a signing key is named (FMA_SIGNING_KEY or FMA_SIGNING_KEY_BLOCK)."""
+        return bool(self.signing_key or self.signing_key_block)
+
+    def signing_key_pem(self) -> str:
+        """The PEM text of the Secret block FMA_SIGNING_KEY_BLOCK names, registered for masking."""
+        with self._lock:
+            if "signing_pem" not in self._resolved:
+                pem = _secret_block(self.signing_key_block, "FMA_SIGNING_KEY_BLOCK")
+                register(pem)
+                for line in pem.splitlines():
+                    if not line.startswith("-----"):
+                        register(line)
+                self._resolved["signing_pem"] = pem
+            return str(self._resolved["signing_pem"])
+
+    def _credentials(self) -> RegistryCredentials | None:
+        password = self.registry_password.get_secret_value()
+        if self.registry_password_block and not password:
+            password = _secret_block(self.registry_password_block, "FMA_REGISTRY_PASSWORD_BLOCK")
+        if not self.registry_username and not password:
+            return None
+        if not self.registry_username or not password:
+            raise RegistryError(
+                "registry credentials are incomplete: set both FMA_REGISTRY_USERNAME and "
+                "FMA_REGISTRY_PASSWORD (or FMA_REGISTRY_PASSWORD_BLOCK)"
+            )
+        register(password)
+        return RegistryCredentials(username=self.registry_username, password=SecretStr(password))
+
+    def __getstate__(self) -> dict[str, object]:
+        # Sent to another process (a Dask worker): the lock stays here, the secrets are masked there too.
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_resolved"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_lock", threading.Lock())
+        register(self.registry_password.get_secret_value())
+        register(self.signing_password.get_secret_value())
+
+
+def _secret_block(name: str, variable: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        value = cast(Secret[str], Secret.load(name, _sync=True)).get()  # type: ignore[call-arg]  # sync in any thread
+    except (ValueError, RuntimeError) as err:
+        raise RegistryError(
+            f"cannot load the Prefect Secret block {name!r}: create it (prefect block create secret) "
+            f"or unset {variable}"
+        ) from err
+    return str(value)
