@@ -38,7 +38,7 @@ from tasks.control.concurrency import atag_slot
 from tasks.control.outage import OUTCOME, api_reachable, server_gone, server_unreachable
 from tasks.control.preflight import check_engines_and_registries
 from tasks.control.records import published_release, release_key, save_record
-from tasks.control.slots import SlotWaitCancelled
+from tasks.control.slots import SlotTiming, SlotWaitCancelled
 from tasks.core import progress, tools
 from tasks.core.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
 from tasks.core.project import PROJECT_ROOT, project_version
@@ -274,7 +274,8 @@ async def release_flow(  # noqa: PLR0913, PLR0917 - the parameters are the field
             await apublish_summary(recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return recorded
-        async with atag_slot(tag):  # one run per tag at a time; different tags run side by side
+        # One run per tag at a time; different tags run side by side.
+        async with atag_slot(tag, timing=SlotTiming.of(run.settings)):
             try:
                 return await asyncio.to_thread(_release, run)
             except ReleaseError:

@@ -17,11 +17,14 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from uuid import UUID
 
 from tasks.core.errors import ReleaseError
 from tasks.run.tags import parse_tag
+
+if TYPE_CHECKING:
+    from tasks.control.slots import SlotTiming
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,17 +133,19 @@ def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def atag_slot(tag: str, timeout_seconds: float | None = None) -> AsyncIterator[None]:
+async def atag_slot(tag: str, timeout_seconds: float | None = None,
+                    timing: SlotTiming | None = None) -> AsyncIterator[None]:
     """:func:`tag_slot` for async flows: the lease is renewed on the flow's event loop.
 
     While another run holds the slot, this run says which one and since when (progress and run log),
     takes the slot over when that run is gone (tasks/control/slots.py decides), and ends when it is itself
-    cancelled. Once in, it records itself as the holder and keeps that record fresh.
+    cancelled. Once in, it records itself as the holder and keeps that record fresh. ``timing``: the
+    slot's clock (the product's defaults when ``None``).
     """
     from tasks.control.slots import hold_slot
 
     name = await asyncio.to_thread(_ensure, tag)
-    async with hold_slot(name, LEASE_SECONDS, timeout_seconds) as leases:
+    async with hold_slot(name, LEASE_SECONDS, timeout_seconds, timing) as leases:
         HELD.add(leases)
         try:
             yield

@@ -5,9 +5,10 @@ the server's lease storage (in memory by default: ``prefect.server.concurrency.l
 A server restart loses the lease but not the count, so nothing ever frees that slot; a run killed
 with SIGKILL frees it only when its lease lapses, if the server stays up. So the holder records
 itself in a Prefect Variable ``fma_slot_<tag>`` (durable, on the server) and refreshes it every
-:data:`HEARTBEAT_SECONDS`; a run that waits reads that record each :data:`WAIT_STEP_SECONDS` and
-:func:`judge_holder` decides (pure) whether the holder is gone. Leases are left to Prefect: the
-holder's is renewed by Prefect's ``concurrency`` and lapses as Prefect intends.
+heartbeat; a run that waits reads that record each wait step and :func:`judge_holder` decides (pure)
+whether the holder is gone. The three periods are a :class:`SlotTiming`, from the run's settings
+(``FMA_SLOT_STALE_SECONDS``, ``FMA_SLOT_HEARTBEAT_SECONDS``, ``FMA_SLOT_WAIT_STEP_SECONDS``).
+Leases are left to Prefect: the holder's is renewed by Prefect's ``concurrency`` and lapses as Prefect intends.
 
 Taking over: the stale record is deleted first (a second waiter that judged the same record then
 finds none and waits), the holder's lease is released when the server still has it, else the
@@ -30,13 +31,28 @@ from uuid import UUID
 
 from tasks.core import progress
 from tasks.core.status import Status
+from tasks.run.settings import Settings
 
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = Settings.slot_heartbeat_seconds
 # A holder whose run is still Running/Pending but whose record is older than this is gone (SIGKILL).
-STALE_SECONDS = 45.0
-WAIT_STEP_SECONDS = 3.0
+STALE_SECONDS = Settings.slot_stale_seconds
+WAIT_STEP_SECONDS = Settings.slot_wait_step_seconds
 # Prefect's own wording for runs that will never free a slot again.
 GONE_STATES = frozenset({"CRASHED", "FAILED", "CANCELLED", "COMPLETED"})
+
+
+@dataclass(frozen=True)
+class SlotTiming:
+    """The slot's clock: how long a silent holder keeps it, how often a holder and a waiter act."""
+
+    stale_seconds: float = STALE_SECONDS
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+    wait_step_seconds: float = WAIT_STEP_SECONDS
+
+    @classmethod
+    def of(cls, settings: Settings) -> SlotTiming:
+        """The timing the run's settings name."""
+        return cls(settings.slot_stale_seconds, settings.slot_heartbeat_seconds, settings.slot_wait_step_seconds)
 
 
 class Verdict(StrEnum):
@@ -104,9 +120,9 @@ def holder_variable(limit: str) -> str:
     return "fma_slot_" + re.sub(r"[^a-z0-9_]", "_", limit.removeprefix("release-").lower())
 
 
-def describe(holder: SlotHolder | None, state: str | None, now: datetime) -> str:
+def describe(holder: SlotHolder | None, state: str | None, now: datetime, stale_after: float = STALE_SECONDS) -> str:
     if holder is None:
-        return (f"held by a run that left no record; taken over after {STALE_SECONDS:.0f}s without one, "
+        return (f"held by a run that left no record; taken over after {stale_after:.0f}s without one, "
                 "or when its lease lapses")
     age = int((now - holder.since).total_seconds())
     shown = (state or "unknown").lower()
@@ -115,7 +131,7 @@ def describe(holder: SlotHolder | None, state: str | None, now: datetime) -> str
 
 class _QuietTimeouts(logging.Filter):
     """Drop Prefect's ERROR line for an acquisition that timed out: here that is one wait step
-    ending, not a fault, and it would print every :data:`WAIT_STEP_SECONDS`."""
+    ending, not a fault, and it would print at every step."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
@@ -213,7 +229,8 @@ async def _cancelled(client: Any, run_id: UUID | None) -> bool:
 class _Watch:
     """What one waiting run has seen: the holders it has named, since when there is no record."""
 
-    def __init__(self) -> None:
+    def __init__(self, timing: SlotTiming) -> None:
+        self.timing = timing
         self.said: set[str] = set()
         self.unrecorded_since: datetime | None = None
         self.gone: SlotHolder | None = None  # the holder the last look judged gone
@@ -259,14 +276,15 @@ async def _wait_step(client: Any, name: str, run_id: UUID | None, watch: _Watch)
     holder = await _read_holder(client, name)
     state, known = await _holder_state(client, holder) if holder is not None else (None, True)
     now = _now()
-    text = describe(holder, state, now)
+    text = describe(holder, state, now, watch.timing.stale_seconds)
     key = str(holder.flow_run_id if holder else None) + str(state)
     if key not in watch.said:
         watch.said.add(key)
         progress.report(progress.RUN, Status.WAITING, f"{name} {text}")
         _log(f"waiting for {name}: {text}")
     unrecorded = watch.unrecorded_for(holder, now)
-    gone = judge_holder(holder, state, known=known, now=now, unrecorded_for=unrecorded) is Verdict.TAKE
+    gone = judge_holder(holder, state, known=known, now=now, stale_after=watch.timing.stale_seconds,
+                        unrecorded_for=unrecorded) is Verdict.TAKE
     if gone and holder is None and await _take_over_unrecorded(client, name):
         watch.unrecorded_since = None
         progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from a run that left no record")
@@ -283,32 +301,33 @@ def _current_run_id() -> UUID | None:
     return ctx.flow_run.id if ctx is not None and ctx.flow_run is not None else None
 
 
-async def _heartbeat(client: Any, name: str, holder: SlotHolder) -> None:
+async def _heartbeat(client: Any, name: str, holder: SlotHolder, every: float) -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
+        await asyncio.sleep(every)
         holder = SlotHolder(holder.flow_run_id, holder.since, _now(), holder.lease_id)
         with contextlib.suppress(Exception):  # a missed beat is caught up at the next one
             await _write_holder(client, name, holder)
 
 
 @contextlib.asynccontextmanager
-async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | None = None
-                    ) -> AsyncIterator[list[UUID]]:
+async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | None = None,
+                    timing: SlotTiming | None = None) -> AsyncIterator[list[UUID]]:
     """Hold limit ``name``'s one slot (Prefect's ``concurrency``, strict, with a lease); yields the
-    lease ids. Waits in :data:`WAIT_STEP_SECONDS` steps, judging the holder at each."""
+    lease ids. Waits in steps of ``timing`` (the defaults when ``None``), judging the holder at each."""
     from prefect import get_client
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, concurrency
     from prefect.concurrency.context import ConcurrencyContext
 
     _quiet_acquisition_timeouts()
+    timing = timing or SlotTiming()
     run_id = _current_run_id()
     lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id is not None else None
     deadline = None if timeout_seconds is None else asyncio.get_running_loop().time() + timeout_seconds
-    watch = _Watch()
+    watch = _Watch(timing)
     async with get_client() as client, contextlib.AsyncExitStack() as stack:
         while True:
-            step = WAIT_STEP_SECONDS
+            step = timing.wait_step_seconds
             if deadline is not None:
                 step = max(0.1, min(step, deadline - asyncio.get_running_loop().time()))
             try:
@@ -330,7 +349,7 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
             holder = SlotHolder(run_id, now, now, leases[-1] if leases else None)
             with contextlib.suppress(Exception):  # without a record, waiters wait for the lease instead
                 await _write_holder(client, name, holder)
-            beat = asyncio.create_task(_heartbeat(client, name, holder))
+            beat = asyncio.create_task(_heartbeat(client, name, holder, timing.heartbeat_seconds))
         try:
             yield leases
         finally:

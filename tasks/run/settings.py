@@ -18,7 +18,7 @@ from typing import cast
 
 from pydantic import SecretStr
 
-from tasks.core.errors import RegistryError
+from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.redact import register
 from tasks.oci.auth import RegistryCredentials
 
@@ -41,6 +41,11 @@ class Settings:
     signing_key: str = ""  # FMA_SIGNING_KEY: a cosign private key file
     signing_key_block: str = ""  # FMA_SIGNING_KEY_BLOCK: a Prefect Secret block holding the key's PEM text
     signing_password: SecretStr = field(default_factory=lambda: SecretStr(""))  # FMA_SIGNING_PASSWORD
+    # The tag slot's clock (tasks/control/slots.py). Tests shorten it; a holder refreshes its record every
+    # heartbeat, so the stale bound must exceed the heartbeat by more than a wait step.
+    slot_stale_seconds: float = 45.0  # FMA_SLOT_STALE_SECONDS: a holder silent this long is gone
+    slot_heartbeat_seconds: float = 10.0  # FMA_SLOT_HEARTBEAT_SECONDS: how often the holder refreshes its record
+    slot_wait_step_seconds: float = 3.0  # FMA_SLOT_WAIT_STEP_SECONDS: how often a waiting run looks at the holder
     # A Secret block is read at most once per run, when credentials are first asked for.
     _resolved: dict[str, RegistryCredentials | str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -55,6 +60,11 @@ class Settings:
         register(password)
         signing_password = env.get("FMA_SIGNING_PASSWORD", "")
         register(signing_password)
+        stale = _seconds(env, "FMA_SLOT_STALE_SECONDS", 45.0)
+        heartbeat = _seconds(env, "FMA_SLOT_HEARTBEAT_SECONDS", 10.0)
+        if heartbeat >= stale:
+            raise ConfigError(f"FMA_SLOT_HEARTBEAT_SECONDS ({heartbeat:g}) must be shorter than FMA_SLOT_STALE_SECONDS "
+                              f"({stale:g}), or a live holder would be judged gone")
         return cls(
             docker_host=env.get("DOCKER_HOST") or LOCAL_ENGINE,
             registry_username=env.get("FMA_REGISTRY_USERNAME", ""),
@@ -68,6 +78,9 @@ class Settings:
             signing_key=env.get("FMA_SIGNING_KEY", ""),
             signing_key_block=env.get("FMA_SIGNING_KEY_BLOCK", ""),
             signing_password=SecretStr(signing_password),
+            slot_stale_seconds=stale,
+            slot_heartbeat_seconds=heartbeat,
+            slot_wait_step_seconds=_seconds(env, "FMA_SLOT_WAIT_STEP_SECONDS", 3.0),
         )
 
     def credentials(self) -> RegistryCredentials | None:
@@ -122,6 +135,21 @@ class Settings:
         object.__setattr__(self, "_lock", threading.Lock())
         register(self.registry_password.get_secret_value())
         register(self.signing_password.get_secret_value())
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from ``env[name]``, or ``default`` when unset or empty."""
+    text = env.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{name}={text!r} is not a positive number of seconds: set it to one (e.g. {default:g}) "
+                          "or unset it")
+    return value
 
 
 def _secret_block(name: str, variable: str) -> str:

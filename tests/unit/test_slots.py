@@ -73,10 +73,42 @@ def test_only_prefect_s_timed_out_or_cancelled_acquisitions_are_quieted() -> Non
 
 def test_a_holder_is_taken_over_only_when_two_looks_in_a_row_judge_it_gone() -> None:
     """A stale record read just as another run acquires the slot (before it writes its own) is not enough."""
-    from tasks.control.slots import _Watch
+    from tasks.control.slots import SlotTiming, _Watch
 
-    watch, old, new = _Watch(), holder(), holder(seen_ago=1)
+    watch, old, new = _Watch(SlotTiming()), holder(), holder(seen_ago=1)
     assert not watch.confirmed(old, gone=True)  # first look: gone, not yet confirmed
     assert watch.confirmed(old, gone=True)  # the same record, gone again: take it
     assert not watch.confirmed(new, gone=True)  # another record: start over
     assert not watch.confirmed(new, gone=False) and not watch.confirmed(new, gone=True)
+
+
+def test_the_slot_timing_comes_from_the_settings_and_defaults_to_the_product_s() -> None:
+    """45 s stale bound, 10 s heartbeat, 3 s wait step unless the environment says otherwise."""
+    from tasks.control.slots import SlotTiming
+    from tasks.run.settings import Settings
+
+    assert SlotTiming.of(Settings.from_env({})) == SlotTiming() == SlotTiming(45.0, 10.0, 3.0)
+    short = Settings.from_env({"FMA_SLOT_STALE_SECONDS": "6", "FMA_SLOT_HEARTBEAT_SECONDS": "1.5",
+                               "FMA_SLOT_WAIT_STEP_SECONDS": "0.5"})
+    assert SlotTiming.of(short) == SlotTiming(6.0, 1.5, 0.5)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FMA_SLOT_STALE_SECONDS": "soon"}, "FMA_SLOT_STALE_SECONDS='soon' is not a positive number"),
+    ({"FMA_SLOT_WAIT_STEP_SECONDS": "0"}, "FMA_SLOT_WAIT_STEP_SECONDS='0' is not a positive number"),
+    ({"FMA_SLOT_HEARTBEAT_SECONDS": "-1"}, "FMA_SLOT_HEARTBEAT_SECONDS='-1' is not a positive number"),
+    ({"FMA_SLOT_STALE_SECONDS": "5", "FMA_SLOT_HEARTBEAT_SECONDS": "5"}, "must be shorter than"),
+])
+def test_a_slot_timing_that_cannot_work_is_refused_in_one_line(env: dict[str, str], message: str) -> None:
+    from tasks.core.errors import ConfigError
+    from tasks.run.settings import Settings
+
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_the_wait_line_names_the_stale_bound_in_use() -> None:
+    from tasks.control.slots import describe
+
+    assert "taken over after 6s without one" in describe(None, None, NOW, stale_after=6)
+    assert "taken over after 45s without one" in describe(None, None, NOW)
