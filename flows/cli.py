@@ -20,6 +20,7 @@ from tasks.core.errors import ReleaseError
 from tasks.core.redact import redact
 from tasks.run.config import DEFAULT_REGISTRY
 from tasks.run.context import ReleaseRequest
+from tasks.run.options import add_cli_arguments, cli_parameters
 from tasks.run.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,22 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="release TAG of the source")
-    run.add_argument("tag", help="release tag, e.g. v0.3.1 or v0.3.0-rc.1")
-    run.add_argument("--source", required=True, help="git URL or local path of the source repository")
-    run.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
-    run.add_argument("--config", type=Path, help="release config YAML (default: this project's release.yaml)")
-    run.add_argument("--chart-registry", help="OCI URL for charts (default oci://<registry>/charts)")
+    add_cli_arguments(run)  # the release's options (tasks/run/options.py), as the flow's parameters
     run.add_argument("--summary-json", type=Path, help="write the summary as JSON to this file")
-    run.add_argument("--dry-run", action="store_true", help="build and package, push nothing")
-    run.add_argument("--workdir", type=Path, help="workspace (default: a temporary directory)")
-    run.add_argument("--push-attempts", type=int, default=5,
-                     help="attempts per push, and per build whose engine was lost (default 5)")
-    run.add_argument("--retry-delay", type=float, default=2.0,
-                     help="first wait between push attempts in seconds, doubling (default 2)")
-    run.add_argument("--force", action="store_true",
-                     help="replace a chart version that already exists in the registry with other content")
-    run.add_argument("--no-sign", action="store_true",
-                     help="publish without signatures and attestations even when FMA_SIGNING_KEY is set")
     run.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
     run.add_argument("--dask", metavar="ADDRESS",
                      help="run the tasks on a Dask cluster: tcp://scheduler:8786, or 'local' (needs the dask extra)")
@@ -137,19 +124,7 @@ def _server_lost() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Decide everything that can be decided without running anything.
-    parameters = {
-        "tag": args.tag,
-        "source": args.source,
-        "registry": args.registry,
-        "config": str(args.config) if args.config else None,
-        "chart_registry": args.chart_registry,
-        "dry_run": args.dry_run,
-        "workdir": str(args.workdir) if args.workdir else None,
-        "push_attempts": args.push_attempts,
-        "retry_base_delay": args.retry_delay,
-        "force": args.force,
-        "sign": not args.no_sign,
-    }
+    parameters = cli_parameters(args)
     ReleaseRequest.from_parameters(parameters)
     runner = None
     if args.dask:
