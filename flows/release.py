@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.context import SyncClientContext
@@ -47,7 +48,7 @@ from tasks.core.status import Status
 from tasks.helm.chart import chart_dirs, dry_run_chart
 from tasks.push import published_images, push_task
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
-from tasks.run.options import flow_docstring, flow_signature, form_fields, pinned_changes
+from tasks.run.options import form_fields, pinned_changes, with_options
 from tasks.run.plan import image_specs
 from tasks.run.result import ReleaseResult
 from tasks.source import checkout_task, resolve_tag
@@ -55,14 +56,24 @@ from tasks.summary import apublish_summary, release_result, write_summary
 from tasks.supplychain.signer import chart_jobs, image_jobs
 
 
-async def _release_flow(**parameters: Any) -> ReleaseResult:
+@flow(
+    name="publish-release",
+    flow_run_name="release {tag}",
+    task_runner=task_runner(),  # threads, or Dask when FMA_DASK_ADDRESS is set (flows/runners.py)
+    validate_parameters=True,
+    on_completion=[on_release_completed],  # fma.release.succeeded / .failed for automations
+    on_failure=[on_release_failed],
+    on_crashed=[on_release_failed],
+)
+@with_options("Release a tag of the FMA source: images, charts, signatures, the summary.")
+async def release_flow(**parameters: Any) -> ReleaseResult:
     # An async flow costs Prefect ~0.3 s a run where a sync one costs ~1.2 s (its heartbeat is
     # joined in 1 s steps). The steps block on git, the Docker engine and task futures, so they run
     # in a thread of their own; the event loop stays free for the tag slot's lease renewals.
     install_log_filter()
     request = ReleaseRequest.from_parameters(parameters)
     services = RunServices.from_settings()
-    _refuse_pinned_changes(parameters, services.settings.form_fields)
+    await _refuse_pinned_changes(parameters, services.settings.form_fields)
     _announce_run()
     try:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
@@ -89,17 +100,6 @@ async def _release_flow(**parameters: Any) -> ReleaseResult:
         raise
 
 
-_release_flow.__signature__ = flow_signature()  # type: ignore[attr-defined]
-_release_flow.__doc__ = flow_docstring("Release a tag of the FMA source: images, charts, signatures, the summary.")
-release_flow = flow(
-    name="publish-release",
-    flow_run_name="release {tag}",
-    task_runner=task_runner(),  # threads, or Dask when FMA_DASK_ADDRESS is set (flows/runners.py)
-    validate_parameters=True,
-    on_completion=[on_release_completed],  # fma.release.succeeded / .failed for automations
-    on_failure=[on_release_failed],
-    on_crashed=[on_release_failed],
-)(_release_flow)
 
 
 def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
@@ -110,14 +110,21 @@ def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
     return result
 
 
-def _refuse_pinned_changes(parameters: dict[str, Any], allowed: str) -> None:
-    """A run of a deployment may change only the form's fields: the rest are the operator's."""
-    if deployment.id is None:
-        return  # the CLI, a test, a served process: whoever runs it is the operator
-    changed = pinned_changes(parameters, deployment.parameters or {}, form_fields(allowed))
+async def _refuse_pinned_changes(parameters: dict[str, Any], allowed: str) -> None:
+    """A run of a deployment may change only the form's fields: the rest are the operator's, read
+    from the deployment itself (not from the run, whose parameters are the deployment's merged
+    with what the form or the event sent)."""
+    deployment_id = deployment.id
+    if deployment_id is None:
+        return  # the CLI, a test, a benchmark: whoever runs it is the operator
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        deployed = await client.read_deployment(UUID(str(deployment_id)))
+    changed = pinned_changes(parameters, deployed.parameters or {}, form_fields(allowed))
     if changed:
         raise ConfigError(
-            f"this run changes {', '.join(changed)}, which the deployment {deployment.name} sets: a run may change "
+            f"this run changes {', '.join(changed)}, which the deployment {deployed.name} sets: a run may change "
             "only the tag and the retry settings; change the deployment's parameters, or let runs set them "
             f"with FMA_FORM_FIELDS={','.join(changed)} where it runs"
         )

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tasks.core.errors import ConfigError
 from tasks.run.config import DEFAULT_REGISTRY
@@ -67,6 +67,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("sign", bool, True, "sign images and charts, with provenance and SBOMs, when a key is configured "
            "(--no-sign: publish unsigned even with a key)", negated="--no-sign"),
 )
+F = TypeVar("F", bound=Callable[..., Any])
 BY_NAME = {option.name: option for option in OPTIONS}
 FORM_FIELDS = tuple(option.name for option in OPTIONS if option.form)
 
@@ -86,6 +87,19 @@ def flow_docstring(summary: str, options: Iterable[Option] = OPTIONS) -> str:
     lines = [summary, "", "Args:"]
     lines += [f"    {option.name}: {option.help}" for option in options]
     return "\n".join(lines) + "\n"
+
+
+def with_options(summary: str, options: Iterable[Option] = OPTIONS) -> Callable[[F], F]:
+    """Give a ``**parameters`` function the options as its keyword-only signature and ``Args:``
+    docstring, before Prefect's ``@flow`` reads both (the form, validation, the run's name)."""
+
+    def decorate(fn: F) -> F:
+        chosen = tuple(options)
+        fn.__signature__ = flow_signature(chosen)  # type: ignore[attr-defined]
+        fn.__doc__ = flow_docstring(summary, chosen)
+        return fn
+
+    return decorate
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser, options: Iterable[Option] = OPTIONS) -> None:
