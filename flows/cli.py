@@ -2,7 +2,9 @@
 
 Errors print as one line on stderr with a non-zero exit; ``--debug`` adds the
 traceback. Input is checked before Prefect starts, so a bad tag or config
-costs nothing and touches nothing.
+costs nothing and touches nothing. This module imports only the standard
+library and the options at the top: ``--help``, a bad tag or a bad option
+answer without loading Prefect, the Docker SDK or Helm.
 """
 
 from __future__ import annotations
@@ -15,16 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.control.outage import SERVER_LOST_EXIT, unreachable_before_done
 from tasks.core.errors import ReleaseError
 from tasks.core.redact import redact
-from tasks.run.config import DEFAULT_REGISTRY
-from tasks.run.context import ReleaseRequest
-from tasks.run.options import add_cli_arguments, cli_parameters
-from tasks.run.settings import Settings
+from tasks.run.options import DEFAULT_REGISTRY, add_cli_arguments, cli_parameters
 
 if TYPE_CHECKING:
     from tasks.run.result import ReleaseResult
+    from tasks.run.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     code = _main(args)
-    from tasks.control.outage import OUTCOME
+    if args.command == "run" and "tasks.control.outage" in sys.modules:
+        from tasks.control.outage import OUTCOME
 
-    if OUTCOME.unreachable and args.command == "run":
-        _exit_now(code)
+        if OUTCOME.unreachable:
+            _exit_now(code)
     return code
 
 
@@ -115,7 +115,8 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
 
 def _server_lost() -> int:
     """The end of a run that lost the Prefect server before everything was published: one line, exit 3."""
-    from tasks.control.outage import OUTCOME
+    from tasks.control.outage import OUTCOME, SERVER_LOST_EXIT, unreachable_before_done
+    from tasks.run.settings import Settings
 
     OUTCOME.lost_server()
     print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}", file=sys.stderr)
@@ -124,6 +125,9 @@ def _server_lost() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Decide everything that can be decided without running anything.
+    from tasks.run.context import ReleaseRequest
+    from tasks.run.settings import Settings
+
     parameters = cli_parameters(args)
     ReleaseRequest.from_parameters(parameters)
     runner = None
@@ -177,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from tasks.core.errors import VerificationError
     from tasks.run.config import DEFAULT_CONFIG, load_config
+    from tasks.run.settings import Settings
     from tasks.supplychain.verify import VerifyRequest, check_inputs, failure_line, render_table, verify_release
 
     request = VerifyRequest(

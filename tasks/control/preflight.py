@@ -11,8 +11,8 @@ from tasks.control.records import published_release, release_key
 from tasks.core import progress
 from tasks.core.status import Status
 from tasks.oci.references import Reference
+from tasks.run.config import configured_engines
 from tasks.run.context import ReleaseRequest, RunFacts, RunServices
-from tasks.run.engines import configured_engines
 from tasks.run.result import ReleaseResult
 from tasks.supplychain.signer import load_signer, signing_decision
 

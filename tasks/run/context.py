@@ -23,15 +23,16 @@ from tasks.core import tools
 from tasks.core.errors import ConfigError
 from tasks.core.project import project_version
 from tasks.oci.references import chart_remote
-from tasks.oci.registry import Registries
-from tasks.run.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, ReleaseConfig, load_config
-from tasks.run.engines import Engines
+from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig, load_config
 from tasks.run.facts import ReleaseFacts
+from tasks.run.options import DEFAULT_REGISTRY
 from tasks.run.retry import RetryPolicy
 from tasks.run.settings import Settings
 from tasks.run.tags import ReleaseVersion, parse_tag
 
 if TYPE_CHECKING:
+    from tasks.oci.registry import Registries
+    from tasks.run.engines import Engines
     from tasks.run.facts import Signer
 
 
@@ -97,6 +98,9 @@ class RunServices:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> RunServices:
+        from tasks.oci.registry import Registries  # the clients' libraries load when a run starts, not with the CLI
+        from tasks.run.engines import Engines
+
         settings = settings if settings is not None else Settings.from_env()
         return cls(settings=settings, engines=Engines(settings.docker_host), registries=Registries(settings))
 

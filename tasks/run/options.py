@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tasks.core.errors import ConfigError
-from tasks.run.config import DEFAULT_REGISTRY
+
+DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"  # FMA on GitHub
+DEFAULT_REGISTRY = f"ghcr.io/{DEFAULT_REPO}"
 
 
 @dataclass(frozen=True)
