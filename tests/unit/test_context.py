@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import ConfigError, InvalidTagError
-from tasks.run.context import ReleaseRequest, RunContext
+from tasks.run.context import ReleaseRequest, RunContext, RunServices
 from tasks.run.settings import Settings
 
 PARAMS = {"tag": "v0.3.1", "source": "/src", "registry": "reg.example/fma"}
@@ -53,7 +53,8 @@ def test_settings_are_read_once_from_the_given_environment(tmp_path: Path) -> No
 def test_each_run_owns_its_caches_and_a_copy_in_another_process_starts_empty() -> None:
     """Two runs never share engine or registry caches; a pickled run keeps its settings only."""
     request = ReleaseRequest.from_parameters(PARAMS)
-    one, two = RunContext(request, Settings()), RunContext(request, Settings())
+    one = RunContext(request, RunServices.from_settings(Settings()))
+    two = RunContext(request, RunServices.from_settings(Settings()))
     assert one.engines is not two.engines and one.registries.schemes is not two.registries.schemes
     one.registries.schemes._known["127.0.0.1:5000"] = "http"
     assert "127.0.0.1:5000" not in two.registries.schemes._known
