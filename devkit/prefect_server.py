@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from devkit.processes import stop_process
@@ -56,42 +57,73 @@ def drop_postgres_database(url: str) -> None:
     _admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
-def start_prefect_server(home: Path, timeout: float = 120,
-                         database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL.
+@dataclass(frozen=True)
+class PrefectServer:
+    """A ``prefect server start`` process, its API URL and its log file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+def launch_prefect_server(home: Path, database_url: str | None = None, *, ui: bool = True) -> PrefectServer:
+    """Start ``prefect server start`` with its own PREFECT_HOME and return at once; it answers once
+    :func:`wait_for_prefect_server` returns.
 
     ``database_url`` (``postgresql+asyncpg://...``, e.g. from new_postgres_database) puts the
-    server on PostgreSQL; without it the server keeps SQLite in its home.
+    server on PostgreSQL; without it the server keeps SQLite in its home. ``ui=False``: no UI,
+    which starts faster (a server that no browser reads).
     """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     prefect = Path(sys.executable).with_name("prefect")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # The UI asks the server where the API is; without this it answers port 4200.
-           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_UI_ENABLED": "true" if ui else "false"}
     env.pop("PREFECT_API_URL", None)
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     else:
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    log = (home / "prefect-server.log").open("wb")
+    log = home / "prefect-server.log"
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
     )
-    url = f"http://127.0.0.1:{port}/api"
+    return PrefectServer(proc, f"http://127.0.0.1:{port}/api", log)
+
+
+def wait_for_prefect_server(url: str, timeout: float = 120, process: subprocess.Popen[bytes] | None = None,
+                            log: Path | None = None) -> None:
+    """Return once the server at ``url`` is healthy; RuntimeError when its process ends or the time is up."""
+    where = f"; see {log}" if log else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited early; see {home / 'prefect-server.log'}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"prefect server exited early{where}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - our own loopback server
                 if response.status == 200:
-                    return proc, url
+                    return
         except OSError:
             time.sleep(0.2)
-    stop_prefect_server(proc)
-    raise RuntimeError(f"prefect server did not become healthy within {timeout:.0f} s")
+    raise RuntimeError(f"prefect server at {url} did not become healthy within {timeout:.0f} s{where}")
+
+
+def start_prefect_server(home: Path, timeout: float = 120, database_url: str | None = None, *,
+                         ui: bool = True) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL once it is healthy.
+
+    ``database_url`` and ``ui``: as for :func:`launch_prefect_server`.
+    """
+    server = launch_prefect_server(home, database_url, ui=ui)
+    try:
+        wait_for_prefect_server(server.url, timeout, server.process, server.log)
+    except RuntimeError:
+        stop_prefect_server(server.process)
+        raise
+    return server.process, server.url
 
 
 def stop_prefect_server(proc: subprocess.Popen[bytes]) -> None:

@@ -1,21 +1,48 @@
-"""Test session set-up: a real Prefect server, and Helm kept out of $HOME.
+"""Test session set-up: what every test process of a run shares, started once per run.
 
-Prefect reads its settings when it is imported, so the server is started and
-``PREFECT_API_URL`` set in ``pytest_configure``, before any test module is
-collected. An already configured ``PREFECT_API_URL`` is used as it is.
+The process that runs the session (the only one, or pytest-xdist's controller) starts a Prefect
+server (on PostgreSQL when scripts/postgres.sh's cluster answers, else SQLite), a Distribution
+registry and a directory for what is made once per run (tests/integration/shared.py), and names
+them in the environment, which xdist's workers inherit: they start after ``pytest_configure``.
+Prefect reads its settings when it is imported, so ``PREFECT_API_URL`` is set here, before any test
+module is collected; the server becomes ready while the unit tests run (tests/integration/conftest.py
+waits for it). An already configured ``PREFECT_API_URL`` is used as it is.
+
+Parallel runs: ``-n auto`` (pyproject.toml) means ``FMA_TEST_WORKERS`` workers (3 by default) for a
+run that reaches the integration tests, and none (in-process, as before) for unit tests alone;
+tests/plan.py spreads modules over the workers and keeps the ``serial`` tests apart.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-_state: dict[str, object] = {}
+from devkit.prefect_server import PrefectServer
+from devkit.registry import RegistryProcess
+from tests.plan import make_scheduler, write_serial_ids
+
+DEFAULT_WORKERS = 3
+
+
+@dataclass
+class _Run:
+    """What this process started for the run, to stop at its end."""
+
+    home: Path | None = None
+    registry: RegistryProcess | None = None
+    server: PrefectServer | None = None
+    database: str | None = None
+
+
+_RUN = _Run()
 
 
 def _unit_only(config: pytest.Config) -> bool:
@@ -23,35 +50,91 @@ def _unit_only(config: pytest.Config) -> bool:
     return bool(args) and all("tests/unit" in a or a.startswith("unit") for a in args)
 
 
+def _worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` starts: none for unit tests alone, else FMA_TEST_WORKERS (default 3)."""
+    if _unit_only(config):
+        return 0
+    return int(os.environ.get("FMA_TEST_WORKERS") or DEFAULT_WORKERS)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return make_scheduler(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _worker():
+        write_serial_ids(items)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="fma-release-tests-"))
-    _state["home"] = home
+    _RUN.home = home
     for var in ("HELM_CONFIG_HOME", "HELM_CACHE_HOME", "HELM_DATA_HOME"):
         os.environ[var] = str(home / "helm" / var.lower())
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if os.environ.get("PREFECT_API_URL") or _unit_only(config):
+    if _worker():
+        return  # the controller started what the run shares and named it in the environment
+    shared = home / "shared"
+    shared.mkdir()
+    os.environ["FMA_TEST_SHARED"] = str(shared)
+    if _unit_only(config):
         return
-    from devkit.prefect_server import start_prefect_server
+    _start_registry(home / "registry")
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    _start_prefect_server(home / "prefect")
+
+
+def _start_registry(root: Path) -> None:
+    from devkit.registry import free_port
 
     try:
-        proc, url = start_prefect_server(home / "prefect")
+        registry = RegistryProcess(root, free_port()).start()
+    except (OSError, RuntimeError) as err:
+        pytest.exit(f"cannot start the tests' registry ({err}); run: bash scripts/setup.sh", returncode=3)
+    _RUN.registry = registry
+    os.environ["FMA_TEST_REGISTRY"] = f"{registry.port}:{root}"
+
+
+def _start_prefect_server(home: Path) -> None:
+    from devkit.prefect_server import launch_prefect_server, new_postgres_database, postgres_available
+
+    database = new_postgres_database() if postgres_available() else None
+    try:
+        server = launch_prefect_server(home, database_url=database)
     except RuntimeError as err:
         pytest.exit(str(err), returncode=3)
-    _state["server"] = proc
-    os.environ["PREFECT_API_URL"] = url
+    _RUN.server, _RUN.database = server, database
+    os.environ["PREFECT_API_URL"] = server.url
+    os.environ["FMA_TEST_PREFECT_LOG"] = str(server.log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    proc = _state.get("server")
-    if isinstance(proc, subprocess.Popen):
-        from prefect.logging.handlers import APILogHandler
+    if _RUN.server is not None:
+        from devkit.prefect_server import drop_postgres_database, stop_prefect_server
 
-        from devkit.prefect_server import stop_prefect_server
+        if "prefect" in sys.modules:  # this process ran flows: their last logs reach the server before it stops
+            from prefect.logging.handlers import APILogHandler
 
-        APILogHandler().flush()  # the last run logs reach the server before it stops
+            APILogHandler().flush()
+        stop_prefect_server(_RUN.server.process)
+        if _RUN.database:
+            drop_postgres_database(_RUN.database)
+    if _RUN.registry is not None:
+        from devkit.cleanup import remove_registry_images
 
-        stop_prefect_server(proc)
-    home = _state.get("home")
-    if isinstance(home, Path) and not os.environ.get("FMA_KEEP_TEST_HOME"):
-        shutil.rmtree(home, ignore_errors=True)
+        _RUN.registry.stop()
+        try:
+            remove_registry_images(_RUN.registry.host)
+        except Exception as err:  # no engine: nothing of the run is in one
+            sys.stderr.write(f"tests: images of {_RUN.registry.host} may be left in the engine: {err}\n")
+    if _RUN.home is not None and not os.environ.get("FMA_KEEP_TEST_HOME"):
+        shutil.rmtree(_RUN.home, ignore_errors=True)

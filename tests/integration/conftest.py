@@ -1,10 +1,13 @@
-"""Real parts for integration tests: dockerd, a Distribution registry, git sources.
+"""Real parts for integration tests: dockerd, a Distribution registry, git sources, the Prefect server.
 
-Nothing here imports Prefect at module level: the session sets PREFECT_API_URL after this loads.
+The registry and the Prefect server are the run's (tests/conftest.py starts them once, for every
+worker); what is made once per run lives in tests/integration/shared.py. Nothing here imports
+Prefect at module level: the session sets PREFECT_API_URL after this loads.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +23,9 @@ from devkit.sample_source import SampleSource, make_sample_source
 from tasks.core import progress
 
 if TYPE_CHECKING:
+    from devkit.fma_sample import FmaBases
     from tasks.run.context import RunContext
+    from tests.integration.shared import Signed
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +42,68 @@ def engine() -> Iterator[docker.APIClient]:
     client.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server() -> str:
+    """The run's Prefect server, once it answers (it starts while the unit tests run)."""
+    from devkit.prefect_server import wait_for_prefect_server
+
+    url = os.environ["PREFECT_API_URL"]
+    log = os.environ.get("FMA_TEST_PREFECT_LOG")
+    try:
+        wait_for_prefect_server(url, timeout=180, log=Path(log) if log else None)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    return url
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient) -> Iterator[RegistryProcess]:
-    """A real Distribution registry on a free loopback port, for the whole session."""
+    """A real Distribution registry on a free loopback port: the run's (FMA_TEST_REGISTRY, shared by every
+    worker and stopped by the run), else one of this session's own."""
+    shared = os.environ.get("FMA_TEST_REGISTRY")
+    if shared:
+        port, root = shared.split(":", 1)
+        yield RegistryProcess(Path(root), int(port))
+        return
     reg = RegistryProcess(tmp_path_factory.mktemp("registry"), free_port()).start()
     yield reg
     reg.stop()
     remove_images(engine, f"127.0.0.1:{reg.port}/")
+
+
+@pytest.fixture(scope="session")
+def fma_bases(registry: RegistryProcess) -> FmaBases:
+    """The FMA sample's bases and the Go toolchain image, pushed once per run under ``fma-bases``."""
+    from tests.integration.shared import shared_bases
+
+    return shared_bases(registry.host)
+
+
+@pytest.fixture(scope="session")
+def fma_signed_release(registry: RegistryProcess, fma_bases: FmaBases, engine: docker.APIClient) -> Signed:
+    """The FMA sample released once per run by the CLI, signed (tests/integration/shared.py); read it through
+    ``signed``."""
+    from tests.integration.shared import shared_signed_release
+
+    return shared_signed_release(registry.host, fma_bases)
+
+
+@pytest.fixture
+def signed(fma_signed_release: Signed) -> Iterator[Signed]:
+    """The run's signed release, which nobody changes while this test reads it."""
+    from tests.integration.shared import release_lock
+
+    with release_lock():
+        yield fma_signed_release
+
+
+@pytest.fixture
+def signed_exclusively(fma_signed_release: Signed) -> Iterator[Signed]:
+    """The run's signed release, which no other test reads while this one changes it (and puts it back)."""
+    from tests.integration.shared import release_lock
+
+    with release_lock(exclusive=True):
+        yield fma_signed_release
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from tasks.core.project import PROJECT_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # a benchmark: its figures need the machine to itself
 
 
 def test_benchmark_short_mode_measures_every_figure(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from devkit.sample_source import FMA_IMAGES, SampleSource
 from flows.release import release
 from tasks.oci.registry import RegistryAPI
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # reads the machine's process table for the stopped build
 
 EXE = Path(sys.executable).with_name("fma-release")
 SLOW = "launcher"

@@ -1,52 +1,29 @@
 """The FMA-shaped sample released with the project's default release.yaml, as FMA releases itself:
 controllers by ko (an index of every platform of the base, /ko-app/<name>, no engine, reproducible),
-Dockerfile images by BuildKit, the source's own chart at the tag, its busybox inspector listed."""
+Dockerfile images by BuildKit, the source's own chart at the tag, its busybox inspector listed.
+The release checked is the run's shared one (tests/integration/shared.py: the CLI, signed)."""
 
 from __future__ import annotations
 
 import io
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
-import docker
 import helm_python as helm
 import pytest
 import yaml
 
-from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
 from devkit.registry import RegistryProcess
 from flows.release import release
 from tasks.oci.registry import RegistryAPI
+from tests.integration.shared import Signed
 
 pytestmark = pytest.mark.integration
 
 KO_IMAGES = ("dual-pods-controller", "launcher-populator")
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
-
-
-@pytest.fixture(scope="module")
-def bases(registry: RegistryProcess) -> FmaBases:
-    return push_fma_bases(f"{registry.host}/fma-bases")
-
-
-@pytest.fixture(scope="module")
-def released(
-    registry: RegistryProcess, bases: FmaBases, tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient,
-) -> tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]]:
-    """One release of the sample with the default config, and the containers the engine created meanwhile."""
-    src = make_fma_source(tmp_path_factory.mktemp("fma"), bases=bases)
-    reg = f"{registry.host}/fma-main"
-    since = int(time.time()) - 1
-    summary = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
-    created = list(engine.events(since=since, until=int(time.time()) + 1, decode=True,
-                                 filters={"type": "container", "event": "create"}))
-    # Other builds on a shared engine create containers too: only those of this release's images and bases count.
-    ours = {image["Id"] for image in engine.images() if any(
-        tag.startswith(f"{registry.host}/fma-") for tag in image.get("RepoTags") or [])}
-    return src, reg, summary, [e for e in created if e.get("from") in ours or str(e.get("from")).startswith(reg)]
 
 
 def layer_file(api: RegistryAPI, repository: str, manifest: dict[str, Any], name: str) -> bytes | None:
@@ -60,11 +37,11 @@ def layer_file(api: RegistryAPI, repository: str, manifest: dict[str, Any], name
 
 
 def test_controllers_are_ko_indexes_of_every_base_platform_with_ko_app(
-    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
+    signed: Signed, registry: RegistryProcess,
 ) -> None:
     """Each controller's tag is an index of linux/amd64 and linux/arm64; each platform runs /ko-app/<name>,
     an ELF for its architecture, with KO_DATA_PATH set."""
-    _, reg, summary, _ = released
+    reg, summary = signed.registry, signed.summary
     namespace = reg.split("/", 1)[1]
     images = {i["name"]: i for i in summary["images"]}
     with RegistryAPI(registry.host) as api:
@@ -88,12 +65,12 @@ def test_controllers_are_ko_indexes_of_every_base_platform_with_ko_app(
 
 
 def test_the_arm64_controller_runs_under_qemu_and_the_release_created_no_container(
-    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], engine: docker.APIClient,
+    signed: Signed,
 ) -> None:
     """No build of the release created a container (ko needs no engine; BuildKit runs steps itself); the
     arm64 binary, pulled and run, says arm64."""
-    _, reg, _, created = released
-    assert created == []
+    reg = signed.registry
+    assert signed.created == []
     ref = f"{reg}/dual-pods-controller:v0.6.4"
     try:
         out = subprocess.run(["docker", "run", "--rm", "--platform", "linux/arm64", ref],
@@ -105,11 +82,11 @@ def test_the_arm64_controller_runs_under_qemu_and_the_release_created_no_contain
 
 
 def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
-    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], tmp_path: Path,
+    signed: Signed, tmp_path: Path,
 ) -> None:
     """Templates byte-identical to the tag's (not HEAD's); values.yaml differs in imageRegistry and imageTag only;
     the busybox inspector is listed as external and unpinned."""
-    src, reg, summary, _ = released
+    src, reg, summary = signed.src, signed.registry, signed.summary
     (chart,) = summary["charts"]
     assert (chart["name"], chart["version"]) == ("fma-controllers", "0.6.4")
     client = helm.RegistryClient(plain_http=True)
@@ -143,29 +120,32 @@ def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
 
 
 def test_the_same_tag_in_another_repository_gives_the_same_ko_digests_and_a_rerelease_builds_nothing(
-    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
-    events: list[tuple[str, str, str]],
+    signed: Signed, registry: RegistryProcess,
+    events: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """ko builds are reproducible (commit time as SOURCE_DATE_EPOCH); releasing the published tag again is answered
-    from the record."""
-    src, reg, summary, _ = released
+    """ko builds are reproducible (commit time as SOURCE_DATE_EPOCH): an unsigned release of the tag elsewhere has
+    the same controller digests; releasing the published tag again, as it was released, is answered from the
+    record."""
+    src, reg, summary = signed.src, signed.registry, signed.summary
     other = release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/fma-other",
                     retry_base_delay=0.1).summary()
     digests = {i["name"]: i["digest"] for i in summary["images"]}
     assert {i["name"]: i["digest"] for i in other["images"] if i["name"] in KO_IMAGES} == {
         name: digests[name] for name in KO_IMAGES}
     events.clear()
+    for name, value in signed.env.items():  # the key and the record of the run that published it
+        monkeypatch.setenv(name, value)
     again = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
     assert [state for _, state, _ in events if state == "building"] == []
     assert all(i["status"] == "already published" for i in again["images"])
 
 
 def test_the_requesters_builder_stage_ran_natively_for_arm64(
-    released: tuple[FmaSample, str, dict[str, Any], list[dict[str, Any]]], registry: RegistryProcess,
+    signed: Signed, registry: RegistryProcess,
 ) -> None:
     """Released through BuildKit, the arm64 requester's builder stage ran on the build machine (x86_64) for
     linux/arm64, and the image is arm64."""
-    _, reg, summary, _ = released
+    reg, summary = signed.registry, signed.summary
     namespace = reg.split("/", 1)[1]
     (requester,) = [i for i in summary["images"] if i["name"] == "requester"]
     arm = next(p for p in requester["platforms"] if p["platform"] == "linux/arm64")

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import tarfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from devkit.fma_sample import (
     FmaSample,
     main,
     make_fma_source,
-    push_fma_bases,
 )
 from devkit.go_builder import go_builder_image
 from devkit.registry import RegistryProcess
@@ -51,10 +49,10 @@ def fake_bases() -> FmaBases:
                     launcher=base("vllm/vllm-openai"))
 
 
-@pytest.fixture(scope="module")
-def bases(registry: RegistryProcess) -> FmaBases:
-    """The sample's bases (and the Go toolchain image) pushed to the session registry."""
-    return push_fma_bases(f"{registry.host}/fma-bases-{uuid.uuid4().hex[:6]}", go_builder=True)
+@pytest.fixture
+def bases(fma_bases: FmaBases) -> FmaBases:
+    """The sample's bases (and the Go toolchain image), pushed once per run to the run's registry."""
+    return fma_bases
 
 
 def git(repo: Path, *args: str) -> str:

@@ -1,5 +1,6 @@
-"""Signed releases: the FMA sample released with a generated cosign key, checked with the real cosign,
-with ``fma-release verify``, against the registry and against the Prefect server's stored logs."""
+"""Signed releases: the FMA sample released with a generated cosign key (the run's shared release,
+tests/integration/shared.py), checked with the real cosign, with ``fma-release verify``, against the
+registry and against the Prefect server's stored logs."""
 
 from __future__ import annotations
 
@@ -7,85 +8,24 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devkit.fma_sample import FmaBases, FmaSample, make_fma_source, push_fma_bases
 from devkit.registry import RegistryProcess
 from tasks.core import tools
 from tasks.oci.registry import RegistryAPI
+from tests.integration.shared import PASSWORD, Signed, fma_release, key_pair
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "pw-Zq81-never-in-a-log"
 OTHER_PASSWORD = "another-key-pw"
 
 
 def cosign(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tools.tool("cosign"), *args], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, **(env or {})})
-
-
-def key_pair(directory: Path, password: str) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    made = subprocess.run([tools.tool("cosign"), "generate-key-pair"], cwd=directory, capture_output=True, text=True,
-                          env={**os.environ, "COSIGN_PASSWORD": password}, timeout=120, check=False)
-    assert made.returncode == 0, made.stderr
-    return directory / "cosign.key", directory / "cosign.pub"
-
-
-def fma_release(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The real CLI in its own process, with the signing settings in its environment only."""
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=1200,
-                          check=False, env={**os.environ, **env})
-
-
-class Signed:
-    def __init__(self, src: FmaSample, registry: str, summary: dict[str, Any], run: subprocess.CompletedProcess[str],
-                 key: Path, pub: Path, state: Path) -> None:
-        self.src, self.registry, self.summary, self.run = src, registry, summary, run
-        self.key, self.pub, self.state = key, pub, state
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"FMA_SIGNING_KEY": str(self.key), "FMA_SIGNING_PASSWORD": PASSWORD, "FMA_STATE_DIR": str(self.state)}
-
-    def image_digests(self) -> list[tuple[str, str, bool]]:
-        """(repository, digest, is a platform manifest) of every image manifest the summary lists."""
-        found = []
-        for image in self.summary["images"]:
-            repo = image["ref"].rsplit(":", 1)[0]
-            indexed = any(p["ref"] != image["ref"] for p in image["platforms"])
-            found.append((repo, image["digest"], not indexed))
-            if indexed:
-                found += [(repo, p["digest"], True) for p in image["platforms"]]
-        return found
-
-    def chart_digests(self) -> list[tuple[str, str]]:
-        return [(c["ref"].removeprefix("oci://"), c["digest"]) for c in self.summary["charts"]]
-
-
-@pytest.fixture(scope="module")
-def bases(registry: RegistryProcess) -> FmaBases:
-    return push_fma_bases(f"{registry.host}/sign-bases")
-
-
-@pytest.fixture(scope="module")
-def signed(registry: RegistryProcess, bases: FmaBases, tmp_path_factory: pytest.TempPathFactory) -> Signed:
-    root = tmp_path_factory.mktemp("signed")
-    key, pub = key_pair(root / "keys", PASSWORD)
-    src = make_fma_source(root / "fma", bases=bases)
-    reg = f"{registry.host}/signed/fma"
-    state = root / "state"
-    out = root / "summary.json"
-    env = {"FMA_SIGNING_KEY": str(key), "FMA_SIGNING_PASSWORD": PASSWORD, "FMA_STATE_DIR": str(state)}
-    run = fma_release("run", src.tag, "--source", str(src.path), "--registry", reg, "--retry-delay", "0.1",
-                      "--summary-json", str(out), env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return Signed(src, reg, json.loads(out.read_text()), run, key, pub, state)
 
 
 def statements(ref: str, pub: Path, predicate_type: str) -> list[dict[str, Any]]:
@@ -160,8 +100,12 @@ def test_fma_release_verify_passes_and_fails_with_another_key(signed: Signed, tm
         assert name in line
 
 
-def test_an_image_retagged_to_other_content_fails_verify(signed: Signed, registry: RegistryProcess) -> None:
-    """The launcher's tag pointed by hand at another (unsigned) image: verify fails naming the launcher only."""
+def test_an_image_retagged_to_other_content_fails_verify(
+    signed_exclusively: Signed, registry: RegistryProcess,
+) -> None:
+    """The launcher's tag pointed by hand at another (unsigned) image: verify fails naming the launcher only (no
+    other test reads the release meanwhile; the tag is put back)."""
+    signed = signed_exclusively
     repository = signed.registry.split("/", 1)[1] + "/launcher"
     args = [a if a != "cosign.pub" else str(signed.pub) for a in signed.summary["verify_command"].split()[2:]]
     with RegistryAPI(registry.host) as api:
