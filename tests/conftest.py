@@ -114,6 +114,7 @@ def _start_prefect_server(home: Path) -> None:
         pytest.exit(str(err), returncode=3)
     _RUN.server, _RUN.database = server, database
     os.environ["PREFECT_API_URL"] = server.url
+    os.environ["FMA_TEST_PREFECT_BACKEND"] = "postgres" if database else "sqlite"
     os.environ["FMA_TEST_PREFECT_LOG"] = str(server.log)
 
 

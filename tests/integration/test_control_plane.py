@@ -36,7 +36,7 @@ CONSOLE_BOUND = 6000
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    proc, url = start_prefect_server(tmp_path / "prefect-home")
+    proc, url = start_prefect_server(tmp_path / "prefect-home", ui=False)  # no browser reads it: starts sooner
     try:
         yield proc, url
     finally:

@@ -34,24 +34,41 @@ CLI = str(Path(sys.executable).with_name("fma-release"))
 IMAGES = ("dual-pods-controller", "launcher-populator")
 
 
+def _session_backend() -> str:
+    """The database of the run's Prefect server (tests/conftest.py): postgres, sqlite, or "" when not known."""
+    return os.environ.get("FMA_TEST_PREFECT_BACKEND", "")
+
+
 @pytest.fixture(scope="module")
 def postgres_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect server of this module on a PostgreSQL database of its own."""
+    """A Prefect server on PostgreSQL: the run's when it is one, else this module's on a database of its own."""
     if not postgres_available():
         pytest.fail("PostgreSQL is not running on 127.0.0.1:5433: run scripts/setup.sh (scripts/postgres.sh)")
+    if _session_backend() == "postgres":
+        yield os.environ["PREFECT_API_URL"]
+        return
     database = new_postgres_database()
-    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), database_url=database)
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), database_url=database, ui=False)
     yield url
     stop_prefect_server(proc)
     drop_postgres_database(database)
 
 
+@pytest.fixture(scope="module")
+def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Prefect server on SQLite: the run's when it is one, else this module's."""
+    if _session_backend() == "sqlite":
+        yield os.environ["PREFECT_API_URL"]
+        return
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-sqlite"), ui=False)
+    yield url
+    stop_prefect_server(proc)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def api_url(request: pytest.FixtureRequest) -> str:
-    """The API of a Prefect server on each backend: the session's (SQLite) and this module's (PostgreSQL)."""
-    if request.param == "sqlite":
-        return os.environ["PREFECT_API_URL"]
-    return str(request.getfixturevalue("postgres_api"))
+    """The API of a Prefect server on each backend."""
+    return str(request.getfixturevalue(f"{request.param}_api"))
 
 
 def start_cli(api: str, log: Path, *args: str) -> subprocess.Popen[str]:
