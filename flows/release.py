@@ -85,7 +85,8 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
             return checked.recorded
         run = _run_context(request, services, checked)
         # One run per tag at a time; different tags run side by side.
-        async with atag_slot(request.tag, timing=SlotTiming.of(services.settings)):
+        settings = services.settings
+        async with atag_slot(request.tag, timing=SlotTiming.of(settings), namespace=settings.slot_namespace):
             try:
                 return await asyncio.to_thread(_release, run)
             except ReleaseError:

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 
 from devkit.prefect_server import PrefectServer
 from devkit.registry import RegistryProcess
-from tests.plan import make_scheduler, write_serial_ids
+from tests.plan import make_scheduler, save_durations, write_plan
 
 DEFAULT_WORKERS = 3
 
@@ -40,6 +40,7 @@ class _Run:
     registry: RegistryProcess | None = None
     server: PrefectServer | None = None
     database: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)  # seconds per test, for the next run's order
 
 
 _RUN = _Run()
@@ -70,7 +71,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _worker():
-        write_serial_ids(items)
+        write_plan(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _worker():
+        _RUN.durations[report.nodeid] = _RUN.durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _worker():
+        save_durations(session.config, _RUN.durations)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,7 +92,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if _worker():
-        return  # the controller started what the run shares and named it in the environment
+        # The controller started what the run shares and named it in the environment. Runs of one tag in two
+        # workers are two tests' releases, not one release twice: each worker's tag slots are its own.
+        os.environ.setdefault("FMA_SLOT_NAMESPACE", os.environ["PYTEST_XDIST_WORKER"])
+        return
     shared = home / "shared"
     shared.mkdir()
     os.environ["FMA_TEST_SHARED"] = str(shared)

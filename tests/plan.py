@@ -1,16 +1,19 @@
 """How a parallel run (pytest-xdist) spreads the tests over its workers.
 
-Each test module is one unit of work, sent whole to one worker, so a module's fixtures are made
-once. Units go out in collection order (the unit tests come first: see pyproject.toml), each to
-the next worker that is idle. Tests marked ``serial`` (they restart engines, measure, or read the
-machine's process table) run after every other test, one by one on one worker, with no other
-worker left running.
+A unit of work goes whole to one worker. Tests of a module that share a module- or class-scoped
+fixture form one unit, so that fixture is made once; every other test is a unit of its own
+(session fixtures are made once per worker, or once per run: tests/integration/shared.py). Units
+go to whichever worker is idle: the unit tests first (each worker runs its unit tests before any
+integration test: see pyproject.toml), then the longest units first, by the durations of the last
+run (pytest's cache) or else of tests/durations.json. Tests marked ``serial`` (they restart
+engines, measure, or read the machine's process table) run after every other test, one by one on
+one worker, with no other worker left running.
 
-The workers tell the scheduler which tests are serial through a file in the run's shared
-directory, written as they finish collecting (the scheduler sees node ids only).
+The workers tell the scheduler what it cannot see in node ids (which tests are serial, which share
+a fixture) through a file in the run's shared directory, written as they finish collecting.
 
-An xdist worker runs a test only once it knows the next one (or that none follows): a worker
-with one test pending is idle, so a worker gets more work as soon as it has one test left.
+An xdist worker runs a test only once it knows the next one (or that none follows): a worker with
+one test pending is idle, so it gets more work as soon as it has one test left.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import pytest
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
 
-SERIAL_FILE = "serial-tests.json"
+PLAN_FILE = "plan.json"
+DURATIONS_KEY = "fma-release/durations"
+SEED_DURATIONS = Path(__file__).with_name("durations.json")
+SHARED_SCOPES = ("module", "class", "package")
 
 
 def shared_dir() -> Path | None:
@@ -36,29 +42,77 @@ def shared_dir() -> Path | None:
     return Path(found) if found else None
 
 
-def write_serial_ids(items: Sequence[pytest.Item]) -> None:
-    """Record the node ids of the collected tests marked ``serial``, for the scheduler."""
+def unit_keys(items: Sequence[pytest.Item]) -> dict[str, str]:
+    """Each test's unit: ``serial``, its module and first shared fixture when it shares one, else itself."""
+    keys: dict[str, str] = {}
+    parent: dict[str, str] = {}  # union-find over "<module>::<fixture>"
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared_of: dict[str, list[str]] = {}
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            keys[item.nodeid] = "serial"
+            continue
+        module = item.nodeid.split("::", 1)[0]
+        info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test uses
+        if info is None:
+            shared_of[item.nodeid] = [f"{module}::?"]
+            continue
+        names = sorted(name for name, defs in info.name2fixturedefs.items() if defs and defs[-1].scope in SHARED_SCOPES)
+        shared_of[item.nodeid] = [f"{module}::{name}" for name in names]
+        for first, other in zip(shared_of[item.nodeid], shared_of[item.nodeid][1:], strict=False):
+            parent[root(other)] = root(first)
+    for nodeid, fixtures in shared_of.items():
+        keys[nodeid] = root(fixtures[0]) if fixtures else nodeid
+    return keys
+
+
+def write_plan(items: Sequence[pytest.Item]) -> None:
+    """Record each collected test's unit for the scheduler (every worker writes the same; one rename wins)."""
     directory = shared_dir()
     if directory is None:
         return
-    ids = [item.nodeid for item in items if item.get_closest_marker("serial") is not None]
-    partial = directory / f".{SERIAL_FILE}.{os.getpid()}"
-    partial.write_text(json.dumps(ids))
-    partial.replace(directory / SERIAL_FILE)  # every worker writes the same list; one rename wins
+    partial = directory / f".{PLAN_FILE}.{os.getpid()}"
+    partial.write_text(json.dumps(unit_keys(items)))
+    partial.replace(directory / PLAN_FILE)
 
 
-def read_serial_ids() -> set[str]:
+def read_plan() -> dict[str, str]:
     directory = shared_dir()
-    path = directory / SERIAL_FILE if directory else None
-    return set(json.loads(path.read_text())) if path and path.is_file() else set()
+    path = directory / PLAN_FILE if directory else None
+    found: dict[str, str] = json.loads(path.read_text()) if path and path.is_file() else {}
+    return found
 
 
-def module_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
+def known_durations(config: pytest.Config) -> dict[str, float]:
+    """Seconds per test: the last run's (pytest's cache), else the ones kept in tests/durations.json."""
+    cache = getattr(config, "cache", None)
+    found = cache.get(DURATIONS_KEY, None) if cache is not None else None
+    if not found and SEED_DURATIONS.is_file():
+        found = json.loads(SEED_DURATIONS.read_text())
+    return {str(k): float(v) for k, v in (found or {}).items()}
+
+
+def save_durations(config: pytest.Config, durations: dict[str, float]) -> None:
+    """Keep this run's durations (with those of tests it did not run) for the next run's order."""
+    cache = getattr(config, "cache", None)
+    if cache is None or not durations:
+        return
+    merged = {**(cache.get(DURATIONS_KEY, None) or {}), **{k: round(v, 2) for k, v in durations.items()}}
+    cache.set(DURATIONS_KEY, merged)
+
+
+def area(nodeid: str) -> str:
+    """``tests/unit`` or ``tests/integration``: areas run in collection order, whatever their durations."""
+    return "/".join(nodeid.split("/")[:2])
 
 
 class SerialLastScheduling:
-    """Modules to idle workers, whole; then the serial tests on one worker while no other runs."""
+    """Units to idle workers, longest first; then the serial tests on one worker while no other runs."""
 
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
         from xdist.workermanage import parse_tx_spec_config
@@ -71,7 +125,7 @@ class SerialLastScheduling:
         self.node2pending: dict[WorkerController, list[int]] = {}
         self.units: deque[list[int]] = deque()  # parallel units not yet sent
         self.serial: list[int] = []  # serial tests not yet sent
-        self.serial_ids: list[int] = []  # every serial test
+        self.serial_ids: set[int] = set()  # every serial test
         self.serial_node: WorkerController | None = None
 
     # -- what xdist asks -------------------------------------------------------------------------
@@ -118,7 +172,7 @@ class SerialLastScheduling:
         raise NotImplementedError("tests are not stolen back under this scheduler")
 
     def remove_node(self, node: WorkerController) -> str | None:
-        """Forget a worker that ended; the tests a crashed one left go back, in order, to be run again."""
+        """Forget a worker that ended; what a crashed one left goes back, in order, to be run again."""
         pending = self.node2pending.pop(node)
         if node is self.serial_node:
             self.serial_node = None
@@ -126,9 +180,8 @@ class SerialLastScheduling:
         if pending:
             assert self.collection is not None
             crashed = self.collection[pending.pop(0)]
-            serial_ids = set(self.serial_ids)
-            self.serial[:0] = [i for i in pending if i in serial_ids]
-            rest = [i for i in pending if i not in serial_ids]
+            self.serial[:0] = [i for i in pending if i in self.serial_ids]
+            rest = [i for i in pending if i not in self.serial_ids]
             if rest:
                 self.units.appendleft(rest)
         self._dispatch()
@@ -142,20 +195,27 @@ class SerialLastScheduling:
                 self.log("the workers collected different tests: nothing is run")
                 return
             self.collection = collections[0]
-            self.serial_ids = [i for i, nodeid in enumerate(self.collection) if nodeid in read_serial_ids()]
-            self._plan(self.collection)
+            self._plan(self.collection, read_plan(), known_durations(self.config))
         self._dispatch()
 
     # -- the plan ----------------------------------------------------------------------------------
 
-    def _plan(self, collection: list[str]) -> None:
-        serial = set(self.serial_ids)
-        by_module: dict[str, list[int]] = {}
+    def _plan(self, collection: list[str], keys: dict[str, str], durations: dict[str, float]) -> None:
+        by_key: dict[str, list[int]] = {}
         for index, nodeid in enumerate(collection):
-            if index not in serial:
-                by_module.setdefault(module_of(nodeid), []).append(index)
-        self.units.extend(by_module.values())
-        self.serial = list(self.serial_ids)
+            key = keys.get(nodeid, nodeid.split("::", 1)[0])  # unknown: its module, the safe guess
+            if key == "serial":
+                self.serial_ids.add(index)
+                self.serial.append(index)
+            else:
+                by_key.setdefault(key, []).append(index)
+        areas = list(dict.fromkeys(area(nodeid) for nodeid in collection))
+
+        def order(unit: list[int]) -> tuple[int, float]:
+            seconds = sum(durations.get(collection[i], 0.0) for i in unit)
+            return areas.index(area(collection[unit[0]])), -seconds
+
+        self.units.extend(sorted(by_key.values(), key=order))  # stable: unknown durations keep their order
 
     def _idle(self, node: WorkerController) -> bool:
         return not node.shutting_down and len(self.node2pending[node]) < 2

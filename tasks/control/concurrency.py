@@ -37,9 +37,11 @@ class ConcurrencyError(ReleaseError):
     """The per-tag limit cannot be created or acquired."""
 
 
-def limit_name(tag: str) -> str:
-    """``release-<tag>``, with anything a limit name may not hold replaced by ``-``."""
-    return "release-" + re.sub(r"[^A-Za-z0-9._-]+", "-", tag)
+def limit_name(tag: str, namespace: str = "") -> str:
+    """``release-<tag>`` (``release-<namespace>-<tag>`` in a namespace), with anything a limit name may not
+    hold replaced by ``-``."""
+    scoped = f"{namespace}-{tag}" if namespace else tag
+    return "release-" + re.sub(r"[^A-Za-z0-9._-]+", "-", scoped)
 
 
 def ensure_limit(name: str, limit: int = 1) -> bool:
@@ -97,8 +99,8 @@ class HeldLeases:
 HELD = HeldLeases()
 
 
-def _ensure(tag: str) -> str:
-    name = limit_name(tag)
+def _ensure(tag: str, namespace: str = "") -> str:
+    name = limit_name(tag, namespace)
     try:
         ensure_limit(name)
     except Exception as err:
@@ -133,18 +135,19 @@ def tag_slot(tag: str, timeout_seconds: float | None = None) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def atag_slot(tag: str, timeout_seconds: float | None = None,
-                    timing: SlotTiming | None = None) -> AsyncIterator[None]:
+async def atag_slot(tag: str, timeout_seconds: float | None = None, *,
+                    timing: SlotTiming | None = None, namespace: str = "") -> AsyncIterator[None]:
     """:func:`tag_slot` for async flows: the lease is renewed on the flow's event loop.
 
     While another run holds the slot, this run says which one and since when (progress and run log),
     takes the slot over when that run is gone (tasks/control/slots.py decides), and ends when it is itself
     cancelled. Once in, it records itself as the holder and keeps that record fresh. ``timing``: the
-    slot's clock (the product's defaults when ``None``).
+    slot's clock (the product's defaults when ``None``); ``namespace``: runs of the tag in other
+    namespaces do not wait for this one (FMA_SLOT_NAMESPACE).
     """
     from tasks.control.slots import hold_slot
 
-    name = await asyncio.to_thread(_ensure, tag)
+    name = await asyncio.to_thread(_ensure, tag, namespace)
     async with hold_slot(name, LEASE_SECONDS, timeout_seconds, timing) as leases:
         HELD.add(leases)
         try:

@@ -47,6 +47,9 @@ class Settings:
     slot_stale_seconds: float = 45.0  # FMA_SLOT_STALE_SECONDS: a holder silent this long is gone
     slot_heartbeat_seconds: float = 10.0  # FMA_SLOT_HEARTBEAT_SECONDS: how often the holder refreshes its record
     slot_wait_step_seconds: float = 3.0  # FMA_SLOT_WAIT_STEP_SECONDS: how often a waiting run looks at the holder
+    # FMA_SLOT_NAMESPACE: runs of one tag wait for each other only within a namespace (default: one per Prefect
+    # server); deployments that share a server but release to different places can keep apart.
+    slot_namespace: str = ""
     # A Secret block is read at most once per run, when credentials are first asked for.
     _resolved: dict[str, RegistryCredentials | str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -83,6 +86,7 @@ class Settings:
             slot_stale_seconds=stale,
             slot_heartbeat_seconds=heartbeat,
             slot_wait_step_seconds=_seconds(env, "FMA_SLOT_WAIT_STEP_SECONDS", 3.0),
+            slot_namespace=env.get("FMA_SLOT_NAMESPACE", ""),
         )
 
     def credentials(self) -> RegistryCredentials | None:

@@ -13,6 +13,15 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 T = TypeVar("T")
 
 
+def slot_limit(tag: str) -> str:
+    """The name of ``tag``'s limit for the runs this test starts (FMA_SLOT_NAMESPACE keeps each test process's
+    apart: tests/conftest.py)."""
+    from tasks.control.concurrency import limit_name
+    from tasks.run.settings import Settings
+
+    return limit_name(tag, Settings.from_env().slot_namespace)
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.2) -> T:
     """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout

@@ -20,9 +20,8 @@ from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.events import FAILED, SUCCEEDED
 from flows.release import release
-from tasks.control.concurrency import limit_name
 from tasks.core.errors import SourceError
-from tests.integration.prefect_helpers import events, wait_for
+from tests.integration.prefect_helpers import events, slot_limit, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("fma-release"))
@@ -87,7 +86,7 @@ def test_same_tag_runs_never_overlap_while_other_tags_do(
     assert overlap(a, b) < 0, f"runs of one tag overlapped by {overlap(a, b):.2f}s"
     assert max(overlap(a, c), overlap(b, c)) > 0, "runs of two tags never ran side by side"
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(limit_name("v0.3.1"))
+        limit = client.read_global_concurrency_limit_by_name(slot_limit("v0.3.1"))
     assert limit.limit == 1 and limit.active_slots == 0
     # Each finished run announced itself for automations.
     succeeded = wait_for("three success events", lambda: _events_for_runs(SUCCEEDED, [first, second, third]))

@@ -178,7 +178,8 @@ def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
         with get_client(sync_client=True) as client:
             before = {t.id for t in client.read_task_runs(
                 task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))}
-        assert fault_proxy.count(f"/{failing}", "manifest_put") == 1
+        pushed = fault_proxy.count(f"/{failing}", "manifest_put")
+        assert pushed == 1, f"{first.state.message}; {log.read_text()[-2000:]}"
         fault_proxy.clear()
         ui_retry(run.id)
         second = wait_for("the retried run to end", final, timeout=300, every=0.5)

@@ -25,8 +25,8 @@ from devkit.prefect_server import (
 )
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
-from tasks.control.concurrency import limit_name
 from tasks.oci.registry import RegistryAPI
+from tests.integration.prefect_helpers import slot_limit
 from tests.integration.test_release import file_in_image
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def test_tag_slot_and_release_record_on_each_backend(
     assert len(runs) == 2 and all(r["state_type"] == "COMPLETED" for r in runs)
     (a_start, a_end), (b_start, b_end) = (task_window(api_url, r["id"]) for r in runs)
     assert min(a_end, b_end) <= max(a_start, b_start), "two runs of one tag held its slot at once"
-    limit = prefect_api.get(f"{api_url}/v2/concurrency_limits/{limit_name(src.tag)}")
+    limit = prefect_api.get(f"{api_url}/v2/concurrency_limits/{slot_limit(src.tag)}")
     assert (limit["limit"], limit["active_slots"]) == (1, 0)
 
     again = start_cli(api_url, tmp_path / "again.log", *release_args(src, reg))

@@ -23,9 +23,8 @@ from prefect.states import Cancelling
 from devkit import prefect_api
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
-from tasks.control.concurrency import limit_name
 from tasks.control.slots import SlotHolder, holder_variable
-from tests.integration.prefect_helpers import wait_for
+from tests.integration.prefect_helpers import slot_limit, wait_for
 from tests.integration.test_concurrency import ARTIFACTS, CLI, IMAGES, flow_runs_of
 
 pytestmark = pytest.mark.integration
@@ -42,7 +41,7 @@ def short_slot_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _holder(tag: str) -> SlotHolder | None:
     with get_client(sync_client=True) as client:
-        var = client.read_variable_by_name(holder_variable(limit_name(tag)))
+        var = client.read_variable_by_name(holder_variable(slot_limit(tag)))
     return None if var is None else SlotHolder.from_json(var.value)
 
 
@@ -67,7 +66,7 @@ def test_waiting_run_names_the_holder_ends_on_cancel_and_a_killed_holder_s_slot_
     # A second run waits, and says which run holds the slot.
     waiter, waiter_log = _run(src, reg, tmp_path)
     wait_for("the waiting run to name the holder",
-             lambda: f"waiting: release-{tag} held by flow run {holder.flow_run_id}" in waiter_log.read_text(),
+             lambda: f"waiting: {slot_limit(tag)} held by flow run {holder.flow_run_id}" in waiter_log.read_text(),
              timeout=120)
     waiting = [r for r in flow_runs_of(tag, src.path) if r.id != holder.flow_run_id]
     assert len(waiting) == 1
@@ -87,16 +86,16 @@ def test_waiting_run_names_the_holder_ends_on_cancel_and_a_killed_holder_s_slot_
     quick = sample(tag=tag, images=IMAGES, nonce=uuid.uuid4().hex)
     taker, taker_log = _run(quick, reg, tmp_path)
     wait_for("the next run to take the slot over",
-             lambda: f"slot taken over: release-{tag} from flow run {holder.flow_run_id}" in taker_log.read_text(),
+             lambda: f"slot taken over: {slot_limit(tag)} from flow run {holder.flow_run_id}" in taker_log.read_text(),
              timeout=STALE_SECONDS + 120)
     took = time.monotonic() - killed
     assert taker.wait(timeout=600) == 0, [p.read_text()[-3000:] for p in tmp_path.glob("run-*.log")]
     text = "\n".join(p.read_text() for p in tmp_path.glob("run-*.log"))
-    assert f"slot taken over: release-{tag} from flow run {holder.flow_run_id}" in text
+    assert f"slot taken over: {slot_limit(tag)} from flow run {holder.flow_run_id}" in text
     assert len(text) < 200_000  # waiting is a line per change of holder, not a line per poll
     assert "failed to process item" not in waiter_log.read_text()  # no library noise per wait step
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(limit_name(tag))
+        limit = client.read_global_concurrency_limit_by_name(slot_limit(tag))
     assert limit.active_slots == 0 and _holder(tag) is None
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "slots.json").write_text(json.dumps(
@@ -143,7 +142,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     try:
         first, _ = _run_on(url, src, reg, tmp_path)
         procs.append(first)
-        var = holder_variable(limit_name(tag))
+        var = holder_variable(slot_limit(tag))
         wait_for("the first run to hold the slot", lambda: _variable_on(url, var), timeout=180)
         with RegistryAPI(registry.host) as api:
             wait_for(f"{fast} to be pushed", lambda: tag in api.tags(f"{namespace}/{fast}"), timeout=180)
@@ -154,21 +153,21 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
         with RegistryAPI(registry.host) as api:  # else the next run would have nothing left to publish
             assert tag not in api.tags(f"{namespace}/{slow}"), f"{slow} was pushed before the run was killed"
         server, url = start_prefect_server(home, ui=False)
-        assert _limit_on(url, limit_name(tag))["active_slots"] == 1  # counted, with no lease behind it
+        assert _limit_on(url, slot_limit(tag))["active_slots"] == 1  # counted, with no lease behind it
 
         second, log = _run_on(url, src, reg, tmp_path)
         procs.append(second)
         assert second.wait(timeout=600) == 0, log.read_text()[-3000:]
         out = log.read_text()
-        assert f"waiting: release-{tag} held by flow run" in out
-        assert f"slot taken over: release-{tag}" in out
+        assert f"waiting: {slot_limit(tag)} held by flow run" in out
+        assert f"slot taken over: {slot_limit(tag)}" in out
         assert f"{fast}: building" not in out  # answered from the registry, not rebuilt
         assert len(out) < 50_000
         with RegistryAPI(registry.host) as api:
             assert api.digest(f"{namespace}/{fast}", tag) == fast_digest
             assert tag in api.tags(f"{namespace}/{slow}")
             assert api.tags(f"{namespace}/charts/fma-controllers")
-        assert _limit_on(url, limit_name(tag))["active_slots"] == 0
+        assert _limit_on(url, slot_limit(tag))["active_slots"] == 0
         assert _variable_on(url, var) is None
     finally:
         for proc in procs:
@@ -189,7 +188,7 @@ def _state(url: str, run_id: str) -> str:
 def _waiting_logged(url: str, run_id: str, tag: str) -> bool:
     logs = _api("POST", f"{url}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     assert isinstance(logs, list)
-    return any(f"waiting for release-{tag}: held by flow run" in entry["message"] for entry in logs)
+    return any(f"waiting for {slot_limit(tag)}: held by flow run" in entry["message"] for entry in logs)
 
 
 def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
@@ -211,7 +210,7 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
         holder = subprocess.Popen(
             [CLI, "run", tag, "--source", str(src.path), "--config", str(src.config), "--registry", reg,
              "--dry-run"], stdout=(tmp_path / "holder.log").open("w"), stderr=subprocess.STDOUT, env=env)
-        var = holder_variable(limit_name(tag))
+        var = holder_variable(slot_limit(tag))
         wait_for("the CLI run to hold the slot", lambda: _variable_on(url, var), timeout=180)
         serve_log = tmp_path / "serve.log"
         serve = subprocess.Popen(
@@ -266,14 +265,14 @@ def test_a_slot_counted_with_no_holder_record_is_taken_and_the_run_says_so(
     src = sample(tag=tag, images=IMAGES[:1], nonce=uuid.uuid4().hex)
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=limit_name(tag), limit=1, active_slots=1))
+            GlobalConcurrencyLimitCreate(name=slot_limit(tag), limit=1, active_slots=1))
     started = time.monotonic()
     proc, log = _run(src, f"{registry.host}/{namespace}", tmp_path)
     assert proc.wait(timeout=STALE_SECONDS + 240) == 0, log.read_text()[-3000:]
     took = time.monotonic() - started
     text = log.read_text()
-    assert f"waiting: release-{tag} held by a run that left no record" in text
-    assert f"slot taken over: release-{tag} from a run that left no record" in text
+    assert f"waiting: {slot_limit(tag)} held by a run that left no record" in text
+    assert f"slot taken over: {slot_limit(tag)} from a run that left no record" in text
     assert took > STALE_SECONDS  # it did wait out the bound before taking a slot it cannot attribute
     with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(limit_name(tag)).active_slots == 0
+        assert client.read_global_concurrency_limit_by_name(slot_limit(tag)).active_slots == 0

@@ -22,6 +22,19 @@ def test_limit_name(tag: str, name: str) -> None:
     assert limit_name(tag) == name
 
 
+def test_a_namespace_gives_the_tag_a_limit_of_its_own() -> None:
+    """FMA_SLOT_NAMESPACE: the same tag in two namespaces, two limits (and two holder records)."""
+    from tasks.control.slots import holder_variable
+    from tasks.run.settings import Settings
+
+    namespace = Settings.from_env({"FMA_SLOT_NAMESPACE": "staging"}).slot_namespace
+    assert limit_name("v0.3.1", namespace) == "release-staging-v0.3.1"
+    assert limit_name("v0.3.1", "a b") == "release-a-b-v0.3.1"
+    assert Settings.from_env({}).slot_namespace == ""
+    names = {limit_name("v0.3.1"), limit_name("v0.3.1", "gw0"), limit_name("v0.3.1", "gw1")}
+    assert len(names) == 3 and len({holder_variable(n) for n in names}) == 3
+
+
 def test_wrapper_keeps_signature_and_docs() -> None:
     """Prefect builds the UI form from the wrapped function: signature and docstring stay."""
 
