@@ -230,7 +230,7 @@ class SerialLastScheduling:
         if self.collection is None:
             return
         for node in self.nodes:
-            if self.units and self._idle(node):
+            while self.units and self._idle(node):  # a unit of one test leaves the worker idle: it needs the next
                 self._send(node, self.units.popleft())
         if self.units:
             return
