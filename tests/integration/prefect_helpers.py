@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import get_client
@@ -20,6 +21,16 @@ def slot_limit(tag: str) -> str:
     from tasks.run.settings import Settings
 
     return limit_name(tag, Settings.from_env().slot_namespace)
+
+
+def run_of(tag: str, source: Path | str) -> Any:
+    """The one flow run that released ``tag`` of ``source`` (the run's server holds other tests' runs too)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {tag}"])))
+    (run,) = [r for r in runs if (r.parameters or {}).get("source") == str(source)]
+    return run
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.2) -> T:

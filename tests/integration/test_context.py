@@ -32,11 +32,12 @@ def test_chart_push_makes_exactly_the_attempts_the_run_asks_for(
     assert "chart fma-controllers" in str(caught.value)
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:  # the run of this test's source: others share the server
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {src.tag}"])))
-        (run,) = [r for r in runs if (r.parameters or {}).get("source") == str(src.path)]
+    from tests.integration.prefect_helpers import run_of
+
+    run = run_of(src.tag, src.path)
+    with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     (chart_push,) = [t for t in task_runs if t.name.startswith("push chart")]
     assert chart_push.run_count == 2

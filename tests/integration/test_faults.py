@@ -216,25 +216,27 @@ def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
     password = "wrong-Passw0rd-SECRET-7"
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", password)
+    src = sample()
     started = time.monotonic()
     with pytest.raises(RegistryError) as caught:
-        run_release(sample(), f"{auth_registry.host}/{namespace}")
+        run_release(src, f"{auth_registry.host}/{namespace}")
     assert time.monotonic() - started < 10
     assert "refused the credentials of 'fma-bot'" in str(caught.value)
     assert password not in str(caught.value)
     assert builds(events) == []
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
+    from tests.integration.prefect_helpers import run_of
+
     APILogHandler().flush()  # run logs are sent in batches: send the last ones before reading
+    run = run_of(src.tag, src.path)
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        task_runs = client.read_task_runs()
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    assert [t.name for t in task_runs if t.flow_run_id == run.id] == []  # refused before any step started
+    assert [t.name for t in task_runs] == []  # refused before any step started
     assert logs, "the run stored no logs"
     assert all(password not in log.message for log in logs)
     assert any("refused the credentials" in log.message for log in logs)

@@ -106,11 +106,11 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
 
+    from tests.integration.prefect_helpers import run_of
+
+    run_id = run_of(src.tag, src.path).id
     with get_client(sync_client=True) as client:
-        (latest,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        run_id = latest.id
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     names = {t.name for t in task_runs}
     assert {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
