@@ -4,8 +4,8 @@ A unit of work goes whole to one worker. Tests of a module that share a module- 
 fixture form one unit, so that fixture is made once; every other test is a unit of its own
 (session fixtures are made once per worker, or once per run: tests/integration/shared.py). Units
 go to whichever worker is idle: the unit tests first (each worker runs its unit tests before any
-integration test: see pyproject.toml), then the longest units first, by the durations of the last
-run (pytest's cache) or else of tests/durations.json. Tests marked ``serial`` (they restart
+integration test: see pyproject.toml), then the units never timed, then the longest units first, by
+the durations of the last run (pytest's cache) or else of tests/durations.json. Tests marked ``serial`` (they restart
 engines, measure, or read the machine's process table) run after every other test, one by one on
 one worker, with no other worker left running.
 
@@ -211,11 +211,12 @@ class SerialLastScheduling:
                 by_key.setdefault(key, []).append(index)
         areas = list(dict.fromkeys(area(nodeid) for nodeid in collection))
 
-        def order(unit: list[int]) -> tuple[int, float]:
-            seconds = sum(durations.get(collection[i], 0.0) for i in unit)
-            return areas.index(area(collection[unit[0]])), -seconds
+        def order(unit: list[int]) -> tuple[int, bool, float]:
+            known = [durations[collection[i]] for i in unit if collection[i] in durations]
+            # A unit never timed (a new test) may be long: it goes before the timed ones.
+            return areas.index(area(collection[unit[0]])), bool(known), -sum(known)
 
-        self.units.extend(sorted(by_key.values(), key=order))  # stable: unknown durations keep their order
+        self.units.extend(sorted(by_key.values(), key=order))  # stable: equal units keep collection order
 
     def _idle(self, node: WorkerController) -> bool:
         return not node.shutting_down and len(self.node2pending[node]) < 2

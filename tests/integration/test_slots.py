@@ -134,7 +134,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
 
     fast, slow = IMAGES
     tag = f"v0.{uuid.uuid4().int % 10_000}.5"
-    src = sample(tag=tag, images=IMAGES, sleeps={fast: 0, slow: 40}, nonce=uuid.uuid4().hex)
+    src = sample(tag=tag, images=IMAGES, sleeps={fast: 0, slow: 30}, nonce=uuid.uuid4().hex)
     reg = f"{registry.host}/{namespace}"
     home = tmp_path / "prefect-home"
     server, url = start_prefect_server(home, ui=False)
