@@ -42,7 +42,7 @@ from tasks.control.slots import SlotWaitCancelled
 from tasks.core import progress, tools
 from tasks.core.errors import ConfigError, ImageMissingError, ImagesFailedError, ReleaseError, SigningError
 from tasks.core.project import PROJECT_ROOT, project_version
-from tasks.core.redact import install_log_filter
+from tasks.core.redact import install_log_filter, strip_userinfo
 from tasks.core.status import Status
 from tasks.helm.chart import PackagedChart
 from tasks.push import published_digest, push_task
@@ -303,6 +303,8 @@ def _preflight(run: RunContext) -> ReleaseResult | None:
     record key in ``run``; return the recorded result when this exact release is still published."""
     request = run.request
     _open_signer(run)
+    if any(image.builder == "ko" for image in request.config.images):
+        run.build_user()  # a missing build user fails here, before anything is built
     if request.dry_run:
         check_engines_and_registries(run)
         run.revision = resolve_tag(request.source, request.tag)
@@ -340,7 +342,7 @@ def _release_facts(run: RunContext) -> ReleaseFacts:
     run_id = str(flow_run.id or "")
     api = (run.settings.prefect_api_url or "").rstrip("/")
     return ReleaseFacts(
-        tag=request.tag, source=request.source, registry=request.registry,
+        tag=request.tag, source=strip_userinfo(request.source), registry=request.registry,
         config_path=str(request.config_path), config_digest=config_digest(request.config_path.read_bytes()),
         revision=run.revision, run_id=run_id,
         run_url=ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}",

@@ -55,7 +55,7 @@ def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:
 def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
     """Push ``built.ref`` from its engine."""
     target = Reference.parse(built.ref)
-    creds = run.settings.credentials()
+    creds = run.settings.credentials(target.host)
     digest = ""
     try:
         stream = client.push(

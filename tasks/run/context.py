@@ -10,7 +10,6 @@ plain object, passed to tasks as it is (Prefect does not walk into it); sent to 
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError
+from tasks.core.sandbox import BuildUser, build_user
 from tasks.oci.references import chart_remote
 from tasks.oci.registry import Registries
 from tasks.run.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, ReleaseConfig, load_config
 from tasks.run.engines import Engines
+from tasks.run.inputs import check_source, workspace_name, workspace_root
 from tasks.run.retry import RetryPolicy
 from tasks.run.settings import Settings
 from tasks.run.tags import ReleaseVersion, parse_tag
@@ -42,7 +43,7 @@ class ReleaseRequest:
     config_path: Path = DEFAULT_CONFIG
     dry_run: bool = False
     force: bool = False
-    workdir: Path | None = None  # None: a temporary workspace of the run's own
+    workdir: str | None = None  # a workspace name under <state dir>/workspaces; None: a new one of the run's own
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     no_sign: bool = False  # --no-sign: publish unsigned even with a key configured
 
@@ -66,17 +67,17 @@ class ReleaseRequest:
             raise ConfigError("push attempts must be at least 1 (--push-attempts)")
         if delay < 0:
             raise ConfigError("the retry delay must not be negative (--retry-delay)")
-        workdir = parameters.get("workdir")
+        workdir = workspace_name(parameters.get("workdir"))
         return cls(
             tag=tag,
-            source=str(parameters["source"]),
+            source=check_source(str(parameters["source"])),
             registry=registry,
             chart_remote=chart_remote(registry, parameters.get("chart_registry")),
             config=load_config(config_path),
             config_path=config_path,
             dry_run=bool(parameters.get("dry_run", False)),
             force=bool(parameters.get("force", False)),
-            workdir=Path(workdir) if workdir else None,
+            workdir=workdir,
             retry=RetryPolicy(attempts=attempts, base_delay=delay, max_delay=max(30.0, delay)),
             no_sign=not bool(parameters.get("sign", True)),
         )
@@ -97,17 +98,24 @@ class RunContext:
         self.signer: Signer | None = None  # the signing key, once the preflight has opened it
         self.unsigned_note = ""  # why the run does not sign ("" when it does)
         self.release_facts: ReleaseFacts | None = None  # the run's part of every provenance statement
+        self._build_user: tuple[BuildUser | None] | None = None
 
     def __repr__(self) -> str:
         return f"RunContext({self.request.tag!r}, revision={self.revision[:12]!r})"
 
     def open_workspace(self) -> Path:
-        """The run's workspace: the one asked for, or a new temporary directory."""
+        """The run's workspace under the release's workspace root: the one named, or a new one of its own."""
         if self.workspace is None:
-            workdir = self.request.workdir
-            self.own_workspace = workdir is None
-            self.workspace = workdir or (
-                Path(tempfile.gettempdir()) / "fma-release" / f"{self.request.tag}-{uuid.uuid4().hex[:8]}"
-            )
-            self.workspace.mkdir(parents=True, exist_ok=True)
+            name = self.request.workdir
+            self.own_workspace = name is None
+            root = workspace_root(self.settings.state_dir)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.workspace = root / (name or f"{self.request.tag}-{uuid.uuid4().hex[:8]}")
+            self.workspace.mkdir(mode=0o700, exist_ok=True)
         return self.workspace
+
+    def build_user(self) -> BuildUser | None:
+        """Who the source's builds run as (tasks/core/sandbox.py); ``None`` when this process is not root."""
+        if self._build_user is None:
+            self._build_user = (build_user(self.settings.build_user),)
+        return self._build_user[0]

@@ -25,7 +25,7 @@ from typing import Any
 from tasks.core import cmd
 from tasks.core.errors import CommandError, SigningError
 from tasks.oci.registry import Schemes, is_loopback, registry_scheme
-from tasks.run.facts import KEY_VARIABLE, SigningKey
+from tasks.run.facts import SigningKey
 from tasks.run.retry import is_transient_push_error
 from tasks.run.settings import Settings
 
@@ -70,7 +70,7 @@ class Cosign:
         self._dir = Path(tempfile.mkdtemp(prefix="fma-cosign-"))
         self._dir.chmod(0o700)
         env: dict[str, str] = {"TUF_ROOT": str(self._dir / "tuf"), "SIGSTORE_NO_CACHE": "true"}
-        credentials = self.settings.credentials()
+        credentials = self.settings.credentials(self.host)  # only when bound to this host
         docker_config = self._dir / "docker"
         docker_config.mkdir()
         if credentials is not None:
@@ -107,11 +107,9 @@ class Cosign:
         return flags
 
     def _run(self, argv: list[str], *, what: str, secret: bool = False, timeout: float = 300) -> str:
-        env = {**os.environ, **self._env, **(self.key.env() if secret and self.key else {})}
-        if not secret:
-            for name in ("COSIGN_PASSWORD", KEY_VARIABLE):
-                env.pop(name, None)
-        return cmd.run(["cosign", *argv], what=what, fix="see the cosign output in the run log", env=env,
+        # The key and its password reach cosign only for a command that signs (cmd drops every other secret).
+        return cmd.run(["cosign", *argv], what=what, fix="see the cosign output in the run log",
+                       env={**os.environ, **self._env}, secrets=self.key.env() if secret and self.key else None,
                        timeout=timeout)
 
     def _public_key_path(self) -> str:
@@ -200,8 +198,6 @@ class Cosign:
         if self._scheme == "https" and is_loopback(self.host) and not self.settings.registry_ca_file:
             extra["SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY"] = "true"
         env = {**os.environ, **self._env, **extra}
-        for name in ("COSIGN_PASSWORD", KEY_VARIABLE):
-            env.pop(name, None)
         try:
             cmd.run(["syft", "scan", f"registry:{ref}", "-o", f"spdx-json={out}", "-q"],
                     what=f"scan {ref} for its SBOM", fix="see the syft output in the run log", env=env, timeout=600)
