@@ -303,8 +303,9 @@ def _preflight(run: RunContext) -> ReleaseResult | None:
     record key in ``run``; return the recorded result when this exact release is still published."""
     request = run.request
     _open_signer(run)
+    run.settings.all_credentials()  # credentials bound to no host fail here, before anything is built
     if any(image.builder == "ko" for image in request.config.images):
-        run.build_user()  # a missing build user fails here, before anything is built
+        run.build_user()  # so does a missing build user
     if request.dry_run:
         check_engines_and_registries(run)
         run.revision = resolve_tag(request.source, request.tag)
