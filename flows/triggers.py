@@ -367,6 +367,9 @@ def serve_webhook(host: str, port: int, repository: str, state_dir: Path | None 
     """Run the receiver until SIGTERM or Ctrl-C; the delivery ids it has announced are kept in ``state_dir``
     (default: the release's state directory, FMA_STATE_DIR)."""
     secret = webhook_secret()
+    # A delivery waits for its event to reach Prefect: a server that is down is 503 in seconds, not after
+    # the client's default retries (read by Prefect when it is first imported, below this line).
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
     # A handler of the receiver's own: once Prefect is imported the root logger is Prefect's (level WARNING),
     # and logging.basicConfig would do nothing.
     handler = logging.StreamHandler(sys.stderr)

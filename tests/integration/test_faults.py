@@ -216,6 +216,7 @@ def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
     password = "wrong-Passw0rd-SECRET-7"
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", password)
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", auth_registry.host)
     started = time.monotonic()
     with pytest.raises(RegistryError) as caught:
         run_release(sample(), f"{auth_registry.host}/{namespace}")
@@ -248,6 +249,7 @@ def test_release_into_an_auth_tls_registry_with_the_right_password(
     authenticated TLS registry."""
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", "right-Passw0rd-42")
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", auth_registry.host)
     summary = run_release(sample(images=("dual-pods-controller", "launcher-populator")),
                           f"{auth_registry.host}/{namespace}")
     assert summary["charts"][0]["digest"].startswith("sha256:")

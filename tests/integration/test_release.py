@@ -201,7 +201,7 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
         [str(Path(sys.executable).with_name("fma-release")), "run", src.tag,
          "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
          "--config", str(src.config), "--summary-json", str(out), "--dry-run",
-         "--workdir", str(tmp_path / "work")],
+         "--workdir", f"dry-{tmp_path.name}"],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
