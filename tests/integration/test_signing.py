@@ -186,7 +186,10 @@ def test_a_tag_swapped_to_another_releases_signed_image_fails_verify(
 ) -> None:
     """launcher:v0.6.4 pointed at v0.6.3's launcher, signed and attested by the same key: verify fails
     naming the launcher and both tags (signature and SBOM still check out: only the provenance tells)."""
-    subprocess.run(["git", "tag", "-a", "v0.6.3", "-m", "older release", f"{signed.src.tag}^{{commit}}"],
+    # Another commit (a release record answers a commit already released, whatever its tag).
+    subprocess.run(["git", "commit", "--allow-empty", "-qm", "another release"], cwd=signed.src.path, check=True,
+                   capture_output=True)
+    subprocess.run(["git", "tag", "-a", "v0.6.3", "-m", "another release", "HEAD"],
                    cwd=signed.src.path, check=True, capture_output=True)
     older = fma_release("run", "v0.6.3", "--source", str(signed.src.path), "--registry", signed.registry,
                         "--retry-delay", "0.1", env=signed.env)
