@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
@@ -36,6 +37,9 @@ from tasks.supplychain.signer import SignJob, builder_sbom
 if TYPE_CHECKING:
     from tasks.oci.registry import RegistryAPI
     from tasks.run.context import RunContext
+
+
+MAX_PARALLEL_MANIFESTS = 4  # an image index and its platforms: usually 2-4 manifests
 
 
 class _Session:
@@ -122,7 +126,9 @@ def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
                 raise SigningError(f"cannot sign {job.label}: {session.ref(job.digest)} is not in the registry; "
                                    "re-run the release")
             manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
-            results = tuple(session.image(m, facts) for m in manifests)
+            # Each manifest's signature and attestations are cosign processes of their own: all at once.
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MANIFESTS, len(manifests))) as pool:
+                results = tuple(pool.map(lambda manifest: session.image(manifest, facts), manifests))
     done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
     log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))
     progress.report(job.label, Status.SIGNED if done else Status.ALREADY_SIGNED, f"{len(results)} manifest(s)")
