@@ -2,7 +2,9 @@
 
 Errors print as one line on stderr with a non-zero exit; ``--debug`` adds the
 traceback. Input is checked before Prefect starts, so a bad tag or config
-costs nothing and touches nothing.
+costs nothing and touches nothing. This module imports only the standard
+library and the options at the top: ``--help``, a bad tag or a bad option
+answer without loading Prefect, the Docker SDK or Helm.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.control.outage import SERVER_LOST_EXIT, unreachable_before_done
 from tasks.core.errors import ReleaseError
 from tasks.core.redact import redact
-from tasks.run.config import DEFAULT_REGISTRY
-from tasks.run.context import ReleaseRequest
-from tasks.run.settings import Settings
+from tasks.run.options import DEFAULT_REGISTRY, add_cli_arguments, cli_parameters
 
 if TYPE_CHECKING:
     from tasks.run.result import ReleaseResult
+    from tasks.run.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,22 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="release TAG of the source")
-    run.add_argument("tag", help="release tag, e.g. v0.3.1 or v0.3.0-rc.1")
-    run.add_argument("--source", required=True, help="git URL or local path of the source repository")
-    run.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
-    run.add_argument("--config", type=Path, help="release config YAML (default: this project's release.yaml)")
-    run.add_argument("--chart-registry", help="OCI URL for charts (default oci://<registry>/charts)")
+    add_cli_arguments(run)  # the release's options (tasks/run/options.py), as the flow's parameters
     run.add_argument("--summary-json", type=Path, help="write the summary as JSON to this file")
-    run.add_argument("--dry-run", action="store_true", help="build and package, push nothing")
-    run.add_argument("--workdir", type=Path, help="workspace (default: a temporary directory)")
-    run.add_argument("--push-attempts", type=int, default=5,
-                     help="attempts per push, and per build whose engine was lost (default 5)")
-    run.add_argument("--retry-delay", type=float, default=2.0,
-                     help="first wait between push attempts in seconds, doubling (default 2)")
-    run.add_argument("--force", action="store_true",
-                     help="replace a chart version that already exists in the registry with other content")
-    run.add_argument("--no-sign", action="store_true",
-                     help="publish without signatures and attestations even when FMA_SIGNING_KEY is set")
     run.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
     run.add_argument("--dask", metavar="ADDRESS",
                      help="run the tasks on a Dask cluster: tcp://scheduler:8786, or 'local' (needs the dask extra)")
@@ -71,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     code = _main(args)
-    from tasks.control.outage import OUTCOME
+    if args.command == "run" and "tasks.control.outage" in sys.modules:
+        from tasks.control.outage import OUTCOME
 
-    if OUTCOME.unreachable and args.command == "run":
-        _exit_now(code)
+        if OUTCOME.unreachable:
+            _exit_now(code)
     return code
 
 
@@ -128,7 +115,8 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
 
 def _server_lost() -> int:
     """The end of a run that lost the Prefect server before everything was published: one line, exit 3."""
-    from tasks.control.outage import OUTCOME
+    from tasks.control.outage import OUTCOME, SERVER_LOST_EXIT, unreachable_before_done
+    from tasks.run.settings import Settings
 
     OUTCOME.lost_server()
     print(f"fma-release: error: {unreachable_before_done(Settings.from_env().prefect_api_url)}", file=sys.stderr)
@@ -137,19 +125,10 @@ def _server_lost() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Decide everything that can be decided without running anything.
-    parameters = {
-        "tag": args.tag,
-        "source": args.source,
-        "registry": args.registry,
-        "config": str(args.config) if args.config else None,
-        "chart_registry": args.chart_registry,
-        "dry_run": args.dry_run,
-        "workdir": str(args.workdir) if args.workdir else None,
-        "push_attempts": args.push_attempts,
-        "retry_base_delay": args.retry_delay,
-        "force": args.force,
-        "sign": not args.no_sign,
-    }
+    from tasks.run.context import ReleaseRequest
+    from tasks.run.settings import Settings
+
+    parameters = cli_parameters(args)
     ReleaseRequest.from_parameters(parameters)
     runner = None
     if args.dask:
@@ -202,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from tasks.core.errors import VerificationError
     from tasks.run.config import DEFAULT_CONFIG, load_config
+    from tasks.run.settings import Settings
     from tasks.supplychain.verify import VerifyRequest, check_inputs, failure_line, render_table, verify_release
 
     request = VerifyRequest(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import ReleaseError
-from tasks.run.config import DEFAULT_REGISTRY, DEFAULT_REPO
+from tasks.run.options import DEFAULT_REGISTRY, DEFAULT_REPO
 
 
 def add_trigger_commands(sub: Any) -> None:

@@ -21,7 +21,7 @@ from tasks.core.redact import install_log_filter
 from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, check_api_url, configured_api_url, list_releases
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import RegistryAPI
-from tasks.run.config import DEFAULT_REGISTRY, DEFAULT_REPO
+from tasks.run.options import DEFAULT_REGISTRY, DEFAULT_REPO
 from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 

@@ -7,6 +7,8 @@ first asks the registry whether the last attempt landed after all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -25,7 +27,7 @@ from tasks.oci.layout import push_layout, read_layout
 from tasks.oci.references import Reference
 from tasks.oci.registry import Registries
 from tasks.run.engines import local_image_id, stream_error
-from tasks.run.plan import FINGERPRINT_LABEL
+from tasks.run.plan import FINGERPRINT_LABEL, ImageSpec
 from tasks.run.result import BuiltImage, PushedImage
 from tasks.run.retry import RetryPolicy, push_error
 
@@ -50,6 +52,22 @@ def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:
             if image is None or image.labels.get(FINGERPRINT_LABEL) != fingerprint:
                 return ""
     return digest
+
+
+def published_images(specs: Sequence[ImageSpec], registries: Registries) -> list[PushedImage]:
+    """The images whose tag in the registry is exactly this build (same fingerprint label): a re-run
+    gives them no build or push step. Reads only, so all are asked at once."""
+    if not specs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:
+        digests = list(pool.map(lambda spec: published_digest(registries, spec.ref, spec.fingerprint), specs))
+    kept = []
+    for spec, digest in zip(specs, digests, strict=True):
+        if digest:
+            progress.report(spec.label, Status.ALREADY_PUBLISHED, digest)
+            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status=Status.ALREADY_PUBLISHED,
+                                    platform=spec.platform, label=spec.label))
+    return kept
 
 
 def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:

@@ -1,10 +1,9 @@
-"""Signing a release: the key checked before anything is built, then one sign task per published
-image or chart that signs, attests and attaches SBOMs to what lacks them (tasks/supplychain/cosign.py runs the tools).
+"""The sign step: one task per published image or chart that signs, attests and attaches SBOMs to
+what lacks them (tasks/supplychain/cosign.py runs the tools; whether a run signs, and its key, are
+decided in the preflight by tasks/supplychain/signer.py).
 
-Whether a run signs is decided once (:func:`signing_decision`): a key named by FMA_SIGNING_KEY (a
-file) or FMA_SIGNING_KEY_BLOCK (a Prefect Secret block), unless ``--no-sign`` or the release
-config's ``sign: false`` turns it off. What is already signed and attested with this key for a
-digest is read back first and left alone, so a re-release that changes nothing pushes nothing.
+What is already signed and attested with this key for a digest is read back first and left alone,
+so a re-release that changes nothing pushes nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -23,8 +21,8 @@ from tasks.core import progress
 from tasks.core.errors import SigningError
 from tasks.core.status import Status
 from tasks.oci.references import Reference
-from tasks.run.facts import BuildFacts, ReleaseFacts
-from tasks.run.result import BuiltImage, SignatureResult
+from tasks.run.facts import ReleaseFacts
+from tasks.run.result import SignatureResult
 from tasks.supplychain.cosign import PROVENANCE, SBOM, Cosign, VerifyFailed
 from tasks.supplychain.provenance import (
     Manifest,
@@ -34,40 +32,14 @@ from tasks.supplychain.provenance import (
     provenance_predicate,
     subjects_match,
 )
+from tasks.supplychain.signer import SignJob, builder_sbom
 
 if TYPE_CHECKING:
     from tasks.oci.registry import RegistryAPI
     from tasks.run.context import RunContext
 
-@dataclass(frozen=True)
-class SignJob:
-    """One published artifact to sign: an image (its tag's top digest) or a chart."""
 
-    name: str
-    ref: str  # host/path/name:tag of an image; host/path/charts/name:version of a chart
-    digest: str
-    kind: Literal["image", "chart"] = "image"
-    builder: str = ""
-    builds: tuple[BuildFacts, ...] = ()  # this run's builds of it; () when it was already published
-    sboms: tuple[Path, ...] = ()  # SBOMs its builder wrote (ko)
-
-    @property
-    def label(self) -> str:
-        return self.name if self.kind == "image" else f"chart {self.name}"
-
-
-def build_facts(built: BuiltImage, builder: str) -> BuildFacts:
-    return BuildFacts(name=built.name, builder=builder, fingerprint=built.fingerprint, platform=built.platform,
-                      bases=built.bases, started=built.started, finished=built.finished)
-
-
-def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
-    """ko's SBOM file for ``platform`` (``<app>-linux-arm64.spdx.json``), if the build wrote one."""
-    if not platform:
-        return None
-    suffix = "-" + platform.replace("/", "-").replace(":", "-") + ".spdx.json"
-    found = [path for path in sboms if path.name.endswith(suffix)]
-    return found[0] if len(found) == 1 and found[0].is_file() else None
+MAX_PARALLEL_MANIFESTS = 4  # an image index and its platforms: usually 2-4 manifests
 
 
 class _Session:
@@ -135,7 +107,7 @@ def _annotated(api: RegistryAPI, repository: str, manifest: Manifest) -> Manifes
 def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
     """Sign ``job``'s artifact: every manifest of an image (with provenance and SBOM attestations), or a chart."""
     log = get_run_logger()
-    signer, facts = run.signer, run.release_facts
+    signer, facts = run.signer, run.provenance
     if signer is None or facts is None:
         raise SigningError(f"cannot sign {job.label}: the run has no signing key")
     target = Reference.parse(job.ref)
@@ -154,7 +126,9 @@ def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
                 raise SigningError(f"cannot sign {job.label}: {session.ref(job.digest)} is not in the registry; "
                                    "re-run the release")
             manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
-            results = tuple(session.image(m, facts) for m in manifests)
+            # Each manifest's signature and attestations are cosign processes of their own: all at once.
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MANIFESTS, len(manifests))) as pool:
+                results = tuple(pool.map(lambda manifest: session.image(manifest, facts), manifests))
     done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
     log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))
     progress.report(job.label, Status.SIGNED if done else Status.ALREADY_SIGNED, f"{len(results)} manifest(s)")

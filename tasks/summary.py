@@ -6,23 +6,31 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from tasks.control.outage import note_if_server_gone, server_gone, server_unreachable
+from tasks.control.preflight import NOTHING_CHANGED
 from tasks.core.errors import ConfigError
 from tasks.core.status import Status
 from tasks.helm.chart import install_command
 from tasks.oci.references import chart_remote
 from tasks.run.config import DEFAULT_CONFIG
-from tasks.run.result import ImageResult, PublishedChart, PushedImage, ReleaseResult
+from tasks.run.result import (
+    ExternalImageResult,
+    ImageResult,
+    PublishedChart,
+    PushedImage,
+    ReleaseResult,
+    SignatureResult,
+)
 
 if TYPE_CHECKING:
-    from tasks.run.context import ReleaseRequest
-
-NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
+    from tasks.helm.chart import PackagedChart
+    from tasks.run.context import ReleaseRequest, RunContext
 
 
 def artifact_key(version: str) -> str:
@@ -30,12 +38,18 @@ def artifact_key(version: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"release-{version}".lower()).strip("-")
 
 
-def release_notes(images: Sequence[PushedImage], charts: Sequence[PublishedChart]) -> tuple[str, ...]:
-    """What a re-run found already done, in words."""
+def release_notes(
+    images: Sequence[PushedImage], charts: Sequence[PublishedChart], signatures: Sequence[SignatureResult] = (),
+) -> tuple[str, ...]:
+    """What a re-run found already done, and what it did to it (signed, attested), in words."""
     statuses = [i.status for i in images] + [c.status for c in charts]
-    if statuses and all(s == Status.ALREADY_PUBLISHED for s in statuses):
+    signed = [s for s in signatures if Status.SIGNED in (s.signature, s.provenance, s.sbom)]
+    if statuses and all(s == Status.ALREADY_PUBLISHED for s in statuses) and not signed:
         return (NOTHING_CHANGED,)
     notes = []
+    if signed and all(s == Status.ALREADY_PUBLISHED for s in statuses):
+        notes.append(f"every image and chart was already published; signed or attested {len(signed)} of its "
+                     "manifest(s) that lacked it")
     kept = [p.item for i in images for p in (i.platforms or (i,)) if p.status == Status.ALREADY_PUBLISHED]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
@@ -44,11 +58,6 @@ def release_notes(images: Sequence[PushedImage], charts: Sequence[PublishedChart
     notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts
               if c.status == Status.REPLACED]
     return tuple(notes)
-
-
-def already_published(recorded: ReleaseResult) -> ReleaseResult:
-    """A recorded release, as the answer to releasing the same thing again."""
-    return recorded.as_already_published(NOTHING_CHANGED)
 
 
 def verify_command(request: ReleaseRequest, charts: Sequence[str]) -> str:
@@ -153,7 +162,7 @@ def artifacts_from_summary_file(path: Path, tag: str) -> str:
     return artifacts_markdown(result)
 
 
-@task(name="summary", cache_policy=NONE)
+@task(name="summary", task_run_name="summary {result.tag}", cache_policy=NONE)
 def summary_task(result: ReleaseResult) -> str:
     """Publish the summary as a Prefect markdown artifact; return its text."""
     return publish_summary(result)
@@ -169,6 +178,21 @@ async def apublish_summary(result: ReleaseResult) -> str:
     return text
 
 
+def write_summary(result: ReleaseResult, log: Any) -> None:
+    """The summary artifact, as the first call to the Prefect server after the data plane; with the
+    server gone it is skipped with one warning (the CLI still prints the summary and writes
+    --summary-json from the result)."""
+    try:
+        if not note_if_server_gone():
+            summary_task(result)
+            return
+    except Exception as err:
+        if not server_unreachable(err):
+            raise
+        server_gone()
+    log.warning("the summary artifact was not written: the Prefect server cannot be reached")
+
+
 def publish_summary(result: ReleaseResult) -> str:
     """The summary as the run's markdown artifact (from a flow or a task); returns its text."""
     text = render_summary(result)
@@ -179,3 +203,25 @@ def publish_summary(result: ReleaseResult) -> str:
         _sync=True,  # type: ignore[call-arg]  # the async flow body's thread looks async to Prefect
     )
     return text
+
+
+def release_result(
+    run: RunContext, revision: str, images: Sequence[PushedImage], packages: Sequence[PackagedChart], *,
+    charts: Sequence[PublishedChart], signatures: Sequence[SignatureResult], notes: Sequence[str] = (),
+) -> ReleaseResult:
+    """The release's result: the flow's return value, the release record and the summary's source (pure)."""
+    request = run.request
+    every_note = (*release_notes(images, charts, signatures), *notes)
+    if run.facts.unsigned_note and not request.dry_run:
+        every_note += (run.facts.unsigned_note,)
+    if request.dry_run:
+        every_note += tuple(f"chart archive kept at {p.archive}" for p in packages)
+    return ReleaseResult(
+        tag=request.tag, version=request.version.version, prerelease=request.version.prerelease,
+        registry=request.registry, source_revision=revision, images=tuple(ImageResult.of(i) for i in images),
+        charts=tuple(charts), dry_run=request.dry_run, notes=every_note,
+        external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
+                              for p in packages for e in p.external),
+        signed=run.signs, public_key=run.signer.fingerprint if run.signer else "", signatures=tuple(signatures),
+        verify_command=verify_command(request, [c.name for c in charts]) if run.signs else "",
+    )

@@ -24,11 +24,14 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from tasks.core.errors import ChartError, SourceError
+from tasks.core.errors import ChartError, ConfigError, SourceError
 from tasks.core.links import check_links
 from tasks.core.redact import redact
+from tasks.core.status import Status
 from tasks.helm.images import ExternalImage, check_chart_images
 from tasks.oci.registry import Registries, RegistryAPI, is_loopback
+from tasks.run.config import ReleaseConfig
+from tasks.run.result import PublishedChart
 from tasks.run.settings import Settings
 
 if TYPE_CHECKING:
@@ -271,3 +274,37 @@ def existing_chart(
         f"chart {package.name} {package.version} already exists at {remote} with other content: "
         "published charts are not overwritten; release a new tag, or pass --force to replace it"
     )
+
+
+def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> tuple[list[Path], list[str]]:
+    """Where each configured chart of ``origin`` ("source": ``base`` is the checkout, "project":
+    this repository) lives, and a note for each pattern (``charts/*``, as upstream packages
+    ``charts/*/``) that matches no chart; :class:`ConfigError` when a named chart is missing."""
+    dirs: list[Path] = []
+    notes: list[str] = []
+    where = f"the source at {tag}" if origin == "source" else "this project"
+    for chart in config.charts:
+        if chart.origin != origin:
+            continue
+        if any(c in chart.path for c in "*?["):
+            found = sorted({p.parent.resolve() for p in base.glob(f"{chart.path}/Chart.yaml")})
+            dirs += [d for d in found if d.is_relative_to(base.resolve()) and d not in dirs]
+            if not found:
+                notes.append(f"no chart matches {chart.path} in {where}: this release has images only")
+            continue
+        path = (base / chart.path).resolve()
+        if not path.is_relative_to(base.resolve()):
+            raise ConfigError(f"chart path {chart.path} leaves its tree; use a path inside it")
+        if not (path / "Chart.yaml").is_file():
+            where = f"the source at {tag}" if chart.origin == "source" else "this project"
+            raise ConfigError(
+                f"chart {chart.path} has no Chart.yaml in {where}: fix 'path' or 'from' in the release config"
+            )
+        dirs.append(path)
+    return dirs, notes
+
+
+def dry_run_chart(package: PackagedChart, remote: str) -> PublishedChart:
+    """A dry run's chart: nothing is pushed; the archive's digest stands where the registry's would."""
+    return PublishedChart(name=package.name, ref=f"{remote}/{package.name}", version=package.version,
+                          digest=helm.digest(package.archive), status=Status.DRY_RUN)

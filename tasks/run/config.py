@@ -7,6 +7,7 @@ exactly as they are written; fields of this project are optional additions.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -17,8 +18,6 @@ from tasks.core.errors import ConfigError
 from tasks.core.project import PROJECT_ROOT
 from tasks.oci.platforms import DEFAULT_PLATFORM, parse_platform
 
-DEFAULT_REPO = "llm-d-incubation/llm-d-fast-model-actuation"  # FMA on GitHub
-DEFAULT_REGISTRY = f"ghcr.io/{DEFAULT_REPO}"
 DEFAULT_CONFIG = PROJECT_ROOT / "release.yaml"
 ALL_PLATFORMS = "all"  # a ko image's platforms: every platform of its base
 
@@ -258,3 +257,50 @@ def load_config(path: str | Path | None) -> ReleaseConfig:
             f"cannot read release config {file}: {err.strerror or err}; pass an existing file with --config"
         ) from err
     return parse_config(text, origin=f"release config {file}")
+
+
+# -- the Docker engines builds go to (``engines``; the Docker clients are tasks/run/engines.py) --
+
+@dataclass(frozen=True)
+class Engine:
+    """A Docker engine a build goes to (see ``engines`` in the release config)."""
+
+    name: str = "default"
+    docker_host: str = ""  # "" = the run's default engine (DOCKER_HOST, else the local socket)
+    tls_cert_path: str = ""  # ca.pem, cert.pem, key.pem for a TLS tcp:// engine
+    max_builds: int = 0  # 0 = no cap
+
+    @property
+    def is_default(self) -> bool:
+        return not self.docker_host and self.name == "default"
+
+
+DEFAULT_ENGINE = Engine()
+
+
+def configured_engines(config: ReleaseConfig) -> list[Engine]:
+    """The config's engines; the default one when it lists none."""
+    return [
+        Engine(name=e.name, docker_host=e.docker_host, tls_cert_path=e.tls_cert_path or "",
+               max_builds=e.max_builds or 0)
+        for e in config.engines
+    ] or [DEFAULT_ENGINE]
+
+
+def assign_engines(images: list[tuple[str, str | None]], engines: list[str]) -> dict[str, str]:
+    """Which engine builds each image: its own when it names one, else the engine with the fewest
+    images so far (first listed on a tie). ``{}`` without engines: all go to the default one."""
+    if not engines:
+        return {}
+    load = dict.fromkeys(engines, 0)
+    placed: dict[str, str] = {}
+    for name, pinned in images:
+        if pinned is not None:
+            placed[name] = pinned
+            load[pinned] += 1
+    for name, pinned in images:
+        if pinned is None:
+            chosen = min(engines, key=lambda engine: load[engine])
+            placed[name] = chosen
+            load[chosen] += 1
+    return placed

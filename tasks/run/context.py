@@ -1,34 +1,41 @@
-"""One release request, one run: what was asked, and what the run holds while it goes.
+"""One release request, one run: what was asked, and the run built from it.
 
-The flow builds both once and passes them whole. :class:`ReleaseRequest` is frozen: the tag and
-its version, the source, where things go, the config, and how pushes retry. :class:`RunContext`
-adds the run's settings (the environment, read once), its engines and registry clients with
-their caches, and what the run learns: the tagged commit, the record key, the workspace. It is a
-plain object, passed to tasks as it is (Prefect does not walk into it); sent to another process
-(a Dask worker) it takes the settings along and starts its caches empty.
+:class:`ReleaseRequest` is frozen: the tag and its version, the source, where things go, the
+config, and how pushes retry (its fields are the options of tasks/run/options.py).
+:class:`RunServices` are the run's settings (the environment, read once) and its engine and
+registry clients with their caches. :class:`RunFacts` are what the preflight learnt (the tagged
+commit, the record key, the signing key). :class:`RunContext` is built once from all three, and
+the workspace, and is passed whole to every step; nothing fills it in later. It is a plain
+object, passed to tasks as it is (Prefect does not walk into it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import tools
 from tasks.core.errors import ConfigError
+from tasks.core.project import project_version
+from tasks.core.redact import strip_userinfo
 from tasks.core.sandbox import BuildUser, build_user
 from tasks.oci.references import chart_remote
-from tasks.oci.registry import Registries
-from tasks.run.config import DEFAULT_CONFIG, DEFAULT_REGISTRY, ReleaseConfig, load_config
-from tasks.run.engines import Engines
+from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig, load_config
+from tasks.run.facts import ReleaseFacts
 from tasks.run.inputs import check_source, workspace_name, workspace_root
+from tasks.run.options import DEFAULT_REGISTRY
 from tasks.run.retry import RetryPolicy
 from tasks.run.settings import Settings
 from tasks.run.tags import ReleaseVersion, parse_tag
 
 if TYPE_CHECKING:
-    from tasks.run.facts import ReleaseFacts, Signer
+    from tasks.oci.registry import Registries
+    from tasks.run.engines import Engines
+    from tasks.run.facts import Signer
 
 
 @dataclass(frozen=True)
@@ -83,39 +90,101 @@ class ReleaseRequest:
         )
 
 
-class RunContext:
-    """A run of a request: its settings, clients and caches, and the state it gathers."""
+@dataclass(frozen=True)
+class RunServices:
+    """The run's settings (the environment, read once) and the clients it owns, with their caches."""
 
-    def __init__(self, request: ReleaseRequest, settings: Settings | None = None) -> None:
-        self.request = request
-        self.settings = settings if settings is not None else Settings.from_env()
-        self.engines = Engines(self.settings.docker_host)
-        self.registries = Registries(self.settings)
-        self.revision = ""  # the tagged commit, once the preflight has read it
-        self.record_key = ""  # the release record's key ("" in a dry run)
-        self.workspace: Path | None = None
-        self.own_workspace = False  # a temporary workspace, removed after a successful run
-        self.signer: Signer | None = None  # the signing key, once the preflight has opened it
-        self.unsigned_note = ""  # why the run does not sign ("" when it does)
-        self.release_facts: ReleaseFacts | None = None  # the run's part of every provenance statement
-        self._build_user: tuple[BuildUser | None] | None = None
+    settings: Settings
+    engines: Engines
+    registries: Registries
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> RunServices:
+        from tasks.oci.registry import Registries  # the clients' libraries load when a run starts, not with the CLI
+        from tasks.run.engines import Engines
+
+        settings = settings if settings is not None else Settings.from_env()
+        return cls(settings=settings, engines=Engines(settings.docker_host), registries=Registries(settings))
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the preflight learnt before anything was built, returned as a value (tasks/control/preflight.py)."""
+
+    revision: str = ""  # the tagged commit
+    record_key: str = ""  # the release record's key ("" in a dry run)
+    signer: Signer | None = None  # the opened signing key, when the run signs
+    unsigned_note: str = ""  # why the run does not sign ("" when it does)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A run of a request, built once after the preflight and passed whole to every step.
+
+    Nothing is set on it later: what a step learns comes back from that step as a value. Sent to
+    another process (a Dask worker) its clients start with empty caches.
+    """
+
+    request: ReleaseRequest
+    services: RunServices = field(default_factory=RunServices.from_settings)
+    facts: RunFacts = field(default_factory=RunFacts)
+    provenance: ReleaseFacts | None = None  # the run's part of every provenance statement, when it signs
+    # "": <state dir>/workspaces/<the request's workdir>, else a new one there of the run's own
+    workspace: Path = field(default=Path())
+
+    def __post_init__(self) -> None:
+        if self.workspace == Path():
+            name = self.request.workdir or f"{self.request.tag}-{uuid.uuid4().hex[:8]}"
+            object.__setattr__(self, "workspace", workspace_root(self.services.settings.state_dir) / name)
 
     def __repr__(self) -> str:
-        return f"RunContext({self.request.tag!r}, revision={self.revision[:12]!r})"
+        return f"RunContext({self.request.tag!r}, revision={self.facts.revision[:12]!r})"
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def engines(self) -> Engines:
+        return self.services.engines
+
+    @property
+    def registries(self) -> Registries:
+        return self.services.registries
+
+    @property
+    def signer(self) -> Signer | None:
+        return self.facts.signer
+
+    @property
+    def signs(self) -> bool:
+        """Whether this run signs what it publishes (a key is open, and it publishes)."""
+        return self.facts.signer is not None and not self.request.dry_run
+
+    @property
+    def own_workspace(self) -> bool:
+        """A temporary workspace of the run's own, removed after a successful run."""
+        return self.request.workdir is None
 
     def open_workspace(self) -> Path:
-        """The run's workspace under the release's workspace root: the one named, or a new one of its own."""
-        if self.workspace is None:
-            name = self.request.workdir
-            self.own_workspace = name is None
-            root = workspace_root(self.settings.state_dir)
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.workspace = root / (name or f"{self.request.tag}-{uuid.uuid4().hex[:8]}")
-            self.workspace.mkdir(mode=0o700, exist_ok=True)
+        """The run's workspace directory, made on first use (its root and itself readable by root only)."""
+        self.workspace.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.workspace.mkdir(mode=0o700, exist_ok=True)
         return self.workspace
 
     def build_user(self) -> BuildUser | None:
         """Who the source's builds run as (tasks/core/sandbox.py); ``None`` when this process is not root."""
-        if self._build_user is None:
-            self._build_user = (build_user(self.settings.build_user),)
-        return self._build_user[0]
+        return build_user(self.settings.build_user)
+
+
+def provenance_facts(request: ReleaseRequest, revision: str, *, run_id: str, run_url: str) -> ReleaseFacts:
+    """The run's part of every provenance statement: what was asked, the tagged commit, the run
+    that built it (its UI page is the builder's id) and the versions of the tools that made it."""
+    return ReleaseFacts(
+        tag=request.tag, source=strip_userinfo(request.source), registry=request.registry,
+        config_path=str(request.config_path),
+        config_digest=hashlib.sha256(request.config_path.read_bytes()).hexdigest(),
+        revision=revision, run_id=run_id, run_url=run_url,
+        versions=(("fma-release", project_version()),
+                  *((name, tool.version) for name, tool in sorted(tools.pinned_tools().items()))),
+    )

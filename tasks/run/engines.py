@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,7 +24,7 @@ import requests.exceptions
 
 from tasks.core.errors import EngineError
 from tasks.core.redact import redact
-from tasks.run.config import ReleaseConfig
+from tasks.run.config import DEFAULT_ENGINE, Engine
 
 T = TypeVar("T")
 
@@ -33,49 +32,7 @@ PING_TIMEOUT = 5.0  # seconds: a build's engine asked whether it is still there
 ENGINE_FIX = "start dockerd (bash scripts/setup.sh does) or point DOCKER_HOST at a running engine"
 
 
-@dataclass(frozen=True)
-class Engine:
-    """A Docker engine a build goes to (see ``engines`` in the release config)."""
 
-    name: str = "default"
-    docker_host: str = ""  # "" = the run's default engine (DOCKER_HOST, else the local socket)
-    tls_cert_path: str = ""  # ca.pem, cert.pem, key.pem for a TLS tcp:// engine
-    max_builds: int = 0  # 0 = no cap
-
-    @property
-    def is_default(self) -> bool:
-        return not self.docker_host and self.name == "default"
-
-
-DEFAULT_ENGINE = Engine()
-
-
-def configured_engines(config: ReleaseConfig) -> list[Engine]:
-    """The config's engines; the default one when it lists none."""
-    return [
-        Engine(name=e.name, docker_host=e.docker_host, tls_cert_path=e.tls_cert_path or "",
-               max_builds=e.max_builds or 0)
-        for e in config.engines
-    ] or [DEFAULT_ENGINE]
-
-
-def assign_engines(images: list[tuple[str, str | None]], engines: list[str]) -> dict[str, str]:
-    """Which engine builds each image: its own when it names one, else the engine with the fewest
-    images so far (first listed on a tie). ``{}`` without engines: all go to the default one."""
-    if not engines:
-        return {}
-    load = dict.fromkeys(engines, 0)
-    placed: dict[str, str] = {}
-    for name, pinned in images:
-        if pinned is not None:
-            placed[name] = pinned
-            load[pinned] += 1
-    for name, pinned in images:
-        if pinned is None:
-            chosen = min(engines, key=lambda engine: load[engine])
-            placed[name] = chosen
-            load[chosen] += 1
-    return placed
 
 
 def stream_error(item: Mapping[str, Any]) -> str | None:

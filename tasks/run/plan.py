@@ -19,8 +19,7 @@ from tasks.core.errors import ConfigError
 from tasks.core.links import check_links
 from tasks.core.project import PROJECT_ROOT
 from tasks.oci.platforms import DEFAULT_PLATFORM, platform_tag
-from tasks.run.config import ImageConfig, ReleaseConfig
-from tasks.run.engines import DEFAULT_ENGINE, Engine, assign_engines, configured_engines
+from tasks.run.config import DEFAULT_ENGINE, Engine, ImageConfig, ReleaseConfig, assign_engines, configured_engines
 from tasks.run.facts import Checkout
 
 LABEL_PREFIX = "org.opencontainers.image"

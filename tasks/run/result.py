@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from tasks.core.status import Status
-from tasks.run.engines import DEFAULT_ENGINE, Engine
+from tasks.run.config import DEFAULT_ENGINE, Engine
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from prefect.client.schemas.objects import State, TaskRun
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ImagePushError
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State, TaskRun
 
 
 @dataclass(frozen=True)

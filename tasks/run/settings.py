@@ -42,6 +42,7 @@ class Settings:
     push_stall_seconds: float = 300.0  # FMA_PUSH_STALL_SECONDS: a push silent this long has hung
     state_dir: Path = Path.home() / ".prefect" / "fma-release"  # FMA_STATE_DIR: release records
     dask_address: str = ""  # FMA_DASK_ADDRESS
+    form_fields: str = ""  # FMA_FORM_FIELDS: options a deployment's runs may change besides the form's own
     prefect_api_url: str = ""  # PREFECT_API_URL
     signing_key: str = ""  # FMA_SIGNING_KEY: a cosign private key file
     signing_key_block: str = ""  # FMA_SIGNING_KEY_BLOCK: a Prefect Secret block holding the key's PEM text
@@ -72,6 +73,7 @@ class Settings:
             push_stall_seconds=float(env.get("FMA_PUSH_STALL_SECONDS") or 300),
             state_dir=Path(env.get("FMA_STATE_DIR") or Path(home) / "fma-release"),
             dask_address=env.get("FMA_DASK_ADDRESS", ""),
+            form_fields=env.get("FMA_FORM_FIELDS", ""),
             prefect_api_url=env.get("PREFECT_API_URL", ""),
             signing_key=env.get("FMA_SIGNING_KEY", ""),
             signing_key_block=env.get("FMA_SIGNING_KEY_BLOCK", ""),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -131,7 +132,7 @@ class Cosign:
         """Attach ``predicate`` (JSON) to ``ref`` as a signed in-toto attestation of ``predicate_type``."""
         if self.key is None or self._dir is None:
             raise RuntimeError("Cosign.attest needs a key and an open context")
-        path = self._dir / f"predicate-{predicate_type}.json"
+        path = self._dir / f"predicate-{predicate_type}-{_file_key(ref)}.json"  # manifests are attested in parallel
         path.write_bytes(predicate)
         try:
             self._run(["attest", "--key", self.key.ref, "--tlog-upload=false", "--yes", "--type", predicate_type,
@@ -193,7 +194,7 @@ class Cosign:
         """An SPDX JSON SBOM of the image ``ref`` (one platform's manifest), scanned by syft from the registry."""
         if self._dir is None:
             raise RuntimeError("Cosign.sbom needs an open context")
-        out = self._dir / "sbom.spdx.json"
+        out = self._dir / f"sbom-{_file_key(ref)}.spdx.json"  # one file per manifest: they are scanned in parallel
         extra = {"SYFT_REGISTRY_INSECURE_USE_HTTP": "true"} if self._scheme == "http" else {}
         if self._scheme == "https" and is_loopback(self.host) and not self.settings.registry_ca_file:
             extra["SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY"] = "true"
@@ -206,6 +207,11 @@ class Cosign:
             raise _signing_error(f"cannot make the SBOM of {ref}", err) from err
         finally:
             out.unlink(missing_ok=True)
+
+
+def _file_key(ref: str) -> str:
+    """A file name part of its own for ``ref`` (its digest's hex, else a hash of the reference)."""
+    return ref.rpartition("@sha256:")[2][:32] if "@sha256:" in ref else hashlib.sha256(ref.encode()).hexdigest()[:32]
 
 
 def _flatten(value: Any) -> list[dict[str, Any]]:

@@ -3,15 +3,21 @@
 A run signs when a key is named by FMA_SIGNING_KEY (a file) or FMA_SIGNING_KEY_BLOCK (a Prefect
 Secret block), unless ``--no-sign`` or the release config's ``sign: false`` turns it off
 (:func:`signing_decision`, pure). :func:`load_signer` opens the key with its password, so a bad key
-is one line before any build.
+is one line before any build. What a run signs is a :class:`SignJob` per published image or chart
+(:func:`image_jobs`, :func:`chart_jobs`, pure).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tasks.core.errors import SigningError
-from tasks.run.facts import Signer, SigningKey
+from tasks.run.facts import BuildFacts, Signer, SigningKey
+from tasks.run.plan import ImageSpec
+from tasks.run.result import BuiltImage, PublishedChart, PushedImage
 from tasks.run.settings import Settings
 from tasks.supplychain.cosign import Cosign
 
@@ -40,3 +46,54 @@ def load_signer(settings: Settings) -> Signer:
     with Cosign(settings, "localhost", key=key) as tool:
         public = tool.public_key()
     return Signer(key=key, public_pem=public)
+
+
+@dataclass(frozen=True)
+class SignJob:
+    """One published artifact to sign: an image (its tag's top digest) or a chart."""
+
+    name: str
+    ref: str  # host/path/name:tag of an image; host/path/charts/name:version of a chart
+    digest: str
+    kind: Literal["image", "chart"] = "image"
+    builder: str = ""
+    builds: tuple[BuildFacts, ...] = ()  # this run's builds of it; () when it was already published
+    sboms: tuple[Path, ...] = ()  # SBOMs its builder wrote (ko)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "image" else f"chart {self.name}"
+
+
+def build_facts(built: BuiltImage, builder: str) -> BuildFacts:
+    return BuildFacts(name=built.name, builder=builder, fingerprint=built.fingerprint, platform=built.platform,
+                      bases=built.bases, started=built.started, finished=built.finished)
+
+
+def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
+    """ko's SBOM file for ``platform`` (``<app>-linux-arm64.spdx.json``), if the build wrote one."""
+    if not platform:
+        return None
+    suffix = "-" + platform.replace("/", "-").replace(":", "-") + ".spdx.json"
+    found = [path for path in sboms if path.name.endswith(suffix)]
+    return found[0] if len(found) == 1 and found[0].is_file() else None
+
+
+def image_jobs(images: Sequence[PushedImage], built: Sequence[BuiltImage], specs: Sequence[ImageSpec]) -> list[SignJob]:
+    """A sign job per published image, with this run's builds of it (none when it was already published)."""
+    builders = {spec.name: spec.builder for spec in specs}
+    jobs = []
+    for image in images:
+        own = [b for b in built if b.name == image.name]
+        builder = builders.get(image.name, "")
+        jobs.append(SignJob(
+            name=image.name, ref=image.ref, digest=image.digest, builder=builder,
+            builds=tuple(build_facts(b, builder) for b in own), sboms=tuple(path for b in own for path in b.sboms),
+        ))
+    return jobs
+
+
+def chart_jobs(charts: Sequence[PublishedChart]) -> list[SignJob]:
+    """A sign job per published chart (its OCI manifest at the version)."""
+    return [SignJob(name=chart.name, ref=f"{chart.ref.removeprefix('oci://')}:{chart.version}", digest=chart.digest,
+                    kind="chart") for chart in charts]

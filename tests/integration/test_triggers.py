@@ -161,7 +161,7 @@ def test_completed_release_emits_succeeded_event_with_references(released: Any) 
 def test_replayed_and_forged_deliveries_started_nothing(served: Served, released: Any) -> None:
     """The redelivered webhook and the forged one made no second run."""
     runs = deployment_runs(served.deployment_id)
-    assert [r.parameters["tag"] for r in runs] == ["v0.3.1"]
+    assert [r.parameters["tag"] for r in runs if r.parameters["tag"] != PINNED_TAG] == ["v0.3.1"]
 
 
 def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
@@ -231,3 +231,26 @@ def test_webhook_burst_gives_one_run_per_tag(served: Served, released: Any) -> N
 
     # Each event starts at most one run (triggers act once per event id), so ten events, ten runs.
     assert wait_for("a run of each tag", runs_per_tag, timeout=120, every=0.5) == dict.fromkeys(tags, 1)
+
+
+PINNED_TAG = "v0.3.9"  # a tag of its own: the run below must fail before it looks for the tag
+
+
+def test_a_deployment_run_cannot_change_what_the_deployment_pins(served: Served, registry: RegistryProcess) -> None:
+    """A run of the served deployment that sets `source` (as the UI form or an event could) fails in one
+    line naming the option and FMA_FORM_FIELDS; nothing of it reaches the registry."""
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(
+            served.deployment_id, parameters={"tag": PINNED_TAG, "source": "https://attacker.invalid/fma.git"})
+
+    def finished() -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_run(run.id)
+        return found if found.state and found.state.is_final() else None
+
+    ended = wait_for("the run with a pinned option changed to end", finished, timeout=120, every=0.5)
+    assert ended.state.is_failed(), ended.state.name
+    message = ended.state.message or ""
+    assert "changes source" in message and "FMA_FORM_FIELDS=source" in message, message
+    with RegistryAPI(registry.host) as api:
+        assert PINNED_TAG not in api.tags(f"{served.namespace}/requester")

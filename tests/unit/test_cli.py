@@ -64,3 +64,19 @@ def test_where_time_went_without_images_or_without_a_run() -> None:
     assert where_time_went(0.0, 1.0, [(0.4, "run", "started"), (0.9, "run", "done")], True) == (
         "1.0s: Prefect start-up 0.4s, release 0.6s")
     assert where_time_went(0.0, 0.2, [], True) == "0.2s"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [(["--help"], 0), (["run", "v1.4", "--source", "x"], 2), (["run", "v1.0.0", "--source", "x", "--bogus"], 2)],
+)
+def test_help_bad_tag_and_bad_option_load_no_prefect_docker_or_helm(argv: list[str], code: int) -> None:
+    """The answers that need nothing run import neither Prefect, the Docker SDK nor Helm (a fresh interpreter)."""
+    probe = (
+        "import sys\nfrom flows.cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exit_:\n    rc = exit_.code\n"
+        "print(rc, sorted(m for m in ('prefect', 'docker', 'helm_python') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert done.stdout.splitlines()[-1] == f"{code} []", done.stdout + done.stderr

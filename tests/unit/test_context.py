@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import ConfigError, InvalidTagError, RegistryError
-from tasks.run.context import ReleaseRequest, RunContext
+from tasks.run.context import ReleaseRequest, RunContext, RunServices
 from tasks.run.settings import Settings
 
 PARAMS = {"tag": "v0.3.1", "source": "/src", "registry": "reg.example/fma"}
@@ -71,9 +71,10 @@ def test_a_workdir_that_is_not_a_name_is_refused(workdir: str) -> None:
 def test_a_workspace_is_under_the_state_dir(tmp_path: Path) -> None:
     """A named workspace and a run's own both live in <state dir>/workspaces."""
     request = ReleaseRequest.from_parameters({**PARAMS, "workdir": "nightly-1"})
-    run = RunContext(request, Settings(state_dir=tmp_path))
+    services = RunServices.from_settings(Settings(state_dir=tmp_path))
+    run = RunContext(request, services)
     assert run.open_workspace() == tmp_path / "workspaces" / "nightly-1" and not run.own_workspace
-    own = RunContext(ReleaseRequest.from_parameters(PARAMS), Settings(state_dir=tmp_path)).open_workspace()
+    own = RunContext(ReleaseRequest.from_parameters(PARAMS), services).open_workspace()
     assert own.parent == tmp_path / "workspaces" and own.name.startswith("v0.3.1-")
 
 
@@ -101,7 +102,8 @@ def test_a_source_without_credentials_passes(source: str) -> None:
 def test_each_run_owns_its_caches_and_a_copy_in_another_process_starts_empty() -> None:
     """Two runs never share engine or registry caches; a pickled run keeps its settings only."""
     request = ReleaseRequest.from_parameters(PARAMS)
-    one, two = RunContext(request, Settings()), RunContext(request, Settings())
+    one = RunContext(request, RunServices.from_settings(Settings()))
+    two = RunContext(request, RunServices.from_settings(Settings()))
     assert one.engines is not two.engines and one.registries.schemes is not two.registries.schemes
     one.registries.schemes._known["127.0.0.1:5000"] = "http"
     assert "127.0.0.1:5000" not in two.registries.schemes._known

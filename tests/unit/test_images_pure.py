@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tasks.builders.docker import failed_step
 from tasks.builders.dockerfile import labelled_dockerfile
 from tasks.core.errors import ConfigError
-from tasks.run.config import parse_config
-from tasks.run.engines import DEFAULT_ENGINE, Engine, Engines, assign_engines
+from tasks.run.config import DEFAULT_ENGINE, Engine, assign_engines, parse_config
+from tasks.run.engines import Engines
 from tasks.run.facts import Checkout
 from tasks.run.plan import image_ref, image_specs, oci_labels
 from tasks.run.retry import RetryPolicy, is_transient_push_error
