@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -201,8 +202,9 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
         [str(Path(sys.executable).with_name("fma-release")), "run", src.tag,
          "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
          "--config", str(src.config), "--summary-json", str(out), "--dry-run",
-         "--workdir", f"dry-{tmp_path.name}"],
+         "--workdir", "dry"],
         capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "FMA_STATE_DIR": str(tmp_path / "state")},
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(out.read_text())
@@ -214,7 +216,7 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     # The server is configured (PREFECT_API_URL): no word of a temporary one in where the time went.
     assert re.search(r"released v0\.3\.1 in [\d.]+s: Prefect start-up [\d.]+s, images [\d.]+s, "
                      r"charts and summary [\d.]+s$", proc.stderr.strip()), proc.stderr[-500:]
-    assert (tmp_path / "work/charts/packages/fma-controllers-0.3.1.tgz").is_file()
+    assert (tmp_path / "state/workspaces/dry/charts/packages/fma-controllers-0.3.1.tgz").is_file()
     with RegistryAPI(registry.host) as api:
         for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
             assert api.tags(f"{namespace}/{name}") == []
