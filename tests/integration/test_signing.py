@@ -235,12 +235,14 @@ def test_neither_the_password_nor_the_key_is_in_the_runs_prefect_logs(signed: Si
 
 
 def _signature_tags(api: RegistryAPI, signed: Signed) -> dict[str, str]:
-    repos = {repo.split("/", 1)[1] for repo, _, _ in signed.image_digests()}
-    repos |= {repo.split("/", 1)[1] for repo, _ in signed.chart_digests()}
+    """The .sig and .att tags of this release's own manifests (the repositories may hold another release's)."""
+    ours = [(repo, digest) for repo, digest, _ in signed.image_digests()] + signed.chart_digests()
+    repos = {repo.split("/", 1)[1] for repo, _ in ours}
+    prefixes = tuple(digest.replace(":", "-") + "." for _, digest in ours)
     found = {}
     for repo in sorted(repos):
         for tag in api.tags(repo):
-            if tag.endswith((".sig", ".att")):
+            if tag.endswith((".sig", ".att")) and tag.startswith(prefixes):
                 found[f"{repo}:{tag}"] = api.digest(repo, tag)
     return found
 
