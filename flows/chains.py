@@ -14,7 +14,7 @@ waits for whichever step ends next and submits what follows it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
@@ -25,7 +25,7 @@ from tasks.core import progress
 from tasks.core.errors import ImageMissingError
 from tasks.core.status import Status
 from tasks.index import index_task
-from tasks.push import push_task
+from tasks.push import push_task, still_there
 from tasks.run.context import RunContext
 from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PushedImage, SignatureResult
@@ -108,6 +108,17 @@ class ImageChains:
             built, error = outcome(future)
             if error is not None:
                 self._fail(label, error)
+                return
+            spec = self._by_label[label]
+            # A ko build is the same for every registry: a cached one from a run elsewhere names that
+            # run's reference; this run publishes it under its own.
+            built = replace(built, ref=spec.ref)
+            if not self.run.request.dry_run and label not in self._rebuilt and not still_there(built, self.run):
+                # A cached result whose image or layout is gone: built again now, never a failed push.
+                self._rebuilt.add(label)
+                progress.report(label, Status.BUILDING, "its cached build is gone: building again")
+                rebuild = self._builder.with_options(refresh_cache=True)
+                self._submit(rebuild.submit(spec, self.run), self._on_build(label))
                 return
             self._built[label] = built
             if self.run.request.dry_run:

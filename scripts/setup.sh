@@ -71,7 +71,8 @@ engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping
 if ! engine_up; then
   say "starting dockerd"
   nohup dockerd --host "unix://$sock" >"$run_dir/dockerd.log" 2>&1 &
-  echo $! >"$run_dir/dockerd.pid"
+  . "$here/scripts/lib/pids.sh"
+  record_pid dockerd $!
   for _ in $(seq 1 100); do engine_up && break; sleep 0.1; done
   engine_up || { say "dockerd did not start: see $run_dir/dockerd.log"; exit 1; }
 fi

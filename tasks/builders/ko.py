@@ -389,7 +389,9 @@ class KoBuilder:
         layout = build_with_ko(KoBuild(
             name=spec.name, source=spec.context, main=spec.main, platforms=platforms or None, goflags=spec.goflags,
             labels=spec.labels, created_epoch=spec.created_epoch, mirrors=spec.mirrors,
-            out=run.open_workspace() / "ko" / f"{spec.name}-{spec.fingerprint[:12]}",
+            # In the state directory, keyed by what decides the build: a cached build's layout outlives
+            # the run's workspace, so a later run (another registry, a retry) can push it.
+            out=run.settings.state_dir / "layouts" / f"{spec.name}-{spec.fingerprint}",
         ), log, credentials=run.settings, ca_file=run.settings.registry_ca_file, user=run.build_user())
         return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
                           layout=layout.path, digest=layout.digest, engine=spec.engine, sboms=layout.sboms)

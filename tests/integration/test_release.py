@@ -240,3 +240,31 @@ def test_a_base_image_only_the_engine_has_is_used_as_it_is(
     finally:
         engine.remove_image(f"{registry.host}/{namespace}/requester:{src.tag}", force=True)
         engine.remove_image(base, force=True)
+
+
+def test_a_run_without_prefect_api_url_reports_to_the_local_server(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """With no server configured and the local one answering, the CLI reports there (one line says so)
+    instead of starting a temporary server, and the run is in that server."""
+    import os
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    src = sample(images=("requester",))
+    url = os.environ["PREFECT_API_URL"]
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update({"FMA_LOCAL_PREFECT_URL": url, "PREFECT_HOME": str(tmp_path / "prefect-home")})  # no profile's URL
+    reg = f"{registry.host}/{namespace}"
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("fma-release")), "run", src.tag, "--source", str(src.path),
+         "--registry", reg, "--config", str(src.config)],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"fma-release: reporting to the local Prefect server at {url}" in proc.stderr
+    assert "a temporary server" not in proc.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {src.tag}"])))
+    assert any(r.parameters.get("registry") == reg and r.state and r.state.is_completed() for r in runs)
