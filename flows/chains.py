@@ -54,6 +54,7 @@ class ImageChains:
     run: RunContext
     specs: Sequence[ImageSpec]
     packages: Sequence[PrefectFuture[Any]] = ()  # every push waits for the charts' packaging
+    modules: Sequence[PrefectFuture[Any]] = ()  # every ko build waits for the Go modules' download
     _pending: dict[PrefectFuture[Any], Handler] = field(default_factory=dict)
     _pushed: dict[str, PushedImage] = field(default_factory=dict)
     _built: dict[str, BuiltImage] = field(default_factory=dict)
@@ -86,7 +87,9 @@ class ImageChains:
             self._platform_done(image)
         for spec in self.specs:
             if spec.label not in self._pushed:
-                self._submit(self._builder.submit(spec, self.run), self._on_build(spec.label))
+                after = list(self.modules) if spec.builder == "ko" else []
+                build = self._builder.submit(spec, self.run, wait_for=after, return_state=False)
+                self._submit(build, self._on_build(spec.label))
         while self._pending:
             future = next(iter(as_completed(list(self._pending))))
             self._pending.pop(future)(future)

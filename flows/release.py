@@ -44,6 +44,7 @@ from tasks.core.errors import ConfigError, ImagesFailedError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
+from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
@@ -182,8 +183,12 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         if kept:
             log.info("kept as already published (the registry holds this exact build): %s",
                      ", ".join(image.item for image in kept))
+        # A cold release downloads the Go modules of its ko images at once, while the other images build.
+        to_build = [spec for spec in specs if spec.label not in {image.item for image in kept}]
+        modules = [go_modules_task.submit(checkout, run)] if any(s.builder == "ko" for s in to_build) else []
+        submitted += modules
         # Each image's chain (build, push, index, sign) goes on as its own steps end (flows/chains.py).
-        chains = ImageChains(run, specs, packages)
+        chains = ImageChains(run, specs, packages, modules)
         try:
             ended = chains.run_all(kept)
         finally:

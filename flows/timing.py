@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.core.progress import RUN
+from tasks.core.progress import GO_MODULES, RUN
 from tasks.core.status import IMAGE_DONE, Status
 
 
@@ -33,6 +33,10 @@ def where_time_went(started: float, ended: float, reports: Sequence[tuple[float,
         return f"{total:.1f}s: " + ", ".join(parts)
     last_image = max(image_times)
     parts.append(f"images {last_image - flow_started:.1f}s")
+    modules = [at for at, item, state in reports if item == GO_MODULES and state in (Status.DOWNLOADING,
+                                                                                    Status.DOWNLOADED)]
+    if len(modules) == 2:  # the ko builds compiled after it: their share of the images' time
+        parts.append(f"of which Go module download {modules[1] - modules[0]:.1f}s")
     if image_signing:
         after = max(0.0, max(image_signing) - last_image)
         parts.append(f"image signing {max(image_signing) - min(image_signing):.1f}s ({after:.1f}s after the "

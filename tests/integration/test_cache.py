@@ -29,8 +29,9 @@ def task_runs(flow_run_id: Any) -> list[Any]:
 def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
     registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The second registry gets both controllers from the first run's cached builds, under its own
-    references; none of the second run's task runs failed, and its ko builds were not run again."""
+    """The first run downloads the Go modules before its ko builds compile; the second registry gets both
+    controllers from the first run's cached builds, under its own references; none of the second run's
+    task runs failed, and its ko builds were not run again."""
     monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
     first_ns, second_ns = (f"t{uuid.uuid4().hex[:10]}/fma" for _ in range(2))
     bases = push_fma_bases(f"{registry.host}/{first_ns}-bases")
@@ -40,6 +41,11 @@ def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
     for namespace in (first_ns, second_ns):
         release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", sign=False,
                 retry_base_delay=0.1)
+    first = task_runs(run_ids[0])
+    (modules,) = [r for r in first if r.name == f"go modules {src.tag}"]
+    assert modules.state.is_completed()
+    first_ko = [r for r in first if r.name in ("build dual-pods-controller", "build launcher-populator")]
+    assert len(first_ko) == 2 and all(r.start_time >= modules.end_time for r in first_ko)  # compiled after it
     runs = task_runs(run_ids[-1])
     assert [r.name for r in runs if r.state and r.state.is_failed()] == []
     ko_builds = [r for r in runs if r.name in ("build dual-pods-controller", "build launcher-populator")]

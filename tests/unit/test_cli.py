@@ -72,6 +72,14 @@ def test_where_time_went_when_signing_overlaps_a_slower_image() -> None:
         "charts and summary 0.5s")
 
 
+def test_where_time_went_names_the_go_module_download() -> None:
+    """A cold release's module download is said apart from the images' time it is part of."""
+    reports = [(10.0, "run", "started"), (10.2, "Go modules", "downloading"), (13.2, "Go modules", "downloaded"),
+               (13.3, "c", "building"), (16.0, "c", "pushed")]
+    assert where_time_went(9.0, 16.5, reports, True) == (
+        "7.5s: Prefect start-up 1.0s, images 6.0s, of which Go module download 3.0s, charts and summary 0.5s")
+
+
 def test_where_time_went_without_images_or_without_a_run() -> None:
     assert where_time_went(0.0, 1.0, [(0.4, "run", "started"), (0.9, "run", "done")], True) == (
         "1.0s: Prefect start-up 0.4s, release 0.6s")
