@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
     verify.add_argument("--chart-registry", help="OCI URL of the charts (default oci://<registry>/charts)")
     verify.add_argument("--config", type=Path, help="release config naming the images (default: release.yaml)")
+    verify.add_argument("--source", default="",
+                        help="the source the release must have been built from, as the release was given it")
     verify.add_argument("--chart", action="append", default=[], metavar="NAME",
                         help="a chart of the release to verify too (repeat for several)")
     from flows.cli_triggers import add_trigger_commands
@@ -210,7 +212,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     request = VerifyRequest(
         tag=args.tag, public_key=args.key, registry=args.registry, chart_registry=args.chart_registry,
-        config=load_config(args.config or DEFAULT_CONFIG), charts=tuple(args.chart),
+        config=load_config(args.config or DEFAULT_CONFIG), charts=tuple(args.chart), source=args.source,
     )
     check_inputs(request)
     checks = verify_release(request, Settings.from_env())
