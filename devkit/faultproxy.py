@@ -49,10 +49,11 @@ class Rule:
     times: int | None = None  # None = forever
     retry_after: str | None = None
     ref: str = ""  # only this tag or digest ("" = any), e.g. the tag an image index is PUT under
+    ref_suffix: str = ""  # only tags ending with it, e.g. ".sig" for cosign's signatures
 
     def matches(self, repo: str, op: str, ref: str = "") -> bool:
         return (op == self.op and repo.endswith(self.repo_suffix) and (not self.ref or ref == self.ref)
-                and (self.times is None or self.times > 0))
+                and ref.endswith(self.ref_suffix) and (self.times is None or self.times > 0))
 
 
 class FaultProxy:
@@ -118,7 +119,9 @@ class FaultProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP and key.lower() != "content-length":
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD's answer has no body but says how long the body is: pass the registry's length on.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -31,13 +31,15 @@ class SampleSource:
     config: Path  # a release config for it (outside the repository)
 
 
-def dockerfile_text(name: str, *, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "") -> str:
+def dockerfile_text(
+    name: str, *, sleep: float = 0, fail: bool = False, base: str = "", sleep_url: str = "", gate: str = "",
+) -> str:
     """A scratch image that records its name and the source VERSION; optionally slow or broken.
 
     With ``base`` (an image holding /bin/busybox: :func:`base_image`, or a multi-platform one of
     devkit/multiarch.py) it starts FROM it and also records the machine its RUN step ran on. With
     ``sleep_url`` (a :class:`devkit.sleep_server.SleepServer`) the image has only the sleep, a fetch
-    of a slow URL instead of a container.
+    of a slow URL instead of a container; with ``gate`` too, its build waits until the test opens that gate.
     """
     if sleep_url:  # for benchmarks: as few steps as possible, each one costs the engine a layer
         return (
@@ -45,6 +47,7 @@ def dockerfile_text(name: str, *, sleep: float = 0, fail: bool = False, base: st
             + ("" if base else "COPY busybox /bin/busybox\n")
             # The same URL for the same sleep: the engine downloads it every time (the build waits),
             # then finds the layer in its cache.
+            + (f"ADD {sleep_url}/gate/{gate} /app/gate\n" if gate else "")
             + (f"ADD {sleep_url}/{sleep}/slept /app/slept\n" if sleep else "")
             + ('RUN ["/bin/busybox", "false"]\n' if fail else "")
         )
@@ -93,11 +96,13 @@ def make_sample_source(  # noqa: PLR0913 - a test-data factory: each option is o
     base: str = "",
     sleep_url: str = "",
     platforms: Mapping[str, Sequence[str]] | None = None,
+    gates: Mapping[str, str] | None = None,
 ) -> SampleSource:
     """Create ``root/source`` (a tagged git repo) and ``root/release.yaml`` for it.
 
     ``base``: the image every Dockerfile starts FROM (default scratch); ``platforms``: an image's
-    ``platforms`` in the config (default: none given, so linux/amd64).
+    ``platforms`` in the config (default: none given, so linux/amd64); ``gates``: image -> the
+    :class:`~devkit.sleep_server.SleepServer` gate its build waits at (needs ``sleep_url``).
     """
     platforms = dict(platforms or {})
     sleeps = dict(sleeps or {})
@@ -109,7 +114,8 @@ def make_sample_source(  # noqa: PLR0913 - a test-data factory: each option is o
         shutil.copy2(BUSYBOX, repo / "busybox")
     (repo / "VERSION").write_text(f"{tag.removeprefix('v')}\n{nonce}\n")
     for name in images:
-        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken, base=base, sleep_url=sleep_url)
+        text = dockerfile_text(name, sleep=sleeps.get(name, 0), fail=name in broken, base=base, sleep_url=sleep_url,
+                               gate=(gates or {}).get(name, ""))
         (repo / "dockerfiles" / f"Dockerfile.{name}").write_text(text)
     if chart_from == "source":
         shutil.copytree(Path(__file__).resolve().parent.parent / "charts", repo / "charts")

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"image registry (default {DEFAULT_REGISTRY})")
     verify.add_argument("--chart-registry", help="OCI URL of the charts (default oci://<registry>/charts)")
     verify.add_argument("--config", type=Path, help="release config naming the images (default: release.yaml)")
+    verify.add_argument("--source", default="",
+                        help="the source the release must have been built from, as the release was given it")
     verify.add_argument("--chart", action="append", default=[], metavar="NAME",
                         help="a chart of the release to verify too (repeat for several)")
     from flows.cli_triggers import add_trigger_commands
@@ -145,7 +147,8 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.core import progress
     from tasks.summary import render_summary
 
-    cancel.install(settings.prefect_api_url)
+    local_server = _local_server()
+    cancel.install(settings.prefect_api_url or local_server)
     view = ProgressView()
     reports: list[tuple[float, str, str]] = []
 
@@ -155,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     progress.subscribe(view.update)
     progress.subscribe(note)
     try:
-        result = _release_surviving_outage(runner, parameters)
+        result = _release_surviving_outage(runner, parameters, local_server)
     finally:
         progress.unsubscribe(view.update)
         progress.unsubscribe(note)
@@ -172,10 +175,33 @@ def _run(args: argparse.Namespace) -> int:
     from flows.timing import where_time_went
 
     # The environment or the active Prefect profile (prefect config set PREFECT_API_URL=...).
-    configured = bool(get_current_settings().api.url)
+    configured = bool(get_current_settings().api.url or local_server)
     took = where_time_went(started, time.monotonic(), reports, configured)
     print(f"released {args.tag} in {took}", file=sys.stderr)
     return 0
+
+
+def _local_server() -> str:
+    """The local Prefect server's API (FMA_LOCAL_PREFECT_URL, default the one scripts/services.sh starts on
+    127.0.0.1:4200) when no server is configured and it answers its health check; "" otherwise. A run
+    then reports there instead of starting a temporary server (seconds each time), and says so once."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return ""
+    url = os.environ.get("FMA_LOCAL_PREFECT_URL", "http://127.0.0.1:4200/api").rstrip("/")
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as answer:  # noqa: S310 - a loopback URL of ours
+            healthy = answer.status == 200
+    except OSError:
+        return ""
+    if healthy:
+        print(f"fma-release: reporting to the local Prefect server at {url} (PREFECT_API_URL is not set)",
+              file=sys.stderr)
+        return url
+    return ""
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -186,7 +212,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     request = VerifyRequest(
         tag=args.tag, public_key=args.key, registry=args.registry, chart_registry=args.chart_registry,
-        config=load_config(args.config or DEFAULT_CONFIG), charts=tuple(args.chart),
+        config=load_config(args.config or DEFAULT_CONFIG), charts=tuple(args.chart), source=args.source,
     )
     check_inputs(request)
     checks = verify_release(request, Settings.from_env())
@@ -214,17 +240,20 @@ def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
     return log_file
 
 
-def _release_surviving_outage(runner: Any, parameters: dict[str, Any]) -> ReleaseResult:
+def _release_surviving_outage(runner: Any, parameters: dict[str, Any], local_server: str = "") -> ReleaseResult:
     """Run the release; when the flow's last API calls fail because the Prefect server went away
     after everything was published, the result it had is the answer (tasks/control/outage.py)."""
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
     from flows.release import release
     from tasks.control.outage import CLIENT_MAX_RETRIES, OUTCOME, server_unreachable
 
     # Bound how long each call to an unreachable server is retried (tasks/control/outage.py), unless the
     # environment says otherwise (Prefect read it at import, before this could set a default).
-    retries = {} if "PREFECT_CLIENT_MAX_RETRIES" in os.environ else {PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}
+    retries: dict[Any, Any] = (
+        {} if "PREFECT_CLIENT_MAX_RETRIES" in os.environ else {PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES})
+    if local_server:
+        retries[PREFECT_API_URL] = local_server
     OUTCOME.reset()
     try:
         with temporary_settings(updates=retries):

@@ -82,8 +82,9 @@ def _github_release(args: argparse.Namespace) -> int:
     from tasks.summary import artifacts_from_summary_file
 
     artifacts = artifacts_from_summary_file(args.summary_json, args.tag) if args.summary_json else ""
+    _configure_api_url(args.api_url)
     created = create_github_release(
-        args.tag, args.repo, api_url=args.api_url or DEFAULT_API_URL,
+        args.tag, args.repo, api_url=args.api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL,
         breaking=_read(args.breaking), upgrade=_read(args.upgrade_notes), target=args.target, artifacts=artifacts,
     )
     plan = created.plan
@@ -99,8 +100,16 @@ def _webhook(args: argparse.Namespace) -> int:
     return serve_webhook(args.host, args.port, args.repository)
 
 
+def _configure_api_url(api_url: str | None) -> None:
+    """The operator's --api-url is this process's configured GitHub API: the only host the token goes to."""
+    if api_url:
+        os.environ["GITHUB_API_URL"] = api_url.rstrip("/")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from flows.serving import ServeOptions, serve_deployments
+
+    _configure_api_url(args.api_url)
 
     print("serving publish-release and watch-releases; stop with Ctrl-C", file=sys.stderr)
     serve_deployments(ServeOptions(

@@ -1,27 +1,23 @@
-"""The release flow's fan-out: submitting steps as their inputs finish, and reading their outcomes.
+"""Reading the outcome of the flow's steps from their futures, and signing several artifacts at once.
 
-flows/release.py says the order of the steps; this module holds how Prefect futures carry them.
 A task never takes another task's future as an argument: Prefect reads the state of a future
 argument that nobody has waited on from the server (``read_task_run``), a needless call that failed
 pushes of a run whose server went away mid-build. The flow waits on the future and passes the
-result instead (:func:`push_as_built`).
+result instead (flows/chains.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from prefect import Task
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 
-from tasks.build import build_task
 from tasks.core import progress
-from tasks.core.errors import ImageMissingError, ReleaseError, SigningError
+from tasks.core.errors import SigningError
 from tasks.core.status import Status
 from tasks.helm.chart import PackagedChart
 from tasks.run.context import RunContext
-from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PushedImage, SignatureResult
 from tasks.signing import sign_task
 from tasks.supplychain.signer import SignJob
@@ -56,68 +52,8 @@ def collect_charts(
     return done, failure
 
 
-def push_as_built(
-    builds: dict[str, PrefectFuture[BuiltImage]], pusher: Task[..., PushedImage], run: RunContext,
-    packages: Sequence[PrefectFuture[PackagedChart]],
-) -> dict[str, PrefectFuture[PushedImage]]:
-    """Each built image's push, submitted as its build finishes, with the build's result (never its
-    future); a push waits for every chart package, so a broken chart stops the release before any
-    push. A build that failed gets no push; :func:`collect_images` reports it."""
-    name_of = {future: name for name, future in builds.items()}
-    pushes: dict[str, PrefectFuture[PushedImage]] = {}
-    for future in as_completed(list(builds.values())):
-        built, error = outcome(future)
-        if error is None:
-            pushes[name_of[future]] = pusher.submit(built, run, wait_for=list(packages))
-    return pushes
 
 
-def collect_images(
-    builds: dict[str, PrefectFuture[BuiltImage]], pushes: dict[str, PrefectFuture[PushedImage]],
-    run: RunContext, rebuild: Callable[[str], PushedImage],
-) -> tuple[list[PushedImage], dict[str, str]]:
-    """Every image's outcome: the published ones, and each failure's reason by name.
-
-    A cached build whose image is gone from the engine is built again and pushed (``rebuild``).
-    """
-    images: list[PushedImage] = []
-    failures: dict[str, str] = {}
-    for name, build in builds.items():
-        built, error = outcome(build)
-        if error is None:
-            if run.request.dry_run:
-                images.append(dry_run_image(built))
-                continue
-            pushed, error = outcome(pushes[name])
-            if isinstance(error, ImageMissingError):
-                try:
-                    pushed, error = rebuild(name), None
-                except ReleaseError as again:
-                    error = again
-        if error is None:
-            images.append(pushed)
-        else:
-            failures[name] = str(error)
-            progress.report(name, Status.FAILED, str(error))
-    return images, failures
-
-
-def rebuilder(
-    specs: Sequence[ImageSpec], pusher: Task[..., PushedImage], run: RunContext,
-) -> Callable[[str], PushedImage]:
-    """Build an image again, ignoring the cache, and push it (its cached build's image is gone)."""
-    by_label = {spec.label: spec for spec in specs}  # one build per (image, platform)
-
-    def rebuild(name: str) -> PushedImage:
-        built = build_task.with_options(refresh_cache=True)(by_label[name], run)
-        return pusher(built, run)
-
-    return rebuild
-
-
-def finished_builds(builds: dict[str, PrefectFuture[BuiltImage]]) -> list[BuiltImage]:
-    """The builds of this run that finished."""
-    return [future.result() for future in builds.values() if future.state.is_completed()]
 
 
 def sign_all(jobs: Sequence[SignJob], run: RunContext) -> list[SignatureResult]:
@@ -134,9 +70,14 @@ def sign_all(jobs: Sequence[SignJob], run: RunContext) -> list[SignatureResult]:
             failures[label] = str(error)
             progress.report(label, Status.FAILED, str(error))
     if failures:
-        listed = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
-        raise SigningError(f"{len(failures)} artifact(s) could not be signed: {listed}")
+        raise signing_failed(failures)
     return done
+
+
+def signing_failed(failures: dict[str, str]) -> SigningError:
+    """One line naming each artifact that could not be signed, and why."""
+    listed = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
+    return SigningError(f"{len(failures)} artifact(s) could not be signed: {listed}")
 
 
 def dry_run_image(built: BuiltImage) -> PushedImage:

@@ -22,7 +22,7 @@ _STYLE: dict[str, str] = {
     Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",
     Status.PUSH_FAILED: "yellow", Status.ENGINE_LOST: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green",
     Status.PACKAGING: "cyan", Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
-    Status.WARNING: "yellow",
+    Status.WARNING: "yellow", Status.DOWNLOADING: "cyan", Status.DOWNLOADED: "cyan",
 }
 
 

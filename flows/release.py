@@ -29,11 +29,10 @@ from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture
 from prefect.runtime import deployment, flow_run
 
+from flows.chains import ImageChains
 from flows.events import on_release_completed, on_release_failed
-from flows.fanout import collect_charts, collect_images, finished_builds, push_as_built, rebuilder, sign_all
-from flows.multiplatform import assemble_indexes
+from flows.fanout import collect_charts, sign_all, signing_failed
 from flows.runners import task_runner
-from tasks.build import build_task
 from tasks.charts import package_chart_task, push_chart_task
 from tasks.control.concurrency import atag_slot
 from tasks.control.outage import OUTCOME, note_if_server_gone
@@ -45,15 +44,16 @@ from tasks.core.errors import ConfigError, ImagesFailedError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
+from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
-from tasks.push import published_images, push_task
+from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
 from tasks.run.options import form_fields, pinned_changes, with_options
 from tasks.run.plan import image_specs
 from tasks.run.result import ReleaseResult
 from tasks.source import checkout_task, resolve_tag
 from tasks.summary import apublish_summary, release_result, write_summary
-from tasks.supplychain.signer import chart_jobs, image_jobs
+from tasks.supplychain.signer import chart_jobs
 
 
 @flow(
@@ -184,31 +184,32 @@ def _release_steps(run: RunContext) -> ReleaseResult:
         kept = [] if request.dry_run else published_images(specs, run.registries)
         if kept:
             log.info("kept as already published (the registry holds this exact build): %s",
-                     ", ".join(image.label or image.name for image in kept))
-        kept_labels = {image.label for image in kept}
-        builder = build_task.with_options(**policy)  # retried only when its engine was lost (tasks/build.py)
-        builds = {spec.label: builder.submit(spec, run) for spec in specs if spec.label not in kept_labels}
-        submitted += builds.values()
-        pusher = push_task.with_options(**policy)
-        pushes = {} if request.dry_run else push_as_built(builds, pusher, run, packages)
-        submitted += pushes.values()
-
+                     ", ".join(image.item for image in kept))
+        # A cold release downloads the Go modules of its ko images at once, while the other images build.
+        to_build = [spec for spec in specs if spec.label not in {image.item for image in kept}]
+        modules = [go_modules_task.submit(checkout, run)] if any(s.builder == "ko" for s in to_build) else []
+        submitted += modules
+        # Each image's chain (build, push, index, sign) goes on as its own steps end (flows/chains.py).
+        chains = ImageChains(run, specs, packages, modules)
+        try:
+            ended = chains.run_all(kept)
+        finally:
+            submitted += chains.submitted
         chart_packages, chart_failure = collect_charts(packages)
-        images, failures = collect_images(builds, pushes, run, rebuilder(specs, pusher, run))
-        images, failures = assemble_indexes(specs, kept + images, failures, run)
         if chart_failure is not None:
             raise chart_failure
-        if failures:
-            raise ImagesFailedError(failures)
+        if ended.failures:
+            raise ImagesFailedError(ended.failures)
+        if ended.sign_failures:
+            raise signing_failed(ended.sign_failures)
 
-        signatures = sign_all(image_jobs(images, finished_builds(builds), specs), run) if run.signs else []
+        # Every image is published and signed: now the charts, which make the release installable.
         chart_pusher = push_chart_task.with_options(**policy)
         charts = [dry_run_chart(p, request.chart_remote) if request.dry_run else chart_pusher(p, run)
                   for p in chart_packages]
-        if run.signs:
-            signatures += sign_all(chart_jobs(charts), run)
+        signatures = ended.signatures + (sign_all(chart_jobs(charts), run) if run.signs else [])
 
-        result = release_result(run, checkout.revision, images, chart_packages, charts=charts,
+        result = release_result(run, checkout.revision, ended.images, chart_packages, charts=charts,
                                 signatures=signatures, notes=notes)
         # Everything is published: from here the result must reach the caller even when the
         # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).

@@ -9,8 +9,16 @@ fields used (400). ``ping`` gets 200. A ``release`` event with action
 deployment's trigger turns that event into a flow run. Anything else gets 202
 and is ignored. A delivery id seen before emits nothing, nor does another
 delivery of a release announced in the last ten minutes (a burst of the
-same tag gives one run); the event id is derived from the delivery id, so
-even a restarted receiver's repeat is one event for Prefect's triggers.
+same tag gives one run); the delivery ids that announced a release are kept
+in the state directory, so a replay after a restart is refused too.
+
+The event is handed to the Prefect server synchronously (``POST /events``):
+when the server cannot take it the delivery gets 503, and GitHub redelivers.
+
+Under abuse: every read of a connection times out (``read_timeout``), a
+request has ``request_deadline`` seconds in all before its socket is shut,
+and at most ``max_requests`` are served at once; a connection above that gets
+503 at once and is closed.
 
 :func:`judge` decides (pure); :class:`WebhookServer` does the HTTP and emits.
 Neither the secret nor the body is ever logged.
@@ -18,12 +26,15 @@ Neither the secret nor the body is ever logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,10 +43,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import InvalidTagError, ReleaseError
 from tasks.core.redact import RedactingFilter, install_log_filter, register
+from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 
 PATH = "/github/webhook"
@@ -126,14 +139,22 @@ def event_id(delivery: str) -> uuid.UUID:
 
 
 def emit_release_event(verdict: Verdict, delivery: str) -> None:
-    from prefect.events import emit_event
+    """Hand the event to the Prefect server and wait for its answer: an exception when it did not take it.
 
-    emit_event(
+    Prefect's ``emit_event`` only queues the event for a background worker, so a server that is down
+    would go unnoticed; a ``POST /events`` is answered (204) only once the server has the event."""
+    from prefect import get_client
+    from prefect.events import Event, Resource
+
+    event = Event(
         event=EVENT_NAME,
-        resource=event_resource(verdict.repository, verdict.tag),
+        resource=Resource(event_resource(verdict.repository, verdict.tag)),
         payload={"prerelease": verdict.prerelease, "url": verdict.url, "delivery": delivery},
         id=event_id(delivery),
     )
+    with get_client(sync_client=True) as client:
+        response = client.request("POST", "/events", json=[event.model_dump(mode="json")])
+        response.raise_for_status()
 
 
 # GitHub sends "published" for a release once, but a burst (a re-sent hook, two hooks on the repository,
@@ -144,16 +165,35 @@ TAG_WINDOW_SECONDS = 600.0
 class Deliveries:
     """Delivery ids seen recently (bounded), and the releases announced in the last ``tag_window``
     seconds: a redelivery, or another delivery of a release announced a moment ago, emits nothing.
-    One lock makes the check and the claim one step, so racing deliveries of a tag emit once."""
+    One lock makes the check and the claim one step, so racing deliveries of a tag emit once.
+
+    ``path``: a file where the ids of deliveries that announced a release are kept (one a line), read
+    back on start: a replay after a restart is refused as well."""
 
     def __init__(self, size: int = 10_000, tag_window: float = TAG_WINDOW_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, path: Path | None = None) -> None:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._announced: dict[str, float] = {}
         self._size = size
         self._tag_window = tag_window
         self._clock = clock
         self._lock = threading.Lock()
+        self._path = path
+        if path is not None and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines()[-size:]:
+                if line.strip():
+                    self._remember(line.strip())
+
+    def keep(self, delivery: str) -> None:
+        """Write down that ``delivery`` announced its release (it survives a restart)."""
+        if self._path is None or not _DELIVERY_ID.fullmatch(delivery):
+            return
+        with self._lock:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("a", encoding="utf-8") as out:
+                out.write(delivery + "\n")
+                out.flush()
+                os.fsync(out.fileno())
 
     def first_time(self, delivery: str) -> bool:
         with self._lock:
@@ -189,23 +229,73 @@ class Deliveries:
             self._announced.pop(release, None)
 
 
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+READ_TIMEOUT = 10.0  # seconds any one read of a connection may wait
+REQUEST_DEADLINE = 30.0  # seconds a request has in all, however slowly it trickles in
+MAX_REQUESTS = 64  # requests served at once; above it, 503 at once
+_BUSY_BODY = json.dumps({"status": 503, "message": "busy: try again"}).encode()
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+
+
 class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default listen backlog is 5: a burst of deliveries had connections reset.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], secret: str, repository: str,
-                 emit: Callable[[Verdict, str], None] = emit_release_event) -> None:
+    def __init__(self, address: tuple[str, int], secret: str, repository: str,  # noqa: PLR0913 - the receiver's knobs, keywords with defaults
+                 emit: Callable[[Verdict, str], None] = emit_release_event, *, state_dir: Path | None = None,
+                 read_timeout: float = READ_TIMEOUT, request_deadline: float = REQUEST_DEADLINE,
+                 max_requests: int = MAX_REQUESTS) -> None:
         super().__init__(address, _Handler)
         self.secret = secret.encode()
         self.repository = repository
         self.emit = emit
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(path=state_dir / "webhook" / "deliveries" if state_dir else None)
+        self.read_timeout = read_timeout
+        self.request_deadline = request_deadline
+        self._slots = threading.BoundedSemaphore(max_requests)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve ``request`` on a thread of its own when a slot is free; else 503 at once, and close."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass  # a client that is gone needs no answer
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # However slowly a client sends, its socket is shut at the deadline, which ends the handler's read.
+        deadline = threading.Timer(self.request_deadline, _shut, args=(request,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            deadline.cancel()
+            self._slots.release()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: WebhookServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout)  # every read of rfile waits at most this
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # the request line is enough, logged in _answer
@@ -245,6 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
                 log.error("cannot emit %s for %s: %s", EVENT_NAME, verdict.tag, type(err).__name__)
                 self._answer(503, "cannot reach Prefect; redeliver later")
                 return
+            self.server.deliveries.keep(delivery)
         self._answer(verdict.status, verdict.message)
 
     def _answer(self, status: int, message: str, close: bool = False) -> None:
@@ -272,9 +363,13 @@ def webhook_secret() -> str:
     return secret
 
 
-def serve_webhook(host: str, port: int, repository: str) -> int:
-    """Run the receiver until SIGTERM or Ctrl-C."""
+def serve_webhook(host: str, port: int, repository: str, state_dir: Path | None = None) -> int:
+    """Run the receiver until SIGTERM or Ctrl-C; the delivery ids it has announced are kept in ``state_dir``
+    (default: the release's state directory, FMA_STATE_DIR)."""
     secret = webhook_secret()
+    # A delivery waits for its event to reach Prefect: a server that is down is 503 in seconds, not after
+    # the client's default retries (read by Prefect when it is first imported, below this line).
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
     # A handler of the receiver's own: once Prefect is imported the root logger is Prefect's (level WARNING),
     # and logging.basicConfig would do nothing.
     handler = logging.StreamHandler(sys.stderr)
@@ -285,7 +380,9 @@ def serve_webhook(host: str, port: int, repository: str) -> int:
     install_log_filter()
     handler.addFilter(RedactingFilter())
     try:
-        server = WebhookServer((host, port), secret, repository)
+        server = WebhookServer((host, port), secret, repository, state_dir=state_dir or Settings.from_env().state_dir,
+                               read_timeout=float(os.environ.get("FMA_WEBHOOK_READ_TIMEOUT") or READ_TIMEOUT),
+                               max_requests=int(os.environ.get("FMA_WEBHOOK_MAX_REQUESTS") or MAX_REQUESTS))
     except OSError as err:
         raise ReleaseError(f"cannot listen on {host}:{port} ({err.strerror}): pick another --port") from err
 

@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from tasks.core.errors import InvalidTagError
 from tasks.core.redact import install_log_filter
-from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, list_releases
+from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, check_api_url, configured_api_url, list_releases
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import RegistryAPI
 from tasks.run.options import DEFAULT_REGISTRY, DEFAULT_REPO
@@ -64,7 +64,7 @@ def list_releases_task(repo: str, api_url: str) -> list[PublishedRelease]:
 def chart_versions_task(registry: str, chart_registry: str | None, chart: str) -> list[str]:
     """The versions of ``chart`` already in the chart registry."""
     target = Reference.parse(f"{chart_remote(registry, chart_registry)}/{chart}")
-    with RegistryAPI(target.host, Settings.from_env()) as api:
+    with RegistryAPI(target.host, Settings.from_env()) as api:  # credentials only if bound to that host
         return api.tags(target.repository)
 
 
@@ -118,13 +118,15 @@ def watch_releases(  # noqa: PLR0917 - the parameters are the fields of the UI's
 
     Args:
         repo: GitHub repository OWNER/NAME whose releases are watched.
-        api_url: GitHub API URL (GitHub Enterprise: https://HOST/api/v3).
+        api_url: GitHub API URL (GitHub Enterprise: https://HOST/api/v3); must be the one the host is
+            configured with (GITHUB_API_URL), the only one the token is sent to.
         registry: image registry of the releases.
         chart_registry: OCI URL for charts (default: oci://<registry>/charts).
         chart: chart whose version tells whether a release is published.
         deployment: the deployment to start, FLOW/DEPLOYMENT.
     """
     install_log_filter()  # the GitHub token is masked in the run's logs
+    check_api_url(api_url, configured_api_url())  # the token goes to the configured API only
     log = get_run_logger()
     releases = list_releases_task(repo, api_url)
     versions = chart_versions_task(registry, chart_registry, chart)

@@ -2,10 +2,12 @@
 # A PostgreSQL cluster of the project's own for the Prefect server (docs/scale.md): Debian's
 # postgresql package, a cluster "fma" on 127.0.0.1:${FMA_PG_PORT:-5433} started with pg_ctlcluster
 # (no systemd here), a role that may create databases (each test server makes its own), and a
-# database "prefect" for a team's server. Idempotent. Its PID goes to .local/run/postgres.pid,
-# so scripts/stop.sh stops it. Prints the connection URL's base on the last line.
+# database "prefect" for a team's server. Idempotent. Only when this script started the cluster does
+# its PID go to .local/run/postgres.pid (so scripts/stop.sh stops it): a cluster that was already
+# running (another checkout's, a team's) is left alone. Prints the connection URL's base on the last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/lib/pids.sh"
 run_dir="$here/.local/run"
 mkdir -p "$run_dir"
 say() { printf 'postgres: %s\n' "$*"; }
@@ -35,9 +37,9 @@ fi
 if ! pg_lsclusters -h | awk -v c="$cluster" '$2 == c && $4 == "online"' | grep -q .; then
   say "starting cluster $version/$cluster"
   pg_ctlcluster "$version" "$cluster" start
+  pidfile=/var/run/postgresql/$version-$cluster.pid
+  [ -f "$pidfile" ] && record_pid postgres "$(head -1 "$pidfile")"
 fi
-pidfile=/var/run/postgresql/$version-$cluster.pid
-[ -f "$pidfile" ] && head -1 "$pidfile" >"$run_dir/postgres.pid"
 
 psql_() { runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtA "$@"; }
 if [ "$(psql_ -c "select 1 from pg_roles where rolname = '$user'")" != 1 ]; then

@@ -51,6 +51,14 @@ if ! "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, 
   touch "$here/.venv/.installed"
 fi
 
+# 3b. The unprivileged user builds run as (docs/security.md): the source's code never runs as root.
+build_user=${FMA_BUILD_USER:-fma-build}
+if [ "$(id -u)" = 0 ] && ! id -u "$build_user" >/dev/null 2>&1; then
+  say "creating the build user $build_user (home /var/lib/$build_user)"
+  useradd --system --user-group --create-home --home-dir "/var/lib/$build_user" --shell /usr/sbin/nologin "$build_user"
+  chmod 700 "/var/lib/$build_user"
+fi
+
 # 4. The pinned Go tools (scripts/tools.versions) in .local/bin, built with the machine's Go.
 bash "$here/scripts/tools.sh"
 
@@ -63,7 +71,8 @@ engine_up() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping
 if ! engine_up; then
   say "starting dockerd"
   nohup dockerd --host "unix://$sock" >"$run_dir/dockerd.log" 2>&1 &
-  echo $! >"$run_dir/dockerd.pid"
+  . "$here/scripts/lib/pids.sh"
+  record_pid dockerd $!
   for _ in $(seq 1 100); do engine_up && break; sleep 0.1; done
   engine_up || { say "dockerd did not start: see $run_dir/dockerd.log"; exit 1; }
 fi

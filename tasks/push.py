@@ -20,7 +20,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
 from tasks.core import progress
-from tasks.core.errors import ImageMissingError, ImagePushError
+from tasks.core.errors import EngineError, ImageMissingError, ImagePushError
 from tasks.core.redact import install_log_filter, redact
 from tasks.core.status import Status
 from tasks.oci.layout import push_layout, read_layout
@@ -70,10 +70,24 @@ def published_images(specs: Sequence[ImageSpec], registries: Registries) -> list
     return kept
 
 
+def still_there(built: BuiltImage, run: RunContext) -> bool:
+    """Whether what a build made is still where its result says (a cached result outlives its image when
+    the engine pruned it, or its OCI layout was removed): a read, before anything is pushed."""
+    if built.layout is not None:
+        return (built.layout / "index.json").is_file()
+    if not built.image_id:
+        return False
+    try:
+        with run.engines.client(built.engine, timeout=30) as client:
+            return local_image_id(client, built.ref) == built.image_id
+    except EngineError:
+        return True  # the push names the engine; a rebuild could not reach it either
+
+
 def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
     """Push ``built.ref`` from its engine."""
     target = Reference.parse(built.ref)
-    creds = run.settings.credentials()
+    creds = run.settings.credentials(target.host)
     digest = ""
     try:
         stream = client.push(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
@@ -36,6 +37,9 @@ from tasks.supplychain.signer import SignJob, builder_sbom
 if TYPE_CHECKING:
     from tasks.oci.registry import RegistryAPI
     from tasks.run.context import RunContext
+
+
+MAX_PARALLEL_MANIFESTS = 4  # an image index and its platforms: usually 2-4 manifests
 
 
 class _Session:
@@ -78,16 +82,24 @@ class _Session:
         build = build_for(job.builds, manifest)
         predicate = provenance_predicate(facts, build, manifest, image=self.repository,
                                          builder=job.builder)
-        signature = self.signature(manifest.digest)
-        provenance = self.attestation(manifest.digest, PROVENANCE, lambda: json.dumps(predicate).encode())
-        sbom = None
-        if manifest.wants_sbom:
-            own = builder_sbom(job.sboms, manifest.platform)
-            sbom = self.attestation(manifest.digest, SBOM,
-                                    lambda: own.read_bytes() if own else self.tool.sbom(self.ref(manifest.digest)))
+        own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
+        digest = manifest.digest
+        # The signature is a tag of its own: signed while the attestations go on. Both attestations
+        # share cosign's .att tag, which each one reads and rewrites: one after the other. syft's scan
+        # of a manifest not attested yet runs beside the signature and the provenance.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            signature = pool.submit(self.signature, digest)
+            scan = (pool.submit(self.tool.sbom, self.ref(digest))
+                    if manifest.wants_sbom and own is None and not self._stored(digest, "att") else None)
+            provenance = self.attestation(digest, PROVENANCE, lambda: json.dumps(predicate).encode())
+            sbom = None
+            if manifest.wants_sbom:
+                sbom = self.attestation(digest, SBOM, lambda: own.read_bytes() if own else
+                                        scan.result() if scan else self.tool.sbom(self.ref(digest)))
+            done = (signature.result(), provenance, sbom)
         artifact = f"{job.name} {manifest.platform}".strip() if not manifest.is_index else job.name
         return SignatureResult(artifact=artifact, ref=self.ref(manifest.digest), digest=manifest.digest,
-                               signature=signature, provenance=provenance, sbom=sbom)
+                               signature=done[0], provenance=done[1], sbom=done[2])
 
 
 def _annotated(api: RegistryAPI, repository: str, manifest: Manifest) -> Manifest:
@@ -122,7 +134,9 @@ def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
                 raise SigningError(f"cannot sign {job.label}: {session.ref(job.digest)} is not in the registry; "
                                    "re-run the release")
             manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
-            results = tuple(session.image(m, facts) for m in manifests)
+            # Each manifest's signature and attestations are cosign processes of their own: all at once.
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MANIFESTS, len(manifests))) as pool:
+                results = tuple(pool.map(lambda manifest: session.image(manifest, facts), manifests))
     done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
     log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))
     progress.report(job.label, Status.SIGNED if done else Status.ALREADY_SIGNED, f"{len(results)} manifest(s)")

@@ -75,7 +75,7 @@ def _clone_url(source: str) -> str:
     return source
 
 
-@task(name="checkout", cache_policy=NONE)
+@task(name="checkout", task_run_name="checkout {tag}", cache_policy=NONE)
 def checkout_task(source: str, tag: str, workspace: Path, expected: str = "") -> Checkout:
     """Check out the source at the tag; record the tagged commit."""
     return checkout_at_tag(source, tag, workspace, expected)

@@ -62,7 +62,8 @@ def release_notes(
 
 def verify_command(request: ReleaseRequest, charts: Sequence[str]) -> str:
     """The command that checks this release's signatures and attestations from the registry (pure)."""
-    parts = ["fma-release", "verify", request.tag, "--key", "cosign.pub", "--registry", request.registry]
+    parts = ["fma-release", "verify", request.tag, "--key", "cosign.pub", "--registry", request.registry,
+             "--source", request.source]
     if request.chart_remote != chart_remote(request.registry, None):
         parts += ["--chart-registry", request.chart_remote]
     if request.config_path.resolve() != DEFAULT_CONFIG.resolve():

@@ -21,7 +21,7 @@ from tasks.builders.koconfig import apply_mirrors
 from tasks.core.errors import ImageBuildError, RegistryError
 from tasks.core.redact import redact
 from tasks.oci.platforms import config_platform, parse_platform, select_platform
-from tasks.oci.references import Reference
+from tasks.oci.references import DOCKER_HUB, Reference
 from tasks.oci.registry import Registries
 from tasks.run.engines import local_platform, stream_error
 
@@ -29,14 +29,14 @@ if TYPE_CHECKING:
     from tasks.run.plan import ImageSpec
 
 
-def platform_digest(image: str, platform: str, release_host: str, registries: Registries) -> str:
+def platform_digest(image: str, platform: str, registries: Registries) -> str:
     """The digest of ``image``'s manifest for ``platform`` (through its index when it has one).
 
-    Credentials go only to the release's own registry; any other registry is read anonymously.
+    Credentials go only to a registry they are bound to; any other registry is read anonymously.
     """
     name = Reference.docker(image)
     wanted = parse_platform(platform)
-    with registries.api(name.host, anonymous=name.host != release_host) as api:
+    with registries.api(name.host) as api:
         found = api.manifest(name.repository, name.reference)
         if found is None:
             raise RegistryError(f"base image {image} is not in its registry {name.host}: fix the FROM line")
@@ -59,15 +59,15 @@ def platform_digest(image: str, platform: str, release_host: str, registries: Re
     return digest
 
 
-def pull_by_digest(client: docker.APIClient, pinned: str, platform: str, *, release_host: str,
-                   registries: Registries) -> None:
+def pull_by_digest(client: docker.APIClient, pinned: str, platform: str, *, registries: Registries) -> None:
     """Have ``name@sha256:...`` in the engine; pulled for ``platform`` unless it is there already."""
     try:
         client.inspect_image(pinned)
         return
     except docker.errors.ImageNotFound:
         pass
-    creds = registries.access.credentials() if Reference.docker(pinned).host == release_host else None
+    host = Reference.docker(pinned).host
+    creds = registries.access.credentials("docker.io" if host == DOCKER_HUB else host)
     try:
         for item in client.pull(pinned, platform=platform, stream=True, decode=True,
                                 auth_config=creds.docker_auth() if creds else None):
@@ -93,16 +93,14 @@ def staged_dockerfile(
     bases = base_images(text, build_args)
     if not bases:
         return spec.dockerfile_path
-    release_host = Reference.parse(spec.ref).host
-    pins = {base.line: _pin(client, base, spec, release_host=release_host, registries=registries, log=log, pull=pull)
-            for base in bases}
+    pins = {base.line: _pin(client, base, spec, registries=registries, log=log, pull=pull) for base in bases}
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f"{spec.dockerfile_path.name}.{spec.platform.replace('/', '-')}"
     staged.write_text(pin_bases(text, pins), encoding="utf-8")
     return staged
 
 
-def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, release_host: str, registries: Registries,
+def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, registries: Registries,
          log: Any, pull: bool) -> str:
     platform = base.platform or spec.platform
     wanted = parse_platform(platform)
@@ -117,10 +115,10 @@ def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, release_
         log.info("%s | FROM %s: the engine's own %s image", spec.name, base.image, platform)
         return f"--platform={platform} {base.image}" if base.platform else base.image
     try:
-        digest = platform_digest(base.image, platform, release_host, registries)
+        digest = platform_digest(base.image, platform, registries)
         pinned = f"{Reference.docker(base.image).name}@{digest}"
         if pull:
-            pull_by_digest(client, pinned, platform, release_host=release_host, registries=registries)
+            pull_by_digest(client, pinned, platform, registries=registries)
     except (RegistryError, ValueError) as err:
         raise ImageBuildError(spec.name, f"image {spec.name} ({spec.platform}): {err}") from err
     log.info("%s | FROM %s is %s for %s", spec.name, base.image, pinned, platform)

@@ -39,7 +39,9 @@ from tasks.core import cmd
 from tasks.core.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import redact, register
+from tasks.oci.auth import RegistryCredentials
 from tasks.oci.platforms import exec_format_hint, platform_build_args
+from tasks.oci.references import Reference
 from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
@@ -79,6 +81,9 @@ class BuildkitBuild:
     target: str = ""  # --target stage; "" = the last stage
     docker_host: str = ""  # the engine; "" = DOCKER_HOST of this process, else the local socket
     tls_cert_path: str = ""  # ca.pem, cert.pem, key.pem of a TLS tcp:// engine
+    # Registry credentials for the bases' hosts they are bound to, in a DOCKER_CONFIG of this build's own.
+    credentials: RegistryCredentials | None = field(default=None, repr=False, compare=False)
+    base_hosts: tuple[str, ...] = ()
     no_cache: bool = False  # --no-cache: every step again; on 20.10 cache mounts then start empty too
 
 
@@ -344,11 +349,16 @@ def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = 
     """
     argv_prefix = cli or buildkit_cli()
     env = build_env(build, os.environ)
+    secrets: dict[str, str] = {}  # the build's own secrets: the only ones its CLI gets (tasks/core/cmd.py)
     for secret_id, variable in build.secrets.items():
-        if variable not in env:
+        if variable in cmd.SECRET_VARIABLES:
+            raise ImageBuildError(build.name, f"image {build.label}: secret {secret_id!r} reads {variable}, a "
+                                  "secret of the release host itself; give the build a variable of its own")
+        if variable not in os.environ:
             raise ImageBuildError(build.name, f"image {build.label}: secret {secret_id!r} reads the environment "
                                   f"variable {variable}, which is not set; set it and re-run")
-        register(env[variable])
+        secrets[variable] = os.environ[variable]
+        register(secrets[variable])
     dropped = split_build_args(build.build_args)[1]
     if dropped:
         log.info("%s | not passed, BuildKit sets them: %s", build.label, ", ".join(dropped))
@@ -360,6 +370,15 @@ def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = 
             log.info("%s | %s", build.label, line)
 
     with tempfile.TemporaryDirectory(prefix="fma-buildkit-") as private:
+        # The CLI answers BuildKit's requests for registry credentials from this config alone: the bases'
+        # hosts the run's credentials are bound to, nothing of the user's own ~/.docker.
+        docker_config = Path(private) / "docker"
+        if build.credentials is not None:
+            build.credentials.docker_config(docker_config, *build.base_hosts)
+        else:
+            docker_config.mkdir(mode=0o700)
+            (docker_config / "config.json").write_text("{}")
+        env["DOCKER_CONFIG"] = str(docker_config)
         dockerfile, stripped = _dockerfile_to_build(build, argv_prefix[0], env, private=Path(private), log=log)
         iidfile = Path(private) / "iid"
         try:
@@ -367,7 +386,8 @@ def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = 
         except ValueError as err:
             raise ImageBuildError(build.name, f"image {build.label}: {err}") from err
         try:
-            cmd.stream(argv, on_line=on_line, what=f"build {build.label}", fix="", timeout=timeout, env=env)
+            cmd.stream(argv, on_line=on_line, what=f"build {build.label}", fix="", timeout=timeout, env=env,
+                       secrets=secrets)
         except CommandError as err:
             raise _failure(build, lines, err, timeout=timeout, stripped=stripped) from err
         image_id = iidfile.read_text(encoding="utf-8").strip() if iidfile.is_file() else ""
@@ -436,10 +456,13 @@ class BuildkitBuilder:
             expand = {**platform_build_args(spec.platform, run.engines.platform(client)), **spec.build_args}
             dockerfile = staged_dockerfile(client, spec, expand, Path(tmp), registries=run.registries, log=log,
                                            pull=False)
+            hosts = tuple(sorted({Reference.docker(base.image).host
+                                  for base in base_images(dockerfile.read_text(encoding="utf-8"), expand)}))
             image_id = run.engines.kept(spec.engine, "buildkit", BuildkitClient).build(BuildkitBuild(
                 name=spec.name, label=spec.label, dockerfile=dockerfile, context=spec.context, platform=spec.platform,
                 tag=spec.ref, build_args=spec.build_args, labels=spec.labels, secrets=spec.secrets,
                 docker_host=run.engines.address(spec.engine), tls_cert_path=spec.engine.tls_cert_path,
+                credentials=run.settings.all_credentials(), base_hosts=hosts,
             ), log)
             bases = tuple((base.image, base.platform)
                           for base in base_images(dockerfile.read_text(encoding="utf-8"), expand))

@@ -20,14 +20,24 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.builders.koconfig import apply_mirrors, base_for, import_path, module_path, parse_ko_config, staged_ko_config
+from tasks.builders.koconfig import (
+    apply_mirrors,
+    base_for,
+    import_path,
+    module_path,
+    parse_ko_config,
+    source_settings_refused,
+    staged_ko_config,
+)
 from tasks.core import cmd, tools
-from tasks.core.errors import CommandError, ImageBuildError, ToolMissingError
-from tasks.oci.auth import RegistryCredentials
+from tasks.core.errors import CommandError, ImageBuildError, LayoutError, SourceError, ToolMissingError
+from tasks.core.links import check_links
+from tasks.core.sandbox import BuildUser
+from tasks.oci.auth import RegistryAccess
 from tasks.oci.layout import OciLayout, read_layout
 from tasks.oci.references import DOCKER_HUB, Reference
 from tasks.run.config import ALL_PLATFORMS
@@ -60,7 +70,6 @@ class KoBuild:
     created_epoch: int = 0  # the tagged commit's time: SOURCE_DATE_EPOCH and KO_DATA_DATE_EPOCH
     mirrors: Mapping[str, str] = field(default_factory=dict)  # base registry prefix -> mirror (koconfig)
     out: Path  # the OCI layout directory to write (replaced); SBOMs go to <out>.sbom beside it
-    release_host: str = ""  # the host FMA_REGISTRY_* credentials belong to; a base elsewhere is pulled anonymously
     sbom: bool = True  # let ko write SPDX SBOMs (one per platform, one for the index)
     timeout: float = 1800  # a cold build of a large main with its modules can take minutes on 2 cores
 
@@ -98,21 +107,47 @@ def ko_argv(build: KoBuild, ko: str) -> list[str]:
     return argv
 
 
-def ko_env(
-    build: KoBuild, inherited: Mapping[str, str], go: str, *, config_path: Path | None = None,
-    docker_config: Path | None = None, ca_dir: Path | None = None,
-) -> dict[str, str]:
-    """ko's environment: the inherited one without KO_*, GOFLAGS or secrets, plus the build's own.
+# What ko and the Go toolchain may take from the release process's environment when they run as the
+# build user: where the proxy and checksum database are, which toolchain, proxies, CA files, locale.
+_PASSED = re.compile(
+    r"^(PATH|GOPROXY|GOSUMDB|GONOSUMDB|GONOPROXY|GOPRIVATE|GOINSECURE|GOTOOLCHAIN|GOROOT|"
+    r"HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy|SSL_CERT_FILE|SSL_CERT_DIR|LANG|LC_\w+|TZ)$"
+)
 
+
+def ko_env(  # noqa: PLR0913 - each keyword is one part of the environment, all optional
+    build: KoBuild, inherited: Mapping[str, str], go: str, *, config_path: Path | None = None,
+    docker_config: Path | None = None, ca_dir: Path | None = None, home: Path | None = None,
+    scratch: Path | None = None,
+) -> dict[str, str]:
+    """ko's environment: what it may take of the inherited one, plus the build's own.
+
+    Without ``home`` (a release that is not root, so ko runs as itself), the inherited environment
+    without KO_*, GOFLAGS or secrets. With ``home`` (the build user's), only :data:`_PASSED` of the
+    inherited one, and HOME, GOPATH, GOCACHE, GOMODCACHE and KOCACHE in ``home``, TMPDIR in ``scratch``.
+    Either way the toolchain is pinned: CGO off, no go.env file, GOFLAGS only the build's own.
     ``ca_dir`` (a directory holding the registry's CA) is put first on SSL_CERT_DIR: Go then trusts it
     besides the system roots, which it still reads from SSL_CERT_FILE or its default file.
     """
-    env = {
-        key: value for key, value in inherited.items()
-        if not key.startswith("KO_") and key != "GOFLAGS" and not _SECRET_NAME.search(key)
-    }
-    if inherited.get("KOCACHE"):
-        env["KOCACHE"] = inherited["KOCACHE"]
+    if home is None:
+        env = {
+            key: value for key, value in inherited.items()
+            if not key.startswith("KO_") and key != "GOFLAGS" and not _SECRET_NAME.search(key)
+        }
+        if inherited.get("KOCACHE"):
+            env["KOCACHE"] = inherited["KOCACHE"]
+    else:
+        env = {key: value for key, value in inherited.items() if _PASSED.match(key)}
+        env |= {"HOME": str(home), "GOPATH": str(home / "go"), "GOMODCACHE": str(home / "go" / "pkg" / "mod"),
+                "GOCACHE": str(home / ".cache" / "go-build"), "KOCACHE": str(home / ".cache" / "ko"),
+                "XDG_CACHE_HOME": str(home / ".cache")}
+        if scratch is not None:
+            env["TMPDIR"] = str(scratch)
+    for pinned in ("CC", "CXX", "FC", "AR", "PKG_CONFIG", "GCCGO", "GOENV", "CGO_CFLAGS", "CGO_CPPFLAGS",
+                   "CGO_CXXFLAGS", "CGO_FFLAGS", "CGO_LDFLAGS"):
+        env.pop(pinned, None)
+    env["CGO_ENABLED"] = "0"
+    env["GOENV"] = "off"
     go_dir = str(Path(go).parent)
     path = env.get("PATH", "")
     env["PATH"] = go_dir if not path else path if path.split(os.pathsep)[0] == go_dir else f"{go_dir}{os.pathsep}{path}"
@@ -221,21 +256,100 @@ def _ko_line_logger(log: logging.Logger | Any) -> Callable[[str], None]:
 
 
 def build_with_ko(
-    build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryCredentials | None = None,
-    ko: str | None = None, ca_file: str = "",
+    build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryAccess | None = None,
+    ko: str | None = None, ca_file: str = "", user: BuildUser | None = None,
 ) -> OciLayout:
     """Build ``build`` with ko into the OCI layout at ``build.out``; :class:`ImageBuildError` (one line) if it fails.
 
-    ``credentials`` (the run's release registry credentials) go to ko only for a base on
-    ``build.release_host``, in a DOCKER_CONFIG directory that exists for this build alone. A CA
-    bundle ``ca_file`` (the run's FMA_REGISTRY_CA_FILE) is trusted for the base's registry too.
-    ``ko``: the binary (default: .local/bin/ko, else PATH).
+    The source's ``.ko.yaml`` may set only what :func:`source_settings_refused` allows. ``user`` (the
+    build user, when this process is root): ko and the compiler run as that user, in a directory of
+    its own holding a copy of the source, with no secret in reach; the layout comes back copied as
+    regular files only. ``credentials``: the run's registry access; they go to ko only for a base on a
+    host they are bound to, in a DOCKER_CONFIG that exists for this build alone and holds that host
+    only. A CA bundle ``ca_file`` (the run's FMA_REGISTRY_CA_FILE) is trusted for the base's registry
+    too. ``ko``: the binary (default: .local/bin/ko, else PATH).
     """
     try:
         ko = ko or tools.tool("ko")
         go = tools.go_binary()
     except ToolMissingError as err:
         raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+    config_text, base = _checked_source(build)
+    for stale in (build.out, build.sbom_dir):
+        shutil.rmtree(stale, ignore_errors=True)  # ko appends to an existing layout; start clean
+    build.out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="fma-ko-")) if user is None else user.job_dir(f"ko-{build.name}")
+    try:
+        target = build if user is None else replace(build, source=scratch / "src", out=scratch / "out" / build.out.name)
+        if user is not None:  # the build user's own copy of the source, and its own output directory
+            shutil.copytree(build.source, target.source, symlinks=True)
+        staged: Path | None = None
+        if build.mirrors:
+            staged = scratch / "ko.yaml"
+            staged.write_text(staged_ko_config(config_text, build.mirrors, ".ko.yaml"))
+        host = registry_host(base)
+        creds = credentials.credentials(host) if credentials is not None else None
+        docker_config = creds.docker_config(scratch / "docker", host) if creds is not None else None
+        ca_dir: Path | None = None
+        if ca_file:  # a registry with a private CA, as the API client trusts it
+            ca_dir = scratch / "certs"
+            ca_dir.mkdir()
+            shutil.copyfile(ca_file, ca_dir / "fma-registry-ca.pem")
+        if user is not None:
+            user.own(scratch)
+        env = ko_env(target, os.environ, go, config_path=staged, docker_config=docker_config, ca_dir=ca_dir,
+                     home=user.home if user else None, scratch=scratch if user else None)
+        log.info("building %s from %s with ko on %s (platforms %s)%s", build.name, build.main, base,
+                 ",".join(build.platforms) if build.platforms else "all of the base",
+                 f" as the user {user.name}" if user else "")
+        _run_ko(build, target, ko, env=env, base=base, log=log, user=user)
+        if user is not None:
+            _bring_back(build, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    sboms = tuple(sorted(build.sbom_dir.glob("*.json"))) if build.sbom else ()
+    layout = read_layout(build.out, sboms)
+    log.info("built %s: %s (%s)", build.name, layout.digest, ", ".join(p for p, _ in layout.platforms))
+    return layout
+
+
+def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser | None = None,
+                     timeout: float = 1800) -> int:
+    """``go mod download`` of the module at ``source`` into the Go module cache ko's builds use (the build
+    user's, or this process's), so a cold release fetches modules while nothing else needs the network
+    and its compile time is its own; the number of modules the cache holds for it. Only go.mod and
+    go.sum are read: nothing of the source runs."""
+    try:
+        go = tools.go_binary()
+    except ToolMissingError as err:
+        raise SourceError(f"cannot download the Go modules: {err}") from err
+    if not (source / "go.mod").is_file():
+        return 0
+    scratch = Path(tempfile.mkdtemp(prefix="fma-gomod-")) if user is None else user.job_dir("gomod")
+    try:
+        for name in ("go.mod", "go.sum"):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, scratch / name)
+        if user is not None:
+            user.own(scratch)
+        env = ko_env(KoBuild(name="modules", source=scratch, main=".", out=scratch / "out"), os.environ, go,
+                     home=user.home if user else None, scratch=scratch if user else None)
+        for name in ("KO_GO_PATH", "KO_DOCKER_REPO", "SOURCE_DATE_EPOCH", "KO_DATA_DATE_EPOCH"):
+            env.pop(name, None)
+        lines: list[str] = []
+        cmd.stream([go, "mod", "download", "-json"], cwd=scratch, env=env, timeout=timeout, on_line=lines.append,
+                   what="download the Go modules", fix="check that the Go module proxy is reachable", user=user)
+    except CommandError as err:
+        raise SourceError(f"cannot download the Go modules of the source: {err}") from err
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    count = sum(1 for line in lines if line.strip().startswith('"Path"'))
+    log.info("Go modules: %d in the cache", count)
+    return count
+
+
+def _checked_source(build: KoBuild) -> tuple[str, str]:
+    """The source's ``.ko.yaml`` text and the main's base, once the source passes every check."""
     source = build.source
     if not (source / build.main).is_dir():
         raise ImageBuildError(
@@ -249,42 +363,54 @@ def build_with_ko(
         ) from err
     config_file = source / ".ko.yaml"
     config_text = config_file.read_text() if config_file.is_file() else ""
-    config = parse_ko_config(config_text, str(config_file))
-    base = apply_mirrors(base_for(config, import_path(module, build.main)), build.mirrors)
-    host = registry_host(base)
-    for stale in (build.out, build.sbom_dir):
-        shutil.rmtree(stale, ignore_errors=True)  # ko appends to an existing layout; start clean
-    build.out.parent.mkdir(parents=True, exist_ok=True)
+    config = parse_ko_config(config_text, ".ko.yaml")
+    refused = source_settings_refused(config, ".ko.yaml")
+    if refused:
+        raise ImageBuildError(build.name, f"image {build.name}: {refused}")
+    try:
+        check_links(source / build.main, source, f"image {build.name}")
+    except SourceError as err:
+        raise ImageBuildError(build.name, str(err)) from err
+    return config_text, apply_mirrors(base_for(config, import_path(module, build.main)), build.mirrors)
 
-    with tempfile.TemporaryDirectory(prefix="fma-ko-") as scratch:
-        staged: Path | None = None
-        if build.mirrors:
-            staged = Path(scratch) / "ko.yaml"
-            staged.write_text(staged_ko_config(config_text, build.mirrors, str(config_file)))
-        docker_config: Path | None = None
-        if credentials is not None and host == build.release_host:
-            docker_config = credentials.docker_config(Path(scratch), host)
-        ca_dir: Path | None = None
-        if ca_file:  # a registry with a private CA, as the API client trusts it
-            ca_dir = Path(scratch) / "certs"
-            ca_dir.mkdir()
-            shutil.copyfile(ca_file, ca_dir / "fma-registry-ca.pem")
-        env = ko_env(build, os.environ, go, config_path=staged, docker_config=docker_config, ca_dir=ca_dir)
-        log.info("building %s from %s with ko on %s (platforms %s)", build.name, build.main, base,
-                 ",".join(build.platforms) if build.platforms else "all of the base")
-        try:
-            cmd.stream(
-                ko_argv(build, ko), cwd=source, env=env, timeout=build.timeout, on_line=_ko_line_logger(log),
-                what=f"build {build.name} with ko", fix="see the ko output in the log",
-            )
-        except CommandError as err:
-            if err.returncode == -1:
-                raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
-            raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base)) from err
-    sboms = tuple(sorted(build.sbom_dir.glob("*.json"))) if build.sbom else ()
-    layout = read_layout(build.out, sboms)
-    log.info("built %s: %s (%s)", build.name, layout.digest, ", ".join(p for p, _ in layout.platforms))
-    return layout
+
+def _run_ko(build: KoBuild, target: KoBuild, ko: str, *, env: dict[str, str], base: str,
+            log: logging.Logger | Any, user: BuildUser | None) -> None:
+    try:
+        cmd.stream(
+            ko_argv(target, ko), cwd=target.source, env=env, timeout=build.timeout, on_line=_ko_line_logger(log),
+            what=f"build {build.name} with ko", fix="see the ko output in the log", user=user,
+        )
+    except CommandError as err:
+        if err.returncode == -1:
+            raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+        raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base)) from err
+
+
+def _bring_back(build: KoBuild, target: KoBuild) -> None:
+    """The layout and SBOMs the build user wrote, copied into the run's workspace as regular files."""
+    try:
+        copy_regular_tree(target.out, build.out)
+        if build.sbom and target.sbom_dir.is_dir():
+            copy_regular_tree(target.sbom_dir, build.sbom_dir)
+    except LayoutError as err:
+        raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+
+
+def copy_regular_tree(src: Path, dst: Path) -> None:
+    """Copy what another user wrote (a layout, SBOMs) into ``dst``: directories and regular files only,
+    each opened without following a link; :class:`LayoutError` on anything else."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(src):
+        target = dst / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            copy_regular_tree(Path(entry.path), target)
+        elif entry.is_file(follow_symlinks=False):
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
+                shutil.copyfileobj(reader, writer)
+        else:
+            raise LayoutError(f"the build wrote {entry.path}, which is neither a file nor a directory: refused")
 
 
 # -- the builder ---------------------------------------------------------------------
@@ -298,8 +424,9 @@ class KoBuilder:
         layout = build_with_ko(KoBuild(
             name=spec.name, source=spec.context, main=spec.main, platforms=platforms or None, goflags=spec.goflags,
             labels=spec.labels, created_epoch=spec.created_epoch, mirrors=spec.mirrors,
-            out=run.open_workspace() / "ko" / f"{spec.name}-{spec.fingerprint[:12]}",
-            release_host=Reference.parse(spec.ref).host,
-        ), log, credentials=run.settings.credentials(), ca_file=run.settings.registry_ca_file)
+            # In the state directory, keyed by what decides the build: a cached build's layout outlives
+            # the run's workspace, so a later run (another registry, a retry) can push it.
+            out=run.settings.state_dir / "layouts" / f"{spec.name}-{spec.fingerprint}",
+        ), log, credentials=run.settings, ca_file=run.settings.registry_ca_file, user=run.build_user())
         return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
                           layout=layout.path, digest=layout.digest, engine=spec.engine, sboms=layout.sboms)

@@ -7,6 +7,7 @@ the file the same way. Nothing here talks to a registry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class KoConfig:
     base_overrides: Mapping[str, str] = field(default_factory=dict, hash=False)  # import path (lower case) -> base
     builds: tuple[KoBuildEntry, ...] = ()
     default_platforms: tuple[str, ...] = ()
+    default_env: tuple[str, ...] = ()  # defaultEnv, defaultFlags, defaultLdflags: every build's
+    default_flags: tuple[str, ...] = ()
+    default_ldflags: tuple[str, ...] = ()
 
 
 def _key(document: Mapping[str, Any], name: str) -> str | None:
@@ -123,12 +127,59 @@ def parse_ko_config(text: str, where: str = ".ko.yaml") -> KoConfig:
         )
     platforms_key = _key(document, "defaultPlatforms")
     platforms = _strings(document.get(platforms_key) if platforms_key else None, f"{where}: defaultPlatforms")
+
+    def top(name: str) -> tuple[str, ...]:
+        key = _key(document, name)
+        return _strings(document.get(key) if key else None, f"{where}: {name}")
+
     return KoConfig(
         default_base=default_base or "",
         base_overrides={key.lower(): value for key, value in raw_overrides.items()},
         builds=tuple(builds),
         default_platforms=platforms,
+        default_env=top("defaultEnv"), default_flags=top("defaultFlags"), default_ldflags=top("defaultLdflags"),
     )
+
+
+# What a source's .ko.yaml may set in a build's environment (builds[].env, defaultEnv): the Go
+# toolchain's per-architecture knobs. Anything else is refused: CC, CXX, CGO_* and their kin name
+# programs the compiler runs, GOFLAGS can add -toolexec, GOENV/GOCACHE/GOPROXY... redirect the
+# toolchain itself. CGO_ENABLED may only say 0: builds are pure Go (ko's own default).
+SOURCE_ENV = frozenset({
+    "GOAMD64", "GOARM", "GOARM64", "GO386", "GOMIPS", "GOMIPS64", "GOPPC64", "GORISCV64", "GOWASM",
+    "GOEXPERIMENT", "GODEBUG",
+})
+# Build and link flags that make the toolchain run another program or read files it names.
+TOOL_FLAGS = frozenset({
+    "toolexec", "exec", "compiler", "gccgoflags", "overlay", "modfile", "pkgdir",
+    "extld", "extldflags", "extar", "linkmode", "tmpdir",
+})
+_FLAG_NAME = re.compile(r"""(?:^|[\s='"])-{1,2}([A-Za-z][\w-]*)""")
+
+
+def source_settings_refused(config: KoConfig, where: str = ".ko.yaml") -> str:
+    """Why ``config`` sets something a source may not (one line naming it and the fix), or ``""``.
+
+    See :data:`SOURCE_ENV` and :data:`TOOL_FLAGS`; docs/security.md lists what a source may set."""
+    entries = [(f"{where}: defaultEnv/defaultFlags/defaultLdflags", config.default_env, config.default_flags,
+                config.default_ldflags)]
+    entries += [(f"{where}: builds entry {entry.id or entry.main!r}", entry.env, entry.flags, entry.ldflags)
+                for entry in config.builds]
+    for at, env, flags, ldflags in entries:
+        for item in env:
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name == "CGO_ENABLED" and value.strip() == "0":
+                continue
+            if name not in SOURCE_ENV:
+                return (f"{at} sets {name} in the build's environment: a source may set only "
+                        f"{', '.join(sorted(SOURCE_ENV))} and CGO_ENABLED=0 (docs/security.md); remove it")
+        for item in (*flags, *ldflags):
+            for flag in _FLAG_NAME.findall(item):
+                if flag in TOOL_FLAGS:
+                    return (f"{at} passes -{flag}, which makes the Go toolchain run or read what it names: "
+                            "a source may not set it (docs/security.md); remove it")
+    return ""
 
 
 def module_path(go_mod: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tasks.control.records import published_release, release_key
 from tasks.core import progress
+from tasks.core.sandbox import build_user
 from tasks.core.status import Status
 from tasks.oci.references import Reference
 from tasks.run.config import configured_engines
@@ -52,6 +53,9 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
     """Open the signing key (a bad key or password fails before any build), name the release's
     record from the tagged ``revision`` and the config, answer from the record when this exact
     release is still published, else check engines and registries."""
+    services.settings.all_credentials()  # credentials bound to no host fail here, before anything is built
+    if any(image.builder == "ko" for image in request.config.images):
+        build_user(services.settings.build_user)  # so does a missing build user
     signs, note = signing_decision(configured=services.settings.signing_configured, no_sign=request.no_sign,
                                    config_sign=request.config.sign)
     signer = load_signer(services.settings) if signs else None

@@ -1,5 +1,13 @@
 """The one place a subprocess is run: :func:`run` for a result, :func:`stream` for a long command whose
-output is wanted line by line as it comes (a build's progress)."""
+output is wanted line by line as it comes (a build's progress).
+
+No child inherits a secret: every environment passes through :func:`child_env`, which drops the
+release's own secret variables, any variable whose name says it is secret, and any variable whose
+value is a secret this process registered (:mod:`tasks.core.redact`). A step that needs a secret in a
+child (cosign's key password, a BuildKit build secret) passes it by name in ``secrets=``, so each
+secret reaches only the command that asked for it. ``user=`` runs the command as another,
+unprivileged user (:mod:`tasks.core.sandbox`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,19 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tasks.core import tools
 from tasks.core.errors import CommandError, ToolMissingError
-from tasks.core.redact import redact
+from tasks.core.redact import is_secret, redact
+from tasks.core.sandbox import BuildUser
 
 log = logging.getLogger("fma_release.cmd")
 
@@ -26,6 +37,26 @@ _running: set[subprocess.Popen[str]] = set()
 _running_lock = threading.Lock()
 
 
+# The release's own secrets, by name; any name matching SECRET_NAME is dropped as well.
+SECRET_VARIABLES = frozenset({
+    "FMA_REGISTRY_PASSWORD", "FMA_SIGNING_PASSWORD", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET",
+    "COSIGN_PASSWORD", "COSIGN_PRIVATE_KEY", "FMA_COSIGN_PRIVATE_KEY", "DOCKER_AUTH_CONFIG",
+    "REGISTRY_AUTH", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING",
+})
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|PRIVATE_KEY|API_KEY|AUTH_STRING", re.IGNORECASE)
+
+
+def child_env(base: Mapping[str, str], secrets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` without any secret (by name, or by a value registered as secret), plus ``secrets``: the
+    environment every child of this process gets (pure, given the registered secrets)."""
+    env = {
+        key: value for key, value in base.items()
+        if key not in SECRET_VARIABLES and not SECRET_NAME.search(key) and not is_secret(value)
+    }
+    env.update(secrets or {})
+    return env
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -33,7 +64,8 @@ def run(
     what: str,
     fix: str,
     timeout: float = 600,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> str:
     """Run ``argv`` (no shell), return stdout; raise :class:`CommandError` on failure.
 
@@ -43,9 +75,11 @@ def run(
 
     A bare ``argv[0]`` that tasks/core/tools.py knows (ko, cosign, syft, go) is resolved
     there (.local/bin first, then PATH) and the process gets :func:`tasks.core.tools.tool_env`
-    on top of ``env``; any other binary (git...) is looked up on PATH.
+    on top of ``env``; any other binary (git...) is looked up on PATH. ``env`` (default: this
+    process's) goes through :func:`child_env`; ``secrets`` are the only secrets the command gets.
     """
     args = [str(a) for a in argv]
+    env = child_env(os.environ if env is None else env, secrets)
     if os.sep not in args[0] and tools.is_known(args[0]):
         try:
             args[0] = tools.tool(args[0])
@@ -56,8 +90,7 @@ def run(
                 returncode=127,
                 stderr="",
             ) from err
-        base = dict(os.environ) if env is None else env
-        env = {**base, **tools.tool_env(base)}
+        env = {**env, **tools.tool_env(env)}
     elif shutil.which(args[0]) is None:
         raise CommandError(
             f"cannot {what}: {args[0]!r} is not installed; install it (scripts/setup.sh does)",
@@ -97,23 +130,30 @@ def run(
 
 
 def git(args: Sequence[str], *, what: str, fix: str, cwd: str | Path | None = None) -> str:
-    """Run ``git`` with ``args``; it never prompts for credentials (a missing one fails, not hangs)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    """Run ``git`` with ``args``; it never prompts for credentials (a missing one fails, not hangs).
+
+    Credentials for a private source come the way git takes them from the operator: a credential
+    helper in git's own config, or ``GIT_CONFIG_*`` variables (``http.<url>.extraHeader``); never in
+    the URL (:func:`tasks.run.inputs.check_source` refuses that)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    env.setdefault("GIT_ASKPASS", "true")
     return run(["git", *args], cwd=cwd, what=what, fix=fix, env=env)
 
 
 STREAM_TAIL = 40  # lines of output a failed streamed command keeps for its error
 
 
-def stream(
+def stream(  # noqa: PLR0913 - the one choke point's options, all keywords
     argv: Sequence[str],
     *,
     on_line: Callable[[str], None],
     what: str,
     fix: str,
     timeout: float = 3600,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
+    secrets: Mapping[str, str] | None = None,
+    user: BuildUser | None = None,
 ) -> None:
     """Run ``argv`` (no shell) and hand each line of its output (stdout and stderr merged, secrets
     masked, line end stripped) to ``on_line`` as it arrives, on the calling thread.
@@ -121,9 +161,11 @@ def stream(
     Raises :class:`CommandError` when the command exits non-zero or runs longer than ``timeout``
     seconds (then it is killed with its process group); the error's ``stderr`` is the last
     ``STREAM_TAIL`` lines of the output, masked. An exception from ``on_line`` stops the command and
-    propagates.
+    propagates. ``env`` and ``secrets`` as for :func:`run`; ``user``: run as that unprivileged user, in a
+    process group of its own that is killed when the command ends (a child left behind goes with it).
     """
     args = [str(a) for a in argv]
+    env = child_env(os.environ if env is None else env, secrets)
     masked = [redact(a) for a in args]
     shown = " ".join(masked)
     if shutil.which(args[0]) is None:
@@ -131,10 +173,14 @@ def stream(
                            argv=masked, returncode=127, stderr="")
     log.debug("$ %s", shown)
     last: collections.deque[str] = collections.deque(maxlen=STREAM_TAIL)
+    identity: dict[str, Any] = {}
+    if user is not None:  # setgid, setgroups([]), setuid in the child, before exec: no capability survives
+        identity = {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
     proc = subprocess.Popen(
         args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, encoding="utf-8", errors="replace", bufsize=1,
         start_new_session=True,  # its own process group: a timeout kills the command's children too
+        **identity,
     )
     with _running_lock:
         _running.add(proc)
@@ -154,6 +200,8 @@ def stream(
             last.append(line)
             on_line(line)
         returncode = proc.wait()
+        if user is not None:  # nothing the command started outlives it
+            _kill_group(proc)
     except BaseException:
         _kill_group(proc)
         proc.wait()

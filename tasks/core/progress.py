@@ -18,6 +18,7 @@ Listener = Callable[[str, str, str], None]
 RunListener = Callable[[UUID], None]
 
 RUN = "run"  # the item the run's own reports are about
+GO_MODULES = "Go modules"  # the item of the Go modules step (tasks/gomod.py)
 
 _lock = threading.Lock()
 _listeners: list[Listener] = []

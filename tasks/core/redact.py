@@ -26,6 +26,19 @@ def register(secret: str | None) -> None:
             _secrets.add(secret)
 
 
+def is_secret(value: str) -> bool:
+    """Whether ``value`` is, or holds, a registered secret."""
+    if not value:
+        return False
+    with _lock:
+        return any(secret in value for secret in _secrets)
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@`` part (``https://tok@host/x`` -> ``https://host/x``)."""
+    return _USERINFO.sub(lambda m: m.group("scheme"), url)
+
+
 def redact(text: str) -> str:
     """Mask registered secrets and URL credentials in ``text``."""
     if not text:

@@ -16,6 +16,8 @@ class Status(StrEnum):
     REPLACED = "replaced"
     DRY_RUN = "dry run"
     # steps on the way, as progress reports them
+    DOWNLOADING = "downloading"  # the source's Go modules, before the ko builds compile
+    DOWNLOADED = "downloaded"
     PACKAGING = "packaging"
     PACKAGED = "packaged"
     BUILDING = "building"

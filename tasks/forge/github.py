@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from github import Auth, Github, GithubException
 from github.GithubObject import NotSet
 
 from tasks.core import cmd
-from tasks.core.errors import CommandError, InvalidTagError, ReleaseError
+from tasks.core.errors import CommandError, ConfigError, InvalidTagError, ReleaseError
 from tasks.core.redact import redact, register
 from tasks.run.tags import ReleaseVersion, parse_tag
 
@@ -153,8 +153,25 @@ def github_token() -> str:
     return token
 
 
+def configured_api_url(environ: Mapping[str, str] | None = None) -> str:
+    """The one GitHub API the token is for: ``GITHUB_API_URL``, else github.com's."""
+    env = os.environ if environ is None else environ
+    return (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+
+
+def check_api_url(api_url: str, configured: str) -> None:
+    """:class:`ConfigError` unless ``api_url`` is the configured API (pure): the token goes nowhere else."""
+    if api_url.rstrip("/") != configured.rstrip("/"):
+        raise ConfigError(
+            f"the GitHub API {redact(api_url)} is not the one this host is configured with ({configured}): "
+            "the token is sent only there; set GITHUB_API_URL (or serve --api-url) to change it"
+        )
+
+
 def github_client(api_url: str = DEFAULT_API_URL) -> Github:
-    """A PyGithub client for ``api_url`` with the token from the environment."""
+    """A PyGithub client for ``api_url`` with the token from the environment; ``api_url`` must be the
+    configured one (:func:`configured_api_url`), checked before the token is read."""
+    check_api_url(api_url, configured_api_url())
     return Github(
         auth=Auth.Token(github_token()),
         base_url=api_url.rstrip("/"),

@@ -24,7 +24,8 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from tasks.core.errors import ChartError, ConfigError
+from tasks.core.errors import ChartError, ConfigError, SourceError
+from tasks.core.links import check_links
 from tasks.core.redact import redact
 from tasks.core.status import Status
 from tasks.helm.images import ExternalImage, check_chart_images
@@ -158,13 +159,22 @@ def chart_contents(archive: bytes) -> dict[str, bytes]:
 
 
 def stage_chart(chart_dir: Path, staging_root: Path) -> Path:
-    """Copy the chart into a staging directory of its own and return the copy."""
+    """Copy the chart into a staging directory of its own and return the copy.
+
+    Links are copied as links, never followed, and the copy is then refused when any link in it
+    leads outside the chart, or into /proc or /dev (tasks/core/links.py): what Helm packages is
+    the chart's own files only."""
     if not (chart_dir / "Chart.yaml").is_file():
         raise ChartError(f"{chart_dir} has no Chart.yaml: point the release config's chart path at a Helm chart")
     target = staging_root / chart_dir.name
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(chart_dir, target, symlinks=False)
+    shutil.copytree(chart_dir, target, symlinks=True)
+    try:
+        check_links(target, target, f"chart {chart_dir.name}", scope="the chart")
+    except SourceError as err:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ChartError(str(err)) from err
     return target
 
 
@@ -216,7 +226,7 @@ def helm_registry(
     creds_file = workdir / "helm-registry.json"
     client = helm.RegistryClient(plain_http=plain_http, credentials_file=creds_file)
     try:
-        creds = settings.credentials()
+        creds = settings.credentials(host)
         if creds is not None:
             try:
                 # Loopback registries go unverified, as dockerd treats them (Helm takes no CA file).

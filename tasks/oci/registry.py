@@ -3,9 +3,13 @@
 Used to read back what a release published (manifests, digests, labels) and
 to decide whether a chart version already exists. Auth follows the
 registry's challenge: Basic, or a Bearer token fetched from the realm (as
-ghcr and Docker Hub do). TLS is verified per request (the machine-wide
-``REQUESTS_CA_BUNDLE`` would override ``Session.verify``); a loopback
-registry without TLS is spoken to over plain HTTP, as dockerd does.
+ghcr and Docker Hub do). Credentials go only to a host they are bound to
+(FMA_REGISTRY_HOSTS), and only after that host asked for them: the first
+request to a host is anonymous, Basic is sent after a Basic challenge, and
+a Bearer realm on another host gets them only when they are bound to it
+too. TLS is verified per request (the machine-wide ``REQUESTS_CA_BUNDLE``
+would override ``Session.verify``); a loopback registry without TLS is
+spoken to over plain HTTP, as dockerd does.
 """
 
 from __future__ import annotations
@@ -104,12 +108,15 @@ class RegistryAPI:
         """``access``: the credentials and CA bundle to use (the run's settings; none by default);
         ``anonymous``: send no credentials (a registry other than the release's, e.g. of a base image)."""
         self.host = host
-        self.credentials: RegistryCredentials | None = None if anonymous else access.credentials()
+        self.access = ANONYMOUS if anonymous else access
+        self.credentials: RegistryCredentials | None = self.access.credentials(host)
         self.ca_file = access.registry_ca_file
         self.timeout = timeout
         self.base = f"{(schemes or registry_scheme)(host)}://{host}"
         self._session = requests.Session()
+        self._session.trust_env = False  # no ~/.netrc: credentials come from the run, bound to their host
         self._token: dict[str, str] = {}
+        self._basic_asked = False  # the host sent a Basic challenge: Basic goes with every request since
 
     def _verify(self) -> bool | str:
         """A CA bundle when configured; loopback registries go unverified, as dockerd treats them."""
@@ -137,7 +144,7 @@ class RegistryAPI:
             try:
                 response = self._session.request(
                     method, url, headers=headers, timeout=self.timeout, verify=self._verify(),
-                    auth=None if token else self._basic(), **kwargs,
+                    auth=None if token or not self._basic_asked else self._basic(), **kwargs,
                 )
             except requests.exceptions.SSLError as err:
                 raise RegistryError(
@@ -158,6 +165,11 @@ class RegistryAPI:
             if response.status_code != 401:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
+            if challenge.lower().startswith("basic"):
+                if self._basic_asked or self.credentials is None:
+                    return response
+                self._basic_asked = True  # asked by this very host: answer with its credentials
+                continue
             if not challenge.lower().startswith("bearer") or scope in self._token:
                 return response
             self._token[scope] = self._fetch_token(challenge, scope)
@@ -174,9 +186,14 @@ class RegistryAPI:
         if not realm:
             raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
         params.setdefault("scope", scope)
+        realm_host = urlsplit(realm).netloc
+        # The token service gets the credentials only when they are bound to its host too.
+        creds = self.credentials if realm_host == self.host else self.access.credentials(realm_host)
+        auth = (creds.username, creds.password.get_secret_value()) if creds is not None else None
         try:
             response = self._session.get(
-                realm, params=params, auth=self._basic(), timeout=self.timeout, verify=self._verify()
+                realm, params=params, auth=auth, timeout=self.timeout,
+                verify=self.ca_file or not is_loopback(realm_host),
             )
         except requests.exceptions.RequestException as err:
             raise RegistryError(
@@ -210,14 +227,14 @@ class RegistryAPI:
     def check_access(self, repository: str) -> None:
         """Fail unless the registry answers and accepts the credentials (for pulls and pushes).
 
-        One request, no retry: the point is to fail fast, before anything is built.
+        No retry: the point is to fail fast, before anything is built.
         """
         response = self.request("GET", "/v2/", scope=f"repository:{repository}:pull,push")
         if response.status_code == 401:
             if self.credentials is None:
                 raise RegistryError(
                     f"registry {self.host} requires credentials: set FMA_REGISTRY_USERNAME and "
-                    "FMA_REGISTRY_PASSWORD"
+                    f"FMA_REGISTRY_PASSWORD, with {self.host} in FMA_REGISTRY_HOSTS"
                 )
             raise RegistryError(
                 f"registry {self.host} refused the credentials of {self.credentials.username!r}: check "

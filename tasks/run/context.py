@@ -12,7 +12,6 @@ object, passed to tasks as it is (Prefect does not walk into it).
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 from tasks.core import tools
 from tasks.core.errors import ConfigError
 from tasks.core.project import project_version
+from tasks.core.redact import strip_userinfo
+from tasks.core.sandbox import BuildUser, build_user
 from tasks.oci.references import chart_remote
 from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig, load_config
 from tasks.run.facts import ReleaseFacts
+from tasks.run.inputs import check_source, workspace_name, workspace_root
 from tasks.run.options import DEFAULT_REGISTRY
 from tasks.run.retry import RetryPolicy
 from tasks.run.settings import Settings
@@ -48,7 +50,7 @@ class ReleaseRequest:
     config_path: Path = DEFAULT_CONFIG
     dry_run: bool = False
     force: bool = False
-    workdir: Path | None = None  # None: a temporary workspace of the run's own
+    workdir: str | None = None  # a workspace name under <state dir>/workspaces; None: a new one of the run's own
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     no_sign: bool = False  # --no-sign: publish unsigned even with a key configured
 
@@ -72,17 +74,17 @@ class ReleaseRequest:
             raise ConfigError("push attempts must be at least 1 (--push-attempts)")
         if delay < 0:
             raise ConfigError("the retry delay must not be negative (--retry-delay)")
-        workdir = parameters.get("workdir")
+        workdir = workspace_name(parameters.get("workdir"))
         return cls(
             tag=tag,
-            source=str(parameters["source"]),
+            source=check_source(str(parameters["source"])),
             registry=registry,
             chart_remote=chart_remote(registry, parameters.get("chart_registry")),
             config=load_config(config_path),
             config_path=config_path,
             dry_run=bool(parameters.get("dry_run", False)),
             force=bool(parameters.get("force", False)),
-            workdir=Path(workdir) if workdir else None,
+            workdir=workdir,
             retry=RetryPolicy(attempts=attempts, base_delay=delay, max_delay=max(30.0, delay)),
             no_sign=not bool(parameters.get("sign", True)),
         )
@@ -127,13 +129,13 @@ class RunContext:
     services: RunServices = field(default_factory=RunServices.from_settings)
     facts: RunFacts = field(default_factory=RunFacts)
     provenance: ReleaseFacts | None = None  # the run's part of every provenance statement, when it signs
-    workspace: Path = field(default=Path())  # "": the request's workdir, else a new temporary path
+    # "": <state dir>/workspaces/<the request's workdir>, else a new one there of the run's own
+    workspace: Path = field(default=Path())
 
     def __post_init__(self) -> None:
         if self.workspace == Path():
-            chosen = self.request.workdir or (
-                Path(tempfile.gettempdir()) / "fma-release" / f"{self.request.tag}-{uuid.uuid4().hex[:8]}")
-            object.__setattr__(self, "workspace", chosen)
+            name = self.request.workdir or f"{self.request.tag}-{uuid.uuid4().hex[:8]}"
+            object.__setattr__(self, "workspace", workspace_root(self.services.settings.state_dir) / name)
 
     def __repr__(self) -> str:
         return f"RunContext({self.request.tag!r}, revision={self.facts.revision[:12]!r})"
@@ -165,16 +167,21 @@ class RunContext:
         return self.request.workdir is None
 
     def open_workspace(self) -> Path:
-        """The run's workspace directory, made on first use."""
-        self.workspace.mkdir(parents=True, exist_ok=True)
+        """The run's workspace directory, made on first use (its root and itself readable by root only)."""
+        self.workspace.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.workspace.mkdir(mode=0o700, exist_ok=True)
         return self.workspace
+
+    def build_user(self) -> BuildUser | None:
+        """Who the source's builds run as (tasks/core/sandbox.py); ``None`` when this process is not root."""
+        return build_user(self.settings.build_user)
 
 
 def provenance_facts(request: ReleaseRequest, revision: str, *, run_id: str, run_url: str) -> ReleaseFacts:
     """The run's part of every provenance statement: what was asked, the tagged commit, the run
     that built it (its UI page is the builder's id) and the versions of the tools that made it."""
     return ReleaseFacts(
-        tag=request.tag, source=request.source, registry=request.registry,
+        tag=request.tag, source=strip_userinfo(request.source), registry=request.registry,
         config_path=str(request.config_path),
         config_digest=hashlib.sha256(request.config_path.read_bytes()).hexdigest(),
         revision=revision, run_id=run_id, run_url=run_url,

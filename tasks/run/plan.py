@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tasks.core.errors import ConfigError
+from tasks.core.links import check_links
 from tasks.core.project import PROJECT_ROOT
 from tasks.oci.platforms import DEFAULT_PLATFORM, platform_tag
 from tasks.run.config import DEFAULT_ENGINE, Engine, ImageConfig, ReleaseConfig, assign_engines, configured_engines
@@ -134,6 +135,7 @@ def _ko_spec(image: ImageConfig, checkout: Checkout, registry: str, mirrors: Map
             f"image {image.name}: main {image.main} is not a directory in the source at {checkout.tag}; "
             "fix 'main' in the release config"
         )
+    check_links(main, checkout.path, f"image {image.name}: main {image.main or '.'}")
     ref = image_ref(registry, image.name, checkout.tag)
     labels = oci_labels(checkout, image.name)
     fingerprint = ko_fingerprint(checkout.path, image, labels=labels, mirrors=mirrors)
@@ -173,6 +175,9 @@ def image_specs(
                 f"image {image.name}: context {image.context} is not a directory in the source at "
                 f"{checkout.tag}; fix 'context' in the release config"
             )
+        check_links(context, checkout.path, f"image {image.name}: context {image.context}")
+        if image.dockerfile_from != "project":
+            check_links(base / image.dockerfile, checkout.path, f"image {image.name}")
         tag_ref = image_ref(registry, image.name, checkout.tag)
         labels = oci_labels(checkout, image.name)
         several = len(image.platforms) > 1

@@ -20,9 +20,11 @@ from pydantic import SecretStr
 
 from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.redact import register
+from tasks.core.sandbox import DEFAULT_BUILD_USER
 from tasks.oci.auth import RegistryCredentials
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
+DEFAULT_GITHUB_API = "https://api.github.com"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Settings:
     registry_username: str = ""  # FMA_REGISTRY_USERNAME
     registry_password: SecretStr = field(default_factory=lambda: SecretStr(""))  # FMA_REGISTRY_PASSWORD
     registry_password_block: str = ""  # FMA_REGISTRY_PASSWORD_BLOCK: a Prefect Secret block's name
+    registry_hosts: tuple[str, ...] = ()  # FMA_REGISTRY_HOSTS: the registries the credentials belong to
+    build_user: str = DEFAULT_BUILD_USER  # FMA_BUILD_USER: who builds run as (when the release runs as root)
+    github_api_url: str = DEFAULT_GITHUB_API  # GITHUB_API_URL: the one GitHub API the token is sent to
     registry_ca_file: str = ""  # FMA_REGISTRY_CA_FILE: CA bundle of TLS registries
     push_stall_seconds: float = 300.0  # FMA_PUSH_STALL_SECONDS: a push silent this long has hung
     state_dir: Path = Path.home() / ".prefect" / "fma-release"  # FMA_STATE_DIR: release records
@@ -74,6 +79,9 @@ class Settings:
             registry_username=env.get("FMA_REGISTRY_USERNAME", ""),
             registry_password=SecretStr(password),
             registry_password_block=env.get("FMA_REGISTRY_PASSWORD_BLOCK", ""),
+            registry_hosts=tuple(h.strip() for h in env.get("FMA_REGISTRY_HOSTS", "").split(",") if h.strip()),
+            build_user=env.get("FMA_BUILD_USER") or DEFAULT_BUILD_USER,
+            github_api_url=(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/"),
             registry_ca_file=env.get("FMA_REGISTRY_CA_FILE", ""),
             push_stall_seconds=float(env.get("FMA_PUSH_STALL_SECONDS") or 300),
             state_dir=Path(env.get("FMA_STATE_DIR") or Path(home) / "fma-release"),
@@ -89,8 +97,13 @@ class Settings:
             slot_namespace=env.get("FMA_SLOT_NAMESPACE", ""),
         )
 
-    def credentials(self) -> RegistryCredentials | None:
-        """The release registry's credentials, or ``None`` for an anonymous registry."""
+    def credentials(self, host: str) -> RegistryCredentials | None:
+        """The registry credentials when they are bound to ``host`` (FMA_REGISTRY_HOSTS), else ``None``."""
+        found = self.all_credentials()
+        return found if found is not None and found.bound_to(host) else None
+
+    def all_credentials(self) -> RegistryCredentials | None:
+        """The registry credentials with the hosts they are bound to, or ``None`` when there are none."""
         with self._lock:
             if "creds" not in self._resolved:
                 self._resolved["creds"] = self._credentials()
@@ -125,8 +138,14 @@ class Settings:
                 "registry credentials are incomplete: set both FMA_REGISTRY_USERNAME and "
                 "FMA_REGISTRY_PASSWORD (or FMA_REGISTRY_PASSWORD_BLOCK)"
             )
+        if not self.registry_hosts:
+            raise RegistryError(
+                "registry credentials are set but bound to no registry: set FMA_REGISTRY_HOSTS to the "
+                "registry host(s) they belong to (e.g. ghcr.io); no other host is ever sent them"
+            )
         register(password)
-        return RegistryCredentials(username=self.registry_username, password=SecretStr(password))
+        return RegistryCredentials(username=self.registry_username, password=SecretStr(password),
+                                   hosts=self.registry_hosts)
 
     def __getstate__(self) -> dict[str, object]:
         # Sent to another process (a Dask worker): the lock stays here, the secrets are masked there too.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 from tasks.core import cmd
 from tasks.core.errors import CommandError, SigningError
 from tasks.oci.registry import Schemes, is_loopback, registry_scheme
-from tasks.run.facts import KEY_VARIABLE, SigningKey
+from tasks.run.facts import SigningKey
 from tasks.run.retry import is_transient_push_error
 from tasks.run.settings import Settings
 
@@ -70,7 +71,7 @@ class Cosign:
         self._dir = Path(tempfile.mkdtemp(prefix="fma-cosign-"))
         self._dir.chmod(0o700)
         env: dict[str, str] = {"TUF_ROOT": str(self._dir / "tuf"), "SIGSTORE_NO_CACHE": "true"}
-        credentials = self.settings.credentials()
+        credentials = self.settings.credentials(self.host)  # only when bound to this host
         docker_config = self._dir / "docker"
         docker_config.mkdir()
         if credentials is not None:
@@ -107,11 +108,9 @@ class Cosign:
         return flags
 
     def _run(self, argv: list[str], *, what: str, secret: bool = False, timeout: float = 300) -> str:
-        env = {**os.environ, **self._env, **(self.key.env() if secret and self.key else {})}
-        if not secret:
-            for name in ("COSIGN_PASSWORD", KEY_VARIABLE):
-                env.pop(name, None)
-        return cmd.run(["cosign", *argv], what=what, fix="see the cosign output in the run log", env=env,
+        # The key and its password reach cosign only for a command that signs (cmd drops every other secret).
+        return cmd.run(["cosign", *argv], what=what, fix="see the cosign output in the run log",
+                       env={**os.environ, **self._env}, secrets=self.key.env() if secret and self.key else None,
                        timeout=timeout)
 
     def _public_key_path(self) -> str:
@@ -133,7 +132,7 @@ class Cosign:
         """Attach ``predicate`` (JSON) to ``ref`` as a signed in-toto attestation of ``predicate_type``."""
         if self.key is None or self._dir is None:
             raise RuntimeError("Cosign.attest needs a key and an open context")
-        path = self._dir / f"predicate-{predicate_type}.json"
+        path = self._dir / f"predicate-{predicate_type}-{_file_key(ref)}.json"  # manifests are attested in parallel
         path.write_bytes(predicate)
         try:
             self._run(["attest", "--key", self.key.ref, "--tlog-upload=false", "--yes", "--type", predicate_type,
@@ -195,13 +194,11 @@ class Cosign:
         """An SPDX JSON SBOM of the image ``ref`` (one platform's manifest), scanned by syft from the registry."""
         if self._dir is None:
             raise RuntimeError("Cosign.sbom needs an open context")
-        out = self._dir / "sbom.spdx.json"
+        out = self._dir / f"sbom-{_file_key(ref)}.spdx.json"  # one file per manifest: they are scanned in parallel
         extra = {"SYFT_REGISTRY_INSECURE_USE_HTTP": "true"} if self._scheme == "http" else {}
         if self._scheme == "https" and is_loopback(self.host) and not self.settings.registry_ca_file:
             extra["SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY"] = "true"
         env = {**os.environ, **self._env, **extra}
-        for name in ("COSIGN_PASSWORD", KEY_VARIABLE):
-            env.pop(name, None)
         try:
             cmd.run(["syft", "scan", f"registry:{ref}", "-o", f"spdx-json={out}", "-q"],
                     what=f"scan {ref} for its SBOM", fix="see the syft output in the run log", env=env, timeout=600)
@@ -210,6 +207,11 @@ class Cosign:
             raise _signing_error(f"cannot make the SBOM of {ref}", err) from err
         finally:
             out.unlink(missing_ok=True)
+
+
+def _file_key(ref: str) -> str:
+    """A file name part of its own for ``ref`` (its digest's hex, else a hash of the reference)."""
+    return ref.rpartition("@sha256:")[2][:32] if "@sha256:" in ref else hashlib.sha256(ref.encode()).hexdigest()[:32]
 
 
 def _flatten(value: Any) -> list[dict[str, Any]]:

@@ -4,14 +4,18 @@ Nothing local is trusted: the images are the release config's names under the re
 read at the tag; an index brings its platform manifests; the charts are named on the command
 line (the summary's verify command lists them) and read at the tag's version. For each manifest
 cosign verifies the signature with the public key, and the provenance (and, for every image
-manifest, the SBOM) attestation, whose subject must be that very digest.
+manifest, the SBOM) attestation, whose subject must be that very digest. The provenance must also
+be of this release: its tag, this image's name (the registry left out, so a release copied to
+another registry still verifies) and one source at one commit for every image (the source asked
+for, when one is given). A tag pointed at another release's signed image fails, naming both tags.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tasks.core.errors import ConfigError
 from tasks.oci.references import Reference, chart_remote
@@ -49,15 +53,55 @@ class VerifyRequest:
     config: ReleaseConfig
     chart_registry: str | None = None
     charts: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""  # the source the release must come from ("": any, as long as all images agree)
 
 
-def _attested(tool: Cosign, ref: str, digest: str, predicate_type: str) -> str:
+def provenance_mismatch(predicate: dict[str, Any], *, tag: str, name: str, source: str = "") -> str:
+    """Why a provenance predicate is not of ``name`` at ``tag`` from ``source`` (pure), or ``""``."""
+    external = (predicate.get("buildDefinition") or {}).get("externalParameters") or {}
+    found_tag = str(external.get("tag", ""))
+    if found_tag != tag:
+        return (f"its provenance is of {found_tag or 'no tag'}, not {tag}: the tag points at another "
+                "release's image")
+    found_name = str(external.get("image", "")).rstrip("/").rsplit("/", 1)[-1]
+    if found_name != name:
+        return f"its provenance is of the image {found_name or '(none)'}, not {name}"
+    if source and str(external.get("source", "")) != source:
+        return f"its provenance is of the source {external.get('source', '')}, not {source}"
+    return ""
+
+
+def origin(predicate: dict[str, Any]) -> tuple[str, str]:
+    """``(source, commit)`` a provenance predicate names."""
+    build = predicate.get("buildDefinition") or {}
+    source = str((build.get("externalParameters") or {}).get("source", ""))
+    commits = [str((dep.get("digest") or {}).get("gitCommit", "")) for dep in build.get("resolvedDependencies") or []
+               if isinstance(dep, dict) and (dep.get("digest") or {}).get("gitCommit")]
+    return source, commits[0] if commits else ""
+
+
+def _attested(tool: Cosign, ref: str, digest: str, predicate_type: str) -> tuple[str, list[dict[str, Any]]]:
+    """The verdict, and the predicates of the statements whose subject is ``digest``."""
     try:
         statements = tool.verify_attestation(ref, predicate_type)
     except VerifyFailed as failed:
-        return "missing" if failed.absent else failed.reason
-    if not any(subjects_match(s, digest) for s in statements):
-        return f"no {predicate_type} statement has the subject {digest}"
+        return ("missing" if failed.absent else failed.reason), []
+    predicates = [s.get("predicate") or {} for s in statements if subjects_match(s, digest)]
+    if not predicates:
+        return f"no {predicate_type} statement has the subject {digest}", []
+    return OK, predicates
+
+
+def _provenance(tool: Cosign, ref: str, digest: str, *, request: VerifyRequest, name: str,
+                origins: dict[tuple[str, str], list[str]], artifact: str) -> str:
+    verdict, predicates = _attested(tool, ref, digest, PROVENANCE)
+    if verdict != OK:
+        return verdict
+    reasons = [provenance_mismatch(p, tag=request.tag, name=name, source=request.source) for p in predicates]
+    if all(reasons):
+        return reasons[0]
+    good = next(p for p, reason in zip(predicates, reasons, strict=True) if not reason)
+    origins.setdefault(origin(good), []).append(artifact)
     return OK
 
 
@@ -75,6 +119,7 @@ def verify_release(request: VerifyRequest, settings: Settings) -> list[Check]:
     registries = Registries(settings)
     public_pem = request.public_key.read_text()
     checks: list[Check] = []
+    origins: dict[tuple[str, str], list[str]] = {}  # (source, commit) -> the manifests whose provenance names it
     targets = [(image.name, f"{request.registry}/{image.name}:{request.tag}", False)
                for image in request.config.images]
     remote = chart_remote(request.registry, request.chart_registry).removeprefix("oci://")
@@ -95,12 +140,25 @@ def verify_release(request: VerifyRequest, settings: Settings) -> list[Check]:
                 continue
             for item in manifests_to_sign(digest, manifest):
                 at = f"{repository}@{item.digest}"
+                label = f"{artifact} {item.platform}".strip()
                 checks.append(Check(
-                    artifact=f"{artifact} {item.platform}".strip(), digest=item.digest, signature=_signed(tool, at),
-                    provenance=_attested(tool, at, item.digest, PROVENANCE),
-                    sbom=_attested(tool, at, item.digest, SBOM) if item.wants_sbom else "",
+                    artifact=label, digest=item.digest, signature=_signed(tool, at),
+                    provenance=_provenance(tool, at, item.digest, request=request, name=artifact,
+                                           origins=origins, artifact=label),
+                    sbom=_attested(tool, at, item.digest, SBOM)[0] if item.wants_sbom else "",
                 ))
-    return checks
+    return _one_origin(checks, origins)
+
+
+def _one_origin(checks: list[Check], origins: dict[tuple[str, str], list[str]]) -> list[Check]:
+    """The checks, with a provenance failure on every manifest whose source and commit are not the ones
+    most of the release names: one release is one source at one commit."""
+    if len(origins) < 2:
+        return checks
+    (source, commit), _ = max(origins.items(), key=lambda item: len(item[1]))
+    odd = {label: f"its provenance is of {src} at {rev[:12]}, the rest of the release of {source} at {commit[:12]}"
+           for (src, rev), labels in origins.items() if (src, rev) != (source, commit) for label in labels}
+    return [replace(c, provenance=odd[c.artifact]) if c.artifact in odd else c for c in checks]
 
 
 def render_table(checks: Sequence[Check]) -> str:

@@ -27,9 +27,11 @@ def test_benchmark_short_mode_measures_every_figure(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(figures_file.read_text())
-    assert set(figures["ratios"]) == {"p1", "p2", "p3", "p4"}
+    assert set(figures["ratios"]) == {"p1", "p2", "p3", "p4", "p5", "p6"}
     assert all(math.isfinite(value) and value > 0 for value in figures["ratios"].values())
     assert figures["ratios"]["p2"] < 1 and figures["ratios"]["p3"] < 1  # nothing to do costs less than everything
+    assert figures["ratios"]["p5"] < 1  # four at once cost less than four one after another
+    assert figures["median_s"]["signed"] > 0
     assert figures["resume_rebuilds"] == [0]
     assert figures["median_s"]["single"] > max(figures["sleeps_s"].values())  # the builds did sleep
     assert {"release (this process)", "Docker engine", "registry"} <= set(figures["cpu_s_largest_p4_release"])

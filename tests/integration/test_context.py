@@ -73,6 +73,7 @@ def test_two_runs_in_one_process_learn_their_registry_afresh(
     secure = RegistryProcess(root, port, htpasswd=root / "htpasswd", tls=(root / "cert.pem", root / "key.pem")).start()
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", "s3cret-Pass")
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", secure.host)
     try:
         second = sample(images=("requester",), tag="v0.3.2")
         result = release(tag=second.tag, source=str(second.path), registry=f"{secure.host}/{namespace}",

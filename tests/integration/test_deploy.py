@@ -163,7 +163,9 @@ def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", deployed.pool, "--type", "process"], cwd=PROJECT_ROOT,
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+        # This run sets its own source, config and registry: the operator lets runs of this worker do so.
+        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+             "FMA_FORM_FIELDS": "source,config,registry"},
     )
 
     def final() -> Any:

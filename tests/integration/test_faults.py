@@ -24,6 +24,7 @@ from flows.release import release
 from tasks.core.errors import ChartError, ConfigError, EngineError, ImagesFailedError, RegistryError, SourceError
 from tasks.oci.platforms import INDEX_MEDIA_TYPE
 from tasks.oci.registry import RegistryAPI
+from tasks.run.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +217,7 @@ def test_wrong_password_fails_fast_once_and_never_reaches_the_logs(
     password = "wrong-Passw0rd-SECRET-7"
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", password)
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", auth_registry.host)
     src = sample()
     started = time.monotonic()
     with pytest.raises(RegistryError) as caught:
@@ -250,12 +252,13 @@ def test_release_into_an_auth_tls_registry_with_the_right_password(
     authenticated TLS registry."""
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", "fma-bot")
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", "right-Passw0rd-42")
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", auth_registry.host)
     summary = run_release(sample(images=("dual-pods-controller", "launcher-populator")),
                           f"{auth_registry.host}/{namespace}")
     assert summary["charts"][0]["digest"].startswith("sha256:")
     # An image index is PUT through the registry API with the same TLS and credentials.
     index = busybox_index(f"{auth_registry.host}/{namespace}")
-    with RegistryAPI(auth_registry.host) as api:
+    with RegistryAPI(auth_registry.host, Settings.from_env()) as api:
         assert api.tags(f"{namespace}/dual-pods-controller") == ["v0.3.1"]
         found = api.manifest_bytes(f"{namespace}/busybox", "1")
         assert found is not None and found[:2] == (index.digest, INDEX_MEDIA_TYPE)

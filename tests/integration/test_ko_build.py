@@ -22,6 +22,7 @@ from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
 from tasks.builders.ko import KoBuild, build_with_ko
 from tasks.core.errors import ImageBuildError, RegistryError
+from tasks.core.sandbox import build_user
 from tasks.oci.layout import IMAGE_TYPES, OciLayout, push_layout
 from tasks.oci.registry import RegistryAPI
 from tasks.run.settings import Settings
@@ -99,7 +100,7 @@ def hello(
     started = int(time.time()) - 1
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # ko must not need an engine
-        layout = build_with_ko(build, QuietLog())
+        layout = build_with_ko(build, QuietLog(), user=build_user())  # as the build user, as a release does
     creates = list(engine.events(since=started, until=int(time.time()) + 1, decode=True,
                                  filters={"type": "container", "event": "create"}))
     ref = f"{registry.host}/t{uuid.uuid4().hex[:8]}/hello:v0.1.0"
@@ -333,24 +334,26 @@ def test_base_on_the_release_registry_is_pulled_with_its_credentials(
     the password is on no command line, in no log line and in no error; elsewhere it is not sent."""
     monkeypatch.setenv("FMA_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("FMA_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", auth_registry.host)
     monkeypatch.setenv("FMA_REGISTRY_CA_FILE", str(auth_registry.root / "cert.pem"))
     base_ref = f"{auth_registry.host}/bases/hello:1"  # any 2-platform index serves as a base
     with RegistryAPI(auth_registry.host, Settings.from_env()) as api:
         push_layout(hello.layout, base_ref, api)
     source = write_module(tmp_path / "src", base_ref)
-    build = replace(hello.build, source=source, platforms=("linux/amd64",), out=tmp_path / "authed",
-                    release_host=auth_registry.host)
+    build = replace(hello.build, source=source, platforms=("linux/amd64",), out=tmp_path / "authed")
     log = QuietLog()
     settings = Settings.from_env()  # the run's: credentials and CA file as the environment gives them
-    layout = build_with_ko(build, log, credentials=settings.credentials(), ca_file=settings.registry_ca_file)
+    layout = build_with_ko(build, log, credentials=settings, ca_file=settings.registry_ca_file, user=build_user())
     assert layout.platforms[0][0] == "linux/amd64"
     assert any(f"Using base {base_ref}" in line for line in log.lines)
     assert not any(PASSWORD in line for line in log.lines)
 
     # the same base when the credentials belong to another registry: ko asks anonymously and is refused
+    monkeypatch.setenv("FMA_REGISTRY_HOSTS", "ghcr.io")
+    elsewhere = Settings.from_env()
     with pytest.raises(ImageBuildError) as caught:
-        build_with_ko(replace(build, release_host="ghcr.io", out=tmp_path / "anonymous"), QuietLog(),
-                      credentials=settings.credentials(), ca_file=settings.registry_ca_file)
+        build_with_ko(replace(build, out=tmp_path / "anonymous"), QuietLog(),
+                      credentials=elsewhere, ca_file=elsewhere.registry_ca_file, user=build_user())
     message = str(caught.value)
     assert f"the registry {auth_registry.host} refused the base image {base_ref}" in message
     assert PASSWORD not in message and PASSWORD not in caught.value.__cause__.stderr  # type: ignore[union-attr]

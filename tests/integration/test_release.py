@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -201,8 +202,9 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
         [str(Path(sys.executable).with_name("fma-release")), "run", src.tag,
          "--source", str(src.path), "--registry", f"{registry.host}/{namespace}",
          "--config", str(src.config), "--summary-json", str(out), "--dry-run",
-         "--workdir", str(tmp_path / "work")],
+         "--workdir", "dry"],
         capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "FMA_STATE_DIR": str(tmp_path / "state")},
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(out.read_text())
@@ -214,7 +216,7 @@ def test_cli_dry_run_builds_and_packages_but_pushes_nothing(
     # The server is configured (PREFECT_API_URL): no word of a temporary one in where the time went.
     assert re.search(r"released v0\.3\.1 in [\d.]+s: Prefect start-up [\d.]+s, images [\d.]+s, "
                      r"charts and summary [\d.]+s$", proc.stderr.strip()), proc.stderr[-500:]
-    assert (tmp_path / "work/charts/packages/fma-controllers-0.3.1.tgz").is_file()
+    assert (tmp_path / "state/workspaces/dry/charts/packages/fma-controllers-0.3.1.tgz").is_file()
     with RegistryAPI(registry.host) as api:
         for name in ("dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
             assert api.tags(f"{namespace}/{name}") == []
@@ -238,3 +240,31 @@ def test_a_base_image_only_the_engine_has_is_used_as_it_is(
     finally:
         engine.remove_image(f"{registry.host}/{namespace}/requester:{src.tag}", force=True)
         engine.remove_image(base, force=True)
+
+
+def test_a_run_without_prefect_api_url_reports_to_the_local_server(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """With no server configured and the local one answering, the CLI reports there (one line says so)
+    instead of starting a temporary server, and the run is in that server."""
+    import os
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    src = sample(images=("requester",))
+    url = os.environ["PREFECT_API_URL"]
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update({"FMA_LOCAL_PREFECT_URL": url, "PREFECT_HOME": str(tmp_path / "prefect-home")})  # no profile's URL
+    reg = f"{registry.host}/{namespace}"
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("fma-release")), "run", src.tag, "--source", str(src.path),
+         "--registry", reg, "--config", str(src.config)],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"fma-release: reporting to the local Prefect server at {url}" in proc.stderr
+    assert "a temporary server" not in proc.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {src.tag}"])))
+    assert any(r.parameters.get("registry") == reg and r.state and r.state.is_completed() for r in runs)

@@ -125,6 +125,39 @@ def test_an_image_retagged_to_other_content_fails_verify(
     assert "1 of 11 artifact(s) failed verification: launcher (signature: missing" in line
 
 
+def test_a_tag_swapped_to_another_releases_signed_image_fails_verify(
+    signed_exclusively: Signed, registry: RegistryProcess,
+) -> None:
+    """launcher:v0.6.4 pointed at v0.6.3's launcher, signed and attested by the same key: verify fails
+    naming the launcher and both tags (signature and SBOM still check out: only the provenance tells). No other
+    test reads the shared release meanwhile (its source gains a tag, its registry a release, its tag is put back)."""
+    signed = signed_exclusively
+    # Another commit (a release record answers a commit already released, whatever its tag).
+    subprocess.run(["git", "commit", "--allow-empty", "-qm", "another release"], cwd=signed.src.path, check=True,
+                   capture_output=True)
+    subprocess.run(["git", "tag", "-a", "v0.6.3", "-m", "another release", "HEAD"],
+                   cwd=signed.src.path, check=True, capture_output=True)
+    older = fma_release("run", "v0.6.3", "--source", str(signed.src.path), "--registry", signed.registry,
+                        "--retry-delay", "0.1", env=signed.env)
+    assert older.returncode == 0, older.stderr[-3000:]
+    repository = signed.registry.split("/", 1)[1] + "/launcher"
+    args = [a if a != "cosign.pub" else str(signed.pub) for a in signed.summary["verify_command"].split()[2:]]
+    with RegistryAPI(registry.host) as api:
+        original = api.manifest_bytes(repository, signed.src.tag)
+        swapped = api.manifest_bytes(repository, "v0.6.3")
+        assert original is not None and swapped is not None and swapped[0] != original[0]
+        api.put_manifest(repository, signed.src.tag, swapped[2], swapped[1])
+        try:
+            bad = fma_release("verify", *args, env={})
+        finally:
+            api.put_manifest(repository, signed.src.tag, original[2], original[1])
+    assert bad.returncode == 1
+    (line,) = bad.stderr.strip().splitlines()
+    assert "1 of 11 artifact(s) failed verification: launcher (provenance: its provenance is of v0.6.3, " \
+           "not v0.6.4: the tag points at another release's image)" in line
+    assert "launcher   " in bad.stdout
+
+
 def test_neither_the_password_nor_the_key_is_in_the_runs_prefect_logs(signed: Signed) -> None:
     """The flow run's logs, read back from the Prefect API, hold neither the key's password nor its PEM text;
     nor does the console output or the summary."""
@@ -148,12 +181,14 @@ def test_neither_the_password_nor_the_key_is_in_the_runs_prefect_logs(signed: Si
 
 
 def _signature_tags(api: RegistryAPI, signed: Signed) -> dict[str, str]:
-    repos = {repo.split("/", 1)[1] for repo, _, _ in signed.image_digests()}
-    repos |= {repo.split("/", 1)[1] for repo, _ in signed.chart_digests()}
+    """The .sig and .att tags of this release's own manifests (the repositories may hold another release's)."""
+    ours = [(repo, digest) for repo, digest, _ in signed.image_digests()] + signed.chart_digests()
+    repos = {repo.split("/", 1)[1] for repo, _ in ours}
+    prefixes = tuple(digest.replace(":", "-") + "." for _, digest in ours)
     found = {}
     for repo in sorted(repos):
         for tag in api.tags(repo):
-            if tag.endswith((".sig", ".att")):
+            if tag.endswith((".sig", ".att")) and tag.startswith(prefixes):
                 found[f"{repo}:{tag}"] = api.digest(repo, tag)
     return found
 

@@ -16,6 +16,7 @@ from devkit.github_stub import GitHubStub
 from devkit.registry import RegistryProcess
 from flows.release import release_flow
 from flows.watch import watch_releases
+from tasks.core.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 REPO = "llm-d-incubation/llm-d-fast-model-actuation"
@@ -64,6 +65,7 @@ def test_watcher_starts_exactly_the_missing_releases_once(
     monkeypatch.setenv("GITHUB_TOKEN", "watch-token")
     put_artifact(registry, f"{namespace}/charts/fma-controllers", "0.1.0")
     with GitHubStub(token="watch-token") as github:
+        monkeypatch.setenv("GITHUB_API_URL", github.url)  # the API this host is configured with
         github.add_release(REPO, "v0.1.0")
         github.add_release(REPO, "v0.2.0")
         github.add_release(REPO, "v0.3.0-rc.1", prerelease=True)
@@ -77,3 +79,17 @@ def test_watcher_starts_exactly_the_missing_releases_once(
     assert second == []
     assert started_tags(deployment) == ["v0.2.0", "v0.3.0-rc.1"]
     assert len(listed) == 2 and all(r.authorized for r in listed)
+
+
+def test_the_watcher_refuses_an_api_url_it_was_not_configured_with(
+    registry: RegistryProcess, namespace: str, deployment: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """api_url naming another host: the run fails in one line before the token is read or any request made."""
+    monkeypatch.setenv("GITHUB_TOKEN", "watch-token-never-sent")
+    monkeypatch.delenv("GITHUB_API_URL", raising=False)  # configured: github.com's API
+    with GitHubStub(token="watch-token-never-sent") as elsewhere:
+        with pytest.raises(ConfigError, match=r"is not the one this host is configured with \(https://api\.github\.com\)"):
+            watch_releases(repo=REPO, api_url=elsewhere.url, registry=f"{registry.host}/{namespace}",
+                           deployment=deployment)
+        assert elsewhere.requests == []
+    assert started_tags(deployment) == []

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -151,3 +152,100 @@ def test_secret_and_body_are_not_logged(receiver: Receiver) -> None:
     text = wait_for("log lines", lambda: receiver.log.read_text() if "400" in receiver.log.read_text() else None)
     assert "listening on" in text
     assert SECRET not in text and "padding" not in text and "pppp" not in text and "{not json" not in text
+
+
+# -- under abuse, across restarts, with Prefect gone ------------------------------------------------
+
+
+def _idle(url: str) -> socket.socket:
+    """A connection that declares a 1 MiB body and sends nothing of it."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    sock.sendall(b"POST /github/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server ended the connection (EOF, a reset, or an answer then EOF); waits for it."""
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_idle_connections_are_cut_while_a_valid_delivery_gets_through(tmp_path: Path) -> None:
+    """200 connections that never send their body hold no slot past the read timeout, and a valid delivery
+    made while they are open is announced."""
+    rec = start_receiver(tmp_path, {"GITHUB_WEBHOOK_SECRET": SECRET, "FMA_STATE_DIR": str(tmp_path / "state"),
+                                    "FMA_WEBHOOK_READ_TIMEOUT": "20", "FMA_WEBHOOK_MAX_REQUESTS": "256"})
+    idle = [_idle(rec.url) for _ in range(200)]
+    try:
+        tag = unique_tag()
+        answer = rec.send(release_body(tag))
+        assert answer.status_code == 202 and "announced" in answer.json()["message"]
+        for sock in idle:  # still open when the delivery was answered: nothing has arrived on them
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+            sock.setblocking(True)
+        assert all(_closed_by_server(sock) for sock in idle)
+        assert rec.proc.poll() is None and rec.send(b"{}", event="ping").status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        rec.proc.terminate()
+        rec.proc.wait(timeout=15)
+
+
+def test_above_the_request_cap_a_connection_gets_503_at_once(tmp_path: Path) -> None:
+    """With 4 requests being served, a fifth connection is answered 503 and closed."""
+    rec = start_receiver(tmp_path, {"GITHUB_WEBHOOK_SECRET": SECRET, "FMA_STATE_DIR": str(tmp_path / "state"),
+                                    "FMA_WEBHOOK_READ_TIMEOUT": "30", "FMA_WEBHOOK_MAX_REQUESTS": "4"})
+    idle = [_idle(rec.url) for _ in range(4)]
+    try:
+        for _ in range(50):  # the 4 are accepted in order; a fifth waits on nothing once they hold their slots
+            answer = rec.send(release_body(unique_tag()))
+            if answer.status_code == 503:
+                break
+        assert answer.status_code == 503 and answer.json()["message"] == "busy: try again"
+    finally:
+        for sock in idle:
+            sock.close()
+        rec.proc.terminate()
+        rec.proc.wait(timeout=15)
+
+
+def test_a_replay_after_a_restart_is_refused(tmp_path: Path) -> None:
+    """A delivery announced by one receiver process is a duplicate for the next one on the same state dir."""
+    env = {"GITHUB_WEBHOOK_SECRET": SECRET, "FMA_STATE_DIR": str(tmp_path / "state")}
+    delivery, body = str(uuid.uuid4()), release_body(unique_tag())
+    first = start_receiver(tmp_path, env)
+    try:
+        assert "announced" in first.send(body, delivery=delivery).json()["message"]
+    finally:
+        first.proc.terminate()
+        first.proc.wait(timeout=15)
+    second = start_receiver(tmp_path, env)
+    try:
+        again = second.send(body, delivery=delivery)
+        assert again.status_code == 202 and again.json()["message"] == "duplicate delivery: already handled"
+    finally:
+        second.proc.terminate()
+        second.proc.wait(timeout=15)
+
+
+def test_a_delivery_prefect_cannot_take_gets_503(tmp_path: Path) -> None:
+    """With the Prefect server unreachable the delivery is answered 503 (GitHub redelivers), and the same
+    delivery is served again once it can be."""
+    gone = f"http://127.0.0.1:{free_port()}/api"
+    rec = start_receiver(tmp_path, {"GITHUB_WEBHOOK_SECRET": SECRET, "FMA_STATE_DIR": str(tmp_path / "state"),
+                                    "PREFECT_API_URL": gone})
+    try:
+        answer = rec.send(release_body(unique_tag()), delivery="gone-1")
+        assert answer.status_code == 503 and "cannot reach Prefect" in answer.json()["message"]
+    finally:
+        rec.proc.terminate()
+        rec.proc.wait(timeout=15)
+    assert not (tmp_path / "state" / "webhook" / "deliveries").exists()

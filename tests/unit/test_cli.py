@@ -48,16 +48,36 @@ def test_where_time_went_splits_prefect_images_and_the_rest() -> None:
                (13.2, "a", "pushing"), (14.0, "a", "pushed"), (14.1, "chart fma-controllers", "pushed"),
                (14.3, "run", "done")]
     line = where_time_went(2.0, 14.5, reports, server_configured=False)
-    assert line == ("12.5s: Prefect start-up 8.0s (a temporary server: set PREFECT_API_URL to a running one), "
-                    "images 4.0s, charts and summary 0.5s")
+    assert line == ("12.5s: Prefect start-up 8.0s (a temporary server: start one with scripts/services.sh, or set "
+                    "PREFECT_API_URL), images 4.0s, charts and summary 0.5s")
     assert where_time_went(2.0, 14.5, reports, server_configured=True).startswith("12.5s: Prefect start-up 8.0s, ")
 
 
 def test_where_time_went_names_the_signing() -> None:
+    """Image signing that came after the last image is what it added; charts (and their signing) follow it."""
     reports = [(10.0, "run", "started"), (10.5, "a", "building"), (12.0, "a", "pushed"), (12.1, "a", "signing"),
                (14.1, "a", "signed"), (14.2, "chart c", "signing"), (15.1, "chart c", "already signed")]
     assert where_time_went(9.0, 15.5, reports, True) == (
-        "6.5s: Prefect start-up 1.0s, images 2.0s, signing 3.0s, charts and summary 0.5s")
+        "6.5s: Prefect start-up 1.0s, images 2.0s, image signing 2.0s (2.1s after the last image), "
+        "charts and summary 1.4s")
+
+
+def test_where_time_went_when_signing_overlaps_a_slower_image() -> None:
+    """A fast image signed while a slow one builds adds nothing after the last image."""
+    reports = [(10.0, "run", "started"), (10.1, "fast", "building"), (10.2, "slow", "building"),
+               (11.0, "fast", "pushed"), (11.1, "fast", "signing"), (12.0, "fast", "signed"),
+               (16.0, "slow", "pushed"), (16.1, "slow", "signing"), (16.9, "slow", "signed")]
+    assert where_time_went(9.0, 17.4, reports, True) == (
+        "8.4s: Prefect start-up 1.0s, images 6.0s, image signing 5.8s (0.9s after the last image), "
+        "charts and summary 0.5s")
+
+
+def test_where_time_went_names_the_go_module_download() -> None:
+    """A cold release's module download is said apart from the images' time it is part of."""
+    reports = [(10.0, "run", "started"), (10.2, "Go modules", "downloading"), (13.2, "Go modules", "downloaded"),
+               (13.3, "c", "building"), (16.0, "c", "pushed")]
+    assert where_time_went(9.0, 16.5, reports, True) == (
+        "7.5s: Prefect start-up 1.0s, images 6.0s, of which Go module download 3.0s, charts and summary 0.5s")
 
 
 def test_where_time_went_without_images_or_without_a_run() -> None:

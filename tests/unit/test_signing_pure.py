@@ -137,7 +137,7 @@ def test_a_secret_block_key_travels_in_the_environment_only() -> None:
 def test_the_verify_command_names_what_differs_from_the_defaults(tmp_path: Path) -> None:
     plain = ReleaseRequest(tag="v0.6.4", source="s", registry="r.test/fma", chart_remote="oci://r.test/fma/charts")
     assert verify_command(plain, ["fma-controllers"]) == (
-        "fma-release verify v0.6.4 --key cosign.pub --registry r.test/fma --chart fma-controllers")
+        "fma-release verify v0.6.4 --key cosign.pub --registry r.test/fma --source s --chart fma-controllers")
     other = ReleaseRequest(tag="v0.6.4", source="s", registry="r.test/fma", chart_remote="oci://c.test/charts",
                            config_path=tmp_path / "my release.yaml")
     command = verify_command(other, [])

@@ -1,0 +1,59 @@
+"""A cached build is never a stale one: a release of a tag already built for another registry reuses the ko
+builds (their layouts live in the state directory), publishes under its own references, and shows no
+failed task run (real ko, BuildKit, registry and Prefect server)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from devkit.fma_sample import make_fma_source, push_fma_bases
+from devkit.registry import RegistryProcess
+from flows.release import release
+from tasks.core import progress
+from tasks.oci.registry import RegistryAPI
+
+pytestmark = pytest.mark.integration
+
+
+def task_runs(flow_run_id: Any) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+
+
+def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
+    registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first run downloads the Go modules before its ko builds compile; the second registry gets both
+    controllers from the first run's cached builds, under its own references; none of the second run's
+    task runs failed, and its ko builds were not run again."""
+    monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
+    first_ns, second_ns = (f"t{uuid.uuid4().hex[:10]}/fma" for _ in range(2))
+    bases = push_fma_bases(f"{registry.host}/{first_ns}-bases")
+    src = make_fma_source(tmp_path / "fma", bases=bases)
+    run_ids: list[Any] = []
+    progress.on_run_started(run_ids.append)
+    for namespace in (first_ns, second_ns):
+        release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", sign=False,
+                retry_base_delay=0.1)
+    first = task_runs(run_ids[0])
+    (modules,) = [r for r in first if r.name == f"go modules {src.tag}"]
+    assert modules.state.is_completed()
+    first_ko = [r for r in first if r.name in ("build dual-pods-controller", "build launcher-populator")]
+    assert len(first_ko) == 2 and all(r.start_time >= modules.end_time for r in first_ko)  # compiled after it
+    runs = task_runs(run_ids[-1])
+    assert [r.name for r in runs if r.state and r.state.is_failed()] == []
+    ko_builds = [r for r in runs if r.name in ("build dual-pods-controller", "build launcher-populator")]
+    assert len(ko_builds) == 2 and all(r.state.name == "Cached" for r in ko_builds), [
+        (r.name, r.state.name) for r in ko_builds]
+    with RegistryAPI(registry.host) as api:
+        for name in ("dual-pods-controller", "launcher-populator"):
+            first = api.digest(f"{first_ns}/{name}", src.tag)
+            assert first and api.digest(f"{second_ns}/{name}", src.tag) == first  # the same build, published twice
+    layouts = [p for p in (tmp_path / "state" / "layouts").iterdir() if (p / "index.json").is_file()]
+    assert len(layouts) == 2  # one layout per controller, kept for the next run
