@@ -10,15 +10,19 @@ waits for it). An already configured ``PREFECT_API_URL`` is used as it is.
 
 Parallel runs: ``-n auto`` (pyproject.toml) means ``FMA_TEST_WORKERS`` workers (3 by default) for a
 run that reaches the integration tests, and none (in-process, as before) for unit tests alone;
-tests/plan.py spreads modules over the workers and keeps the ``serial`` tests apart.
+tests/plan.py spreads the tests over the workers and keeps the ``serial`` tests apart. A run of the
+whole suite starts making the parts the integration tests share (the FMA bases, the signed release,
+a Prefect database template) in threads here, while the workers start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ class _Run:
     server: PrefectServer | None = None
     database: str | None = None
     durations: dict[str, float] = field(default_factory=dict)  # seconds per test, for the next run's order
+    warming: list[threading.Thread] = field(default_factory=list)  # making the run's shared parts
 
 
 _RUN = _Run()
@@ -102,9 +107,35 @@ def pytest_configure(config: pytest.Config) -> None:
     if _unit_only(config):
         return
     _start_registry(home / "registry")
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    _start_prefect_server(home / "prefect")
+    if not os.environ.get("PREFECT_API_URL"):
+        _start_prefect_server(home / "prefect")
+    if config.args_source is pytest.Config.ArgsSource.TESTPATHS:  # the whole suite: its shared parts will be read
+        _warm_up()
+
+
+def _warm_up() -> None:
+    """Make what the integration tests share once per run (tests/integration/shared.py) in threads of this
+    process, while the workers start and run the unit tests; a test that needs one of them waits for it, and
+    one that failed here fails that test with its message."""
+    from devkit.prefect_server import wait_for_prefect_server
+    from tests.integration import shared
+
+    assert _RUN.registry is not None
+    host = _RUN.registry.host
+
+    def release() -> None:
+        wait_for_prefect_server(os.environ["PREFECT_API_URL"], timeout=180)
+        shared.shared_signed_release(host, shared.shared_bases(host))
+
+    for make in (shared.shared_prefect_template, release):
+        thread = threading.Thread(target=_quietly, args=(make,), name=f"warm-up {make.__name__}", daemon=True)
+        thread.start()
+        _RUN.warming.append(thread)
+
+
+def _quietly(make: Any) -> None:
+    with contextlib.suppress(Exception):  # the failure is recorded for the tests that need the part
+        make()
 
 
 def _start_registry(root: Path) -> None:
@@ -133,6 +164,8 @@ def _start_prefect_server(home: Path) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    for thread in _RUN.warming:  # done long before, unless the run was cut short: then the parts fail as they go
+        thread.join(timeout=60)
     if _RUN.server is not None:
         from devkit.prefect_server import drop_postgres_database, stop_prefect_server
 

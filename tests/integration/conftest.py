@@ -72,6 +72,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory, engine: docker.APIClient)
 
 
 @pytest.fixture(scope="session")
+def prefect_template() -> Path:
+    """A migrated SQLite database for a Prefect server of a test's own (start_prefect_server's ``template``)."""
+    from tests.integration.shared import shared_prefect_template
+
+    return shared_prefect_template()
+
+
+@pytest.fixture(scope="session")
 def fma_bases(registry: RegistryProcess) -> FmaBases:
     """The FMA sample's bases and the Go toolchain image, pushed once per run under ``fma-bases``."""
     from tests.integration.shared import shared_bases

@@ -72,6 +72,15 @@ def release_lock(*, exclusive: bool = False) -> Iterator[None]:
         yield
 
 
+def shared_prefect_template() -> Path:
+    """A migrated SQLite database for the Prefect servers tests start for themselves, made once per run."""
+    from devkit.prefect_server import save_sqlite_template
+
+    record = once_per_run("prefect-sqlite", lambda directory: {
+        "path": str(save_sqlite_template(directory / "prefect.db", directory / "home"))})
+    return Path(record["path"])
+
+
 # -- the bases -------------------------------------------------------------------------------------
 
 

@@ -55,12 +55,12 @@ def postgres_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def sqlite_api(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path) -> Iterator[str]:
     """A Prefect server on SQLite: the run's when it is one, else this module's."""
     if _session_backend() == "sqlite":
         yield os.environ["PREFECT_API_URL"]
         return
-    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-sqlite"), ui=False)
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-sqlite"), ui=False, template=prefect_template)
     yield url
     stop_prefect_server(proc)
 

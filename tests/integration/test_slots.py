@@ -124,6 +124,7 @@ def _limit_on(api_url: str, name: str) -> dict[str, object]:
 
 def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    prefect_template: Path,
 ) -> None:
     """A Prefect server of the test's own stops mid-release (the run dies with it) and starts again on
     the same database: the slot still counts (its lease was in the server's memory); the same tag run
@@ -137,7 +138,7 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     src = sample(tag=tag, images=IMAGES, sleeps={fast: 0, slow: 30}, nonce=uuid.uuid4().hex)
     reg = f"{registry.host}/{namespace}"
     home = tmp_path / "prefect-home"
-    server, url = start_prefect_server(home, ui=False)
+    server, url = start_prefect_server(home, ui=False, template=prefect_template)
     procs: list[subprocess.Popen[str]] = []
     try:
         first, _ = _run_on(url, src, reg, tmp_path)
@@ -193,6 +194,7 @@ def _waiting_logged(url: str, run_id: str, tag: str) -> bool:
 
 def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    prefect_template: Path,
 ) -> None:
     """`fma-release serve` (on a Prefect server of the test's own, so its deployment names are its own):
     a run from the deployment's form waits for a slot a CLI run holds, logs who holds it, and ends
@@ -203,7 +205,7 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
     tag = f"v0.{uuid.uuid4().int % 10_000}.9"
     src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 240), nonce=uuid.uuid4().hex)
     reg = f"{registry.host}/{namespace}"
-    server, url = start_prefect_server(tmp_path / "prefect-home", ui=False)
+    server, url = start_prefect_server(tmp_path / "prefect-home", ui=False, template=prefect_template)
     env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_RUNNER_POLL_INTERVAL": "1"}
     holder = serve = None
     try:
