@@ -104,7 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     shared = home / "shared"
     shared.mkdir()
     os.environ["FMA_TEST_SHARED"] = str(shared)
-    if _unit_only(config):
+    if _unit_only(config) or config.option.collectonly:
         return
     _start_registry(home / "registry")
     if not os.environ.get("PREFECT_API_URL"):
