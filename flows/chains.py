@@ -118,8 +118,7 @@ class ImageChains:
             built = replace(built, ref=spec.ref)
             if not self.run.request.dry_run and label not in self._rebuilt and not still_there(built, self.run):
                 # A cached result whose image or layout is gone: built again now, never a failed push.
-                self._rebuilt.add(label)
-                progress.report(label, Status.BUILDING, "its cached build is gone: building again")
+                self._rebuilt.add(label)  # its build task says "building" again
                 rebuild = self._builder.with_options(refresh_cache=True)
                 self._submit(rebuild.submit(spec, self.run), self._on_build(label))
                 return

@@ -379,6 +379,10 @@ def serve_webhook(host: str, port: int, repository: str, state_dir: Path | None 
     log.propagate = False
     install_log_filter()
     handler.addFilter(RedactingFilter())
+    # Prefect's client and event model load now, before the port is open: a first delivery would otherwise
+    # wait for those imports (seconds on a busy machine) inside its request.
+    import prefect.client.orchestration
+    import prefect.events  # noqa: F401 - loaded for the first delivery's sake
     try:
         server = WebhookServer((host, port), secret, repository, state_dir=state_dir or Settings.from_env().state_dir,
                                read_timeout=float(os.environ.get("FMA_WEBHOOK_READ_TIMEOUT") or READ_TIMEOUT),

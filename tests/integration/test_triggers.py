@@ -197,9 +197,13 @@ def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
     shots = {"prefect-ui-release-run.png": page, "prefect-ui-release-run-tasks.png": f"{page}?tab=TaskRuns"}
     for name, url in shots.items():
         shot = ARTIFACTS / name
-        shot.unlink(missing_ok=True)
-        done = browse(url, f"--screenshot={shot}")
-        assert done.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, done.stderr[-2000:]
+        for _ in range(3):  # a busy machine can leave the page's first paint at the loading screen
+            shot.unlink(missing_ok=True)
+            done = browse(url, f"--screenshot={shot}")
+            assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+            if shot.stat().st_size > 10_000:
+                break
+        assert shot.stat().st_size > 10_000, f"{name}: the page rendered nearly empty three times"
 
 
 def test_webhook_burst_gives_one_run_per_tag(served: Served, released: Any) -> None:
