@@ -104,12 +104,14 @@ def pytest_configure(config: pytest.Config) -> None:
     shared = home / "shared"
     shared.mkdir()
     os.environ["FMA_TEST_SHARED"] = str(shared)
-    if _unit_only(config):
+    if _unit_only(config) or config.option.collectonly:
         return
     _start_registry(home / "registry")
     if not os.environ.get("PREFECT_API_URL"):
         _start_prefect_server(home / "prefect")
-    if config.args_source is pytest.Config.ArgsSource.TESTPATHS:  # the whole suite: its shared parts will be read
+    # The whole suite on workers: its shared parts will be read. (In a single process the tests make them as they
+    # need them: a warning raised in a thread while a test runs would count against that test.)
+    if config.args_source is pytest.Config.ArgsSource.TESTPATHS and config.getoption("numprocesses", None):
         _warm_up()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,26 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, ever
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+def recorded_task_runs(flow_run_id: Any, *prefixes: str, counts: Mapping[str, int] | None = None,
+                       timeout: float = 60) -> list[Any]:
+    """The task runs of a flow run, read once the server has recorded, in a final state, one whose name starts
+    with each of ``prefixes`` (``counts``: that many for a prefix). The server records task runs from the events
+    the run sends, a moment after the run has ended, and later still when it is busy."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    wanted = {**dict.fromkeys(prefixes, 1), **(counts or {})}
+
+    def ready() -> list[Any] | None:
+        with get_client(sync_client=True) as client:
+            runs = list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+        done = [r.name for r in runs if r.state is not None and r.state.is_final()]
+        enough = all(sum(name.startswith(prefix) for name in done) >= n for prefix, n in wanted.items())
+        return runs if runs and enough else None
+
+    return wait_for(f"the task runs {sorted(wanted)} of flow run {flow_run_id} to be recorded", ready,
+                    timeout=timeout, every=0.5)
 
 
 def events(name: str, resource_id: str | None = None, since_minutes: float = 30) -> list[Any]:

@@ -58,8 +58,7 @@ def once_per_run(name: str, make: Callable[[Path], dict[str, Any]]) -> dict[str,
             record.write_text(json.dumps(made))
     found: dict[str, Any] = json.loads(record.read_text())
     if "error" in found:
-        raise RuntimeError(f"{name}, made once per run, failed in another test process: {found['error']}\n"
-                           f"{found['where']}")
+        raise RuntimeError(f"{name}, made once per run, failed where it was made: {found['error']}\n{found['where']}")
     value: dict[str, Any] = found["value"]
     return value
 

@@ -9,46 +9,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from devkit.fma_sample import make_fma_source, push_fma_bases
+from devkit.fma_sample import FmaBases, make_fma_source
 from devkit.registry import RegistryProcess
 from flows.release import release
 from tasks.core import progress
 from tasks.oci.registry import RegistryAPI
+from tests.integration.prefect_helpers import recorded_task_runs
 
 pytestmark = pytest.mark.integration
 
 
-def task_runs(flow_run_id: Any) -> list[Any]:
-    with get_client(sync_client=True) as client:
-        return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+KO_BUILDS = ("build dual-pods-controller", "build launcher-populator")
 
 
 def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
-    registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fma_bases: FmaBases,
 ) -> None:
     """The first run downloads the Go modules before its ko builds compile; the second registry gets both
     controllers from the first run's cached builds, under its own references; none of the second run's
     task runs failed, and its ko builds were not run again."""
     monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
     first_ns, second_ns = (f"t{uuid.uuid4().hex[:10]}/fma" for _ in range(2))
-    bases = push_fma_bases(f"{registry.host}/{first_ns}-bases")
-    src = make_fma_source(tmp_path / "fma", bases=bases)
+    src = make_fma_source(tmp_path / "fma", bases=fma_bases)  # the run's bases: only the builds are this test's
     run_ids: list[Any] = []
     progress.on_run_started(run_ids.append)
     for namespace in (first_ns, second_ns):
         release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", sign=False,
                 retry_base_delay=0.1)
-    first = task_runs(run_ids[0])
+    first = recorded_task_runs(run_ids[0], f"go modules {src.tag}", *KO_BUILDS, f"summary {src.tag}")
     (modules,) = [r for r in first if r.name == f"go modules {src.tag}"]
     assert modules.state.is_completed()
-    first_ko = [r for r in first if r.name in ("build dual-pods-controller", "build launcher-populator")]
+    first_ko = [r for r in first if r.name in KO_BUILDS]
     assert len(first_ko) == 2 and all(r.start_time >= modules.end_time for r in first_ko)  # compiled after it
-    runs = task_runs(run_ids[-1])
+    runs = recorded_task_runs(run_ids[-1], *KO_BUILDS, f"summary {src.tag}")
     assert [r.name for r in runs if r.state and r.state.is_failed()] == []
-    ko_builds = [r for r in runs if r.name in ("build dual-pods-controller", "build launcher-populator")]
+    ko_builds = [r for r in runs if r.name in KO_BUILDS]
     assert len(ko_builds) == 2 and all(r.state.name == "Cached" for r in ko_builds), [
         (r.name, r.state.name) for r in ko_builds]
     with RegistryAPI(registry.host) as api:

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess
@@ -20,8 +18,8 @@ from flows.release import release
 from tasks.core import progress
 from tasks.core.errors import SigningError
 from tasks.oci.registry import RegistryAPI
-from tests.integration.prefect_helpers import wait_for
-from tests.integration.test_signing import key_pair
+from tests.integration.prefect_helpers import recorded_task_runs, wait_for
+from tests.integration.shared import key_pair
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +39,6 @@ def signing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def signatures(api: RegistryAPI, repository: str) -> list[str]:
     return [tag for tag in api.tags(repository) if tag.endswith(".sig")]
-
-
-def task_runs(flow_run_id: Any) -> list[Any]:
-    with get_client(sync_client=True) as client:
-        return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
 
 
 def test_an_image_is_signed_while_the_slowest_image_still_builds(
@@ -89,7 +82,7 @@ def test_an_image_is_signed_while_the_slowest_image_still_builds(
 
     with RegistryAPI(registry.host) as api:
         assert signatures(api, f"{namespace}/requester")
-    runs = task_runs(run_ids[-1])
+    runs = recorded_task_runs(run_ids[-1], "push chart", counts={"sign ": 5})  # four images and the chart
     signed = [r for r in runs if r.name.startswith("sign ") and not r.name.startswith("sign chart")]
     chart_pushes = [r for r in runs if r.name.startswith("push chart")]
     assert len(signed) == 4 and chart_pushes

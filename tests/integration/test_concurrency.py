@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from flows.events import FAILED, SUCCEEDED
 from flows.release import release
 from tasks.core.errors import SourceError
-from tests.integration.prefect_helpers import events, slot_limit, wait_for
+from tests.integration.prefect_helpers import events, recorded_task_runs, slot_limit, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("fma-release"))
@@ -38,10 +38,7 @@ def flow_runs_of(tag: str, source: Path) -> list[Any]:
 def locked_window(flow_run_id: uuid.UUID) -> tuple[datetime, datetime]:
     """From the first task's start to the last task's end, of the tasks that run inside the tag's slot
     (the read-only preflight, before it, is no task)."""
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
-        )
+    tasks = recorded_task_runs(flow_run_id, "checkout ", "summary ")  # the first task and the last
     starts = [t.start_time for t in tasks if t.start_time]
     ends = [t.end_time for t in tasks if t.end_time]
     assert starts and ends

@@ -31,14 +31,9 @@ def test_chart_push_makes_exactly_the_attempts_the_run_asks_for(
                 config=str(src.config), push_attempts=2, retry_base_delay=0.1)
     assert "chart fma-controllers" in str(caught.value)
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from tests.integration.prefect_helpers import recorded_task_runs, run_of
 
-    from tests.integration.prefect_helpers import run_of
-
-    run = run_of(src.tag, src.path)
-    with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    task_runs = recorded_task_runs(run_of(src.tag, src.path).id, "push chart")
     (chart_push,) = [t for t in task_runs if t.name.startswith("push chart")]
     assert chart_push.run_count == 2
     assert fault_proxy.count("/charts/fma-controllers", "manifest_put") >= 2  # Helm may retry a 503 itself too

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events import emit_event
 
 from devkit import prefect_api
@@ -22,7 +22,7 @@ from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource, make_sample_source
 from tasks.core.project import PROJECT_ROOT
-from tests.integration.prefect_helpers import wait_for
+from tests.integration.prefect_helpers import recorded_task_runs, wait_for
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -177,9 +177,8 @@ def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
     try:
         first = wait_for("the first attempt to end", final, timeout=300, every=0.5)
         assert first.state.is_failed(), f"{first.state.name}: {first.state.message}"
-        with get_client(sync_client=True) as client:
-            before = {t.id for t in client.read_task_runs(
-                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))}
+        before = {t.id for t in recorded_task_runs(run.id, "checkout ", *(f"{step} {image}" for image in images
+                                                                          for step in ("build", "push")))}
         pushed = fault_proxy.count(f"/{failing}", "manifest_put")
         assert pushed == 1, f"{first.state.message}; {log.read_text()[-2000:]}"
         fault_proxy.clear()
@@ -189,9 +188,8 @@ def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
         stop_process(worker)
     assert second.state.is_completed(), f"{second.state.name}: {second.state.message}; {log.read_text()[-2000:]}"
     assert second.run_count == 2
-    with get_client(sync_client=True) as client:
-        retried = [t for t in client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))) if t.id not in before]
+    recorded = recorded_task_runs(run.id, "push chart ", f"summary {src.tag}", counts={f"push {failing}": 2})
+    retried = [t for t in recorded if t.id not in before]
     builds = [t for t in retried if t.name.startswith("build ")]
     pushes = [t for t in retried if t.name.startswith("push ") and not t.name.startswith("push chart ")]
     # The failed image's build is asked again and answered from Prefect's cache; the others get no step.

@@ -104,17 +104,12 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
                     with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
                         engine.remove_image(name, force=True)
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from tests.integration.prefect_helpers import recorded_task_runs, run_of
 
-    from tests.integration.prefect_helpers import run_of
-
-    run_id = run_of(src.tag, src.path).id
-    with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    names = {t.name for t in task_runs}
-    assert {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
-            f"index {MULTI}"} <= names, names
+    expected = {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
+                f"index {MULTI}"}
+    names = {t.name for t in recorded_task_runs(run_of(src.tag, src.path).id, *expected)}
+    assert expected <= names, names
 
     order = [(item, state) for item, state, _ in events]
     assert order.index((MULTI, "index pushed")) < order.index(("chart fma-controllers", "pushed"))

@@ -26,7 +26,7 @@ from devkit.prefect_server import (
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.oci.registry import RegistryAPI
-from tests.integration.prefect_helpers import slot_limit
+from tests.integration.prefect_helpers import slot_limit, wait_for
 from tests.integration.test_release import file_in_image
 
 pytestmark = pytest.mark.integration
@@ -88,8 +88,15 @@ def flow_runs(api: str, tag: str, source: Path) -> list[dict[str, Any]]:
 
 
 def task_window(api: str, flow_run_id: str) -> tuple[datetime, datetime]:
+    """From the run's first task's start (checkout) to its last task's end (summary), once the server has both."""
     body = {"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}}
-    tasks = prefect_api.post(f"{api}/task_runs/filter", body)
+
+    def recorded() -> list[dict[str, Any]] | None:
+        tasks: list[dict[str, Any]] = prefect_api.post(f"{api}/task_runs/filter", body)
+        ended = [t["name"] for t in tasks if t["end_time"]]
+        return tasks if all(any(n.startswith(p) for n in ended) for p in ("checkout ", "summary ")) else None
+
+    tasks = wait_for(f"the task runs of {flow_run_id} to be recorded", recorded, every=0.5)
     starts = [datetime.fromisoformat(t["start_time"]) for t in tasks if t["start_time"]]
     ends = [datetime.fromisoformat(t["end_time"]) for t in tasks if t["end_time"]]
     assert starts and ends

@@ -6,6 +6,7 @@ the product waits 45 s); the behaviour checked is the same."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -250,6 +251,12 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
         assert "failed to process item" not in serve_log.read_text()
         assert len(serve_log.read_text()) < 200_000
     finally:
+        if holder is not None and holder.poll() is None:
+            # Ctrl-C: the CLI stops its builds at once (Prefect's own SIGTERM handler, installed while a flow
+            # runs, keeps a SIGTERM from reaching the CLI's for as long as the build step sleeps).
+            holder.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                holder.wait(timeout=15)
         for proc in (serve, holder):
             if proc is not None:
                 stop_process(proc)
