@@ -45,7 +45,8 @@ def test_a_published_images_builds_are_recorded_by_digest_and_read_back(tmp_path
     """The tag's manifest records every build, each platform manifest its own; a later look-up by the tag's
     digest finds them all, and by platform digests (the index was made again) each platform's."""
     amd = BuildFacts("req", "dockerfile", platform="linux/amd64", run_id="run-0", started="t0", finished="t1",
-                     bases=(BaseUse("m.test/cuda@" + C, written="nvcr.io/cuda:1", where="D:3", mirror="m.test/cuda:1"),))
+                     bases=(BaseUse("m.test/cuda@" + C, written="nvcr.io/cuda:1", where="D:3",
+                                    mirror="m.test/cuda:1"),))
     arm = BuildFacts("req", "dockerfile", platform="linux/arm64", run_id="run-0")
     image = PushedImage(name="req", ref="r.test/req:v1", digest=A, platforms=(
         PushedImage(name="req", ref="r.test/req@" + B, digest=B, platform="linux/amd64"),
