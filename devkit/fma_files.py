@@ -58,17 +58,40 @@ import (
 	"fmt"
 
 	"example.invalid/fma-sample/pkg/buildinfo"
+	"example.invalid/fma-sample/pkg/generated/clientset/versioned"
 )
 
 func main() {
 	verbosity := flag.Int("v", 0, "log verbosity")
-	namespace := flag.String("namespace", "default", "the namespace whose Pods are paired")
+	namespace := flag.String("namespace", versioned.DefaultNamespace(), "the namespace whose Pods are paired")
 	sleepers := flag.Int("sleeper-limit", 2, "sleeping inference servers kept per GPU")
 	memory := flag.Bool("debug-accelerator-memory", false, "log the accelerator memory each requester reports")
 	flag.Parse()
 	fmt.Println(buildinfo.Line("dual-pods-controller"))
 	fmt.Printf("namespace=%s sleeper-limit=%d debug-accelerator-memory=%t v=%d\\n",
 		*namespace, *sleepers, *memory, *verbosity)
+}
+"""
+
+# Stand-ins for FMA's generated client code (pkg/generated/, made by Kubernetes' code generators), which
+# upstream's coverage build leaves out. The dual-pods controller uses the clientset, as FMA's does.
+GENERATED_DIR = "pkg/generated"
+GENERATED_CLIENTSET_GO = """\
+// Package versioned stands in for a generated Kubernetes clientset.
+package versioned
+
+// DefaultNamespace is the namespace a client works in when none is given.
+func DefaultNamespace() string {
+	return "default"
+}
+"""
+GENERATED_LISTER_GO = """\
+// Package v1alpha1 stands in for generated listers of the fma.llm-d.ai/v1alpha1 API.
+package v1alpha1
+
+// Kinds lists the kinds this API version serves.
+func Kinds() []string {
+	return []string{"InferenceServerConfig", "LauncherConfig", "LauncherPopulationPolicy"}
 }
 """
 
@@ -494,6 +517,8 @@ def fma_files(
         "go.mod": GO_MOD,
         "pkg/buildinfo/buildinfo.go": BUILDINFO_GO,
         NOTE_GO: NOTE_AT_TAG,
+        f"{GENERATED_DIR}/clientset/versioned/clientset.go": GENERATED_CLIENTSET_GO,
+        f"{GENERATED_DIR}/listers/fma/v1alpha1/lister.go": GENERATED_LISTER_GO,
         "cmd/dual-pods-controller/main.go": DUAL_PODS_MAIN,
         "cmd/launcher-populator/main.go": POPULATOR_MAIN,
         "cmd/requester/main.go": REQUESTER_MAIN,

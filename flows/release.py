@@ -141,14 +141,14 @@ def _announce_run() -> None:
 def _run_context(request: ReleaseRequest, services: RunServices, checked: Preflight) -> RunContext:
     """The run's context, built once from what the preflight found."""
     facts = checked.facts
+    ui_url = flow_run.ui_url or ""
+    run_id = str(flow_run.id or "")
+    api = (services.settings.prefect_api_url or "").rstrip("/")
+    run_url = ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}"
     provenance = None
     if facts.signer is not None and not request.dry_run:
-        ui_url = flow_run.ui_url or ""
-        run_id = str(flow_run.id or "")
-        api = (services.settings.prefect_api_url or "").rstrip("/")
-        provenance = provenance_facts(request, facts.revision, run_id=run_id,
-                                      run_url=ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}")
-    return RunContext(request, services, facts, provenance)
+        provenance = provenance_facts(request, facts.revision, run_id=run_id, run_url=run_url)
+    return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
 
 
 def _release(run: RunContext) -> ReleaseResult:

@@ -68,7 +68,8 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
             raise ImageBuildError(err.image, f"{err} (built on engine {spec.engine.name})") from err
         except EngineError as err:
             raise EngineError(str(err), transient=True) from err
-    built = dataclasses.replace(built, started=started, finished=_now())
+    # The run that built it: a later run that reuses this result (the cache) or signs the image names it.
+    built = dataclasses.replace(built, started=started, finished=_now(), run_id=run.run_id, run_url=run.run_url)
     progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built
 

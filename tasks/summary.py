@@ -53,6 +53,13 @@ def release_notes(
     kept = [p.item for i in images for p in (i.platforms or (i,)) if p.status == Status.ALREADY_PUBLISHED]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
+        # An image found published that this run signed or attested (a release first made unsigned).
+        found = {i.name for i in images if i.status == Status.ALREADY_PUBLISHED
+                 or any(p.status == Status.ALREADY_PUBLISHED for p in i.platforms)}
+        late = [s.artifact for s in signed if s.artifact.split(" ", 1)[0] in found]
+        if late and not notes[0].startswith("every image"):
+            notes.append(f"signed or attested {len(late)} manifest(s) of images already published: "
+                         f"{', '.join(dict.fromkeys(a.split(' ', 1)[0] for a in late))}")
     notes += [f"chart {c.name} {c.version} was already published" for c in charts
               if c.status == Status.ALREADY_PUBLISHED]
     notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts

@@ -8,6 +8,7 @@ whose ``FROM`` lines name the digests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from tasks.oci.platforms import config_platform, parse_platform, select_platform
 from tasks.oci.references import DOCKER_HUB, Reference
 from tasks.oci.registry import Registries
 from tasks.run.engines import local_platform, stream_error
+from tasks.run.facts import BaseUse
 
 if TYPE_CHECKING:
     from tasks.run.plan import ImageSpec
@@ -78,6 +80,19 @@ def pull_by_digest(client: docker.APIClient, pinned: str, platform: str, *, regi
         raise RegistryError(f"cannot pull the base image {pinned}: {redact(str(err.explanation or err))}") from err
     except requests.exceptions.RequestException as err:
         raise RegistryError(f"lost the Docker engine while pulling {pinned}", transient=True) from err
+
+
+def base_uses(written: str, staged: str, *, build_args: Mapping[str, str], mirrors: Mapping[str, str],
+              where: str) -> tuple[BaseUse, ...]:
+    """Each base of a Dockerfile as the source writes it (``written``: the Dockerfile's text; the FROM's
+    line in ``where``, the Dockerfile as the config names it) and as the build pulled it (``staged``:
+    the copy with every FROM pinned, from its mirror when ``mirrors`` rewrote it) (pure)."""
+    uses = []
+    for source, pulled in zip(base_images(written, build_args), base_images(staged, build_args), strict=False):
+        mirrored = apply_mirrors(source.image, mirrors)
+        uses.append(BaseUse(image=pulled.image, platform=pulled.platform, written=source.image,
+                            where=f"{where}:{source.line + 1}", mirror=mirrored if mirrored != source.image else ""))
+    return tuple(uses)
 
 
 def staged_dockerfile(

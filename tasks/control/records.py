@@ -8,22 +8,31 @@ the same key whose every digest is still in the registry changes nothing, so
 it is answered from the record without a checkout or a build. A record is the
 release's :class:`~tasks.run.result.ReleaseResult` as JSON, in the settings'
 ``state_dir`` (``$FMA_STATE_DIR``, default ``$PREFECT_HOME/fma-release``).
+
+Beside them, build records: for each image manifest a run published, the builds that made it
+(:class:`~tasks.run.facts.BuildFacts`: the run, its start and finish, the bases, GOFLAGS), keyed by
+the manifest's digest. A later run that signs an image it found already published (a release first
+made unsigned) names the run that built it from there, not itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from tasks.core.project import PROJECT_ROOT
 from tasks.oci.references import Reference
 from tasks.oci.registry import Registries
 from tasks.run.config import ReleaseConfig
-from tasks.run.result import ReleaseResult
+from tasks.run.facts import BuildFacts
+from tasks.run.result import PushedImage, ReleaseResult
+
+_BUILDS = TypeAdapter(tuple[BuildFacts, ...])
 
 
 def _tree_digest(path: Path) -> str:
@@ -103,3 +112,52 @@ def published_release(state_dir: Path, key: str, registries: Registries) -> Rele
     except (OSError, ValueError, ValidationError):
         return None
     return recorded if _still_published(recorded, registries) else None
+
+
+# -- build records: which run built a published manifest -----------------------------------------
+
+
+def _build_path(state_dir: Path, digest: str) -> Path:
+    algorithm, _, hex_part = digest.partition(":")
+    return state_dir / "builds" / f"{algorithm}-{hex_part}.json"
+
+
+def build_records(image: PushedImage, builds: tuple[BuildFacts, ...]) -> dict[str, tuple[BuildFacts, ...]]:
+    """What to record of a published ``image`` built by ``builds`` (pure): its tag's manifest -> every
+    build, and each platform manifest of an index -> the build of that platform."""
+    if not builds or not image.digest:
+        return {}
+    records = {image.digest: builds}
+    for platform in image.platforms:
+        own = tuple(b for b in builds if b.platform == platform.platform)
+        if own and platform.digest:
+            records[platform.digest] = own
+    return records
+
+
+def save_builds(state_dir: Path, records: dict[str, tuple[BuildFacts, ...]]) -> None:
+    """Write build records (see :func:`build_records`), each replacing the one of its digest."""
+    for digest, builds in records.items():
+        path = _build_path(state_dir, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(_BUILDS.dump_json(builds, indent=2))
+        tmp.replace(path)
+
+
+def recorded_builds(state_dir: Path, image: PushedImage) -> tuple[BuildFacts, ...]:
+    """The recorded builds of a published ``image``: those of its tag's manifest, else those of each of
+    its platform manifests; ``()`` when no run recorded it here (an unreadable record counts as none)."""
+    found: list[BuildFacts] = []
+    for digest in (image.digest, *(p.digest for p in image.platforms)):
+        path = _build_path(state_dir, digest) if digest else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            builds = _BUILDS.validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        found += [b for b in builds if b.platform not in {f.platform for f in found}]
+        if digest == image.digest:
+            break
+    return tuple(found)

@@ -50,6 +50,12 @@ class ImageSpec:
     main: str = ""
     goflags: tuple[str, ...] = ()
     created_epoch: int = 0
+    # A Dockerfile image's Dockerfile as the release config names it (dockerfiles/Dockerfile.requester)
+    dockerfile_name: str = ""
+    # ko: built for coverage (-cover -coverpkg=<the module's packages at the tag but those under cover_exclude>)
+    cover: bool = False
+    cover_exclude: tuple[str, ...] = ()
+
     @property
     def dockerfile_path(self) -> Path:
         """The Dockerfile of a Dockerfile image (:class:`ConfigError` for a ko image)."""
@@ -105,21 +111,22 @@ def _inside(name: str, what: str, path: Path, root: Path) -> Path:
 def ko_fingerprint(source: Path, image: ImageConfig, *, labels: Mapping[str, str],
                    mirrors: Mapping[str, str]) -> str:
     """What determines a ko build: the tagged commit and tag (in the labels), go.mod and go.sum, the
-    main's package files, .ko.yaml (its base, pinned by digest as FMA's is, or by tag), GOFLAGS,
-    platforms and mirrors. Not the registry: the same tag built for two registries is the same image."""
+    main's package files, .ko.yaml (its base, pinned by digest as FMA's is, or by tag), GOFLAGS, cover
+    (its exclusions: the package list follows from them and the tagged commit), platforms and mirrors.
+    Not the registry: the same tag built for two registries is the same image."""
     main = source / (image.main or ".")
     files = {name: source / name for name in ("go.mod", "go.sum", ".ko.yaml")}
     files |= {str(p.relative_to(source)): p for p in sorted(main.glob("*.go"))}
-    payload = json.dumps(
-        {
-            "builder": "ko", "main": image.main, "goflags": list(image.goflags),
-            "platforms": list(image.platforms), "mirrors": dict(sorted(mirrors.items())),
-            "labels": dict(sorted(labels.items())),
-            "files": {name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
-                      for name, p in files.items()},
-        },
-        sort_keys=True,
-    )
+    inputs: dict[str, object] = {
+        "builder": "ko", "main": image.main, "goflags": list(image.goflags),
+        "platforms": list(image.platforms), "mirrors": dict(sorted(mirrors.items())),
+        "labels": dict(sorted(labels.items())),
+        "files": {name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+                  for name, p in files.items()},
+    }
+    if image.cover is not None:  # only then: an image without cover keeps the fingerprint it had
+        inputs["cover"] = {"exclude": list(image.cover.exclude)}
+    payload = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -145,6 +152,7 @@ def _ko_spec(image: ImageConfig, checkout: Checkout, registry: str, mirrors: Map
         platform=",".join(image.platforms), builder="ko", mirrors=dict(mirrors),
         main=f"./{image.main}" if image.main and not image.main.startswith(".") else image.main or ".",
         goflags=tuple(image.goflags), created_epoch=created_epoch(checkout.created),
+        cover=image.cover is not None, cover_exclude=image.cover.exclude if image.cover is not None else (),
     )
 
 
@@ -194,6 +202,7 @@ def image_specs(
                     fingerprint=fingerprint, platform=platform, index_ref=tag_ref if several else "",
                     engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
                     builder=image.builder, secrets=dict(image.secrets), mirrors=dict(config.mirrors),
+                    dockerfile_name=image.dockerfile,
                 )
             )
     return specs

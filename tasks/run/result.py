@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.core.status import Status
 from tasks.run.config import DEFAULT_ENGINE, Engine
+from tasks.run.facts import BaseUse
 
 
 @dataclass(frozen=True)
@@ -153,12 +154,15 @@ class BuiltImage:
     layout: Path | None = None  # an OCI image layout, for a build outside any engine
     digest: str = ""  # the layout's top manifest (an image index for several platforms)
     # What the provenance attestation records (tasks/signing.py):
-    # the base images as (image, platform), pinned (name@sha256:...) where the builder pinned them;
-    # platform "" is the image's own, else a FROM's --platform (a builder stage on the build machine's)
-    bases: tuple[tuple[str, str], ...] = ()
+    # the base images, as the source writes them and as pulled (pinned where the builder pinned them)
+    bases: tuple[BaseUse, ...] = ()
     sboms: tuple[Path, ...] = ()  # SBOMs the builder wrote itself (ko: one per platform and the index)
     started: str = ""  # when the build started and finished, RFC 3339 UTC
     finished: str = ""
+    run_id: str = ""  # the flow run that built it (a cached build keeps its own run's) and its page
+    run_url: str = ""
+    goflags: tuple[str, ...] = ()  # a ko build's GOFLAGS, the cover flags computed at the tag among them
+    cover_exclude: tuple[str, ...] | None = None  # a coverage build's exclusions (None: not built for coverage)
 
     @property
     def item(self) -> str:

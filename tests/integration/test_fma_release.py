@@ -154,3 +154,42 @@ def test_the_requesters_builder_stage_ran_natively_for_arm64(
         assert found is not None and found.config["architecture"] == "arm64"
         assert layer_file(api, f"{namespace}/requester", found.manifest, "app/built-on") == b"x86_64\n"
         assert layer_file(api, f"{namespace}/requester", found.manifest, "app/target") == b"linux/arm64\n"
+
+
+def _coverdata(ref: str, platform: str, coverdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the released image for ``platform`` (arm64 under qemu) with GOCOVERDIR on a host directory."""
+    coverdir.mkdir(mode=0o777)
+    coverdir.chmod(0o777)  # whoever the image runs as may write there
+    return subprocess.run(["docker", "run", "--rm", "--platform", platform, "-e", "GOCOVERDIR=/coverdata",
+                           "-v", f"{coverdir}:/coverdata", ref], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_the_released_dual_pods_controller_writes_coverage_data_as_upstreams_and_the_populator_none(
+    signed: Signed, tmp_path: Path,
+) -> None:
+    """With the default release.yaml, dual-pods-controller (cover, pkg/generated/ excluded) writes coverage data
+    under GOCOVERDIR on linux/amd64 and on linux/arm64 under qemu, with no package of pkg/generated/ among the
+    covered ones though it links one; launcher-populator (no cover) writes none."""
+    reg = signed.registry
+    refs = [f"{reg}/{name}:v0.6.4" for name in KO_IMAGES]
+    try:
+        for arch in ("amd64", "arm64"):
+            coverdir = tmp_path / f"dual-pods-{arch}"
+            out = _coverdata(refs[0], f"linux/{arch}", coverdir)
+            assert out.returncode == 0, out.stderr
+            assert f"platform=linux/{arch} coverdata=/coverdata" in out.stdout
+            assert {p.name.split(".")[0] for p in coverdir.iterdir()} == {"covmeta", "covcounters"}
+            listed = subprocess.run(["go", "tool", "covdata", "pkglist", "-i", str(coverdir)], capture_output=True,
+                                    text=True, timeout=120, check=True).stdout.split()
+            module = "example.invalid/fma-sample"
+            assert {f"{module}/cmd/dual-pods-controller", f"{module}/pkg/buildinfo"} <= set(listed)
+            assert [p for p in listed if "/pkg/generated/" in p] == []
+            populator = tmp_path / f"populator-{arch}"
+            out = _coverdata(refs[1], f"linux/{arch}", populator)
+            assert out.returncode == 0, out.stderr
+            assert list(populator.iterdir()) == []
+    finally:
+        for ref in refs:
+            subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)
+

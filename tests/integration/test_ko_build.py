@@ -20,7 +20,7 @@ import pytest
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
-from tasks.builders.ko import KoBuild, build_with_ko
+from tasks.builders.ko import KoBuild, build_with_ko, compile_with_ko
 from tasks.core.errors import ImageBuildError, RegistryError
 from tasks.core.sandbox import build_user
 from tasks.oci.layout import IMAGE_TYPES, OciLayout, push_layout
@@ -384,3 +384,44 @@ def test_goflags_reach_the_compiler_as_fmas_coverage_build(hello: Built, tmp_pat
     plain = dict(hello.layout.platforms)["linux/amd64"]
     assert b"GOCOVERDIR" in _layout_binary(covered, covered.digest)
     assert b"GOCOVERDIR" not in _layout_binary(hello.layout, plain)
+
+
+COVERED_MAIN = (
+    'package main\n\nimport (\n\t"fmt"\n\n\t"example.test/hello/internal/greet"\n'
+    '\t"example.test/hello/pkg/generated/fake"\n)\n\n'
+    "func main() { fmt.Println(greet.Arch(), fake.Name()) }\n"
+)
+
+GENERATED = 'package fake\n\n// Name names it.\nfunc Name() string { return "f" }\n'
+
+
+def test_cover_lists_the_modules_packages_as_the_build_user_and_leaves_the_excluded_out(
+    hello: Built, tmp_path: Path,
+) -> None:
+    """cover: the packages of the module at build time (go list, as the build user), but pkg/generated/, go to
+    -coverpkg; the binary writes coverage data under GOCOVERDIR for every listed package it links, none for
+    pkg/generated/; the GOFLAGS come back for the provenance."""
+    source = write_module(tmp_path / "src", hello.base)
+    for path, text in {"cmd/hello/main.go": COVERED_MAIN, "pkg/generated/fake/fake.go": GENERATED}.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(text)
+    log = QuietLog()
+    made = compile_with_ko(replace(hello.build, source=source, platforms=("linux/amd64",), cover=True,
+                                   cover_exclude=("pkg/generated",), out=tmp_path / "covered"), log, user=build_user())
+    listed = {"example.test/hello/cmd/broken", "example.test/hello/cmd/hello", "example.test/hello/cmd/library",
+              "example.test/hello/internal/greet"}  # every package of the module but pkg/generated/fake
+    assert made.goflags[0] == "-cover" and set(made.goflags[1].removeprefix("-coverpkg=").split(",")) == listed
+    assert any("built for coverage of 4 package(s) of example.test/hello (pkg/generated left out)" in line
+               for line in log.lines)
+    binary = tmp_path / "hello"
+    binary.write_bytes(_layout_binary(made.layout, made.layout.digest))
+    binary.chmod(0o755)
+    coverdir = tmp_path / "coverdata"
+    coverdir.mkdir()
+    out = subprocess.run([str(binary)], env={"GOCOVERDIR": str(coverdir)}, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["amd64", "f"]
+    assert {p.name.split(".")[0] for p in coverdir.iterdir()} == {"covmeta", "covcounters"}
+    packages = subprocess.run(["go", "tool", "covdata", "pkglist", "-i", str(coverdir)], capture_output=True,
+                              text=True, timeout=120, check=True).stdout.split()
+    assert set(packages) == {"example.test/hello/cmd/hello", "example.test/hello/internal/greet"}

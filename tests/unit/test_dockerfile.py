@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.builders.bases import base_uses
 from tasks.builders.dockerfile import BaseImage, base_images, declared_args, expand, pin_bases
 from tasks.oci.references import Reference
+from tasks.run.facts import BaseUse
 
 GO = """\
 # syntax comment
@@ -49,6 +51,28 @@ def test_pin_bases_rewrites_only_the_pinned_from_lines() -> None:
     assert lines[10] == "FROM gcr.io/distroless/static-debian12@sha256:" + "c" * 64
     assert lines[:4] == GO.splitlines()[:4] and lines[11] == "COPY --from=build /out /out"
     assert pin_bases(GO, {}) == GO
+
+
+def test_each_base_is_known_as_the_source_writes_it_and_as_pulled_from_its_mirror() -> None:
+    """Every FROM's image as written (ARGs expanded) with its file:line, beside the pinned reference the
+    build pulled, and the mirror reference when a mirror rewrote it."""
+    args = {"BUILDPLATFORM": "linux/amd64"}
+    mirrors = {"docker.io": "127.0.0.1:5000/hub", "gcr.io": "127.0.0.1:5000/gcr"}
+    bases = base_images(GO, args)
+    pins = {
+        bases[0].line: "127.0.0.1:5000/hub/library/golang@sha256:" + "a" * 64,
+        bases[1].line: "--platform=linux/amd64 127.0.0.1:5000/tools/busybox@sha256:" + "b" * 64,
+        bases[2].line: "127.0.0.1:5000/gcr/distroless/static-debian12@sha256:" + "c" * 64,
+    }
+    golang, tools, runtime = base_uses(GO, pin_bases(GO, pins), build_args=args, mirrors=mirrors,
+                                       where="dockerfiles/Dockerfile.go")
+    assert golang == BaseUse(image="127.0.0.1:5000/hub/library/golang@sha256:" + "a" * 64, written="golang:1.24",
+                             where="dockerfiles/Dockerfile.go:5", mirror="127.0.0.1:5000/hub/library/golang:1.24")
+    assert (tools.platform, tools.written, tools.where, tools.mirror) == (
+        "linux/amd64", "127.0.0.1:5000/tools/busybox:1", "dockerfiles/Dockerfile.go:9", "")
+    assert (runtime.written, runtime.where, runtime.mirror) == (
+        "gcr.io/distroless/static-debian12:nonroot", "dockerfiles/Dockerfile.go:12",
+        "127.0.0.1:5000/gcr/distroless/static-debian12:nonroot")
 
 
 def test_scratch_only_dockerfile_has_no_base() -> None:

@@ -213,3 +213,38 @@ def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
     from tasks.oci.registry import retry_after
 
     assert retry_after(header) == wait
+
+
+def _ko_source(root: Path) -> Path:
+    (root / "cmd/ctl").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.test/m\n\ngo 1.22\n")
+    (root / "cmd/ctl/main.go").write_text("package main\n\nfunc main() {}\n")
+    return root
+
+
+def test_cover_is_part_of_a_ko_images_spec_and_fingerprint(tmp_path: Path) -> None:
+    """A coverage build carries its exclusions to the builder, and each cover setting is a fingerprint of its own."""
+    src = _ko_source(tmp_path)
+    config = "images:\n  - name: ctl\n    builder: ko\n    main: ./cmd/ctl\n"
+    variants = {
+        "": (False, ()),
+        "    cover: true\n": (True, ()),
+        "    cover: {exclude: [pkg/generated/]}\n": (True, ("pkg/generated",)),
+        "    cover: {exclude: [pkg/generated/, test]}\n": (True, ("pkg/generated", "test")),
+    }
+    fingerprints = set()
+    for variant, (cover, exclude) in variants.items():
+        (spec,) = image_specs(parse_config(config + variant), checkout(src), "r.test/fma")
+        assert (spec.cover, spec.cover_exclude) == (cover, exclude)
+        assert spec.labels["io.llm-d.fma-release.fingerprint"] == spec.fingerprint
+        fingerprints.add(spec.fingerprint)
+    assert len(fingerprints) == len(variants)
+
+
+def test_a_dockerfile_images_spec_names_the_dockerfile_as_the_config_does(tmp_path: Path) -> None:
+    """The spec keeps the Dockerfile's path as written in the release config (messages and provenance name it)."""
+    (tmp_path / "dockerfiles").mkdir()
+    (tmp_path / "dockerfiles/Dockerfile.requester").write_text("FROM scratch\n")
+    config = parse_config("images:\n  - name: requester\n    dockerfile: dockerfiles/Dockerfile.requester\n")
+    (spec,) = image_specs(config, checkout(tmp_path), "r.test/fma")
+    assert spec.dockerfile_name == "dockerfiles/Dockerfile.requester"

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.builders.ko import KoBuild, explain_ko_failure, ko_argv, ko_env
+from tasks.builders.ko import (
+    KoBuild,
+    cover_goflags,
+    cover_packages,
+    explain_ko_failure,
+    ko_argv,
+    ko_env,
+    source_base,
+)
 from tasks.builders.koconfig import (
     KO_DEFAULT_BASE,
     KoBuildEntry,
@@ -284,3 +292,68 @@ def test_ko_build_survives_pickling() -> None:
 
     build = _build(platforms=("linux/arm64",), labels={"a": "b"}, mirrors={"cgr.dev": "m.test/cgr"})
     assert pickle.loads(pickle.dumps(build)) == build  # noqa: S301 - our own bytes, just made
+
+
+# -- coverage builds: the packages -coverpkg names (pure) ---------------------------------------
+
+MODULE = "github.com/example/fma"
+LISTED = [
+    "go: downloading k8s.io/api v0.34.10",  # go's own messages are merged into the output
+    MODULE,
+    f"{MODULE}/cmd/dual-pods-controller",
+    f"{MODULE}/pkg/api",
+    f"{MODULE}/pkg/generated/clientset/versioned",
+    f"{MODULE}/pkg/generated/listers/fma/v1alpha1",
+    f"{MODULE}/pkg/generatedextra",  # a sibling whose name only starts like an excluded directory
+    f"{MODULE}/test/e2e",
+    "example.invalid/other/pkg",
+]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "left_out"),
+    [
+        ((), set()),
+        (("pkg/generated",), {f"{MODULE}/pkg/generated/clientset/versioned",
+                              f"{MODULE}/pkg/generated/listers/fma/v1alpha1"}),
+        (("pkg/generated", "test"), {f"{MODULE}/pkg/generated/clientset/versioned",
+                                     f"{MODULE}/pkg/generated/listers/fma/v1alpha1", f"{MODULE}/test/e2e"}),
+        (("pkg/api",), {f"{MODULE}/pkg/api"}),
+    ],
+)
+def test_cover_packages_are_the_modules_but_the_excluded_directories(
+    exclude: tuple[str, ...], left_out: set[str],
+) -> None:
+    """Every package of the module go list printed, in its order, but those in an excluded directory or
+    below it (not a sibling that merely starts with its name); go's messages and other modules are no package."""
+    module_packages = [line for line in LISTED if line == MODULE or line.startswith(f"{MODULE}/")]
+    assert cover_packages(MODULE, LISTED, exclude) == tuple(p for p in module_packages if p not in left_out)
+
+
+def test_cover_goflags_are_upstreams() -> None:
+    """-cover -coverpkg=<the packages, comma-joined>, as FMA's Makefile passes them in GOFLAGS."""
+    flags = cover_goflags((f"{MODULE}/cmd/x", f"{MODULE}/pkg/api"))
+    assert flags == ("-cover", f"-coverpkg={MODULE}/cmd/x,{MODULE}/pkg/api")
+    env = ko_env(_build(goflags=(*flags, "-tags=x")), {"PATH": "/usr/bin"}, "/go/bin/go")
+    assert env["GOFLAGS"] == f"-cover -coverpkg={MODULE}/cmd/x,{MODULE}/pkg/api -tags=x"
+
+
+@pytest.mark.parametrize(
+    ("ko_yaml", "mirrors", "written", "where", "mirror"),
+    [
+        ("defaultBaseImage: cgr.dev/chainguard/static@sha256:" + "a" * 64 + "\n", {"cgr.dev": "m.test/cgr"},
+         "cgr.dev/chainguard/static@sha256:" + "a" * 64, ".ko.yaml", "m.test/cgr/chainguard/static@sha256:" + "a" * 64),
+        ("defaultBaseImage: r.test/static:1\n", {}, "r.test/static:1", ".ko.yaml", ""),
+        ("", {}, "cgr.dev/chainguard/static:latest", "ko's default base", ""),
+    ],
+)
+def test_a_ko_base_is_known_as_ko_yaml_writes_it_and_as_pulled(
+    tmp_path: Path, ko_yaml: str, mirrors: dict[str, str], written: str, where: str, mirror: str,
+) -> None:
+    """The base of a main: as .ko.yaml names it (or ko's default), and the mirror reference ko pulls instead."""
+    (tmp_path / "go.mod").write_text("module example.test/m\n\ngo 1.22\n")
+    if ko_yaml:
+        (tmp_path / ".ko.yaml").write_text(ko_yaml)
+    base = source_base(tmp_path, "./cmd/x", mirrors)
+    assert (base.written, base.where, base.mirror) == (written, where, mirror)
+    assert base.image == (mirror or written)
