@@ -50,6 +50,9 @@ class ImageSpec:
     main: str = ""
     goflags: tuple[str, ...] = ()
     created_epoch: int = 0
+    # The Dockerfile as the release config names it (dockerfiles/Dockerfile.requester), for messages.
+    dockerfile_name: str = ""
+
     @property
     def dockerfile_path(self) -> Path:
         """The Dockerfile of a Dockerfile image (:class:`ConfigError` for a ko image)."""
@@ -61,6 +64,16 @@ class ImageSpec:
     def label(self) -> str:
         """How a task run and the progress view name this build: ``requester linux/arm64``, or the name."""
         return f"{self.name} {self.platform}" if self.index_ref else self.name
+
+    @property
+    def dockerfile_shown(self) -> str:
+        """The Dockerfile as messages name it: as the release config does, else by its file name."""
+        return self.dockerfile_name or self.dockerfile_path.name
+
+    @property
+    def label_with_platform(self) -> str:
+        """The label with the platform always in it: ``launcher (linux/amd64)``, ``requester linux/arm64``."""
+        return self.label if self.index_ref else f"{self.name} ({self.platform})"
 
 
 def image_ref(registry: str, name: str, tag: str) -> str:
@@ -194,6 +207,7 @@ def image_specs(
                     fingerprint=fingerprint, platform=platform, index_ref=tag_ref if several else "",
                     engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
                     builder=image.builder, secrets=dict(image.secrets), mirrors=dict(config.mirrors),
+                    dockerfile_name=image.dockerfile,
                 )
             )
     return specs
