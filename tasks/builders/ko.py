@@ -135,7 +135,9 @@ def ko_env(  # noqa: PLR0913 - each keyword is one part of the environment, all 
 
     Without ``home`` (a release that is not root, so ko runs as itself), the inherited environment
     without KO_*, GOFLAGS or secrets. With ``home`` (the build user's), only :data:`_PASSED` of the
-    inherited one, and HOME, GOPATH, GOCACHE, GOMODCACHE and KOCACHE in ``home``, TMPDIR in ``scratch``.
+    inherited one, HOME, GOPATH, GOCACHE and GOMODCACHE in ``home``, and TMPDIR and KOCACHE in ``scratch``:
+    ko writes each binary to a fixed path under KOCACHE (``bin/<import path>/<platform>/out``), so two builds
+    of one main at once (two releases, another tag) sharing it would take each other's binary.
     Either way the toolchain is pinned: CGO off, no go.env file, GOFLAGS only the build's own.
     ``ca_dir`` (a directory holding the registry's CA) is put first on SSL_CERT_DIR: Go then trusts it
     besides the system roots, which it still reads from SSL_CERT_FILE or its default file.
@@ -150,10 +152,9 @@ def ko_env(  # noqa: PLR0913 - each keyword is one part of the environment, all 
     else:
         env = {key: value for key, value in inherited.items() if _PASSED.match(key)}
         env |= {"HOME": str(home), "GOPATH": str(home / "go"), "GOMODCACHE": str(home / "go" / "pkg" / "mod"),
-                "GOCACHE": str(home / ".cache" / "go-build"), "KOCACHE": str(home / ".cache" / "ko"),
-                "XDG_CACHE_HOME": str(home / ".cache")}
+                "GOCACHE": str(home / ".cache" / "go-build"), "XDG_CACHE_HOME": str(home / ".cache")}
         if scratch is not None:
-            env["TMPDIR"] = str(scratch)
+            env |= {"TMPDIR": str(scratch), "KOCACHE": str(scratch / "kocache")}
     for pinned in ("CC", "CXX", "FC", "AR", "PKG_CONFIG", "GCCGO", "GOENV", "CGO_CFLAGS", "CGO_CPPFLAGS",
                    "CGO_CXXFLAGS", "CGO_FFLAGS", "CGO_LDFLAGS"):
         env.pop(pinned, None)

@@ -237,6 +237,14 @@ def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
     assert "GOFLAGS" not in ko_env(_build(), inherited, "/opt/go/bin/go")
 
 
+def test_ko_env_as_the_build_user_keeps_kos_cache_to_the_build() -> None:
+    """As the build user, Go's caches are the user's (shared, safe), ko's KOCACHE is the build's own directory."""
+    env = ko_env(_build(), {"PATH": "/usr/bin", "KOCACHE": "/shared"}, "/go/bin/go", home=Path("/home/b"),
+                 scratch=Path("/home/b/jobs/ko-1"))
+    assert env["GOCACHE"] == "/home/b/.cache/go-build" and env["TMPDIR"] == "/home/b/jobs/ko-1"
+    assert env["KOCACHE"] == "/home/b/jobs/ko-1/kocache"
+
+
 def test_ko_env_trusts_a_registry_ca_beside_the_system_roots() -> None:
     """A CA directory goes first on SSL_CERT_DIR, the inherited (or default) directories after it."""
     env = ko_env(_build(), {"SSL_CERT_DIR": "/etc/ssl/certs"}, "/go/bin/go", ca_dir=Path("/tmp/ca"))
