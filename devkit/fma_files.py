@@ -136,7 +136,7 @@ def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "b
     """The requester's Dockerfile: a builder stage on the build machine's platform, a final
     stage on the target's. ``builder``: ``busybox`` records what it would build; ``go``
     cross-compiles ./cmd/requester with the Go toolchain of ``builder_base``; ``fails`` is the busybox
-    one whose RUN prints some lines, then :data:`REQUESTER_FAILURE` on stderr, and exits 3."""
+    one whose RUN prints some lines, then :data:`REQUESTER_FAILURE`, all on stderr, and exits 3."""
     if builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester builder {builder!r} is not one of {', '.join(REQUESTER_BUILDERS)}")
     head = (
@@ -161,9 +161,10 @@ def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "b
         body = (
             "WORKDIR /workspace\n"
             "COPY go.mod go.mod\n"
-            'RUN ["/bin/busybox", "sh", "-c", "echo fetching the device map for $TARGETOS/$TARGETARCH'
-            " && for i in $(/bin/busybox seq 1 12); do echo attempt $i of 12; done"
-            f' && echo \'{REQUESTER_FAILURE}\' >&2 && exit 3"]\n'
+            # All on stderr: BuildKit reads stdout and stderr apart, so only one stream keeps its order.
+            'RUN ["/bin/busybox", "sh", "-c", "{ echo fetching the device map for $TARGETOS/$TARGETARCH;'
+            " for i in $(/bin/busybox seq 1 12); do echo attempt $i of 12; done;"
+            f' echo \'{REQUESTER_FAILURE}\'; }} >&2; exit 3"]\n'
         )
         entry = 'ENTRYPOINT ["/bin/busybox", "true"]\n'
     else:

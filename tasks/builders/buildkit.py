@@ -372,6 +372,16 @@ def _same_image(named: str, staged: str) -> bool:
     return (one.host, one.repository, one.reference) == (other.host, other.repository, other.reference)
 
 
+# BuildKit's error for a command that exited non-zero repeats the command, which the step's name already shows.
+_COMMAND_FAILED = re.compile(r"(?:executor failed running \[.*\]|process \".*\" did not complete successfully): "
+                             r"(exit code: -?\d+)", re.DOTALL)
+
+
+def _without_command(error: str) -> str:
+    found = _COMMAND_FAILED.fullmatch(error)
+    return f"the command failed with {found.group(1)}" if found else error
+
+
 def failure_message(build: BuildkitBuild, lines: Sequence[str], stripped: str = "", dockerfile_text: str = "") -> str:
     """The one-line error of a failed build from its progress lines ("" when they say nothing): which image
     and platform, the step, BuildKit's error, and the fix: an emulator; for a base BuildKit cannot pull, the
@@ -381,7 +391,7 @@ def failure_message(build: BuildkitBuild, lines: Sequence[str], stripped: str = 
     failed = failed_step(lines)
     if not failed.error:
         return ""
-    step, message = _short(failed.name), failed.error
+    step, message = _short(failed.name), _without_command(failed.error)
     label = build.shown_label
     where = f" at {step}" if step else ""
     hint = exec_format_hint(lines, build.platform)

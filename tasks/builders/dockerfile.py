@@ -162,21 +162,30 @@ _STEP = re.compile(r"\[(?:(?P<stage>[^\]\s]+) )?(?P<n>\d+)/(?P<m>\d+)\] (?P<inst
 
 
 def _flat(text: str) -> str:
-    return " ".join(text.replace("\\\n", " ").split())
+    return " ".join(text.split())
+
+
+def _as_shown(instruction: str) -> re.Pattern[str]:
+    """What BuildKit may show for a Dockerfile instruction: its words, each variable either as written or
+    expanded (BuildKit expands build args in some step names: ``RUN ["sh", "-c", "echo $TARGETOS"]``)."""
+    flat, parts, at = _flat(instruction), [], 0
+    for variable in _VAR.finditer(flat):
+        parts += [re.escape(flat[at:variable.start()]), f"(?:{re.escape(variable.group(0))}|.*?)"]
+        at = variable.end()
+    parts.append(re.escape(flat[at:]))
+    return re.compile("".join(parts), re.DOTALL)
 
 
 def instruction_line(text: str, step: str) -> int:
     """The line (1-based) of the Dockerfile ``text`` where the instruction of a BuildKit step starts
     (``[builder 3/5] RUN go build``: stage ``builder``; ``[stage-1 2/3]``: the second FROM's stage;
     ``[2/3]``: any stage), or 0 when it cannot be told (a FROM, whose image BuildKit names pinned; an
-    instruction written twice in that stage; a step of another form). Whitespace and line
-    continuations do not count, and a step's name cut short matches by its beginning."""
+    instruction that matches twice in that stage; a step of another form). Whitespace and line
+    continuations do not count; a variable matches itself or any expansion of it."""
     found = _STEP.fullmatch(step.strip())
     if found is None:
         return 0
-    wanted = _flat(found.group("instruction"))
-    cut = wanted.endswith("...")
-    wanted = wanted.removesuffix("...")
+    shown = _flat(found.group("instruction"))
     stage_named = (found.group("stage") or "").lower()
     stage = -1
     names: dict[int, str] = {}
@@ -191,7 +200,6 @@ def instruction_line(text: str, step: str) -> int:
             continue
         if stage_named and stage_named not in (names.get(stage), f"stage-{stage}"):
             continue
-        flat = _flat(line)
-        if flat == wanted or (cut and flat.startswith(wanted)):
+        if _as_shown(line).fullmatch(shown):
             matches.append(start + 1)
     return matches[0] if len(matches) == 1 else 0

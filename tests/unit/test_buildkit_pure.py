@@ -248,8 +248,10 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
     [
         (LOG_20_10.splitlines(), "",
          'image requester linux/arm64 failed to build at [builder 3/3] RUN ["/bin/busybox", "sh", "-c", "exit 3"]: '
-         "executor failed running [/bin/busybox sh -c exit 3]: exit code: 3; "
-         "fix the Dockerfile Dockerfile.requester and re-run"),
+         "the command failed with exit code: 3; fix the Dockerfile Dockerfile.requester and re-run"),
+        (LOG_BUILDX.splitlines(), "",
+         "image requester linux/arm64 failed to build at [builder 2/2] RUN false: the command failed with exit code: "
+         "1; fix the Dockerfile Dockerfile.requester and re-run"),
         (["#5 [builder 2/2] RUN go build", "#5 0.3 exec /bin/sh: exec format error",
           "#5 ERROR: executor failed running [/bin/sh -c go build]: exit code: 1"], "",
          "image requester linux/arm64 failed to build at [builder 2/2] RUN go build: this engine cannot run "
@@ -319,9 +321,8 @@ def test_failure_message_names_the_dockerfile_as_configured_its_line_and_the_pla
     text = "ARG BASE=x\nFROM ${BASE}\nWORKDIR /app\nRUN ./fetch.sh\n"
     lines = [line.replace("[builder 3/4]", "[3/3]") for line in LONG_RUN]
     assert failure_message(build, lines, dockerfile_text=text) == (
-        "image launcher (linux/amd64) failed to build at [3/3] RUN ./fetch.sh: executor failed running "
-        "[/bin/sh -c ./fetch.sh]: exit code: 3; fix the Dockerfile dockerfiles/Dockerfile.launcher.benchmark "
-        "(line 4) and re-run")
+        "image launcher (linux/amd64) failed to build at [3/3] RUN ./fetch.sh: the command failed with exit code: 3; "
+        "fix the Dockerfile dockerfiles/Dockerfile.launcher.benchmark (line 4) and re-run")
 
 
 def test_a_base_buildkit_cannot_pull_is_named_as_the_dockerfile_writes_it() -> None:

@@ -92,7 +92,6 @@ def test_expand_and_declared_args() -> None:
         ("[stage-4 2/2] COPY --from=build /out /out", 13),
         ("[2/2] COPY --from=build /out /out", 13),
         ("[tools 2/3] RUN apk add   make \\\n gcc", 0),  # no such instruction
-        ("[build 2/2] RUN go b...", 6),  # a name cut short matches by its beginning
         ("[build 1/2] FROM golang:1.24", 0),  # BuildKit names a FROM pinned: not told
         ("load build definition from Dockerfile", 0),
         ("[test 2/2] RUN go build", 0),  # in another stage
@@ -103,8 +102,13 @@ def test_instruction_line_finds_a_buildkit_step_in_its_stage(step: str, line: in
     assert instruction_line(GO, step) == line
 
 
-def test_instruction_line_joins_continuations_and_refuses_twins() -> None:
-    """A RUN of several lines is found at its first; an instruction written twice in the stage is not told."""
-    text = "FROM x AS b\nRUN echo a && \\\n    echo b\nRUN true\nRUN true\n"
+def test_instruction_line_joins_continuations_expands_variables_and_refuses_twins() -> None:
+    """A RUN of several lines is found at its first; a build arg BuildKit expanded in the name still matches;
+    an instruction written twice in the stage is not told."""
+    text = ("FROM x AS b\nRUN echo a && \\\n    echo b\nRUN true\nRUN true\n"
+            'ARG TARGETOS\nRUN ["sh", "-c", "echo for ${TARGETOS}/$TARGETARCH $(uname -m)"]\n')
     assert instruction_line(text, "[b 1/3] RUN echo a &&     echo b") == 2
     assert instruction_line(text, "[b 2/3] RUN true") == 0
+    assert instruction_line(text, '[b 4/4] RUN ["sh", "-c", "echo for linux/arm64 $(uname -m)"]') == 7
+    assert instruction_line(text, '[b 4/4] RUN ["sh", "-c", "echo for ${TARGETOS}/$TARGETARCH $(uname -m)"]') == 7
+    assert instruction_line(text, '[b 4/4] RUN ["sh", "-c", "echo from linux/arm64 $(uname -m)"]') == 0
