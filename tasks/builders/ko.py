@@ -209,7 +209,7 @@ def _base_failure(text: str, name: str, base: str, source: BaseSource | None = N
     via = f", from its mirror {base} (mirrors: in the release config)" if mirrored else ""
     if _NOT_FOUND.search(text):
         fix = "fix that entry of mirrors:, or push the image there" if mirrored else (
-            "push or mirror it there, or fix the base in the source's .ko.yaml")
+            "push or mirror it there, or fix the source's .ko.yaml (defaultBaseImage, baseImageOverrides)")
         message = f"the base image {named}{via} is not in its registry (manifest unknown); {fix}"
     elif _DENIED.search(text):
         message = (f"the registry {host} refused the base image {named}{via}; give credentials for it "
