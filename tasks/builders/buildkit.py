@@ -526,7 +526,8 @@ def _failure(build: BuildkitBuild, lines: list[str], err: CommandError, *, timeo
         return ToolMissingError(f"cannot build {build.label}: {err.argv[0]} is gone; {_INSTALL_FIX}")
     if err.returncode == -1:
         return ImageBuildError(build.name, f"image {build.label} was stopped after {timeout:.0f}s of building: "
-                               "find the step that hangs in its log, or allow the build more time")
+                               "find the step that hangs in its log, or allow the build more time",
+                               output=failure_output(lines))
     if engine_unreachable(lines):
         host = build.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         return EngineError(f"cannot reach the Docker engine at {redact(host)} to build {build.label}: {_ENGINE_FIX}")
@@ -552,7 +553,6 @@ def from_lines(original: str, staged: Sequence[BaseImage], build_args: Mapping[s
         return {}
     return {base.image: f"FROM {source.image} ({dockerfile} line {source.line + 1})"
             for base, source in zip(staged, written, strict=True)}
-
 
 
 class BuildkitBuilder:

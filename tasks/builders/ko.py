@@ -469,7 +469,7 @@ def _run_ko(build: KoBuild, target: KoBuild, ko: str, *, env: dict[str, str], ba
         )
     except CommandError as err:
         if err.returncode == -1:
-            raise ImageBuildError(build.name, f"image {build.name}: {err}") from err
+            raise ImageBuildError(build.name, f"image {build.name}: {err}", output=ko_output(err.stderr)) from err
         raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base.pulled, base),
                               output=ko_output(err.stderr)) from err
 
