@@ -11,7 +11,9 @@ from __future__ import annotations
 MODULE = "example.invalid/fma-sample"
 VERSION_VAR = f"{MODULE}/pkg/buildinfo.Version"
 INSPECTOR_IMAGE = "busybox:1.38.0"  # a third-party image the chart uses as it is (not pinned)
-REQUESTER_BUILDERS = ("busybox", "go")
+REQUESTER_BUILDERS = ("busybox", "go", "fails")
+# What the "fails" requester's RUN says on stderr before it exits 3: a test finds it on the console.
+REQUESTER_FAILURE = "requester-sample: cannot fetch the GPU device map (no route to gpu-catalog.example.invalid)"
 
 # -- Go ---------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ def ko_yaml(ko_base: str) -> str:
 def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "busybox") -> str:
     """The requester's Dockerfile: a builder stage on the build machine's platform, a final
     stage on the target's. ``builder``: ``busybox`` records what it would build; ``go``
-    cross-compiles ./cmd/requester with the Go toolchain of ``builder_base``."""
+    cross-compiles ./cmd/requester with the Go toolchain of ``builder_base``; ``fails`` is the busybox
+    one whose RUN prints some lines, then :data:`REQUESTER_FAILURE`, all on stderr, and exits 3."""
     if builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester builder {builder!r} is not one of {', '.join(REQUESTER_BUILDERS)}")
     head = (
@@ -177,6 +180,16 @@ def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "b
             ' && /bin/busybox cp cmd/requester/main.go /out/requester.go"]\n'
         )
         entry = 'ENTRYPOINT ["/bin/busybox", "cat", "/app/built-on", "/app/target"]\n'
+    elif builder == "fails":
+        body = (
+            "WORKDIR /workspace\n"
+            "COPY go.mod go.mod\n"
+            # All on stderr: BuildKit reads stdout and stderr apart, so only one stream keeps its order.
+            'RUN ["/bin/busybox", "sh", "-c", "{ echo fetching the device map for $TARGETOS/$TARGETARCH;'
+            " for i in $(/bin/busybox seq 1 12); do echo attempt $i of 12; done;"
+            f' echo \'{REQUESTER_FAILURE}\'; }} >&2; exit 3"]\n'
+        )
+        entry = 'ENTRYPOINT ["/bin/busybox", "true"]\n'
     else:
         body = (
             'RUN echo "building on $(uname -m) for $TARGETOS/$TARGETARCH"\n'

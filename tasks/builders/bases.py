@@ -115,10 +115,46 @@ def staged_dockerfile(
     return staged
 
 
+def base_failure(label: str, written: BaseImage, pulled: str, *, dockerfile: str, problem: str,
+                 unreachable: bool) -> str:
+    """The one line of a base image that cannot be had: the image as the Dockerfile writes it, where
+    (``FROM quay.io/x:1`` at ``dockerfiles/Dockerfile.requester`` line 3), the mirror it was pulled
+    from when ``mirrors:`` maps it (``pulled``), the problem, and the fix: for a registry that does
+    not answer (``unreachable``), ``mirrors:`` in the release config, which points a base elsewhere."""
+    where = f"FROM {written.image} ({dockerfile} line {written.line + 1})"
+    if pulled == written.image:
+        if not unreachable:
+            return f"image {label}: the base image of {where}: {problem}"
+        host = registry_name(written.image)
+        return (f"image {label}: cannot reach the registry {host} for the base image of {where}; if it cannot "
+                f"be reached from here, point the image at a registry that has it with mirrors: in the release "
+                f"config (mirrors: {{{host}: <registry>/<path>}}), or change the FROM line")
+    via = f"from its mirror {pulled} (mirrors: in the release config)"
+    if not unreachable:
+        return f"image {label}: the base image of {where}, {via}: {problem} (or fix that entry of mirrors:)"
+    host = registry_name(pulled)
+    return (f"image {label}: cannot reach the registry {host} for the base image of {where}, {via}; check "
+            f"that entry of mirrors: and that {host} answers")
+
+
+def registry_name(image: str) -> str:
+    """The registry host of an image reference as a user would write it (``docker.io`` for Docker Hub)."""
+    host = Reference.docker(image).host
+    return "docker.io" if host == DOCKER_HUB else host
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether a registry error is its host not answering (refused, unknown, timed out), not TLS or a reply."""
+    cause = err.__cause__
+    return isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout) and not isinstance(
+        cause, requests.exceptions.SSLError)
+
+
 def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, registries: Registries,
          log: Any, pull: bool) -> str:
     platform = base.platform or spec.platform
     wanted = parse_platform(platform)
+    written = base
     image = apply_mirrors(base.image, spec.mirrors)
     if image != base.image:
         log.info("%s | FROM %s comes from the mirror %s", spec.name, base.image, image)
@@ -135,6 +171,8 @@ def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, registri
         if pull:
             pull_by_digest(client, pinned, platform, registries=registries)
     except (RegistryError, ValueError) as err:
-        raise ImageBuildError(spec.name, f"image {spec.name} ({spec.platform}): {err}") from err
+        raise ImageBuildError(spec.name, base_failure(
+            spec.label_with_platform, written, base.image, dockerfile=spec.dockerfile_shown, problem=str(err),
+            unreachable=_unreachable(err))) from err
     log.info("%s | FROM %s is %s for %s", spec.name, base.image, pinned, platform)
     return f"--platform={platform} {pinned}" if base.platform else pinned

@@ -50,7 +50,7 @@ class ImageSpec:
     main: str = ""
     goflags: tuple[str, ...] = ()
     created_epoch: int = 0
-    # A Dockerfile image's Dockerfile as the release config names it (dockerfiles/Dockerfile.requester)
+    # The Dockerfile as the release config names it (dockerfiles/Dockerfile.requester), for messages.
     dockerfile_name: str = ""
     # ko: built for coverage (-cover -coverpkg=<the module's packages at the tag but those under cover_exclude>)
     cover: bool = False
@@ -67,6 +67,16 @@ class ImageSpec:
     def label(self) -> str:
         """How a task run and the progress view name this build: ``requester linux/arm64``, or the name."""
         return f"{self.name} {self.platform}" if self.index_ref else self.name
+
+    @property
+    def dockerfile_shown(self) -> str:
+        """The Dockerfile as messages name it: as the release config does, else by its file name."""
+        return self.dockerfile_name or self.dockerfile_path.name
+
+    @property
+    def label_with_platform(self) -> str:
+        """The label with the platform always in it: ``launcher (linux/amd64)``, ``requester linux/arm64``."""
+        return self.label if self.index_ref else f"{self.name} ({self.platform})"
 
 
 def image_ref(registry: str, name: str, tag: str) -> str:
