@@ -11,6 +11,10 @@ from __future__ import annotations
 MODULE = "example.invalid/fma-sample"
 VERSION_VAR = f"{MODULE}/pkg/buildinfo.Version"
 INSPECTOR_IMAGE = "busybox:1.38.0"  # a third-party image the chart uses as it is (not pinned)
+# A third-party image the chart uses only when a values switch is turned on (as FMA's
+# global.produceCoverdata brings in its inspector at v0.6.5-alpha.1).
+METRICS_PROXY_IMAGE = "quay.io/brancz/kube-rbac-proxy:v0.18.1"
+METRICS_PROXY_SWITCH = "dualPodsController.secureMetrics=true"
 REQUESTER_BUILDERS = ("busybox", "go")
 
 # -- Go ---------------------------------------------------------------------------
@@ -238,6 +242,9 @@ global:
   # Third-party: a release does not build it.
   coverdataInspectorImage: {INSPECTOR_IMAGE}
 
+  # The metrics proxy's image, used when dualPodsController.secureMetrics is true. Third-party too.
+  metricsProxyImage: {METRICS_PROXY_IMAGE}
+
 dualPodsController:
   enabled: true
   # Log verbosity (-v).
@@ -246,6 +253,8 @@ dualPodsController:
   sleeperLimit: 2
   # Ask each requester for its accelerator memory and log it.
   debugAcceleratorMemory: false
+  # Serve the metrics through an authorizing proxy (a third-party sidecar) instead of in the clear.
+  secureMetrics: false
   # Size of the volume that gathers coverage data (GOCOVERDIR).
   coverdataSize: 1Gi
 
@@ -328,6 +337,17 @@ spec:
           volumeMounts:
             - name: coverdata
               mountPath: /var/coverdata
+        {{- if $dpc.secureMetrics }}
+        - name: metrics-proxy
+          image: "{{ .Values.global.metricsProxyImage }}"
+          args:
+            - --secure-listen-address=0.0.0.0:8443
+            - --upstream=http://127.0.0.1:8002/
+          ports:
+            - name: https-metrics
+              containerPort: 8443
+              protocol: TCP
+        {{- end }}
       volumes:
         - name: coverdata
           persistentVolumeClaim:

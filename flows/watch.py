@@ -22,6 +22,7 @@ from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, check_api_url,
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import RegistryAPI
 from tasks.run.options import DEFAULT_REGISTRY, DEFAULT_REPO
+from tasks.run.retry import waits
 from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 
@@ -54,13 +55,15 @@ def releases_to_start(
 # -- tasks ----------------------------------------------------------------------
 
 
-@task(name="list releases", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="list releases", task_run_name="list releases of {repo}", cache_policy=NONE,
+      retries=2, retry_delay_seconds=waits(5, 20))
 def list_releases_task(repo: str, api_url: str) -> list[PublishedRelease]:
     """The repository's GitHub releases, drafts marked."""
     return list_releases(repo, api_url)
 
 
-@task(name="published chart versions", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="published chart versions", task_run_name="published versions of chart {chart}", cache_policy=NONE,
+      retries=2, retry_delay_seconds=waits(5, 20))
 def chart_versions_task(registry: str, chart_registry: str | None, chart: str) -> list[str]:
     """The versions of ``chart`` already in the chart registry."""
     target = Reference.parse(f"{chart_remote(registry, chart_registry)}/{chart}")
@@ -68,7 +71,7 @@ def chart_versions_task(registry: str, chart_registry: str | None, chart: str) -
         return api.tags(target.repository)
 
 
-@task(name="active release runs", cache_policy=NONE)
+@task(name="active release runs", task_run_name="active runs of {deployment}", cache_policy=NONE)
 def active_tags_task(deployment: str) -> list[str]:
     """Tags that already have a run of ``deployment`` waiting or running."""
     from prefect import get_client

@@ -8,12 +8,18 @@ the same key whose every digest is still in the registry changes nothing, so
 it is answered from the record without a checkout or a build. A record is the
 release's :class:`~tasks.run.result.ReleaseResult` as JSON, in the settings'
 ``state_dir`` (``$FMA_STATE_DIR``, default ``$PREFECT_HOME/fma-release``).
+
+A platform image of a multi-platform image is pushed by digest, with no tag of its own: until its
+image's index is in place, nothing in the registry leads to it. Each one pushed is noted
+(:func:`note_platform`: its repository, its build's fingerprint and its digest), so a run that failed
+before the index finds it again (:func:`noted_platform`) and neither rebuilds nor pushes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,4 +108,41 @@ def published_release(state_dir: Path, key: str, registries: Registries) -> Rele
         recorded = ReleaseResult.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, ValidationError):
         return None
+    if not _names_real_platforms(recorded):
+        return None
     return recorded if _still_published(recorded, registries) else None
+
+
+def _names_real_platforms(result: ReleaseResult) -> bool:
+    """Whether a record lists each image's real platforms: one written before a kept image's platforms were
+    read from the registry names a ko image's platform ``all``; that release is read from the registry
+    again (and its record written anew), never answered with a row that says ``all``."""
+    return all(p.platform and p.platform != "all" for image in result.images for p in image.platforms)
+
+
+def _platform_path(state_dir: Path, repository: str, fingerprint: str) -> Path:
+    key = hashlib.sha256(f"{repository}\n{fingerprint}".encode()).hexdigest()[:40]
+    return state_dir / "platforms" / f"{key}.json"
+
+
+def note_platform(state_dir: Path, repository: str, fingerprint: str, digest: str) -> None:
+    """Note that ``repository`` (``host/path``) holds the build ``fingerprint`` as ``digest``."""
+    if not fingerprint:
+        return
+    path = _platform_path(state_dir, repository, fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"repository": repository, "fingerprint": fingerprint, "digest": digest}),
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
+def noted_platform(state_dir: Path, repository: str, fingerprint: str) -> str:
+    """The digest a run noted for the build ``fingerprint`` in ``repository``, ``""`` when none did
+    (the caller asks the registry whether it is still there)."""
+    try:
+        noted = json.loads(_platform_path(state_dir, repository, fingerprint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    same = isinstance(noted, dict) and noted.get("repository") == repository and noted.get("fingerprint") == fingerprint
+    return str(noted.get("digest") or "") if same else ""

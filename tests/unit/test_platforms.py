@@ -151,8 +151,8 @@ def test_exec_format_hint_names_the_emulator_and_the_fixes() -> None:
 
 
 def pushed(platform: str, digest: str, status: Status = Status.PUSHED) -> PushedImage:
-    tag = platform_tag("v0.3.1", platform)
-    return PushedImage(name="requester", ref=f"reg.example/fma/requester:{tag}", digest=digest, status=status,
+    """A platform image as it is pushed: by its digest, with no tag of its own."""
+    return PushedImage(name="requester", ref=f"reg.example/fma/requester@{digest}", digest=digest, status=status,
                        platform=platform, label=f"requester {platform}")
 
 
@@ -170,9 +170,9 @@ def test_summary_lists_the_index_and_each_platform_digest() -> None:
     summary = result.summary()
     assert summary["images"][0]["digest"] == "sha256:" + "9" * 64
     assert summary["images"][0]["platforms"] == [
-        {"platform": "linux/amd64", "ref": "reg.example/fma/requester:v0.3.1-linux-amd64",
+        {"platform": "linux/amd64", "ref": "reg.example/fma/requester@sha256:" + "1" * 64,
          "digest": "sha256:" + "1" * 64, "status": "already published"},
-        {"platform": "linux/arm64", "ref": "reg.example/fma/requester:v0.3.1-linux-arm64",
+        {"platform": "linux/arm64", "ref": "reg.example/fma/requester@sha256:" + "2" * 64,
          "digest": "sha256:" + "2" * 64, "status": "pushed"},
     ]
     assert summary["images"][1]["platforms"] == [
@@ -180,5 +180,5 @@ def test_summary_lists_the_index_and_each_platform_digest() -> None:
     assert summary["notes"] == ["already in the registry, not rebuilt or pushed: requester linux/amd64"]
     text = render_summary(result)
     assert "| requester | index of linux/amd64, linux/arm64 | `reg.example/fma/requester:v0.3.1` | `sha256:999" in text
-    assert "| | linux/arm64 | `reg.example/fma/requester:v0.3.1-linux-arm64` | `sha256:222" in text
+    assert f"| | linux/arm64 | `reg.example/fma/requester@sha256:{'2' * 64}` | `sha256:222" in text
     assert "| launcher | linux/amd64 | `reg.example/fma/launcher:v0.3.1` | `sha256:333" in text
