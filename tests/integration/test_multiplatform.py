@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -65,9 +66,10 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
 
     multi, single = summary["images"]
     assert [p["platform"] for p in multi["platforms"]] == ["linux/amd64", "linux/arm64"]
-    assert [p["ref"] for p in multi["platforms"]] == [f"{reg}/{MULTI}:v0.3.1-linux-amd64",
-                                                      f"{reg}/{MULTI}:v0.3.1-linux-arm64"]
+    # Each platform image is pushed by digest, as ko's are: the registry lists the release's tag alone.
+    assert [p["ref"] for p in multi["platforms"]] == [f"{reg}/{MULTI}@{p['digest']}" for p in multi["platforms"]]
     with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/{MULTI}") == ["v0.3.1"]
         found = api.manifest_bytes(f"{namespace}/{MULTI}", "v0.3.1")
         assert found is not None
         digest, media_type, body = found
@@ -159,12 +161,17 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
     assert "remove linux/riscv64 from 'platforms'" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("left", ["noted", "tagged the old way"])
 def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, base: str,
-    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]],
+    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, left: str,
 ) -> None:
-    """The index PUT answers 503: retried as a push is, then the run fails naming the image, with no
-    chart; the next run builds and pushes no platform image again and only PUTs the index."""
+    """The index PUT answers 503: retried as a push is, then the run fails naming the image, with no chart and
+    no tag at all (its platform images went by digest); the next run builds and pushes no platform image again
+    and only PUTs the index. It finds them as the failed run noted them, or, with that note gone, under the
+    per-platform tags that releases made before platform images went by digest (``v0.3.1-linux-arm64``)."""
+    monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
     fault_proxy.add(Rule(repo_suffix=f"/{MULTI}", op="manifest_put", ref="v0.3.1", status=503))
     src = sample(images=(MULTI, SINGLE), base=base, platforms={MULTI: ["linux/amd64", "linux/arm64"]})
     run: dict[str, Any] = {"tag": src.tag, "source": str(src.path), "registry": f"{fault_proxy.host}/{namespace}",
@@ -176,9 +183,18 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     assert "503" in caught.value.failures[MULTI] and "\n" not in str(caught.value)
     assert fault_proxy.injected[(f"{namespace}/{MULTI}", "manifest_put")] == 2  # two attempts, both refused
     assert (MULTI, "push failed") in {(item, state) for item, state, _ in events}
+    pushed = {item.split()[1]: detail for item, state, detail in events if item.startswith(f"{MULTI} ")
+              and state == "pushed"}
+    assert set(pushed) == {"linux/amd64", "linux/arm64"}
     with RegistryAPI(registry.host) as api:
         assert api.tags(f"{namespace}/charts/fma-controllers") == []
-        assert sorted(api.tags(f"{namespace}/{MULTI}")) == ["v0.3.1-linux-amd64", "v0.3.1-linux-arm64"]
+        assert api.tags(f"{namespace}/{MULTI}") == []  # by digest only: nothing but the index would be tagged
+        if left == "tagged the old way":
+            shutil.rmtree(tmp_path / "state" / "platforms")
+            for platform, digest in pushed.items():
+                found = api.manifest_bytes(f"{namespace}/{MULTI}", digest)
+                assert found is not None
+                api.put_manifest(f"{namespace}/{MULTI}", f"v0.3.1-{platform.replace('/', '-')}", found[2], found[1])
 
     fault_proxy.clear()
     events.clear()
@@ -188,7 +204,10 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts + 1  # the index alone
     multi = summary["images"][0]
     assert multi["status"] == "pushed"
-    assert [p["status"] for p in multi["platforms"]] == ["already published"] * 2
+    assert [(p["platform"], p["digest"], p["status"]) for p in multi["platforms"]] == [
+        (platform, pushed[platform], "already published") for platform in ("linux/amd64", "linux/arm64")]
+    assert [p["ref"] for p in multi["platforms"]] == [f"{run['registry']}/{MULTI}@{p['digest']}"
+                                                      for p in multi["platforms"]]
     with RegistryAPI(registry.host) as api:
         assert api.digest(f"{namespace}/{MULTI}", "v0.3.1") == multi["digest"]
         assert api.tags(f"{namespace}/charts/fma-controllers") == ["0.3.1"]
