@@ -202,10 +202,12 @@ def export_layout(client: docker.APIClient, built: BuiltImage, run: RunContext) 
     return layout
 
 
-def push_by_digest(client: docker.APIClient, built: BuiltImage, run: RunContext) -> PushedImage:
+def push_by_digest(client: docker.APIClient, built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
     """Push one platform of a multi-platform image by its digest alone, as ko and ``docker buildx build
     --push`` do: the image's tag will be the index of its platforms, and no platform gets a tag of its own."""
+    log.info("%s | read out of the engine as an OCI layout, to be pushed by digest (no tag of its own)", built.item)
     layout = read_layout(export_layout(client, built, run))
+    log.info("%s | %s: %s", built.item, layout.platforms[0][0], layout.digest)
     path = Reference.parse(built.ref).path
     api, _ = run.registries.for_ref(built.ref)
     with api:
@@ -247,7 +249,7 @@ def push_built(built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
                 built.name, f"image {built.ref} is not in the Docker engine any more; it will be rebuilt"
             )
         if built.by_digest:
-            return push_by_digest(client, built, run)
+            return push_by_digest(client, built, run, log)
         return push_engine_image(client, built, run, log)
 
 
