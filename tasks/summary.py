@@ -50,7 +50,11 @@ def release_notes(
     if signed and all(s == Status.ALREADY_PUBLISHED for s in statuses):
         notes.append(f"every image and chart was already published; signed or attested {len(signed)} of its "
                      "manifest(s) that lacked it")
-    kept = [p.item for i in images for p in (i.platforms or (i,)) if p.status == Status.ALREADY_PUBLISHED]
+    # An image kept whole is named once (a ko index lists its platforms, all kept with it); else each
+    # platform that was kept.
+    kept = [name for i in images for name in (
+        [i.item] if i.status == Status.ALREADY_PUBLISHED
+        else [p.item for p in i.platforms if p.status == Status.ALREADY_PUBLISHED])]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
     notes += [f"chart {c.name} {c.version} was already published" for c in charts
