@@ -106,11 +106,12 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
                     with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
                         engine.remove_image(name, force=True)
 
-    from tests.integration.prefect_helpers import recorded_task_runs, run_of
+    from tests.integration.prefect_helpers import recorded_task_runs, run_of, wait_for
 
     expected = {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
                 f"index {MULTI}"}
-    names = {t.name for t in recorded_task_runs(run_of(src.tag, src.path).id, *expected)}
+    first_run = run_of(src.tag, src.path).id
+    names = {t.name for t in recorded_task_runs(first_run, *expected)}
     assert expected <= names, names
 
     order = [(item, state) for item, state, _ in events]
@@ -129,6 +130,30 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     assert again["images"][0]["digest"] == multi["digest"]
     assert again["images"][0]["status"] == "already published"
     assert [p["status"] for p in again["images"][0]["platforms"]] == ["already published"] * 2
+    assert [p["ref"] for p in again["images"][0]["platforms"]] == [p["ref"] for p in multi["platforms"]]
+
+    # The resuming run's log says which images it kept, as what, and why.
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # run logs are sent in batches: send the last ones before reading
+    with get_client(sync_client=True) as client:
+        (second,) = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[f"release {src.tag}"]))) if (r.parameters or {}).get("source") == str(src.path)
+            and r.id != first_run]
+
+    def kept_lines() -> list[str] | None:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[second.id])))]
+        found = [m for m in logs if m.startswith(f"{MULTI} linux/") and ": kept as already published" in m]
+        return found if len(found) == 2 else None
+
+    lines = wait_for("the resuming run's log lines about the images it kept", kept_lines, timeout=60, every=0.5)
+    for platform in multi["platforms"]:
+        assert any(line.startswith(f"{MULTI} {platform['platform']}: kept as already published")
+                   and platform["ref"] in line and "fingerprint" in line for line in lines), lines
 
 
 def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
