@@ -14,6 +14,10 @@ INSPECTOR_IMAGE = "busybox:1.38.0"  # a third-party image the chart uses as it i
 REQUESTER_BUILDERS = ("busybox", "go", "fails")
 # What the "fails" requester's RUN says on stderr before it exits 3: a test finds it on the console.
 REQUESTER_FAILURE = "requester-sample: cannot fetch the GPU device map (no route to gpu-catalog.example.invalid)"
+# A third-party image the chart uses only when a values switch is turned on (as FMA's
+# global.produceCoverdata brings in its inspector at v0.6.5-alpha.1).
+METRICS_PROXY_IMAGE = "quay.io/brancz/kube-rbac-proxy:v0.18.1"
+METRICS_PROXY_SWITCH = "dualPodsController.secureMetrics=true"
 
 # -- Go ---------------------------------------------------------------------------
 
@@ -274,6 +278,9 @@ global:
   # Third-party: a release does not build it.
   coverdataInspectorImage: {INSPECTOR_IMAGE}
 
+  # The metrics proxy's image, used when dualPodsController.secureMetrics is true. Third-party too.
+  metricsProxyImage: {METRICS_PROXY_IMAGE}
+
 dualPodsController:
   enabled: true
   # Log verbosity (-v).
@@ -282,6 +289,8 @@ dualPodsController:
   sleeperLimit: 2
   # Ask each requester for its accelerator memory and log it.
   debugAcceleratorMemory: false
+  # Serve the metrics through an authorizing proxy (a third-party sidecar) instead of in the clear.
+  secureMetrics: false
   # Size of the volume that gathers coverage data (GOCOVERDIR).
   coverdataSize: 1Gi
 
@@ -364,6 +373,17 @@ spec:
           volumeMounts:
             - name: coverdata
               mountPath: /var/coverdata
+        {{- if $dpc.secureMetrics }}
+        - name: metrics-proxy
+          image: "{{ .Values.global.metricsProxyImage }}"
+          args:
+            - --secure-listen-address=0.0.0.0:8443
+            - --upstream=http://127.0.0.1:8002/
+          ports:
+            - name: https-metrics
+              containerPort: 8443
+              protocol: TCP
+        {{- end }}
       volumes:
         - name: coverdata
           persistentVolumeClaim:

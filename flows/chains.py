@@ -115,8 +115,9 @@ class ImageChains:
                 return
             spec = self._by_label[label]
             # A ko build is the same for every registry: a cached one from a run elsewhere names that
-            # run's reference; this run publishes it under its own.
-            built = replace(built, ref=spec.ref)
+            # run's reference; this run publishes it under its own. A platform of a multi-platform
+            # image goes by digest: its image's tag is the index.
+            built = replace(built, ref=spec.ref, by_digest=bool(spec.index_ref))
             if not self.run.request.dry_run and label not in self._rebuilt and not still_there(built, self.run):
                 # A cached result whose image or layout is gone: built again now, never a failed push.
                 self._rebuilt.add(label)  # its build task says "building" again

@@ -13,6 +13,11 @@ Beside them, build records: for each image manifest a run published, the builds 
 (:class:`~tasks.run.facts.BuildFacts`: the run, its start and finish, the bases, GOFLAGS), keyed by
 the manifest's digest. A later run that signs an image it found already published (a release first
 made unsigned) names the run that built it from there, not itself.
+
+A platform image of a multi-platform image is pushed by digest, with no tag of its own: until its
+image's index is in place, nothing in the registry leads to it. Each one pushed is noted
+(:func:`note_platform`: its repository, its build's fingerprint and its digest), so a run that failed
+before the index finds it again (:func:`noted_platform`) and neither rebuilds nor pushes it.
 """
 
 from __future__ import annotations
@@ -111,6 +116,8 @@ def published_release(state_dir: Path, key: str, registries: Registries) -> Rele
         recorded = ReleaseResult.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, ValidationError):
         return None
+    if not _names_real_platforms(recorded):
+        return None
     return recorded if _still_published(recorded, registries) else None
 
 
@@ -161,3 +168,37 @@ def recorded_builds(state_dir: Path, image: PushedImage) -> tuple[BuildFacts, ..
         if digest == image.digest:
             break
     return tuple(found)
+
+def _names_real_platforms(result: ReleaseResult) -> bool:
+    """Whether a record lists each image's real platforms: one written before a kept image's platforms were
+    read from the registry names a ko image's platform ``all``; that release is read from the registry
+    again (and its record written anew), never answered with a row that says ``all``."""
+    return all(p.platform and p.platform != "all" for image in result.images for p in image.platforms)
+
+
+def _platform_path(state_dir: Path, repository: str, fingerprint: str) -> Path:
+    key = hashlib.sha256(f"{repository}\n{fingerprint}".encode()).hexdigest()[:40]
+    return state_dir / "platforms" / f"{key}.json"
+
+
+def note_platform(state_dir: Path, repository: str, fingerprint: str, digest: str) -> None:
+    """Note that ``repository`` (``host/path``) holds the build ``fingerprint`` as ``digest``."""
+    if not fingerprint:
+        return
+    path = _platform_path(state_dir, repository, fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"repository": repository, "fingerprint": fingerprint, "digest": digest}),
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
+def noted_platform(state_dir: Path, repository: str, fingerprint: str) -> str:
+    """The digest a run noted for the build ``fingerprint`` in ``repository``, ``""`` when none did
+    (the caller asks the registry whether it is still there)."""
+    try:
+        noted = json.loads(_platform_path(state_dir, repository, fingerprint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    same = isinstance(noted, dict) and noted.get("repository") == repository and noted.get("fingerprint") == fingerprint
+    return str(noted.get("digest") or "") if same else ""

@@ -21,7 +21,8 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -138,6 +139,8 @@ class RegistryAPI:
         url = f"{self.base}{path}"
         throttled = 0
         for _ in range(3):
+            if hasattr(kwargs.get("data"), "seek"):
+                kwargs["data"].seek(0)  # a file body is sent whole again when the request is repeated
             token = self._token.get(scope)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -331,12 +334,20 @@ class RegistryAPI:
         self._check(response, f"look up blob {digest} of {repository}")
         return True
 
-    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
-        """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``.
+    def upload_blob(self, repository: str, digest: str, data: bytes | Path) -> None:
+        """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``;
+        ``data``: the bytes, or a file streamed from disk (a layer need not fit in memory).
 
         The registry checks the bytes against ``digest``. Faults are :class:`RegistryError`,
         ``transient`` for 5xx, 429 and dropped connections.
         """
+        if isinstance(data, Path):
+            with data.open("rb") as body:
+                self._upload_blob(repository, digest, body)
+        else:
+            self._upload_blob(repository, digest, data)
+
+    def _upload_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
         scope = f"repository:{repository}:pull,push"
         started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
         self._check(started, f"start an upload to {repository}")

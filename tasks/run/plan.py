@@ -41,7 +41,8 @@ class ImageSpec:
     engine: Engine = DEFAULT_ENGINE  # where it is built and pushed from
     platform: str = DEFAULT_PLATFORM
     # A multi-platform image's tag (<registry>/<name>:<tag>), where the index goes; then ``ref`` is
-    # this platform's own tag (<tag>-linux-arm64). "" for a single-platform image.
+    # this platform's own name (<tag>-linux-arm64): the engine's tag of the build and part of its
+    # fingerprint, never pushed (the platform image goes by digest). "" for a single-platform image.
     index_ref: str = ""
     builder: str = "dockerfile"  # which module of tasks/builders builds it
     secrets: Mapping[str, str] = field(default_factory=dict)  # secret id -> environment variable name

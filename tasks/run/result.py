@@ -87,6 +87,8 @@ class ExternalImageResult(_Model):
     chart: str
     image: str
     pinned: bool  # referenced by digest
+    # The values switches that bring it in (global.produceCoverdata=true); [] when the chart's defaults use it.
+    switches: tuple[str, ...] = ()
 
 
 class SignatureResult(_Model):
@@ -151,6 +153,9 @@ class BuiltImage:
     engine: Engine = DEFAULT_ENGINE  # the engine that holds it
     platform: str = ""  # set for one platform of a multi-platform image
     label: str = ""  # as ImageSpec.label
+    # One platform of a multi-platform image: pushed by its digest alone, never under a tag of its own
+    # (the image's tag is the index of its platforms).
+    by_digest: bool = False
     layout: Path | None = None  # an OCI image layout, for a build outside any engine
     digest: str = ""  # the layout's top manifest (an image index for several platforms)
     # What the provenance attestation records (tasks/signing.py):

@@ -149,7 +149,9 @@ def test_an_image_retagged_to_other_content_fails_verify(
     args = [a if a != "cosign.pub" else str(signed.pub) for a in signed.summary["verify_command"].split()[2:]]
     with RegistryAPI(registry.host) as api:
         original = api.manifest_bytes(repository, signed.src.tag)
-        other = api.manifest_bytes(signed.registry.split("/", 1)[1] + "/requester", f"{signed.src.tag}-linux-amd64")
+        (requester,) = [i for i in signed.summary["images"] if i["name"] == "requester"]
+        amd64 = next(p["digest"] for p in requester["platforms"] if p["platform"] == "linux/amd64")
+        other = api.manifest_bytes(signed.registry.split("/", 1)[1] + "/requester", amd64)
         assert original is not None and other is not None
         for layer in [*json.loads(other[2]).get("layers", []), json.loads(other[2])["config"]]:
             api.upload_blob(repository, layer["digest"],

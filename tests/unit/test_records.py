@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.control.records import build_records, recorded_builds, release_key, save_builds
+from tasks.control.records import (
+    build_records,
+    note_platform,
+    noted_platform,
+    published_release,
+    recorded_builds,
+    release_key,
+    save_builds,
+    save_record,
+)
 from tasks.run.config import parse_config
 from tasks.run.facts import BaseUse, BuildFacts
-from tasks.run.result import PushedImage
+from tasks.run.result import PushedImage, ReleaseResult
 
 CONFIG = "images:\n  - name: a\n    dockerfile: d/Dockerfile\n    dockerfile_from: project\ncharts: []\n"
 
@@ -68,3 +77,38 @@ def test_nothing_is_recorded_without_builds_and_a_broken_record_is_none(tmp_path
     assert recorded_builds(tmp_path, image)[0].goflags == ("-cover",)
     next((tmp_path / "builds").iterdir()).write_text("{not json")
     assert recorded_builds(tmp_path, image) == ()
+
+class NoRegistry:
+    """Registries that must not be asked: a record refused before any registry read."""
+
+    def api(self, host: str) -> None:
+        raise AssertionError(f"the registry {host} was asked")
+
+
+def record(platforms: list[dict[str, str]]) -> ReleaseResult:
+    return ReleaseResult.model_validate({
+        "tag": "v0.6.4", "version": "0.6.4", "prerelease": False, "registry": "r.example/x",
+        "source_revision": "a" * 40, "images": [
+            {"name": "dual-pods-controller", "ref": "r.example/x/dual-pods-controller:v0.6.4",
+             "digest": "sha256:" + "1" * 64, "platforms": platforms}]})
+
+
+def test_a_record_that_names_platform_all_is_not_answered_from(tmp_path: Path) -> None:
+    """A record written when a kept ko image said platform `all` is read from the registry again (the run then
+    lists its real platforms), never answered with a row that says `all`."""
+    save_record(tmp_path, "k", record([{"platform": "all", "ref": "r.example/x/dual-pods-controller:v0.6.4",
+                                         "digest": "sha256:" + "1" * 64, "status": "already published"}]))
+    assert published_release(tmp_path, "k", NoRegistry()) is None  # type: ignore[arg-type]
+
+
+def test_a_pushed_platform_is_noted_per_repository_and_build(tmp_path: Path) -> None:
+    """The digest of a platform pushed by digest is found again by its repository and fingerprint only."""
+    assert noted_platform(tmp_path, "r.example/x/requester", "f1") == ""
+    note_platform(tmp_path, "r.example/x/requester", "f1", "sha256:" + "2" * 64)
+    note_platform(tmp_path, "r.example/x/requester", "f2", "sha256:" + "3" * 64)
+    assert noted_platform(tmp_path, "r.example/x/requester", "f1") == "sha256:" + "2" * 64
+    assert noted_platform(tmp_path, "r.example/y/requester", "f1") == ""
+    note_platform(tmp_path, "r.example/x/requester", "f1", "sha256:" + "4" * 64)  # a newer push of the same build
+    assert noted_platform(tmp_path, "r.example/x/requester", "f1") == "sha256:" + "4" * 64
+    note_platform(tmp_path, "r.example/x/requester", "", "sha256:" + "5" * 64)  # no fingerprint: nothing noted
+    assert noted_platform(tmp_path, "r.example/x/requester", "") == ""
