@@ -475,7 +475,7 @@ def _list_cover_packages(build: KoBuild, target: KoBuild, go: str, *, user: Buil
 
 
 def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser | None = None,
-                     timeout: float = 1800) -> int:
+                     timeout: float = 1800, step: Step = no_step) -> int:
     """``go mod download`` of the module at ``source`` into the Go module cache ko's builds use (the build
     user's, or this process's), so a cold release fetches modules while nothing else needs the network
     and its compile time is its own; the number of modules the cache holds for it. Only go.mod and
@@ -498,7 +498,16 @@ def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser
         for name in ("KO_GO_PATH", "KO_DOCKER_REPO", "SOURCE_DATE_EPOCH", "KO_DATA_DATE_EPOCH"):
             env.pop(name, None)
         lines: list[str] = []
-        cmd.stream([go, "mod", "download", "-json"], cwd=scratch, env=env, timeout=timeout, on_line=lines.append,
+        modules: list[str] = []
+
+        def heard(line: str) -> None:
+            lines.append(line)
+            text = line.strip()
+            if text.startswith('"Path"'):  # one module's JSON object: tell the pulse how far it got
+                modules.append(text.split(":", 1)[1].strip(' ",'))
+                step(f"{len(modules)} module(s) so far, last {modules[-1]}")
+
+        cmd.stream([go, "mod", "download", "-json"], cwd=scratch, env=env, timeout=timeout, on_line=heard,
                    what="download the Go modules", fix="check that the Go module proxy is reachable", user=user)
     except CommandError as err:
         raise SourceError(f"cannot download the Go modules of the source: {err}") from err
