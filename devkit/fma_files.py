@@ -679,7 +679,7 @@ spec:
                   maximum: 16
 """
 
-# The "invalid-policy" fault: a LauncherPolicy whose launchers is not an integer.
+# The "invalid-policy" fault: a LauncherPolicy with more launchers than its schema allows.
 INVALID_POLICY_YAML = f"""\
 apiVersion: {CRD_GROUP}/v1alpha1
 kind: LauncherPolicy
@@ -689,7 +689,7 @@ metadata:
     {{{{- include "fmac.labels" . | nindent 4 }}}}
 spec:
   acceleratorType: sample-gpu
-  launchers: "a few"
+  launchers: 99
 """
 
 CHART = "charts/fma-controllers"

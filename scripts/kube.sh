@@ -11,11 +11,16 @@
 # Idempotent: binaries already built from the same KEY are left alone (checked in milliseconds).
 # The compile runs under `nice`, so other work on the machine goes on; it prints a line every 30 s.
 # `bash scripts/kube.sh --key` prints KEY and builds nothing. Exits 1 when Go is missing or a build fails.
+# FMA_KUBE_BIN puts the binaries elsewhere than .local/kube/bin (bench/kube_bench.py times a copy with it).
+# The compile's seconds (cold, or warm from the Go build cache) are kept beside the binaries (compile-seconds).
+# The whole script is one block that bash reads before it runs any of it: editing the file during a
+# long build cannot change what the running build does next.
+{
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf 'setup: %s\n' "$*"; }
 module="$here/devkit/kubernetes"
-out="$here/.local/kube/bin"
+out="${FMA_KUBE_BIN:-$here/.local/kube/bin}"
 logs="$here/.local/kube/logs"
 parts=(kube-apiserver etcd kube-controller-manager)
 
@@ -65,6 +70,7 @@ mkdir -p "$out" "$logs"
 rm -f "$out/.key"
 if have_all "$cache" && [ "$(cat "$cache/.key" 2>/dev/null || true)" = "$key" ]; then
   for part in "${parts[@]}"; do cp -f "$cache/$part" "$out/$part.tmp" && mv -f "$out/$part.tmp" "$out/$part"; done
+  cp -f "$cache/compile-seconds" "$out/compile-seconds" 2>/dev/null || true
   echo "$key" >"$out/.key"
   say "Kubernetes $version parts copied from the machine's cache ($cache, $(took "$start"))"
   exit 0
@@ -98,7 +104,11 @@ trap - EXIT
 for part in "${parts[@]}"; do mv -f "$build_dir/$part" "$out/$part"; done
 rmdir "$build_dir"
 echo "$key" >"$out/.key"
+echo $(( ($(now_ms) - start) / 1000 )) >"$out/compile-seconds"
 mkdir -p "$cache"
 for part in "${parts[@]}"; do cp -f "$out/$part" "$cache/$part.tmp.$$" && mv -f "$cache/$part.tmp.$$" "$cache/$part"; done
+cp -f "$out/compile-seconds" "$cache/compile-seconds"
 cp -f "$out/.key" "$cache/.key"
 say "Kubernetes $version parts built ($out, $(took "$start"); kept for this machine in $cache)"
+exit 0
+}

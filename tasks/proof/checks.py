@@ -163,8 +163,12 @@ def service_account_files(token: str, ca_pem: bytes, namespace: str) -> dict[str
 _SERVER_SAYS = re.compile(r"(?:failed to create resource|failed to create|unable to build kubernetes objects"
                           r"[^:]*|error validating[^:]*):\s*", re.IGNORECASE)
 # How the server names an object: `Kind.group "name" is invalid`, `kinds.group "name" is forbidden`, ...
-_NAMED = re.compile(r'(?P<kind>[A-Za-z][\w.-]*) "(?P<name>[^"]+)" (?:is (?:invalid|forbidden)|already exists)')
+_NAMED = re.compile(r'(?P<kind>[A-Za-z][\w.-]*) "(?P<name>[^"]+)" '
+                    r"(?:is )?(?P<why>(?:invalid|forbidden|already exists).*)")
 _NO_KIND = re.compile(r'no matches for kind "(?P<kind>[^"]+)"')
+# Helm 4 applies server-side: "server-side apply failed for object NS/NAME GROUP/VERSION, Kind=KIND: <why>".
+_APPLIED = re.compile(r"apply failed for object (?:(?P<ns>[^/\s]+)/)?(?P<name>\S+) (?P<gv>\S+), Kind=(?P<kind>\w+):\s*"
+                      r"(?:failed to create typed patch object \([^)]*\):\s*)?(?P<why>.*)")
 
 
 def refusal(error: str, docs: Iterable[Mapping[str, Any]] = ()) -> tuple[str, str]:
@@ -176,7 +180,10 @@ def refusal(error: str, docs: Iterable[Mapping[str, Any]] = ()) -> tuple[str, st
     reason = found[-1] if len(found) > 1 else text
     named = _NAMED.search(text)
     if named:
-        return f'{named.group("kind")} "{named.group("name")}"', reason
+        return f'{named.group("kind")} "{named.group("name")}"', named.group("why")
+    applied = _APPLIED.search(text)
+    if applied:
+        return f'{applied.group("kind")} "{applied.group("name")}" ({applied.group("gv")})', applied.group("why")
     missing = _NO_KIND.search(text)
     if missing:
         kind = missing.group("kind")

@@ -91,25 +91,29 @@ def test_what_a_container_is_given() -> None:
         "172.17.0.1", "6443", "tcp://172.17.0.1:6443")
 
 
-HELM_INVALID = (
-    'failed to create resource: LauncherPolicy.fma-sample.example.invalid "fma-fma-controllers-default" is '
-    'invalid: spec.launchers: Invalid value: "string": spec.launchers in body must be of type integer: "string"')
+SSA = "server-side apply failed for object ns/fma-fma-controllers-default fma-sample.example.invalid/v1alpha1, Kind="
 
 
 @pytest.mark.parametrize(("error", "named", "reason"), [
-    (HELM_INVALID, 'LauncherPolicy.fma-sample.example.invalid "fma-fma-controllers-default"',
-     'LauncherPolicy.fma-sample.example.invalid "fma-fma-controllers-default" is invalid: spec.launchers: '
-     'Invalid value: "string": spec.launchers in body must be of type integer: "string"'),
-    ('clusterrolebindings.rbac.authorization.k8s.io "x-view" is forbidden: user "u" is attempting to grant '
-     'RBAC permissions not currently held', 'clusterrolebindings.rbac.authorization.k8s.io "x-view"',
-     None),
+    (SSA + 'LauncherPolicy: LauncherPolicy.fma-sample.example.invalid "fma-fma-controllers-default" is invalid: '
+     "spec.launchers: Invalid value: 99: spec.launchers in body should be less than or equal to 16",
+     'LauncherPolicy.fma-sample.example.invalid "fma-fma-controllers-default"',
+     "invalid: spec.launchers: Invalid value: 99: spec.launchers in body should be less than or equal to 16"),
+    (SSA + "LauncherPolicy: failed to create typed patch object (ns/fma-fma-controllers-default; "
+     "fma-sample.example.invalid/v1alpha1, Kind=LauncherPolicy): .spec.launchers: expected numeric (int or float), "
+     "got string",
+     'LauncherPolicy "fma-fma-controllers-default" (fma-sample.example.invalid/v1alpha1)',
+     ".spec.launchers: expected numeric (int or float), got string"),
+    ('clusterrolebindings.rbac.authorization.k8s.io "x-view" is forbidden: user "u" is attempting to grant\n'
+     "RBAC permissions not currently held", 'clusterrolebindings.rbac.authorization.k8s.io "x-view"',
+     'forbidden: user "u" is attempting to grant RBAC permissions not currently held'),
     ('unable to build kubernetes objects from release manifest: resource mapping not found for name: "p" '
      'namespace: "" from "": no matches for kind "LauncherPolicy" in version "x/v1"', 'LauncherPolicy "p"', None),
     ("Kubernetes cluster unreachable: connection refused", "", "Kubernetes cluster unreachable: connection refused"),
 ])
 def test_refusal_names_the_object_the_server_refused(error: str, named: str, reason: str | None) -> None:
-    """The object as the server names it, or the rendered object of a kind the server does not know; the reason
-    is the server's own words on one line."""
+    """The object as the server names it (or as Helm's server-side apply does), else the rendered object of a
+    kind the server does not know; the reason is the server's own words on one line."""
     docs = [{"kind": "LauncherPolicy", "metadata": {"name": "p"}}]
     found, why = refusal(error, docs)
     assert found == named
