@@ -69,6 +69,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -116,17 +117,29 @@ func New() (*Client, error) {
 }
 
 // Count lists the collection at path (such as /api/v1/nodes) and tells how many items it holds.
-// A refusal is the server's own message, such as "nodes is forbidden: ...".
+// A refusal is the server's own message, such as "nodes is forbidden: ...". Like client-go, it asks
+// again when the server says to wait (429, or 503 with Retry-After: a resource just made is still
+// starting), up to ten times.
 func (c *Client) Count(path string) (int, error) {
+	for attempt := 1; ; attempt++ {
+		n, wait, err := c.count(path)
+		if wait == 0 || attempt == 10 {
+			return n, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (c *Client) count(path string) (int, time.Duration, error) {
 	request, err := http.NewRequest(http.MethodGet, c.base+path, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	request.Header.Set("Authorization", "Bearer "+c.token)
 	request.Header.Set("Accept", "application/json")
 	response, err := c.client.Do(request)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer response.Body.Close()
 	var body struct {
@@ -135,15 +148,30 @@ func (c *Client) Count(path string) (int, error) {
 	}
 	decodeErr := json.NewDecoder(io.LimitReader(response.Body, 64<<20)).Decode(&body)
 	if response.StatusCode != http.StatusOK {
+		err := fmt.Errorf("GET %s: %s", path, response.Status)
 		if body.Message != "" {
-			return 0, errors.New(body.Message)
+			err = errors.New(body.Message)
 		}
-		return 0, fmt.Errorf("GET %s: %s", path, response.Status)
+		return 0, retryAfter(response), err
 	}
 	if decodeErr != nil {
-		return 0, fmt.Errorf("GET %s: %w", path, decodeErr)
+		return 0, 0, fmt.Errorf("GET %s: %w", path, decodeErr)
 	}
-	return len(body.Items), nil
+	return len(body.Items), 0, nil
+}
+
+// retryAfter is how long the server asked to wait before asking again, 0 when it did not.
+func retryAfter(response *http.Response) time.Duration {
+	seconds, err := strconv.Atoi(response.Header.Get("Retry-After"))
+	switch {
+	case response.StatusCode != http.StatusTooManyRequests && (response.StatusCode != http.StatusServiceUnavailable || err != nil):
+		return 0
+	case err != nil || seconds < 1:
+		return time.Second
+	case seconds > 10:
+		return 10 * time.Second
+	}
+	return time.Duration(seconds) * time.Second
 }
 
 // Serve is a controller's life in the sample: list each collection once (a controller's caches),

@@ -70,7 +70,11 @@ class Cluster:
 def free_port(address: str) -> int:
     """A TCP port nothing listens on at ``address`` now (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
+        try:
+            probe.bind((address, 0))
+        except OSError as err:
+            raise KubernetesError(f"cannot listen on {address}: {err.strerror or err}; give an address of this "
+                                  "machine (127.0.0.1, or the Docker bridge's gateway)") from err
         return int(probe.getsockname()[1])
 
 
