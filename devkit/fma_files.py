@@ -163,8 +163,10 @@ func (c *Client) count(path string) (int, time.Duration, error) {
 // retryAfter is how long the server asked to wait before asking again, 0 when it did not.
 func retryAfter(response *http.Response) time.Duration {
 	seconds, err := strconv.Atoi(response.Header.Get("Retry-After"))
+	busy := response.StatusCode == http.StatusTooManyRequests
+	starting := response.StatusCode == http.StatusServiceUnavailable && err == nil
 	switch {
-	case response.StatusCode != http.StatusTooManyRequests && (response.StatusCode != http.StatusServiceUnavailable || err != nil):
+	case !busy && !starting:
 		return 0
 	case err != nil || seconds < 1:
 		return time.Second

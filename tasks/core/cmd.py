@@ -267,15 +267,15 @@ def start(
 
 def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
     """End a process :func:`start` started, with its process group: SIGTERM, then SIGKILL after
-    ``grace`` seconds; waits until it is gone."""
-    if proc.poll() is None:
+    ``grace`` seconds; waits until it is gone. A process already reaped is left alone (its group id
+    may belong to another process by now)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # anything it left in its group
-        os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

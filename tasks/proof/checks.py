@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from tasks.core.redact import redact
+from tasks.run.result import PushedImage
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 LAST_LINES = 6  # a failed container's output shown in its check
@@ -62,6 +63,20 @@ class ContainerRun:
     @property
     def label(self) -> str:
         return f"{self.deployment}/{self.container}"
+
+
+def images_to_run(pushed: Iterable[PushedImage]) -> dict[str, dict[str, str]]:
+    """The proof's ``images`` from a release's pushed images: each tag as a chart renders it, with the
+    reference by digest to run for each of its platforms (an index's platform manifests; a single-platform
+    image its own, ``linux/amd64`` when it says no platform)."""
+    found: dict[str, dict[str, str]] = {}
+    for image in pushed:
+        repository = image.ref.rsplit("@", 1)[0]
+        if ":" in repository.rsplit("/", 1)[-1]:
+            repository = repository.rsplit(":", 1)[0]
+        manifests = image.platforms or (image,)
+        found[image.ref] = {(m.platform or "linux/amd64"): f"{repository}@{m.digest}" for m in manifests}
+    return found
 
 
 def manifest_docs(manifests: str | Mapping[str, str]) -> list[dict[str, Any]]:

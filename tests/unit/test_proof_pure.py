@@ -13,6 +13,7 @@ from tasks.proof.checks import (
     SERVICE_ACCOUNT_DIR,
     container_verdict,
     expand,
+    images_to_run,
     kubernetes_env,
     last_lines,
     manifest_docs,
@@ -23,6 +24,7 @@ from tasks.proof.checks import (
 )
 from tasks.proof.cluster import missing_parts
 from tasks.proof.kubernetes import chart_label
+from tasks.run.result import PushedImage
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = {"reg/ns/dual-pods-controller:v1", "reg/ns/launcher-populator:v1"}
@@ -163,3 +165,17 @@ def test_kubernetes_pins_are_one_release() -> None:
     assert re.search(r"^\s*go\.etcd\.io/etcd/server/v3 v3\.\d+\.\d+$", text, re.MULTILINE)
     for main in ("kube-apiserver", "etcd", "kube-controller-manager"):
         assert (ROOT / "devkit/kubernetes" / main / "main.go").is_file()
+
+
+def test_images_to_run_are_each_platform_by_digest() -> None:
+    """An index gives each platform's manifest by digest under the tag the chart renders; a single manifest
+    its own digest (a registry with a port keeps its port)."""
+    index = PushedImage(name="dpc", ref="127.0.0.1:5000/fma/dpc:v1", digest="sha256:i", platforms=(
+        PushedImage(name="dpc", ref="127.0.0.1:5000/fma/dpc:v1", digest="sha256:a", platform="linux/amd64"),
+        PushedImage(name="dpc", ref="127.0.0.1:5000/fma/dpc:v1", digest="sha256:b", platform="linux/arm64")))
+    single = PushedImage(name="lp", ref="reg/fma/lp:v1", digest="sha256:c", platform="linux/amd64")
+    assert images_to_run([index, single]) == {
+        "127.0.0.1:5000/fma/dpc:v1": {"linux/amd64": "127.0.0.1:5000/fma/dpc@sha256:a",
+                                      "linux/arm64": "127.0.0.1:5000/fma/dpc@sha256:b"},
+        "reg/fma/lp:v1": {"linux/amd64": "reg/fma/lp@sha256:c"},
+    }
