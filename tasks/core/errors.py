@@ -143,3 +143,8 @@ class SigningError(ReleaseError):
 
 class VerificationError(ReleaseError):
     """``fma-release verify`` found artifacts whose signature or attestations do not check out."""
+
+
+class KubernetesError(ReleaseError):
+    """The proof's Kubernetes API server cannot be started, reached or used (not a refusal of the chart,
+    which is a failed check of the proof)."""
