@@ -196,11 +196,14 @@ def _local_server() -> str:
         with urllib.request.urlopen(f"{url}/health", timeout=0.5) as answer:  # noqa: S310 - a loopback URL of ours
             healthy = answer.status == 200
     except OSError:
-        return ""
+        healthy = False
     if healthy:
         print(f"fma-release: reporting to the local Prefect server at {url} (PREFECT_API_URL is not set)",
               file=sys.stderr)
         return url
+    # Its start-up takes 10-15 s, more on a busy machine: said now, so the console is not silent meanwhile.
+    print(f"fma-release: no Prefect server answers at {url} and PREFECT_API_URL is not set: starting one for "
+          "this run only (start a lasting one with scripts/services.sh)", file=sys.stderr)
     return ""
 
 

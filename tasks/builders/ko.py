@@ -487,13 +487,17 @@ def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser
     if not (source / "go.mod").is_file():
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="fma-gomod-")) if user is None else user.job_dir("gomod")
+    # The module's copy goes one level down: the build user's TMPDIR is the scratch directory, and go
+    # ignores a go.mod in the temp root ("no modules specified"), so it may not sit there.
+    module = scratch / "module"
     try:
+        module.mkdir()
         for name in ("go.mod", "go.sum"):
             if (source / name).is_file():
-                shutil.copyfile(source / name, scratch / name)
+                shutil.copyfile(source / name, module / name)
         if user is not None:
             user.own(scratch)
-        env = ko_env(KoBuild(name="modules", source=scratch, main=".", out=scratch / "out"), os.environ, go,
+        env = ko_env(KoBuild(name="modules", source=module, main=".", out=scratch / "out"), os.environ, go,
                      home=user.home if user else None, scratch=scratch if user else None)
         for name in ("KO_GO_PATH", "KO_DOCKER_REPO", "SOURCE_DATE_EPOCH", "KO_DATA_DATE_EPOCH"):
             env.pop(name, None)
@@ -507,7 +511,7 @@ def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser
                 modules.append(text.split(":", 1)[1].strip(' ",'))
                 step(f"{len(modules)} module(s) so far, last {modules[-1]}")
 
-        cmd.stream([go, "mod", "download", "-json"], cwd=scratch, env=env, timeout=timeout, on_line=heard,
+        cmd.stream([go, "mod", "download", "-json"], cwd=module, env=env, timeout=timeout, on_line=heard,
                    what="download the Go modules", fix="check that the Go module proxy is reachable", user=user)
     except CommandError as err:
         raise SourceError(f"cannot download the Go modules of the source: {err}") from err

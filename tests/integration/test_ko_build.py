@@ -18,9 +18,10 @@ import docker
 import pytest
 
 from devkit.faultproxy import FaultProxy, Rule
+from devkit.fma_sample import FmaBases, make_fma_source
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
-from tasks.builders.ko import KoBuild, build_with_ko, compile_with_ko
+from tasks.builders.ko import KoBuild, build_with_ko, compile_with_ko, download_modules
 from tasks.core.errors import ImageBuildError, RegistryError
 from tasks.core.sandbox import build_user
 from tasks.oci.layout import IMAGE_TYPES, OciLayout, push_layout
@@ -444,3 +445,16 @@ def test_cover_lists_the_modules_packages_as_the_build_user_and_leaves_the_exclu
     packages = subprocess.run(["go", "tool", "covdata", "pkglist", "-i", str(coverdir)], capture_output=True,
                               text=True, timeout=120, check=True).stdout.split()
     assert set(packages) == {"example.test/hello/cmd/hello", "example.test/hello/internal/greet"}
+
+
+def test_go_modules_download_as_the_build_user_finds_the_module(
+    fma_bases: FmaBases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Go modules step copies go.mod below the build user's TMPDIR, not into it: go ignores a go.mod in
+    the temp root ("no modules specified"), which made every cold release skip the download. The
+    FMA-shaped sample needs no module, so the download succeeds with none and no network (GOPROXY=off)."""
+    monkeypatch.setenv("GOPROXY", "off")
+    src = make_fma_source(tmp_path / "fma", bases=fma_bases)
+    log = QuietLog()
+    assert download_modules(src.path, log, user=build_user()) == 0
+    assert "Go modules: 0 in the cache" in log.lines

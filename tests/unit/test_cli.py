@@ -100,3 +100,24 @@ def test_help_bad_tag_and_bad_option_load_no_prefect_docker_or_helm(argv: list[s
     done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=False,
                           timeout=60)
     assert done.stdout.splitlines()[-1] == f"{code} []", done.stdout + done.stderr
+
+
+def test_a_run_says_at_once_that_it_starts_a_prefect_server_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No server configured and none answering locally: one line says a server is being started for the run,
+    before its start-up (seconds of otherwise silent console)."""
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import _local_server
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    monkeypatch.setenv("FMA_LOCAL_PREFECT_URL", url)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert _local_server() == ""
+    assert f"no Prefect server answers at {url} and PREFECT_API_URL is not set: starting one" in capsys.readouterr().err
