@@ -143,12 +143,20 @@ def _run_context(request: ReleaseRequest, services: RunServices, checked: Prefli
     facts = checked.facts
     ui_url = flow_run.ui_url or ""
     run_id = str(flow_run.id or "")
-    api = (services.settings.prefect_api_url or "").rstrip("/")
+    # The API this run reports to: the environment's, else Prefect's own setting (a server the CLI chose
+    # or started for this run), so builder.id is always an address, never a bare path.
+    api = (services.settings.prefect_api_url or _reporting_api()).rstrip("/")
     run_url = ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}"
     provenance = None
     if facts.signer is not None and not request.dry_run:
         provenance = provenance_facts(request, facts.revision, run_id=run_id, run_url=run_url)
     return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
+
+
+def _reporting_api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "")
 
 
 def _release(run: RunContext) -> ReleaseResult:
