@@ -78,6 +78,38 @@ def cover_directory(entry: str) -> str:
     return _relative_inside(name, "cover exclude")
 
 
+class SmokeConfig(BaseModel):
+    """How the container-start proof starts an image no chart runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: tuple[str, ...] = ()
+
+
+class ProofConfig(BaseModel):
+    """What a staged release proves beyond the container starts (docs/staging.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Install each chart on a Kubernetes API server built from source, and run its controllers against it.
+    kubernetes: bool = False
+    # CustomResourceDefinition files of the source at the tag, applied before the charts (config/crds.yaml).
+    crds: tuple[str, ...] = ()
+    # Objects a real install has before the chart (a ClusterRole the values name), as YAML mappings.
+    objects: tuple[dict[str, object], ...] = ()
+    # Values for the proof's install only, over the chart's own (global.nodeViewClusterRole: node-viewer).
+    values: dict[str, object] = Field(default_factory=dict)
+    # How long each controller must keep running.
+    settle_seconds: float = Field(default=20.0, gt=0, le=600)
+    # How long a started container may run before it counts as running (the container-start proof).
+    start_seconds: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("crds")
+    @classmethod
+    def _crds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_relative_inside(path, "proof crds path") for path in value)
+
+
 class ImageConfig(BaseModel):
     """One image: built from the source checkout at the tag."""
 
@@ -105,6 +137,9 @@ class ImageConfig(BaseModel):
     cover: CoverConfig | None = None
     # Optional: build secrets for RUN --mount=type=secret,id=ID: ID -> the environment variable holding it.
     secrets: dict[str, str] = Field(default_factory=dict)
+    # Optional: how a staged release's proof starts this image when no chart runs it ({command: [python3, -V]});
+    # without it, the image's own entrypoint.
+    smoke: SmokeConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -267,6 +302,11 @@ class ReleaseConfig(BaseModel):
     # Optional: sign images and charts, with provenance and SBOM attestations, when a key is configured
     # (FMA_SIGNING_KEY); false: never sign this project's releases, whatever the environment says.
     sign: bool = True
+    # Optional: a registry every run of this config stages to first (--stage): built, pushed and signed there,
+    # proven, then promoted to --registry; nothing reaches --registry before the proof passes.
+    stage: str | None = None
+    # Optional: what the proof of a staged release checks beyond the container starts.
+    proof: ProofConfig = Field(default_factory=ProofConfig)
 
     @field_validator("images", "charts", "engines", mode="before")
     @classmethod
