@@ -5,7 +5,8 @@ Rules pick requests by repository and operation (``upload_start``,
 answer them with a status code, a dropped connection or a hang, a set number of times
 or forever. Everything else is forwarded as is (the Host header is kept, so
 the registry's upload ``Location`` URLs point back at the proxy). Every
-request is counted per ``(repository, operation)``.
+request is counted per ``(repository, operation)``, and so are the bytes of the
+request bodies it received (``received``: what a client sent, blob bytes included).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.rules: list[Rule] = []
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.received: Counter[tuple[str, str]] = Counter()  # request body bytes
         self.injected: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._released = threading.Event()  # set on stop: hung requests end
@@ -90,7 +92,7 @@ class FaultProxy:
                 body = self._body()
                 repo, op = operation(self.command, self.path)
                 match = _PATH.match(self.path)
-                rule = proxy._take(repo, op, (match.group("ref") or "") if match else "")
+                rule = proxy._take(repo, op, (match.group("ref") or "") if match else "", len(body))
                 if rule is not None:
                     if rule.hang:
                         proxy._released.wait(rule.hang)
@@ -138,9 +140,10 @@ class FaultProxy:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _take(self, repo: str, op: str, ref: str = "") -> Rule | None:
+    def _take(self, repo: str, op: str, ref: str = "", size: int = 0) -> Rule | None:
         with self._lock:
             self.counts[(repo, op)] += 1
+            self.received[(repo, op)] += size
             for rule in self.rules:
                 if rule.matches(repo, op, ref):
                     if rule.times is not None:
@@ -160,6 +163,11 @@ class FaultProxy:
     def count(self, repo_suffix: str, op: str) -> int:
         with self._lock:
             return sum(n for (repo, o), n in self.counts.items() if o == op and repo.endswith(repo_suffix))
+
+    def snapshot(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """``(requests, body bytes)`` per ``(repository, operation)`` so far."""
+        with self._lock:
+            return {key: (n, self.received[key]) for key, n in self.counts.items()}
 
     def start(self) -> FaultProxy:
         self._thread.start()

@@ -12,6 +12,7 @@ for, when one is given). A tag pointed at another release's signed image fails, 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from tasks.core.errors import ConfigError
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import Registries
-from tasks.run.config import ReleaseConfig
+from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig
 from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 from tasks.supplychain.cosign import PROVENANCE, SBOM, Cosign, VerifyFailed
@@ -183,6 +184,22 @@ def failure_line(checks: Sequence[Check]) -> str:
     if not failed:
         return ""
     return f"{len(failed)} of {len(checks)} artifact(s) failed verification: " + ", ".join(failed)
+
+
+def verify_command_line(tag: str, *, registry: str, chart_registry: str, config_path: Path, charts: Sequence[str],
+                        source: str = "") -> str:
+    """The ``fma-release verify`` command that checks a release at ``registry`` (pure): its options only
+    where they differ from the defaults."""
+    parts = ["fma-release", "verify", tag, "--key", "cosign.pub", "--registry", registry]
+    if source:
+        parts += ["--source", source]
+    if chart_registry != chart_remote(registry, None):
+        parts += ["--chart-registry", chart_registry]
+    if config_path.resolve() != DEFAULT_CONFIG.resolve():
+        parts += ["--config", str(config_path)]
+    for chart in charts:
+        parts += ["--chart", chart]
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 def check_inputs(request: VerifyRequest) -> None:
