@@ -51,6 +51,9 @@ class Rule:
     retry_after: str | None = None
     ref: str = ""  # only this tag or digest ("" = any), e.g. the tag an image index is PUT under
     ref_suffix: str = ""  # only tags ending with it, e.g. ".sig" for cosign's signatures
+    # ...or forward it without its query: a blob mount (POST .../uploads/?mount=&from=) reaches the registry as a
+    # plain upload start, which it answers 202 with an upload's location, as a registry without mounts does
+    no_mount: bool = False
 
     def matches(self, repo: str, op: str, ref: str = "") -> bool:
         return (op == self.op and repo.endswith(self.repo_suffix) and (not self.ref or ref == self.ref)
@@ -93,6 +96,9 @@ class FaultProxy:
                 repo, op = operation(self.command, self.path)
                 match = _PATH.match(self.path)
                 rule = proxy._take(repo, op, (match.group("ref") or "") if match else "", len(body))
+                path = self.path
+                if rule is not None and rule.no_mount:
+                    path, rule = path.split("?", 1)[0], None
                 if rule is not None:
                     if rule.hang:
                         proxy._released.wait(rule.hang)
@@ -114,7 +120,7 @@ class FaultProxy:
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.request(self.command, path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 self.send_response(response.status, response.reason)

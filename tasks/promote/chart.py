@@ -28,11 +28,12 @@ def unpack_chart(files: dict[str, bytes], into: Path) -> Path:
     tops = {PurePosixPath(name).parts[0] for name in files if PurePosixPath(name).parts}
     if len(tops) != 1:
         raise ChartError(f"a chart archive holds {len(tops)} top directories, not one: it is not a Helm package")
-    for name, data in files.items():
+    for name in files:  # every name is checked before anything is written
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or "\\" in name:
             raise ChartError(f"a chart archive names the file {name!r}, outside the chart: it is refused")
-        target = into.joinpath(*path.parts)
+    for name, data in files.items():
+        target = into.joinpath(*PurePosixPath(name).parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     chart = into / tops.pop()
