@@ -56,6 +56,10 @@ def add_trigger_commands(sub: Any) -> None:
     serve.add_argument("--api-url", default=None, help="GitHub API URL for the watcher")
     serve.add_argument("--watch-interval", type=float, default=3600.0,
                        help="seconds between watcher runs (default 3600; 0 disables the schedule)")
+    serve.add_argument("--promote-to", metavar="REGISTRY",
+                       help="also serve promote-release: published releases copied from --registry to REGISTRY")
+    serve.add_argument("--promote-chart-registry", metavar="OCI_URL",
+                       help="where promote-release puts the charts (default oci://REGISTRY/charts)")
     serve.set_defaults(handler=_serve)
 
 
@@ -111,9 +115,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     _configure_api_url(args.api_url)
 
-    print("serving publish-release and watch-releases; stop with Ctrl-C", file=sys.stderr)
+    served = "publish-release, watch-releases and promote-release" if args.promote_to else \
+        "publish-release and watch-releases"
+    print(f"serving {served}; stop with Ctrl-C", file=sys.stderr)
     serve_deployments(ServeOptions(
         source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
         dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
+        promote_to=args.promote_to, promote_chart_registry=args.promote_chart_registry,
     ))
     return 0
