@@ -54,8 +54,32 @@ COPY_START = {"copying", "retrying"}
 COPY_END = {"copied", "already published", "failed"}
 
 
+PHASES = {  # where a promotion's time goes: (item, start states, end states); "*": any item but the run
+    "preflight": ("run", {"started"}, {"copying"}),
+    "charts": ("chart", {"packaging"}, {"pushed", "already published"}),
+    "chart signing": ("chart", {"signing"}, {"signed", "already signed"}),
+    "verify": ("verify", {"verifying"}, {"verified"}),
+}
+
+
 class CannotMeasure(Exception):
     pass
+
+
+def phases(reports: Sequence[tuple[float, str, str]]) -> dict[str, float]:
+    """Seconds in each phase of one promotion, from its progress reports (the first start to the last end)."""
+    found = {}
+    for name, (kind, starts, ends) in PHASES.items():
+        if name == "preflight":  # from the flow's start to the first image copy
+            began = [at for at, item, state in reports if item == "run" and state in starts]
+            ended = [min((at for at, _, state in reports if state in ends), default=0.0)]
+        else:
+            mine = [(at, state) for at, item, state in reports
+                    if (item == kind if kind != "chart" else item.startswith("chart "))]
+            began = [at for at, state in mine if state in starts]
+            ended = [at for at, state in mine if state in ends]
+        found[name] = max(ended) - min(began) if began and ended else 0.0
+    return found
 
 
 def busy_time(reports: Sequence[tuple[float, str, str]], starts: set[str], ends: set[str],
@@ -114,6 +138,7 @@ def main() -> int:
     runs: dict[str, list[float]] = {name: [] for name in ("release", "push", "within", "across", "within_copy",
                                                            "across_copy")}
     uploaded_again: list[int] = []
+    spent: dict[str, list[float]] = {f"{route} {name}": [] for route in ("within", "across") for name in PHASES}
     try:
         bases = push_fma_bases(f"{first.host}/fma-bases")
         for rep in range(reps):
@@ -134,6 +159,8 @@ def main() -> int:
                 promoted = promote(tag=src.tag, from_registry=registry, to_registry=to, retry_base_delay=0.2)
                 runs[route].append(time.perf_counter() - began)
                 runs[f"{route}_copy"].append(busy_time(reports, COPY_START, COPY_END, names))
+                for name, seconds in phases(reports).items():
+                    spent[f"{route} {name}"].append(seconds)
                 if [i.digest for i in promoted.images] != [i.digest for i in released.images]:
                     raise CannotMeasure(f"the promotion {route} changed a digest")
             # Within one registry again, through a proxy that counts every byte sent to it (not timed: the proxy
@@ -163,8 +190,10 @@ def main() -> int:
     med = {name: statistics.median(values) for name, values in runs.items()}
     ratios = {"pr1": med["within"] / med["push"], "pr2": med["across"] / med["push"],
               "pr1c": med["within_copy"] / med["push"], "pr2c": med["across_copy"] / med["push"]}
+    med_phases = {name: statistics.median(values) for name, values in spent.items()}
     figures: dict[str, Any] = {
         "reps": reps, "median_s": med, "runs_s": runs, "ratios": ratios, "blob_bytes_uploaded_again": uploaded_again,
+        "phases_median_s": med_phases,
         "targets": TARGETS,
         "met": {"pr1": ratios["pr1"] <= TARGETS["pr1"], "pr2": ratios["pr2"] <= TARGETS["pr2"],
                 "b1": max(uploaded_again) == 0},
@@ -174,8 +203,10 @@ def main() -> int:
         ("R: its push time, images and chart (s)", f"{med['push']:.2f}"),
         ("promotion within the registry (s)", f"{med['within']:.2f}"),
         ("  of which copying the images (s)", f"{med['within_copy']:.2f}"),
+        *((f"  of which {name} (s)", f"{med_phases[f'within {name}']:.2f}") for name in PHASES),
         ("promotion to a second registry (s)", f"{med['across']:.2f}"),
         ("  of which copying the images (s)", f"{med['across_copy']:.2f}"),
+        *((f"  of which {name} (s)", f"{med_phases[f'across {name}']:.2f}") for name in PHASES),
         (f"PR1 within / R (target <= {TARGETS['pr1']})", f"{ratios['pr1']:.3f}"),
         (f"PR2 across / R (target <= {TARGETS['pr2']})", f"{ratios['pr2']:.3f}"),
         ("PR1c copy within / R", f"{ratios['pr1c']:.3f}"),

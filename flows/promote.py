@@ -1,14 +1,15 @@
 """The promotion flow: a published release copied to another registry, without rebuilding anything.
 
-    preflight ─┬─► copy image A (+ signatures, attestations, referrers) ─┐
-    (source,   ├─► copy image B ───────────────────────────────────────────┼─► charts: pull, package for
-     key,      └─► copy image C ───────────────────────────────────────────┘   the destination, push ─► sign
-     destination)                                                              ─► verify ─► summary
+    preflight ─► package charts ─┬─► copy image A (+ signatures, attestations, referrers) ─┐
+    (source, key,  (for the       ├─► copy image B ───────────────────────────────────────────┼─► push charts
+     destination)   destination)  └─► copy image C ───────────────────────────────────────────┘   ─► sign ─► verify
+                                                                                                   ─► summary
 
-Images are copied in parallel, each by digest (tasks/oci/copy.py); the charts come only when every
-image and its signatures are at the destination, so the destination never holds an installable
-chart whose images are missing. A failed image is one line each, and no chart is pushed; a re-run
-copies only what is missing.
+The charts are packaged for the destination first (a chart that cannot go stops the promotion before
+anything is copied), the images are copied in parallel, each by digest (tasks/oci/copy.py), and the
+charts are pushed only when every image and its signatures are at the destination, so the destination
+never holds an installable chart whose images are missing. A failed image is one line each, and no
+chart is pushed; a re-run copies only what is missing.
 
 Three ways in, one promotion:
 
@@ -40,7 +41,14 @@ from tasks.oci.registry import Registries
 from tasks.promote.context import PromotionRequest, PromotionRun
 from tasks.promote.plan import CopiedImage, Promoted, image_moves, promotion_result
 from tasks.promote.preflight import promotion_preflight
-from tasks.promotion import copy_image_task, promote_chart_task, promotion_summary_task, sign_chart_task, verify_task
+from tasks.promotion import (
+    copy_image_task,
+    package_chart_task,
+    promotion_summary_task,
+    push_chart_task,
+    sign_chart_task,
+    verify_task,
+)
 from tasks.run.options import PROMOTE_OPTIONS, with_options
 from tasks.run.result import ExternalImageResult, ReleaseResult
 from tasks.run.settings import Settings
@@ -98,6 +106,10 @@ def _promotion_steps(run: PromotionRun) -> ReleaseResult:
     log = get_run_logger()
     request, facts = run.request, run.facts
     policy = request.retry.task_options()
+    # The charts are packaged for the destination first (pulled, values set, checked, and refused when their
+    # version is there with other files), so a chart that cannot go stops the promotion before any copy.
+    packager = package_chart_task.with_options(**policy)
+    packages = [packager(name, run) for name, _ in facts.charts]
     moves = image_moves([name for name, _ in facts.images], tag=request.tag, from_registry=request.from_registry,
                         to_registry=request.to_registry)
     log.info("promoting %s from %s to %s: %d image(s), %d chart(s), %s", request.tag, request.from_registry,
@@ -117,15 +129,14 @@ def _promotion_steps(run: PromotionRun) -> ReleaseResult:
         raise ImagesFailedError(failures)
 
     # Every image and its signatures are at the destination: now the charts, which make it installable.
-    charter = promote_chart_task.with_options(**policy)
-    packaged = [charter(name, run) for name, _ in facts.charts]
-    charts = [published for _, published in packaged]
+    pusher = push_chart_task.with_options(**policy)
+    charts = [pusher(package, run) for package in packages]
     signer = sign_chart_task.with_options(**policy)
     chart_signatures = [signer(chart, run) for chart in charts] if run.signs else []
     verify_task(run, images, charts)
 
     external = tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
-                     for package, _ in packaged for e in package.external)
+                     for package in packages for e in package.external)
     result = promotion_result(
         Promoted(images=tuple(images), charts=tuple(charts), chart_signatures=tuple(chart_signatures),
                  external=external),

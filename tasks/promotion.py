@@ -17,7 +17,7 @@ from tasks.core import progress
 from tasks.core.errors import SigningError, VerificationError
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
-from tasks.helm.chart import PackagedChart, publish_chart
+from tasks.helm.chart import PackagedChart, existing_chart, publish_chart
 from tasks.oci.copy import ImageCopier, children
 from tasks.oci.layout import platform_name
 from tasks.oci.references import Reference
@@ -30,6 +30,8 @@ from tasks.summary import render_summary
 from tasks.supplychain.cosign import Cosign
 from tasks.supplychain.signer import ensure_signed
 from tasks.supplychain.verify import Check, VerifyRequest, failure_line, verify_release
+
+VERIFY = "verify"  # the progress item of the destination's verification
 
 
 def copy_image(move: ImageMove, run: PromotionRun) -> CopiedImage:
@@ -64,29 +66,40 @@ def copy_image_task(move: ImageMove, run: PromotionRun) -> CopiedImage:
     return copied
 
 
-@task(name="promote chart", task_run_name="promote chart {name}", cache_policy=NONE,
-      **RetryPolicy().task_options())
-def promote_chart_task(name: str, run: PromotionRun) -> tuple[PackagedChart, PublishedChart]:
-    """Pull chart ``name`` from the source, package it for the destination (values, lint, render, images
-    checked) and push it; a version already there with the same files is kept, with other files refused."""
+@task(name="package chart", task_run_name="package chart {name}", cache_policy=NONE,
+      **RetryPolicy().task_options())  # reads only: a transient fault of the source is retried
+def package_chart_task(name: str, run: PromotionRun) -> PackagedChart:
+    """Pull chart ``name`` from the source and package it for the destination (values, lint, render, images
+    checked); a version already at the destination with other files is refused here, before any copy."""
     request = run.request
     item = f"chart {name}"
     log = get_run_logger()
-    with progress.reporting(item, transient_state=Status.PUSH_FAILED):
+    with progress.reporting(item):
         progress.report(item, Status.PACKAGING)
         workspace = run.open_workspace()
         host, repository = chart_repository(request, name)
         with run.registries.api(host) as api:
             chart_dir = pull_chart(api, repository, request.version.version, workspace / "pulled" / name)
         package = repackage_chart(chart_dir, workspace / "charts", request)
-        for warning in package.warnings:
-            log.warning("%s", warning)
-            progress.report(item, Status.WARNING, warning)
-        progress.report(item, Status.PUSHING, package.archive.name)
-        published = publish_chart(package, request.chart_to, run.registries, settings=run.settings, workdir=workspace)
-    log.info("%s: %s:%s (%s)", published.status, published.ref, published.version, published.digest)
-    progress.report(item, published.status, published.digest)
-    return package, published
+        existing_chart(package, request.chart_to, run.registries)
+    for warning in package.warnings:
+        log.warning("%s", warning)
+        progress.report(item, Status.WARNING, warning)
+    progress.report(item, Status.PACKAGED, package.archive.name)
+    return package
+
+
+@task(name="push chart", task_run_name="push chart {package.name}", cache_policy=NONE,
+      **RetryPolicy().task_options())  # the flow sets the run's own (with_options)
+def push_chart_task(package: PackagedChart, run: PromotionRun) -> PublishedChart:
+    """Push the chart packaged for the destination; the same files there already: kept."""
+    with progress.reporting(package.item, transient_state=Status.PUSH_FAILED):
+        progress.report(package.item, Status.PUSHING)
+        published = publish_chart(package, run.request.chart_to, run.registries, settings=run.settings,
+                                  workdir=run.open_workspace())
+    get_run_logger().info("%s: %s:%s (%s)", published.status, published.ref, published.version, published.digest)
+    progress.report(package.item, published.status, published.digest)
+    return published
 
 
 @task(name="sign chart", task_run_name="sign chart {chart.name}", cache_policy=NONE,
@@ -112,8 +125,15 @@ def sign_chart_task(chart: PublishedChart, run: PromotionRun) -> SignatureResult
 def verify_task(run: PromotionRun, images: list[CopiedImage], charts: list[PublishedChart]) -> list[Check]:
     """Check the destination as ``fma-release verify`` would (every signature and attestation, with the
     release's key), and that every tag there is the source's digest; one line naming each failure."""
+    progress.report(VERIFY, Status.VERIFYING, run.request.to_registry)
+    with progress.reporting(VERIFY):
+        checks = _verify(run, images, charts)
+    progress.report(VERIFY, Status.VERIFIED, f"{len(checks)} signed artifact(s)" if checks else "digests")
+    return checks
+
+
+def _verify(run: PromotionRun, images: list[CopiedImage], charts: list[PublishedChart]) -> list[Check]:
     request = run.request
-    progress.report(progress.RUN, Status.VERIFYING, request.to_registry)
     wrong = []
     for image in images:
         api, target = run.registries.for_ref(image.target)
@@ -142,7 +162,6 @@ def verify_task(run: PromotionRun, images: list[CopiedImage], charts: list[Publi
             raise VerificationError(f"at {request.to_registry}: {failed}")
     get_run_logger().info("verified %s at %s: %d image(s), %d chart(s), %d signed artifact(s)", request.tag,
                           request.to_registry, len(images), len(charts), len(checks))
-    progress.report(progress.RUN, Status.VERIFIED, f"{len(checks)} signed artifact(s)" if checks else "")
     return checks
 
 

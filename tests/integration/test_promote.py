@@ -323,3 +323,33 @@ def test_an_unsigned_release_is_promoted_without_a_key(registry: RegistryProcess
         tags = api.tags(f"{path}/charts/fma-controllers") + api.tags(f"{path}/dual-pods-controller")
     assert "0.3.1" in tags and "v0.3.1" in tags
     assert not [t for t in tags if t.endswith((".sig", ".att"))]
+
+
+def test_a_chart_version_taken_at_the_destination_stops_it_before_any_copy(
+    fma_signed_release: Signed, second_registry: RegistryProcess, tmp_path: Path,
+) -> None:
+    """fma-controllers 0.6.4 at the destination with other files (another registry's values): the promotion
+    fails in one line naming the chart, and no image reaches the destination (the chart is packaged first)."""
+    from tasks.core.project import PROJECT_ROOT
+    from tasks.helm.chart import prepare_chart, publish_chart
+    from tasks.oci.registry import Registries
+    from tasks.run.settings import Settings
+    from tests.integration.shared import release_lock
+
+    signed = fma_signed_release
+    proxy = FaultProxy("127.0.0.1", second_registry.port).start()
+    to = f"{proxy.host}/t{uuid.uuid4().hex[:10]}/fma"
+    other = prepare_chart(PROJECT_ROOT / "charts" / "fma-controllers", tmp_path, registry="elsewhere.io/fma",
+                          tag="v0.6.4", version="0.6.4", images={})
+    settings = Settings.from_env({})
+    publish_chart(other, f"oci://{to}/charts", Registries(settings), settings=settings, workdir=tmp_path)
+    try:
+        with release_lock():
+            refused = promote(signed, to)
+    finally:
+        proxy.stop()
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()[-1:]
+    assert "chart fma-controllers 0.6.4 already exists at" in line and "with other content" in line
+    images = {f"{to.split('/', 1)[1]}/{i['name']}" for i in signed.summary["images"]}
+    assert not [key for key in proxy.snapshot() if key[0] in images and key[1] in WRITES]
