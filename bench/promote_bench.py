@@ -11,7 +11,8 @@ another one, each against the release's own push time, in one run.
 - PR2: the same to a second registry (blobs read and uploaded) / R.
 - PR1c, PR2c: the copy alone (the union of the images' "copying" to "copied" intervals) / R; PR1c's
   target is 1: a copy that sends no blob should cost less than the push it stands for.
-- Also shown: where a promotion's time goes (preflight, charts, chart signing, verify), medians.
+- Also shown: where a promotion's time goes (preflight, chart packaging, chart push, chart signing, verify),
+  medians.
 - B1: blob bytes uploaded again by a promotion within one registry, into the images' repositories
   (counted by a proxy in front of the registry, in a promotion of its own, not timed): must be 0.
 
@@ -61,7 +62,8 @@ COPY_END = {"copied", "already published", "failed"}
 
 PHASES = {  # where a promotion's time goes: (item, start states, end states); "*": any item but the run
     "preflight": ("run", {"started"}, {"copying"}),
-    "charts": ("chart", {"packaging"}, {"pushed", "already published"}),
+    "chart packaging": ("chart", {"packaging"}, {"packaged"}),
+    "chart push": ("chart", {"pushing"}, {"pushed", "already published"}),
     "chart signing": ("chart", {"signing"}, {"signed", "already signed"}),
     "verify": ("verify", {"verifying"}, {"verified"}),
 }

@@ -60,6 +60,16 @@ class Rule:
                 and ref.endswith(self.ref_suffix) and (self.times is None or self.times > 0))
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that closes its kept-alive connection is no error worth a traceback on the console."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -137,7 +147,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_PATCH = do_HEAD = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
