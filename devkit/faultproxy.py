@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -64,8 +65,6 @@ class _QuietServer(ThreadingHTTPServer):
     """A client that closes its kept-alive connection is no error worth a traceback on the console."""
 
     def handle_error(self, request: object, client_address: object) -> None:
-        import sys
-
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
