@@ -11,7 +11,13 @@ from __future__ import annotations
 MODULE = "example.invalid/fma-sample"
 VERSION_VAR = f"{MODULE}/pkg/buildinfo.Version"
 INSPECTOR_IMAGE = "busybox:1.38.0"  # a third-party image the chart uses as it is (not pinned)
-REQUESTER_BUILDERS = ("busybox", "go")
+REQUESTER_BUILDERS = ("busybox", "go", "fails")
+# What the "fails" requester's RUN says on stderr before it exits 3: a test finds it on the console.
+REQUESTER_FAILURE = "requester-sample: cannot fetch the GPU device map (no route to gpu-catalog.example.invalid)"
+# A third-party image the chart uses only when a values switch is turned on (as FMA's
+# global.produceCoverdata brings in its inspector at v0.6.5-alpha.1).
+METRICS_PROXY_IMAGE = "quay.io/brancz/kube-rbac-proxy:v0.18.1"
+METRICS_PROXY_SWITCH = "dualPodsController.secureMetrics=true"
 
 # -- Go ---------------------------------------------------------------------------
 
@@ -58,17 +64,40 @@ import (
 	"fmt"
 
 	"example.invalid/fma-sample/pkg/buildinfo"
+	"example.invalid/fma-sample/pkg/generated/clientset/versioned"
 )
 
 func main() {
 	verbosity := flag.Int("v", 0, "log verbosity")
-	namespace := flag.String("namespace", "default", "the namespace whose Pods are paired")
+	namespace := flag.String("namespace", versioned.DefaultNamespace(), "the namespace whose Pods are paired")
 	sleepers := flag.Int("sleeper-limit", 2, "sleeping inference servers kept per GPU")
 	memory := flag.Bool("debug-accelerator-memory", false, "log the accelerator memory each requester reports")
 	flag.Parse()
 	fmt.Println(buildinfo.Line("dual-pods-controller"))
 	fmt.Printf("namespace=%s sleeper-limit=%d debug-accelerator-memory=%t v=%d\\n",
 		*namespace, *sleepers, *memory, *verbosity)
+}
+"""
+
+# Stand-ins for FMA's generated client code (pkg/generated/, made by Kubernetes' code generators), which
+# upstream's coverage build leaves out. The dual-pods controller uses the clientset, as FMA's does.
+GENERATED_DIR = "pkg/generated"
+GENERATED_CLIENTSET_GO = """\
+// Package versioned stands in for a generated Kubernetes clientset.
+package versioned
+
+// DefaultNamespace is the namespace a client works in when none is given.
+func DefaultNamespace() string {
+	return "default"
+}
+"""
+GENERATED_LISTER_GO = """\
+// Package v1alpha1 stands in for generated listers of the fma.llm-d.ai/v1alpha1 API.
+package v1alpha1
+
+// Kinds lists the kinds this API version serves.
+func Kinds() []string {
+	return []string{"InferenceServerConfig", "LauncherConfig", "LauncherPopulationPolicy"}
 }
 """
 
@@ -133,7 +162,8 @@ def ko_yaml(ko_base: str) -> str:
 def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "busybox") -> str:
     """The requester's Dockerfile: a builder stage on the build machine's platform, a final
     stage on the target's. ``builder``: ``busybox`` records what it would build; ``go``
-    cross-compiles ./cmd/requester with the Go toolchain of ``builder_base``."""
+    cross-compiles ./cmd/requester with the Go toolchain of ``builder_base``; ``fails`` is the busybox
+    one whose RUN prints some lines, then :data:`REQUESTER_FAILURE`, all on stderr, and exits 3."""
     if builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester builder {builder!r} is not one of {', '.join(REQUESTER_BUILDERS)}")
     head = (
@@ -154,6 +184,16 @@ def requester_dockerfile(builder_base: str, runtime_base: str, builder: str = "b
             ' && /bin/busybox cp cmd/requester/main.go /out/requester.go"]\n'
         )
         entry = 'ENTRYPOINT ["/bin/busybox", "cat", "/app/built-on", "/app/target"]\n'
+    elif builder == "fails":
+        body = (
+            "WORKDIR /workspace\n"
+            "COPY go.mod go.mod\n"
+            # All on stderr: BuildKit reads stdout and stderr apart, so only one stream keeps its order.
+            'RUN ["/bin/busybox", "sh", "-c", "{ echo fetching the device map for $TARGETOS/$TARGETARCH;'
+            " for i in $(/bin/busybox seq 1 12); do echo attempt $i of 12; done;"
+            f' echo \'{REQUESTER_FAILURE}\'; }} >&2; exit 3"]\n'
+        )
+        entry = 'ENTRYPOINT ["/bin/busybox", "true"]\n'
     else:
         body = (
             'RUN echo "building on $(uname -m) for $TARGETOS/$TARGETARCH"\n'
@@ -238,6 +278,9 @@ global:
   # Third-party: a release does not build it.
   coverdataInspectorImage: {INSPECTOR_IMAGE}
 
+  # The metrics proxy's image, used when dualPodsController.secureMetrics is true. Third-party too.
+  metricsProxyImage: {METRICS_PROXY_IMAGE}
+
 dualPodsController:
   enabled: true
   # Log verbosity (-v).
@@ -246,6 +289,8 @@ dualPodsController:
   sleeperLimit: 2
   # Ask each requester for its accelerator memory and log it.
   debugAcceleratorMemory: false
+  # Serve the metrics through an authorizing proxy (a third-party sidecar) instead of in the clear.
+  secureMetrics: false
   # Size of the volume that gathers coverage data (GOCOVERDIR).
   coverdataSize: 1Gi
 
@@ -328,6 +373,17 @@ spec:
           volumeMounts:
             - name: coverdata
               mountPath: /var/coverdata
+        {{- if $dpc.secureMetrics }}
+        - name: metrics-proxy
+          image: "{{ .Values.global.metricsProxyImage }}"
+          args:
+            - --secure-listen-address=0.0.0.0:8443
+            - --upstream=http://127.0.0.1:8002/
+          ports:
+            - name: https-metrics
+              containerPort: 8443
+              protocol: TCP
+        {{- end }}
       volumes:
         - name: coverdata
           persistentVolumeClaim:
@@ -494,6 +550,8 @@ def fma_files(
         "go.mod": GO_MOD,
         "pkg/buildinfo/buildinfo.go": BUILDINFO_GO,
         NOTE_GO: NOTE_AT_TAG,
+        f"{GENERATED_DIR}/clientset/versioned/clientset.go": GENERATED_CLIENTSET_GO,
+        f"{GENERATED_DIR}/listers/fma/v1alpha1/lister.go": GENERATED_LISTER_GO,
         "cmd/dual-pods-controller/main.go": DUAL_PODS_MAIN,
         "cmd/launcher-populator/main.go": POPULATOR_MAIN,
         "cmd/requester/main.go": REQUESTER_MAIN,

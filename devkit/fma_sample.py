@@ -109,7 +109,8 @@ def make_fma_source(
 ) -> FmaSample:
     """Create ``root/source`` (the FMA-shaped repository, tagged, one commit past the tag), which the
     project's release.yaml (the default config) releases. ``requester_builder="go"`` cross-compiles
-    the requester in a Go toolchain stage (``bases.go_builder``); ``mutate`` changes the tree before it is tagged."""
+    the requester in a Go toolchain stage (``bases.go_builder``); ``"fails"`` makes its RUN fail, saying
+    ``devkit.fma_files.REQUESTER_FAILURE`` on stderr; ``mutate`` changes the tree before it is tagged."""
     if requester_builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester_builder must be one of {', '.join(REQUESTER_BUILDERS)}, not {requester_builder!r}")
     builder = bases.builder

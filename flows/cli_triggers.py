@@ -60,7 +60,19 @@ def add_trigger_commands(sub: Any) -> None:
                        help="also serve promote-release: published releases copied from --registry to REGISTRY")
     serve.add_argument("--promote-chart-registry", metavar="OCI_URL",
                        help="where promote-release puts the charts (default oci://REGISTRY/charts)")
+    serve.add_argument("--name-suffix", default="",
+                       help="serve publish-release<SUFFIX> and watch-releases<SUFFIX>, beside another route's")
     serve.set_defaults(handler=_serve)
+
+    routes = sub.add_parser("routes", help="the deployment routes on the Prefect server (work pool, serve)")
+    routes.add_argument("--name-suffix", default="", help="the routes' name suffix (serve --name-suffix)")
+    routes.set_defaults(handler=_routes)
+    routes_sub = routes.add_subparsers(dest="routes_command")
+    remove = routes_sub.add_parser("remove", help="remove a route's deployments and their triggers")
+    remove.add_argument("route", choices=["pool", "served"],
+                        help="pool: what prefect deploy made; served: what fma-release serve made")
+    remove.add_argument("--name-suffix", default="", help="the route's name suffix (serve --name-suffix)")
+    remove.set_defaults(handler=_routes)
 
 
 def _read(path: Path | None) -> str:
@@ -111,16 +123,48 @@ def _configure_api_url(api_url: str | None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from flows.routes import TakeoverWatch, check_serve_may_start
     from flows.serving import ServeOptions, serve_deployments
 
     _configure_api_url(args.api_url)
-
-    served = "publish-release, watch-releases and promote-release" if args.promote_to else \
-        "publish-release and watch-releases"
+    check_serve_may_start(args.name_suffix)  # never over a work pool's deployments
+    watch = TakeoverWatch(args.name_suffix)
+    suffix = args.name_suffix
+    served = f"publish-release{suffix}, watch-releases{suffix} and promote-release{suffix}" if args.promote_to \
+        else f"publish-release{suffix} and watch-releases{suffix}"
     print(f"serving {served}; stop with Ctrl-C", file=sys.stderr)
     serve_deployments(ServeOptions(
         source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
         dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
-        promote_to=args.promote_to, promote_chart_registry=args.promote_chart_registry,
-    ))
+        name_suffix=suffix, promote_to=args.promote_to, promote_chart_registry=args.promote_chart_registry,
+    ), on_registered=watch.start)
+    watch.stop()
+    if watch.reason:
+        raise ReleaseError(watch.reason)
+    return 0
+
+
+def _routes(args: argparse.Namespace) -> int:
+    from flows.routes import list_routes, remove_route
+
+    if getattr(args, "routes_command", None) == "remove":
+        removed = remove_route(args.route, args.name_suffix)
+        for d in removed.deployments:
+            print(f"removed {d.name} ({d.describe()})")
+        for t in removed.triggers:
+            print(f"removed the automation {t.name!r}")
+        if not removed.deployments and not removed.triggers:
+            print(f"nothing to remove: no {args.route} route{' ' + args.name_suffix if args.name_suffix else ''} "
+                  "on the server")
+        return 0
+    deployments, triggers = list_routes(args.name_suffix)
+    ids = {d.id: d for d in deployments}
+    for d in deployments:
+        print(f"{d.name}: {d.describe()}")
+    if not deployments:
+        print("no publish-release or watch-releases deployment on the server")
+    for t in triggers:
+        targets = ", ".join(ids[i].name if i in ids else f"{i} (gone: fma-release routes remove ... deletes it)"
+                            for i in t.deployment_ids) or "nothing"
+        print(f"trigger {t.name!r} runs {targets}")
     return 0

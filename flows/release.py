@@ -142,14 +142,14 @@ def _announce_run() -> None:
 def _run_context(request: ReleaseRequest, services: RunServices, checked: Preflight) -> RunContext:
     """The run's context, built once from what the preflight found."""
     facts = checked.facts
+    ui_url = flow_run.ui_url or ""
+    run_id = str(flow_run.id or "")
+    api = (services.settings.prefect_api_url or "").rstrip("/")
+    run_url = ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}"
     provenance = None
     if facts.signer is not None and not request.dry_run:
-        ui_url = flow_run.ui_url or ""
-        run_id = str(flow_run.id or "")
-        api = (services.settings.prefect_api_url or "").rstrip("/")
-        provenance = provenance_facts(request, facts.revision, run_id=run_id,
-                                      run_url=ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}")
-    return RunContext(request, services, facts, provenance)
+        provenance = provenance_facts(request, facts.revision, run_id=run_id, run_url=run_url)
+    return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
 
 
 def _release(run: RunContext) -> ReleaseResult:
@@ -182,10 +182,11 @@ def _release_steps(run: RunContext) -> ReleaseResult:
                  checkout.revision, checkout.source, len({s.name for s in specs}), len(specs), len(packages))
 
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
-        kept = [] if request.dry_run else published_images(specs, run.registries)
-        if kept:
-            log.info("kept as already published (the registry holds this exact build): %s",
-                     ", ".join(image.item for image in kept))
+        kept = [] if request.dry_run else published_images(specs, run.registries, run.settings.state_dir)
+        for image in kept:
+            log.info("%s: kept as already published, not built or pushed: %s (%s) carries this build's "
+                     "fingerprint (same source, Dockerfile or Go files, config and platforms)",
+                     image.item, image.ref, image.digest)
         # A cold release downloads the Go modules of its ko images at once, while the other images build.
         to_build = [spec for spec in specs if spec.label not in {image.item for image in kept}]
         modules = [go_modules_task.submit(checkout, run)] if any(s.builder == "ko" for s in to_build) else []

@@ -12,6 +12,8 @@ process. For more than one machine use prefect.yaml with a work pool
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +75,8 @@ def build_deployments(options: ServeOptions) -> list[Any]:
         name=f"watch-releases{options.name_suffix}",
         description="Start publish-release for published GitHub releases not in the registry yet.",
         interval=options.watch_interval if options.watch_interval > 0 else None,
-        parameters=_defined({"repo": options.repo, "api_url": options.api_url, "registry": options.registry,
-                             "chart_registry": options.chart_registry,
+        # No registry of its own: the watcher reads publish-release's (flows/watch.py).
+        parameters=_defined({"repo": options.repo, "api_url": options.api_url,
                              "deployment": f"publish-release/{publish_name}"}),
         tags=["fma-release"],
     )
@@ -94,8 +96,18 @@ def build_deployments(options: ServeOptions) -> list[Any]:
     return [publish, watch, promote]
 
 
-def serve_deployments(options: ServeOptions) -> None:
-    """Register both deployments and run their flow runs until interrupted."""
-    from prefect import serve
+def serve_deployments(options: ServeOptions, on_registered: Callable[[Any], None] | None = None) -> None:
+    """Register both deployments, call ``on_registered`` with the runner, and run their flow runs until
+    interrupted (``prefect.serve``, with a hook between the two)."""
+    import asyncio
 
-    serve(*build_deployments(options))
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    for deployment in build_deployments(options):
+        runner.add_deployment(deployment)  # registers it on the server, with its trigger
+    if on_registered:
+        on_registered(runner)
+    with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
+        asyncio.run(runner.start())

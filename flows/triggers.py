@@ -353,11 +353,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def webhook_secret() -> str:
+    """``GITHUB_WEBHOOK_SECRET``, or the Prefect Secret block ``GITHUB_WEBHOOK_SECRET_BLOCK`` names."""
     secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    block = os.environ.get("GITHUB_WEBHOOK_SECRET_BLOCK", "")
+    if not secret and block:
+        from tasks.run.settings import read_secret_block
+
+        secret = read_secret_block(block, "GITHUB_WEBHOOK_SECRET_BLOCK", ReleaseError)
     if not secret:
         raise ReleaseError(
-            "GITHUB_WEBHOOK_SECRET is not set: set it to the webhook's secret in GitHub's settings; "
-            "the receiver does not start without it"
+            "GITHUB_WEBHOOK_SECRET is not set: set it to the webhook's secret in GitHub's settings (or name a "
+            "Prefect Secret block holding it in GITHUB_WEBHOOK_SECRET_BLOCK); the receiver does not start without it"
         )
     register(secret)
     return secret
@@ -366,10 +372,10 @@ def webhook_secret() -> str:
 def serve_webhook(host: str, port: int, repository: str, state_dir: Path | None = None) -> int:
     """Run the receiver until SIGTERM or Ctrl-C; the delivery ids it has announced are kept in ``state_dir``
     (default: the release's state directory, FMA_STATE_DIR)."""
-    secret = webhook_secret()
     # A delivery waits for its event to reach Prefect: a server that is down is 503 in seconds, not after
-    # the client's default retries (read by Prefect when it is first imported, below this line).
+    # the client's default retries (read by Prefect when it is first imported: a Secret block, or below).
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
+    secret = webhook_secret()
     # A handler of the receiver's own: once Prefect is imported the root logger is Prefect's (level WARNING),
     # and logging.basicConfig would do nothing.
     handler = logging.StreamHandler(sys.stderr)

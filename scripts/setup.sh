@@ -26,6 +26,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v ip >/dev/null || need+=(iproute2)
 # Headless Chromium renders the Prefect UI for the UI test's screenshot (tests/integration/test_triggers.py).
 command -v chromium >/dev/null || need+=(chromium)
+# systemd-analyze checks the service units (deploy/systemd; docs/operations.md).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

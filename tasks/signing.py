@@ -75,7 +75,7 @@ class _Session:
         job = self.job
         build = build_for(job.builds, manifest)
         predicate = provenance_predicate(facts, build, manifest, image=self.repository,
-                                         builder=job.builder)
+                                         builder=job.builder, builds=job.builds)
         own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
         digest = manifest.digest
         # The signature is a tag of its own: signed while the attestations go on. Both attestations

@@ -48,9 +48,20 @@ def release_notes(
     if signed and all(s == Status.ALREADY_PUBLISHED for s in statuses):
         notes.append(f"every image and chart was already published; signed or attested {len(signed)} of its "
                      "manifest(s) that lacked it")
-    kept = [p.item for i in images for p in (i.platforms or (i,)) if p.status == Status.ALREADY_PUBLISHED]
+    # An image kept whole is named once (a ko index lists its platforms, all kept with it); else each
+    # platform that was kept.
+    kept = [name for i in images for name in (
+        [i.item] if i.status == Status.ALREADY_PUBLISHED
+        else [p.item for p in i.platforms if p.status == Status.ALREADY_PUBLISHED])]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
+        # An image found published that this run signed or attested (a release first made unsigned).
+        found = {i.name for i in images if i.status == Status.ALREADY_PUBLISHED
+                 or any(p.status == Status.ALREADY_PUBLISHED for p in i.platforms)}
+        late = [s.artifact for s in signed if s.artifact.split(" ", 1)[0] in found]
+        if late and not notes[0].startswith("every image"):
+            notes.append(f"signed or attested {len(late)} manifest(s) of images already published: "
+                         f"{', '.join(dict.fromkeys(a.split(' ', 1)[0] for a in late))}")
     notes += [f"chart {c.name} {c.version} was already published" for c in charts
               if c.status == Status.ALREADY_PUBLISHED]
     notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts
@@ -84,6 +95,10 @@ def _image_rows(image: ImageResult) -> list[str]:
     return rows + [f"| | {p.platform} | `{p.ref}` | `{p.digest}` |" for p in image.platforms]
 
 
+def _rendered_with(switches: Sequence[str]) -> str:
+    return " or ".join(f"`{s}`" for s in switches) if switches else "the defaults"
+
+
 def render_summary(result: ReleaseResult) -> str:
     """Markdown listing every image with its digest, each chart, and how to install."""
     kind = "pre-release" if result.prerelease else "release"
@@ -113,8 +128,9 @@ def render_summary(result: ReleaseResult) -> str:
         lines += ["(no chart in this release)"]
     if result.external_images:
         lines += ["", "## External images", "", "Referenced by the charts, not built by this release:", "",
-                  "| chart | image | pinned by digest |", "| --- | --- | --- |"]
-        lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} |" for e in result.external_images]
+                  "| chart | image | pinned by digest | rendered with |", "| --- | --- | --- | --- |"]
+        lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} | {_rendered_with(e.switches)} |"
+                  for e in result.external_images]
     lines += _signature_lines(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
@@ -212,7 +228,7 @@ def release_result(
         tag=request.tag, version=request.version.version, prerelease=request.version.prerelease,
         registry=request.registry, source_revision=revision, images=tuple(ImageResult.of(i) for i in images),
         charts=tuple(charts), dry_run=request.dry_run, notes=every_note,
-        external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
+        external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned, switches=e.switches)
                               for p in packages for e in p.external),
         signed=run.signs, public_key=run.signer.fingerprint if run.signer else "", signatures=tuple(signatures),
         verify_command=verify_command(request, [c.name for c in charts]) if run.signs else "",

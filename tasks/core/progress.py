@@ -62,9 +62,14 @@ def run_started(run_id: UUID | None, ui_url: str) -> None:
 @contextmanager
 def reporting(item: str, *, transient_state: str = Status.FAILED) -> Iterator[None]:
     """Report ``item`` failed when the step inside raises (``transient_state`` when the error says it
-    is transient and will be retried), and re-raise."""
+    is transient and will be retried), then the last lines of the step's own output when the error
+    carries them (``output``: a failed build's), one report each; and re-raise."""
     try:
         yield
     except Exception as err:
-        report(item, transient_state if getattr(err, "transient", False) else Status.FAILED, str(err))
+        transient = getattr(err, "transient", False)
+        report(item, transient_state if transient else Status.FAILED, str(err))
+        if not transient:
+            for line in getattr(err, "output", ()):
+                report(item, Status.OUTPUT, line)
         raise

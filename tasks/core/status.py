@@ -21,6 +21,7 @@ class Status(StrEnum):
     PACKAGING = "packaging"
     PACKAGED = "packaged"
     BUILDING = "building"
+    STILL_BUILDING = "still building"  # what a long build is doing now (tasks/core/pulse.py)
     BUILT = "built"
     PUSHING = "pushing"
     RETRYING = "retrying"
@@ -37,6 +38,7 @@ class Status(StrEnum):
     VERIFIED = "verified"
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
+    OUTPUT = "output"  # one line of a failed step's own output, after its failure
     # the run itself
     STARTED = "started"
     DONE = "done"

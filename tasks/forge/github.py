@@ -30,7 +30,19 @@ NONE_TEXT = "_None._"
 
 
 class GitHubError(ReleaseError):
-    """GitHub refused a request, or the repository state forbids the step."""
+    """GitHub refused a request, or the repository state forbids the step. ``transient`` when GitHub
+    could not be reached or failed on its side (5xx): only then may trying again help."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+READ, WRITE = "read", "write"
+ACCESS = {
+    READ: "read the repository's releases (contents: read)",
+    WRITE: "write the repository's contents (contents: write)",
+}
 
 
 @dataclass(frozen=True)
@@ -144,11 +156,18 @@ def check_repo_name(repo: str) -> str:
 # -- GitHub ---------------------------------------------------------------------
 
 
-def github_token() -> str:
-    """``GITHUB_TOKEN``, registered for masking; :class:`GitHubError` when unset."""
+def github_token(access: str = WRITE) -> str:
+    """``GITHUB_TOKEN``, or the Prefect Secret block ``GITHUB_TOKEN_BLOCK`` names, registered for masking;
+    :class:`GitHubError` when neither is set. ``access`` is what the caller needs the token to do."""
     token = os.environ.get("GITHUB_TOKEN", "")
+    block = os.environ.get("GITHUB_TOKEN_BLOCK", "")
+    if not token and block:
+        from tasks.run.settings import read_secret_block
+
+        token = read_secret_block(block, "GITHUB_TOKEN_BLOCK", GitHubError)
     if not token:
-        raise GitHubError("GITHUB_TOKEN is not set: export a token that may write the repository's contents")
+        raise GitHubError(f"GITHUB_TOKEN is not set: export a token that may {ACCESS[access]}, or name a Prefect "
+                          "Secret block holding one in GITHUB_TOKEN_BLOCK")
     register(token)
     return token
 
@@ -168,12 +187,12 @@ def check_api_url(api_url: str, configured: str) -> None:
         )
 
 
-def github_client(api_url: str = DEFAULT_API_URL) -> Github:
+def github_client(api_url: str = DEFAULT_API_URL, access: str = WRITE) -> Github:
     """A PyGithub client for ``api_url`` with the token from the environment; ``api_url`` must be the
     configured one (:func:`configured_api_url`), checked before the token is read."""
     check_api_url(api_url, configured_api_url())
     return Github(
-        auth=Auth.Token(github_token()),
+        auth=Auth.Token(github_token(access)),
         base_url=api_url.rstrip("/"),
         # GitHub asks for spacing on github.com; a stub or an Enterprise host sets its own limits.
         seconds_between_requests=0.25 if api_url.rstrip("/") == DEFAULT_API_URL else None,
@@ -183,27 +202,29 @@ def github_client(api_url: str = DEFAULT_API_URL) -> Github:
     )
 
 
-def _github_error(err: Exception, what: str, repo: str) -> GitHubError:
+def _github_error(err: Exception, what: str, repo: str, access: str = WRITE) -> GitHubError:
     if isinstance(err, GithubException):
         message = ""
         if isinstance(err.data, dict):
             message = str(err.data.get("message") or "")
         fix = {
             401: "check GITHUB_TOKEN",
-            403: "give GITHUB_TOKEN write access to the repository's contents",
+            403: f"give GITHUB_TOKEN access to {ACCESS[access].removeprefix('read ').removeprefix('write ')}",
             404: f"check that {repo} exists and GITHUB_TOKEN can see it",
             422: "the request was refused as invalid; check that the release does not exist yet",
         }.get(err.status, "try again later")
-        return GitHubError(f"GitHub refused to {what} for {repo} ({err.status} {redact(message)}): {fix}")
+        return GitHubError(f"GitHub refused to {what} for {repo} ({err.status} {redact(message)}): {fix}",
+                           transient=err.status >= 500 or err.status == 429)
     return GitHubError(
-        f"cannot reach GitHub to {what} for {repo} ({type(err).__name__}): check --api-url and the network"
+        f"cannot reach GitHub to {what} for {repo} ({type(err).__name__}): check --api-url and the network",
+        transient=True,
     )
 
 
 def list_releases(repo: str, api_url: str = DEFAULT_API_URL) -> list[PublishedRelease]:
     """Every release of ``repo``, drafts included (each marked)."""
     check_repo_name(repo)
-    client = github_client(api_url)
+    client = github_client(api_url, READ)
     try:
         gh_repo = client.get_repo(repo)
         return [
@@ -211,7 +232,7 @@ def list_releases(repo: str, api_url: str = DEFAULT_API_URL) -> list[PublishedRe
             for r in gh_repo.get_releases()
         ]
     except Exception as err:
-        raise _github_error(err, "list the releases", repo) from err
+        raise _github_error(err, "list the releases", repo, READ) from err
     finally:
         client.close()
 

@@ -115,6 +115,31 @@ def install_command(remote: str, name: str, version: str, release: str = "fma") 
     return f"helm install {release} {remote}/{name} --version {version}"
 
 
+def value_switches(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], bool]]:
+    """Every boolean of a chart's values, as (path, value), in the order values.yaml writes them (pure):
+    the switches a user may flip (``global.produceCoverdata``)."""
+    found: list[tuple[tuple[str, ...], bool]] = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            found.append(((*path, str(key)), value))
+        elif isinstance(value, Mapping):
+            found += value_switches(value, (*path, str(key)))
+    return found
+
+
+def switch_values(path: tuple[str, ...], value: object) -> dict[str, Any]:
+    """The values that set ``path`` to ``value`` (what ``--set a.b=value`` gives Helm) (pure)."""
+    values: dict[str, Any] = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        values = {key: values}
+    return values
+
+
+def switch_name(path: tuple[str, ...], value: bool) -> str:
+    """``global.produceCoverdata=true``: how the summary and errors name a flipped switch."""
+    return f"{'.'.join(path)}={'true' if value else 'false'}"
+
+
 def rendered_images(manifests: Mapping[str, str]) -> set[str]:
     """Every container image a set of rendered manifests references."""
     found: set[str] = set()
@@ -205,11 +230,14 @@ def prepare_chart(
             raise ChartError(f"chart {name} fails lint: {first_line(Exception(errors[0]))}; fix the chart")
         manifests = chart.render(name="fma", namespace="default", is_install=True)
     except helm.HelmError as err:
+        chart.close()
         raise ChartError(f"chart {name} does not render ({first_line(err)}): fix its templates") from err
+    try:
+        switched, notes = switch_renders(chart, name)
     finally:
         chart.close()
     rendered = rendered_images(manifests)
-    check = check_chart_images(name, rendered, registry=registry, images=images, policy=policy)
+    check = check_chart_images(name, rendered, registry=registry, images=images, policy=policy, switched=switched)
     out = staging_root / "packages"
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -217,7 +245,25 @@ def prepare_chart(
     except helm.HelmError as err:
         raise ChartError(f"chart {name} cannot be packaged ({first_line(err)}): fix the chart") from err
     return PackagedChart(name=name, version=version, archive=Path(archive), external=check.external,
-                         warnings=check.warnings, images=tuple(sorted(rendered)))
+                         warnings=(*notes, *check.warnings), images=tuple(sorted(rendered.union(*switched.values()))))
+
+
+def switch_renders(chart: helm.Chart, name: str) -> tuple[dict[str, set[str]], list[str]]:
+    """The images ``chart`` renders with each boolean of its values flipped, one at a time (switch ->
+    images), and a note for each switch under which it does not render (a switch may need other
+    values set with it): the images a user can turn on, beyond those of the defaults."""
+    switched: dict[str, set[str]] = {}
+    notes: list[str] = []
+    for path, value in value_switches(chart.values or {}):
+        switch = switch_name(path, not value)
+        try:
+            manifests = chart.render(switch_values(path, not value), name="fma", namespace="default",
+                                     is_install=True)
+            switched[switch] = rendered_images(manifests)
+        except (helm.HelmError, ChartError) as err:
+            notes.append(f"chart {name} does not render with {switch} ({first_line(err)}): the images it would "
+                         "use then are not checked")
+    return switched, notes
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -337,13 +338,20 @@ class RegistryAPI:
         self._check(response, f"look up blob {digest} of {repository}")
         return True
 
-    def upload_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
+    def upload_blob(self, repository: str, digest: str, data: bytes | Path | BinaryIO) -> None:
         """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``.
 
-        ``data``: the bytes, or a file positioned at their start (sent as it is read). The registry
-        checks the bytes against ``digest``. Faults are :class:`RegistryError`, ``transient`` for 5xx,
-        429 and dropped connections.
+        ``data``: the bytes, a file on disk, or an open file positioned at their start; a file is
+        streamed as it is read (a layer need not fit in memory). The registry checks the bytes against
+        ``digest``. Faults are :class:`RegistryError`, ``transient`` for 5xx, 429 and dropped connections.
         """
+        if isinstance(data, Path):
+            with data.open("rb") as body:
+                self._upload_blob(repository, digest, body)
+        else:
+            self._upload_blob(repository, digest, data)
+
+    def _upload_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
         scope = f"repository:{repository}:pull,push"
         started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
         self._check(started, f"start an upload to {repository}")

@@ -129,6 +129,10 @@ class RunContext:
     services: RunServices = field(default_factory=RunServices.from_settings)
     facts: RunFacts = field(default_factory=RunFacts)
     provenance: ReleaseFacts | None = None  # the run's part of every provenance statement, when it signs
+    # The flow run and its page: what its builds record as the run that built them (a later signing's
+    # provenance names it)
+    run_id: str = ""
+    run_url: str = ""
     # "": <state dir>/workspaces/<the request's workdir>, else a new one there of the run's own
     workspace: Path = field(default=Path())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("registry", str, DEFAULT_REGISTRY, f"image registry (default {DEFAULT_REGISTRY})", flag="--registry"),
     Option("config", str, None, "release config file (default: this project's release.yaml)", flag="--config",
            optional=True),
-    Option("chart_registry", str, None, "OCI URL for charts (default: oci://REGISTRY/charts)",
+    Option("chart_registry", str, None, "OCI URL for charts (default: oci://<registry>/charts)",
            flag="--chart-registry", optional=True),
     Option("dry_run", bool, False, "build and package, push nothing", flag="--dry-run", form=True),
     Option("workdir", str, None,
@@ -107,10 +108,21 @@ def flow_signature(options: Iterable[Option] = OPTIONS) -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation=inspect.Signature.empty)
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>])")
+
+
+def as_markdown(text: str) -> str:
+    """``text`` as Markdown that shows it as written (pure). The run form renders a field's description as
+    Markdown, where ``<registry>`` is an HTML tag and is swallowed, and ``*`` or ``_`` may start emphasis:
+    each such character is escaped with a backslash."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def flow_docstring(summary: str, options: Iterable[Option] = OPTIONS) -> str:
-    """``summary`` and an ``Args:`` section Prefect reads the form's field descriptions from."""
+    """``summary`` and an ``Args:`` section Prefect reads the form's field descriptions from (Markdown:
+    each help shows as written)."""
     lines = [summary, "", "Args:"]
-    lines += [f"    {option.name}: {option.help}" for option in options]
+    lines += [f"    {option.name}: {as_markdown(option.help)}" for option in options]
     return "\n".join(lines) + "\n"
 
 

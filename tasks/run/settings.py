@@ -18,7 +18,7 @@ from typing import cast
 
 from pydantic import SecretStr
 
-from tasks.core.errors import ConfigError, RegistryError
+from tasks.core.errors import ConfigError, RegistryError, ReleaseError
 from tasks.core.redact import register
 from tasks.core.sandbox import DEFAULT_BUILD_USER
 from tasks.oci.auth import RegistryCredentials
@@ -119,7 +119,7 @@ class Settings:
         """The PEM text of the Secret block FMA_SIGNING_KEY_BLOCK names, registered for masking."""
         with self._lock:
             if "signing_pem" not in self._resolved:
-                pem = _secret_block(self.signing_key_block, "FMA_SIGNING_KEY_BLOCK")
+                pem = read_secret_block(self.signing_key_block, "FMA_SIGNING_KEY_BLOCK")
                 register(pem)
                 for line in pem.splitlines():
                     if not line.startswith("-----"):
@@ -130,7 +130,7 @@ class Settings:
     def _credentials(self) -> RegistryCredentials | None:
         password = self.registry_password.get_secret_value()
         if self.registry_password_block and not password:
-            password = _secret_block(self.registry_password_block, "FMA_REGISTRY_PASSWORD_BLOCK")
+            password = read_secret_block(self.registry_password_block, "FMA_REGISTRY_PASSWORD_BLOCK")
         if not self.registry_username and not password:
             return None
         if not self.registry_username or not password:
@@ -177,14 +177,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _secret_block(name: str, variable: str) -> str:
+def read_secret_block(name: str, variable: str, error: type[ReleaseError] = RegistryError) -> str:
+    """The value of the Prefect Secret block ``name`` (named by the environment variable ``variable``),
+    registered for masking; ``error`` (one line) when it cannot be loaded."""
     from prefect.blocks.system import Secret
 
     try:
         value = cast(Secret[str], Secret.load(name, _sync=True)).get()  # type: ignore[call-arg]  # sync in any thread
     except (ValueError, RuntimeError) as err:
-        raise RegistryError(
+        raise error(
             f"cannot load the Prefect Secret block {name!r}: create it (prefect block create secret) "
             f"or unset {variable}"
         ) from err
+    register(str(value))
     return str(value)

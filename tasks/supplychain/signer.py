@@ -17,7 +17,7 @@ from typing import Literal
 from tasks.core.errors import SigningError
 from tasks.core.status import Status
 from tasks.oci.registry import RegistryAPI
-from tasks.run.facts import BuildFacts, Signer, SigningKey
+from tasks.run.facts import BaseUse, BuildFacts, Signer, SigningKey
 from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PublishedChart, PushedImage
 from tasks.run.settings import Settings
@@ -69,8 +69,13 @@ class SignJob:
 
 
 def build_facts(built: BuiltImage, builder: str) -> BuildFacts:
+    """What a provenance statement records of ``built`` (a result cached before bases were recorded as
+    written holds (image, platform) pairs: those are taken as pulled, with nothing known of the source)."""
+    bases = tuple(base if isinstance(base, BaseUse) else BaseUse(image=str(base[0]), platform=str(base[1]))
+                  for base in built.bases)
     return BuildFacts(name=built.name, builder=builder, fingerprint=built.fingerprint, platform=built.platform,
-                      bases=built.bases, started=built.started, finished=built.finished)
+                      bases=bases, started=built.started, finished=built.finished, run_id=built.run_id,
+                      run_url=built.run_url, goflags=built.goflags, cover_exclude=built.cover_exclude)
 
 
 def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
@@ -82,16 +87,21 @@ def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
     return found[0] if len(found) == 1 and found[0].is_file() else None
 
 
-def image_jobs(images: Sequence[PushedImage], built: Sequence[BuiltImage], specs: Sequence[ImageSpec]) -> list[SignJob]:
-    """A sign job per published image, with this run's builds of it (none when it was already published)."""
+def image_jobs(images: Sequence[PushedImage], built: Sequence[BuiltImage], specs: Sequence[ImageSpec],
+               recorded: Sequence[BuildFacts] = ()) -> list[SignJob]:
+    """A sign job per published image, with its builds: this run's, and for a platform this run did not
+    build (the image was already published), the build an earlier run ``recorded`` of it, if any."""
     builders = {spec.name: spec.builder for spec in specs}
     jobs = []
     for image in images:
         own = [b for b in built if b.name == image.name]
         builder = builders.get(image.name, "")
+        facts = [build_facts(b, builder) for b in own]
+        done = {f.platform for f in facts}
+        facts += [f for f in recorded if f.name == image.name and f.platform not in done]
         jobs.append(SignJob(
             name=image.name, ref=image.ref, digest=image.digest, builder=builder,
-            builds=tuple(build_facts(b, builder) for b in own), sboms=tuple(path for b in own for path in b.sboms),
+            builds=tuple(facts), sboms=tuple(path for b in own for path in b.sboms),
         ))
     return jobs
 

@@ -132,7 +132,8 @@ def test_process_worker_runs_the_triggered_release(deployed: Deployed, tmp_path:
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", deployed.pool, "--type", "process"], cwd=PROJECT_ROOT,
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+        env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+             "FMA_RELEASE_HOME": str(PROJECT_ROOT)},  # the pull step's directory (prefect.yaml)
     )
     try:
         emit_event(event="github.release.published", id=uuid.uuid4(), resource={
@@ -181,7 +182,7 @@ def test_ui_retry_of_a_failed_push_builds_nothing_and_pushes_only_that_image(
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
         # This run sets its own source, config and registry: the operator lets runs of this worker do so.
         env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-             "FMA_FORM_FIELDS": "source,config,registry"},
+             "FMA_FORM_FIELDS": "source,config,registry", "FMA_RELEASE_HOME": str(PROJECT_ROOT)},
     )
 
     def final() -> Any:

@@ -116,10 +116,8 @@ def within(fma_signed_release: Signed, registry: RegistryProcess,
 
 
 def test_every_image_digest_is_the_sources(across: Promotion) -> None:
-    """Each image's tag at the destination is the source's digest, index and platforms alike, and each platform's
-    own tag (a Dockerfile image's <tag>-linux-arm64) came along; the summary says so."""
-    tagged = [p for i in across.summary["images"] for p in i["platforms"] if "@" not in p["ref"]]
-    assert any(p["ref"].endswith("/requester:v0.6.4-linux-arm64") for p in tagged), tagged
+    """Each image's tag at the destination is the source's digest, index and platforms alike (a platform with a tag
+    of its own at the source has it at the destination too); the summary says so."""
     source = {i["name"]: i for i in across.signed.summary["images"]}
     promoted = {i["name"]: i for i in across.summary["images"]}
     assert set(promoted) == set(source) == {"dual-pods-controller", "launcher-populator", "launcher", "requester"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
 from flows.events import SUCCEEDED
 from tasks.oci.registry import RegistryAPI
+from tasks.run.options import OPTIONS, as_markdown
 from tests.integration.prefect_helpers import events, wait_for
 
 pytestmark = pytest.mark.integration
@@ -171,27 +173,79 @@ def test_replayed_and_forged_deliveries_started_nothing(served: Served, released
     assert [r.parameters["tag"] for r in runs if r.parameters["tag"] != PINNED_TAG] == ["v0.3.1"]
 
 
-def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
-    """Headless Chromium renders the run in the Prefect UI: its task runs list build and push tasks."""
+def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``url`` (``--dump-dom``: the rendered page; ``--screenshot=...``)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("chromium is not installed; run: bash scripts/setup.sh")
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = ARTIFACTS / f".chromium-{uuid.uuid4().hex[:6]}"
+    try:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--window-size=1400,1400", "--virtual-time-budget=15000", *extra, url],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_text(url: str, ready: Callable[[str], bool], name: str) -> str:
+    """The text a user reads on ``url`` (tags dropped, entities read), once ``ready`` says the page has rendered
+    (a busy machine can leave the first paint at the loading screen: up to three tries)."""
+    text = ""
+    for _ in range(3):
+        dom = browse(url, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        (ARTIFACTS / name).write_text(dom.stdout)
+        text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", dom.stdout).split()))
+        if ready(text):
+            break
+    return text
+
+
+def test_ui_run_form_shows_each_option_as_written(served: Served) -> None:
+    """The deployment's parameter schema holds each option's help, Markdown-escaped, and the UI's run form renders
+    it as written: `oci://<registry>/charts` and `<state dir>` keep their angle brackets (unescaped, the form
+    swallowed them as HTML and showed `oci:///charts`)."""
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(served.deployment_id)
+    properties = (deployment.parameter_openapi_schema or {})["properties"]
+    for option in OPTIONS:
+        assert properties[option.name]["description"] == as_markdown(option.help), option.name
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    text = page_text(f"{ui}/deployments/deployment/{served.deployment_id}/run",
+                     lambda text: OPTIONS[0].help in text, "prefect-ui-run-form.html")
+    for option in OPTIONS:
+        assert " ".join(option.help.split()) in text, f"{option.name}: {option.help!r} not on the form"
+    assert "oci://<registry>/charts" in text and "under <state dir>/workspaces" in text
+    assert "oci:///charts" not in text and "\\<" not in text
+
+
+def test_task_runs_record_and_show_a_retry_delay_in_seconds(released: Any) -> None:
+    """A push's task run records its retry delay as a number (the first wait), and its page in the UI shows it in
+    seconds, never "NaNs"."""
+    from tests.integration.prefect_helpers import recorded_task_runs
+
+    runs = recorded_task_runs(released.id, "push ")
+    pushes = [r for r in runs if r.name.startswith("push ")]
+    assert pushes and all(isinstance(r.empirical_policy.retry_delay, int | float) for r in pushes)
+    assert {r.empirical_policy.retry_delay for r in pushes} == {2.0}  # the deployment's default first wait
+    assert all(r.empirical_policy.retries == 4 for r in pushes)
+    named = {r.name.split(" ", 1)[0] for r in runs}
+    assert {"checkout", "summary", "build", "push"} <= named and not [r.name for r in runs if "-" in r.name.split()[0]]
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    text = page_text(f"{ui}/runs/task-run/{pushes[0].id}", lambda text: "Retry Delay" in text,
+                     "prefect-ui-push-task-run.html")
+    assert "Retry Delay 2s" in text and "NaN" not in text
+
+
+def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
+    """Headless Chromium renders the run in the Prefect UI: its task runs list build and push tasks."""
     ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
     page = f"{ui}/v2/runs/flow-run/{released.id}"
-    ARTIFACTS.mkdir(exist_ok=True)
-
-    def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        profile = ARTIFACTS / f".chromium-{uuid.uuid4().hex[:6]}"
-        try:
-            return subprocess.run(
-                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--window-size=1400,1400", "--virtual-time-budget=15000", *extra, url],
-                capture_output=True, text=True, timeout=120, check=False,
-            )
-        finally:
-            shutil.rmtree(profile, ignore_errors=True)
 
     dom = browse(f"{page}?tab=TaskRuns", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]

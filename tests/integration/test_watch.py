@@ -10,13 +10,21 @@ from collections.abc import Iterator
 import pytest
 import requests
 from prefect import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+from prefect.client.schemas.objects import StateType
 
 from devkit.github_stub import GitHubStub
 from devkit.registry import RegistryProcess
 from flows.release import release_flow
 from flows.watch import watch_releases
 from tasks.core.errors import ConfigError
+from tasks.forge.github import GitHubError
 
 pytestmark = pytest.mark.integration
 REPO = "llm-d-incubation/llm-d-fast-model-actuation"
@@ -39,10 +47,12 @@ def put_artifact(registry: RegistryProcess, repository: str, tag: str) -> None:
 
 
 @pytest.fixture
-def deployment() -> Iterator[str]:
-    """A deployment of the release flow of this test's own (nobody serves it: its runs wait)."""
+def deployment(registry: RegistryProcess, namespace: str) -> Iterator[str]:
+    """A deployment of the release flow of this test's own, publishing to this test's namespace (nobody
+    serves it: its runs wait)."""
     name = f"watch-test-{uuid.uuid4().hex[:8]}"
-    deployment_id = release_flow.to_deployment(name=name, parameters={"source": "/nowhere"}).apply()
+    deployment_id = release_flow.to_deployment(
+        name=name, parameters={"source": "/nowhere", "registry": f"{registry.host}/{namespace}"}).apply()
     yield f"publish-release/{name}"
     with get_client(sync_client=True) as client:
         only_this = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
@@ -70,8 +80,7 @@ def test_watcher_starts_exactly_the_missing_releases_once(
         github.add_release(REPO, "v0.2.0")
         github.add_release(REPO, "v0.3.0-rc.1", prerelease=True)
         github.add_release(REPO, "v0.3.0", draft=True)
-        args = {"repo": REPO, "api_url": github.url, "registry": f"{registry.host}/{namespace}",
-                "deployment": deployment}
+        args = {"repo": REPO, "api_url": github.url, "deployment": deployment}
         first = watch_releases(**args)
         second = watch_releases(**args)
         listed = [r for r in github.requests if r.path == f"/repos/{REPO}/releases"]
@@ -89,7 +98,60 @@ def test_the_watcher_refuses_an_api_url_it_was_not_configured_with(
     monkeypatch.delenv("GITHUB_API_URL", raising=False)  # configured: github.com's API
     with GitHubStub(token="watch-token-never-sent") as elsewhere:
         with pytest.raises(ConfigError, match=r"is not the one this host is configured with \(https://api\.github\.com\)"):
-            watch_releases(repo=REPO, api_url=elsewhere.url, registry=f"{registry.host}/{namespace}",
-                           deployment=deployment)
+            watch_releases(repo=REPO, api_url=elsewhere.url, deployment=deployment)
         assert elsewhere.requests == []
+    assert started_tags(deployment) == []
+
+
+def test_the_watcher_looks_where_the_release_deployment_publishes(
+    registry: RegistryProcess, namespace: str, deployment: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One registry setting: moving publish-release to another registry moves the watcher's look with it."""
+    monkeypatch.setenv("GITHUB_TOKEN", "watch-token")
+    put_artifact(registry, f"{namespace}/charts/fma-controllers", "0.1.0")  # v0.1.0 is out where it publishes
+    with GitHubStub(token="watch-token") as github:
+        monkeypatch.setenv("GITHUB_API_URL", github.url)
+        github.add_release(REPO, "v0.1.0")
+        assert watch_releases(repo=REPO, api_url=github.url, deployment=deployment) == []
+        with get_client(sync_client=True) as client:
+            found = client.read_deployment_by_name(deployment)
+            client.update_deployment(found.id, DeploymentUpdate(
+                parameters={**found.parameters, "registry": f"{registry.host}/{namespace}-moved"}))
+        assert watch_releases(repo=REPO, api_url=github.url, deployment=deployment) == ["v0.1.0"]
+    assert started_tags(deployment) == ["v0.1.0"]
+
+
+@pytest.mark.parametrize("refusal", ["missing", "refused"])
+def test_a_missing_or_refused_token_is_one_line_and_not_retried(
+    deployment: str, monkeypatch: pytest.MonkeyPatch, refusal: str,
+) -> None:
+    """No token, or one GitHub refuses (401): the watcher's run fails on its first try, in one line naming the
+    fix; a read-only token is all it asks for."""
+    monkeypatch.delenv("GITHUB_TOKEN_BLOCK", raising=False)
+    with GitHubStub(token="the-right-token") as github:
+        monkeypatch.setenv("GITHUB_API_URL", github.url)
+        if refusal == "missing":
+            monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("GITHUB_TOKEN", "a-revoked-token")
+        github.add_release(REPO, "v0.1.0")
+        state = watch_releases(repo=REPO, api_url=github.url, deployment=deployment, return_state=True)
+        listed = [r for r in github.requests if r.path == f"/repos/{REPO}/releases"]
+    assert state.is_failed()
+    message = str(state.message)
+    with pytest.raises(GitHubError) as raised:
+        state.result()
+    text = str(raised.value)
+    assert "\n" not in text and "a-revoked-token" not in text and "a-revoked-token" not in message
+    if refusal == "missing":
+        assert "GITHUB_TOKEN is not set" in text and "contents: read" in text and "GITHUB_TOKEN_BLOCK" in text
+        assert listed == []
+    else:
+        assert "401" in text and "check GITHUB_TOKEN" in text
+        assert len(listed) == 1  # PyGithub's own retry is for 5xx; the task is not retried either
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    (listing,) = [r for r in runs if r.name.startswith("list releases")]
+    assert listing.run_count == 1 and listing.state_type == StateType.FAILED
     assert started_tags(deployment) == []
