@@ -44,7 +44,8 @@ def add_trigger_commands(sub: Any) -> None:
                       help="the only OWNER/NAME whose releases start a run (env FMA_GITHUB_REPOSITORY)")
     hook.set_defaults(handler=_webhook)
 
-    serve = sub.add_parser("serve", help="serve the publish-release and watch-releases deployments on this machine")
+    serve = sub.add_parser("serve", help="serve the publish-release and watch-releases deployments on this machine "
+                                            "(and promote-release with --promote-to)")
     serve.add_argument("--source", default=f"https://github.com/{DEFAULT_REPO}.git",
                        help="default source of publish-release runs")
     serve.add_argument("--registry", default=DEFAULT_REGISTRY, help="default image registry of runs")

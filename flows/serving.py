@@ -97,7 +97,7 @@ def build_deployments(options: ServeOptions) -> list[Any]:
 
 
 def serve_deployments(options: ServeOptions, on_registered: Callable[[Any], None] | None = None) -> None:
-    """Register both deployments, call ``on_registered`` with the runner, and run their flow runs until
+    """Register the deployments, call ``on_registered`` with the runner, and run their flow runs until
     interrupted (``prefect.serve``, with a hook between the two)."""
     import asyncio
 
