@@ -19,7 +19,7 @@ another one, each against the release's own push time, in one run.
 Runs on local parts: a Distribution registry and a second one, a Prefect server of its own unless
 PREFECT_API_URL is set, the machine's Docker engine for the sample's bases and BuildKit images.
 
-    .venv/bin/python bench/promote_bench.py [--reps 3] [--quick] [--json bench/promote_results.json]
+    .venv/bin/python bench/promote_bench.py [--reps 3] [--quick] [--json bench/results-promote.json]
 
 Exits non-zero when it cannot measure (a release or promotion that should succeed fails), never
 because the machine is slow.
@@ -114,7 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one repetition")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "promote_results.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results-promote.json")
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
 
