@@ -25,6 +25,7 @@ _STYLE: dict[str, str] = {
     Status.PUSH_FAILED: "yellow", Status.ENGINE_LOST: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green",
     Status.PACKAGING: "cyan", Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
     Status.WARNING: "yellow", Status.DOWNLOADING: "cyan", Status.DOWNLOADED: "cyan",
+    Status.COPYING: "blue", Status.COPIED: "green", Status.VERIFYING: "cyan", Status.VERIFIED: "green",
 }
 
 

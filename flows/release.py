@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -48,7 +49,7 @@ from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
-from tasks.run.options import form_fields, pinned_changes, with_options
+from tasks.run.options import OPTIONS, Option, form_fields, pinned_changes, with_options
 from tasks.run.plan import image_specs
 from tasks.run.result import ReleaseResult
 from tasks.source import checkout_task, resolve_tag
@@ -73,7 +74,7 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
     install_log_filter()
     request = ReleaseRequest.from_parameters(parameters)
     services = RunServices.from_settings()
-    await _refuse_pinned_changes(parameters, services.settings.form_fields)
+    await refuse_pinned_changes(parameters, services.settings.form_fields)
     _announce_run()
     try:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
@@ -112,10 +113,10 @@ def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
     return result
 
 
-async def _refuse_pinned_changes(parameters: dict[str, Any], allowed: str) -> None:
-    """A run of a deployment may change only the form's fields: the rest are the operator's, read
-    from the deployment itself (not from the run, whose parameters are the deployment's merged
-    with what the form or the event sent)."""
+async def refuse_pinned_changes(parameters: dict[str, Any], allowed: str, options: Sequence[Option] = OPTIONS) -> None:
+    """A run of a deployment may change only the form's fields (of ``options``: the release's, or a
+    promotion's): the rest are the operator's, read from the deployment itself (not from the run, whose
+    parameters are the deployment's merged with what the form or the event sent)."""
     deployment_id = deployment.id
     if deployment_id is None:
         return  # the CLI, a test, a benchmark: whoever runs it is the operator
@@ -123,7 +124,7 @@ async def _refuse_pinned_changes(parameters: dict[str, Any], allowed: str) -> No
 
     async with get_client() as client:
         deployed = await client.read_deployment(UUID(str(deployment_id)))
-    changed = pinned_changes(parameters, deployed.parameters or {}, form_fields(allowed))
+    changed = pinned_changes(parameters, deployed.parameters or {}, form_fields(allowed, options), options)
     if changed:
         raise ConfigError(
             f"this run changes {', '.join(changed)}, which the deployment {deployed.name} sets: a run may change "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,6 @@ from tasks.control.preflight import NOTHING_CHANGED
 from tasks.core.errors import ConfigError
 from tasks.core.status import Status
 from tasks.helm.chart import install_command
-from tasks.oci.references import chart_remote
-from tasks.run.config import DEFAULT_CONFIG
 from tasks.run.result import (
     ExternalImageResult,
     ImageResult,
@@ -27,6 +24,7 @@ from tasks.run.result import (
     ReleaseResult,
     SignatureResult,
 )
+from tasks.supplychain.verify import verify_command_line
 
 if TYPE_CHECKING:
     from tasks.helm.chart import PackagedChart
@@ -73,15 +71,8 @@ def release_notes(
 
 def verify_command(request: ReleaseRequest, charts: Sequence[str]) -> str:
     """The command that checks this release's signatures and attestations from the registry (pure)."""
-    parts = ["fma-release", "verify", request.tag, "--key", "cosign.pub", "--registry", request.registry,
-             "--source", request.source]
-    if request.chart_remote != chart_remote(request.registry, None):
-        parts += ["--chart-registry", request.chart_remote]
-    if request.config_path.resolve() != DEFAULT_CONFIG.resolve():
-        parts += ["--config", str(request.config_path)]
-    for chart in charts:
-        parts += ["--chart", chart]
-    return " ".join(shlex.quote(part) for part in parts)
+    return verify_command_line(request.tag, registry=request.registry, chart_registry=request.chart_remote,
+                               config_path=request.config_path, charts=charts, source=request.source)
 
 
 def _signature_lines(result: ReleaseResult) -> list[str]:

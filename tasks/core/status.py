@@ -31,6 +31,11 @@ class Status(StrEnum):
     SIGNING = "signing"
     SIGNED = "signed"  # a signature or attestation pushed by this run
     ALREADY_SIGNED = "already signed"  # found in the registry, verified with the run's key
+    # a promotion (tasks/promote/): a published release copied to another registry
+    COPYING = "copying"
+    COPIED = "copied"  # written at the destination by this run (an image, its signatures and attestations)
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
     OUTPUT = "output"  # one line of a failed step's own output, after its failure

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.core.errors import SigningError
+from tasks.core.status import Status
+from tasks.oci.registry import RegistryAPI
 from tasks.run.facts import BaseUse, BuildFacts, Signer, SigningKey
 from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PublishedChart, PushedImage
 from tasks.run.settings import Settings
-from tasks.supplychain.cosign import Cosign
+from tasks.supplychain.cosign import Cosign, VerifyFailed
+from tasks.supplychain.provenance import cosign_tag
 
 UNSIGNED = "unsigned: no signing key is configured (set FMA_SIGNING_KEY to a cosign key file to sign)"
 
@@ -107,3 +110,17 @@ def chart_jobs(charts: Sequence[PublishedChart]) -> list[SignJob]:
     """A sign job per published chart (its OCI manifest at the version)."""
     return [SignJob(name=chart.name, ref=f"{chart.ref.removeprefix('oci://')}:{chart.version}", digest=chart.digest,
                     kind="chart") for chart in charts]
+
+
+def ensure_signed(tool: Cosign, api: RegistryAPI, path: str, digest: str) -> Status:
+    """Sign the manifest ``digest`` of the repository ``path`` (on ``api``'s host) unless a signature there
+    verifies with the tool's public key already. Only a signature tag that exists is read back with cosign
+    (one HEAD first): a first signing costs no verify."""
+    ref = f"{api.host}/{path}@{digest}"
+    try:
+        if api.digest(path, cosign_tag(digest, "sig")) and tool.verify(ref):
+            return Status.ALREADY_SIGNED
+    except VerifyFailed:
+        pass
+    tool.sign(ref)
+    return Status.SIGNED

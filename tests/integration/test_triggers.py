@@ -48,6 +48,8 @@ class Served:
     deployment_id: uuid.UUID
     webhook_url: str
     tmp: Path
+    promote_id: uuid.UUID  # promote-release, served with --promote-to
+    promote_to: str
 
     def deliver(self, tag: str, delivery: str, secret: str = SECRET) -> requests.Response:
         body = json.dumps({"action": "published", "release": {"tag_name": tag, "html_url": "x"},
@@ -71,13 +73,16 @@ def deployment_runs(deployment_id: uuid.UUID) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`fma-release serve` (both deployments) and `fma-release webhook`, as real processes, for a repo of its own."""
+    """`fma-release serve` (the three deployments) and `fma-release webhook`, as real processes, for a repo of its
+    own."""
     tmp = tmp_path_factory.mktemp("served")
     repo = f"fma-test/fma-{uuid.uuid4().hex[:8]}"  # the trigger matches this repository only
     src = make_sample_source(tmp / "sample", tag="v0.3.1", nonce=uuid.uuid4().hex)
     namespace = f"t{uuid.uuid4().hex[:10]}/fma"
+    promote_to = f"{registry.host}/t{uuid.uuid4().hex[:10]}/fma"
     serve = _spawn(["serve", "--source", str(src.path), "--config", str(src.config),
-                    "--registry", f"{registry.host}/{namespace}", "--repo", repo, "--watch-interval", "0"],
+                    "--registry", f"{registry.host}/{namespace}", "--repo", repo, "--watch-interval", "0",
+                    "--promote-to", promote_to],
                    tmp / "serve.log", PREFECT_RUNNER_POLL_INTERVAL="1")
     port = free_port()
     hook = _spawn(["webhook", "--port", str(port), "--repository", repo], tmp / "webhook.log",
@@ -89,7 +94,8 @@ def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) 
             with get_client(sync_client=True) as client:
                 try:
                     deployment = client.read_deployment_by_name("publish-release/publish-release")
-                    ids[:] = [deployment.id, client.read_deployment_by_name("watch-releases/watch-releases").id]
+                    ids[:] = [deployment.id, client.read_deployment_by_name("watch-releases/watch-releases").id,
+                              client.read_deployment_by_name("promote-release/promote-release").id]
                 except ObjectNotFound:
                     return None
                 automations = client.read_resource_related_automations(f"prefect.deployment.{deployment.id}")
@@ -105,7 +111,8 @@ def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) 
                 return False
 
         wait_for("the webhook receiver", hook_up, timeout=30)
-        yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp)
+        yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp, ids[2],
+                     promote_to)
     finally:
         stop_process(hook)
         stop_process(serve)
@@ -312,3 +319,30 @@ def test_a_deployment_run_cannot_change_what_the_deployment_pins(served: Served,
     assert "changes source" in message and "FMA_FORM_FIELDS=source" in message, message
     with RegistryAPI(registry.host) as api:
         assert PINNED_TAG not in api.tags(f"{served.namespace}/requester")
+
+
+def test_a_served_promote_release_run_promotes_the_published_release(served: Served, released: Any,
+                                                                      registry: RegistryProcess) -> None:
+    """promote-release, served with --promote-to: a run given only the tag (as from the UI) copies the release the
+    webhook published to the destination, same digests, chart packaged for it; a run that changes to_registry
+    fails in one line naming it, and nothing of it reaches that registry path."""
+    with get_client(sync_client=True) as client:
+        good = client.create_flow_run_from_deployment(served.promote_id, parameters={"tag": "v0.3.1"})
+        evil = client.create_flow_run_from_deployment(
+            served.promote_id, parameters={"tag": "v0.3.1", "to_registry": f"{registry.host}/evil/fma"})
+
+    def ended(run_id: uuid.UUID) -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_run(run_id)
+        return found if found.state and found.state.is_final() else None
+
+    done = wait_for("the promotion run to end", lambda: ended(good.id), timeout=300, every=0.5)
+    refused = wait_for("the run changing to_registry to end", lambda: ended(evil.id), timeout=120, every=0.5)
+    assert done.state.is_completed(), f"{done.state.name}: {done.state.message}"
+    assert refused.state.is_failed() and "changes to_registry" in (refused.state.message or "")
+    path = served.promote_to.split("/", 1)[1]
+    with RegistryAPI(registry.host) as api:
+        for name in ("requester", "dual-pods-controller"):
+            assert api.digest(f"{path}/{name}", "v0.3.1") == api.digest(f"{served.namespace}/{name}", "v0.3.1")
+        assert api.tags(f"{path}/charts/fma-controllers") == ["0.3.1"]
+        assert api.tags("evil/fma/requester") == []

@@ -22,6 +22,9 @@ EXE = Path(sys.executable).with_name("fma-release")
         (["run", "v1.0.0;rm -rf /", "--source", "."], "invalid release tag"),
         (["run", "", "--source", "."], "the release tag is empty"),
         (["run", "v1.0.0", "--source", ".", "--config", "/nonexistent.yaml"], "cannot read release config"),
+        (["promote", "v1.4", "--from", "a.io/x", "--to", "b.io/y"], "invalid release tag 'v1.4'"),
+        (["promote", "v1.0.0", "--from", "a.io/x", "--to", "a.io/x"], "--from and --to are both a.io/x"),
+        (["promote", "v1.0.0", "--from", "a.io/x", "--to", "fma"], "--to 'fma' names no registry host"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -88,7 +91,8 @@ def test_where_time_went_without_images_or_without_a_run() -> None:
 
 @pytest.mark.parametrize(
     ("argv", "code"),
-    [(["--help"], 0), (["run", "v1.4", "--source", "x"], 2), (["run", "v1.0.0", "--source", "x", "--bogus"], 2)],
+    [(["--help"], 0), (["run", "v1.4", "--source", "x"], 2), (["run", "v1.0.0", "--source", "x", "--bogus"], 2),
+     (["promote", "v1.4", "--from", "a.io/x", "--to", "b.io/y"], 2), (["promote", "--help"], 0)],
 )
 def test_help_bad_tag_and_bad_option_load_no_prefect_docker_or_helm(argv: list[str], code: int) -> None:
     """The answers that need nothing run import neither Prefect, the Docker SDK nor Helm (a fresh interpreter)."""

@@ -119,3 +119,28 @@ def test_form_fields_are_the_tag_and_the_retry_knobs() -> None:
 def test_unknown_form_field_is_one_line() -> None:
     with pytest.raises(ConfigError, match="FMA_FORM_FIELDS names sorce, which are no options"):
         form_fields("sorce")
+
+
+def test_serve_adds_promote_release_when_asked() -> None:
+    """`fma-release serve --promote-to` serves promote-release from --registry to that registry; without it, the two."""
+    from flows.serving import ServeOptions, build_deployments
+
+    options = ServeOptions(source="/src", registry="a.io/x", repo="o/r", watch_interval=0)
+    assert [d.name for d in build_deployments(options)] == ["publish-release", "watch-releases"]
+    *_, promote = build_deployments(ServeOptions(source="/src", registry="a.io/x", repo="o/r", watch_interval=0,
+                                                 promote_to="b.io/y"))
+    assert promote.name == "promote-release"
+    assert promote.parameters == {"from_registry": "a.io/x", "to_registry": "b.io/y"}
+
+
+def test_the_promote_flow_takes_the_promotion_options() -> None:
+    """promote-release's parameters are PROMOTE_OPTIONS, keyword-only, with their help as the form's descriptions."""
+    import inspect
+
+    from flows.promote import promote_flow
+    from tasks.run.options import PROMOTE_OPTIONS
+
+    parameters = inspect.signature(promote_flow.fn).parameters
+    assert list(parameters) == [o.name for o in PROMOTE_OPTIONS]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    assert "to_registry: the image registry to promote it to" in (promote_flow.fn.__doc__ or "")
