@@ -20,8 +20,10 @@ deployment may change only the form's fields (the deployment's own parameters pi
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -41,17 +43,19 @@ from tasks.control.preflight import Preflight, preflight
 from tasks.control.records import save_record
 from tasks.control.slots import SlotTiming, SlotWaitCancelled
 from tasks.core import progress
-from tasks.core.errors import ConfigError, ImagesFailedError, ReleaseError
+from tasks.core.errors import ConfigError, ImagesFailedError, ProofError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
 from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
+from tasks.promote.context import PromotionRequest
+from tasks.prove import prove_task
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
 from tasks.run.options import OPTIONS, Option, form_fields, pinned_changes, with_options
 from tasks.run.plan import image_specs
-from tasks.run.result import ReleaseResult
+from tasks.run.result import ProofRow, ReleaseResult
 from tasks.source import checkout_task, resolve_tag
 from tasks.summary import apublish_summary, release_result, write_summary
 from tasks.supplychain.signer import chart_jobs
@@ -84,12 +88,18 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
             await apublish_summary(checked.recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return checked.recorded
-        run = _run_context(request, services, checked)
+        if request.stage:  # built, pushed and signed at the stage, proven there, then promoted
+            stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision)
+            run = _run_context(request.at_stage(), services, stage_checked)
+            steps = functools.partial(_staged_release, request, run, stage_checked, checked)
+        else:
+            run = _run_context(request, services, checked)
+            steps = functools.partial(_release, run)
         # One run per tag at a time; different tags run side by side.
         settings = services.settings
         async with atag_slot(request.tag, timing=SlotTiming.of(settings), namespace=settings.slot_namespace):
             try:
-                return await asyncio.to_thread(_release, run)
+                return await asyncio.to_thread(steps)
             except ReleaseError:
                 note_if_server_gone()  # before the slot's release, the first call after the failure
                 raise
@@ -154,6 +164,74 @@ def _run_context(request: ReleaseRequest, services: RunServices, checked: Prefli
     return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
 
 
+def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Preflight, final: Preflight
+                    ) -> ReleaseResult:
+    """A staged release: the release to the stage (or the stage's record), its proof, then its promotion to
+    the request's registry; nothing reaches that registry unless the proof passed."""
+    with SyncClientContext.get_or_create():
+        def proven(at_stage: ReleaseResult, source: Path | None) -> ReleaseResult:
+            return _prove_and_promote(request, run, at_stage, source=source, final=final)
+
+        if stage_checked.recorded is None:
+            return _release_steps(run, staged=proven)
+        # The stage holds this release already (a re-run after a failed promotion): prove it again, from a
+        # checkout of the tag when the proof needs the source (the CRDs of its Kubernetes proof).
+        if not (request.config.proof.kubernetes and request.config.proof.crds):
+            return proven(stage_checked.recorded, None)
+        workspace = run.open_workspace()
+        try:
+            checkout = checkout_task(request.source, request.tag, workspace, run.facts.revision)
+            return proven(stage_checked.recorded, checkout.path)
+        finally:
+            if run.own_workspace:
+                shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: ReleaseResult, *, source: Path | None,
+                       final: Preflight) -> ReleaseResult:
+    from flows.promote import promote_release  # it imports this module
+
+    log = get_run_logger()
+    proof = prove_task(at_stage, run, source)
+    if not proof.passed:
+        raise ProofError(f"the staged release {request.tag} at {request.stage} failed its proof, nothing was promoted "
+                         f"to {request.registry}: {proof.failure_line()}")
+    promoted: ReleaseResult = promote_release(PromotionRequest(
+        tag=request.tag, from_registry=request.stage, to_registry=request.registry,
+        chart_from=run.request.chart_remote, chart_to=request.chart_remote, config=request.config,
+        config_path=request.config_path, retry=request.retry,
+    ), run.settings, run.registries)
+    rows = tuple(ProofRow(check=c.name, verdict=c.verdict, detail=c.detail, seconds=round(c.seconds, 1))
+                 for c in proof.checks)
+    result = promoted.model_copy(update={
+        "staged_at": request.stage, "proof": rows, "source_revision": at_stage.source_revision,
+        "notes": (*promoted.notes, f"staged at {request.stage} and proven there ({len(proof.ran)} check(s) passed) "
+                                   f"before it was promoted to {request.registry}"),
+    })
+    OUTCOME.finished(result)
+    if final.facts.record_key:
+        save_record(run.settings.state_dir, final.facts.record_key, result)
+    write_summary(result, log)
+    progress.report(progress.RUN, Status.DONE, "")
+    return result
+
+
+def _finish(run: RunContext, result: ReleaseResult, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None,
+            source: Path) -> ReleaseResult:
+    """The release is published: record it, and either end the run with its summary or, for the stage of a
+    staged release, go on to the proof and the promotion (with the checkout still there)."""
+    if run.facts.record_key:  # a staged run's stage is whole too: a re-run after a failed promotion starts there
+        save_record(run.settings.state_dir, run.facts.record_key, result)
+    if staged is not None:
+        return staged(result, source)
+    # Everything is published: from here the result must reach the caller even when the
+    # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
+    OUTCOME.finished(result)
+    write_summary(result, get_run_logger())
+    progress.report(progress.RUN, Status.DONE, "")
+    return result
+
+
 def _reporting_api() -> str:
     from prefect.settings import PREFECT_API_URL
 
@@ -169,7 +247,11 @@ def _release(run: RunContext) -> ReleaseResult:
         return _release_steps(run)
 
 
-def _release_steps(run: RunContext) -> ReleaseResult:
+def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None
+                   ) -> ReleaseResult:
+    """The release's steps; ``staged``: this is the stage part of a staged release, and what comes after it
+    (the proof and the promotion, given the stage's result and the checkout) is called while the checkout is
+    still there, its result the run's."""
     log = get_run_logger()
     request = run.request
     policy = request.retry.task_options()
@@ -221,14 +303,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
 
         result = release_result(run, checkout.revision, ended.images, chart_packages, charts=charts,
                                 signatures=signatures, notes=notes)
-        # Everything is published: from here the result must reach the caller even when the
-        # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
-        OUTCOME.finished(result)
-        if run.facts.record_key:
-            save_record(run.settings.state_dir, run.facts.record_key, result)
-        write_summary(result, log)
-        progress.report(progress.RUN, Status.DONE, "")
-        return result
+        return _finish(run, result, staged, checkout.path)
     finally:
         # A run that fails early (the Prefect server gone, say) must not pull the source from under
         # builds still running; wait() never raises.

@@ -132,6 +132,11 @@ def render_summary(result: ReleaseResult) -> str:
         lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} | {_rendered_with(e.switches)} |"
                   for e in result.external_images]
     lines += _signature_lines(result)
+    if result.proof:
+        lines += ["", "## Proof", "", f"Staged at `{result.staged_at}` and proven there before it was promoted:", "",
+                  "| check | result | seen | seconds |", "| --- | --- | --- | ---: |"]
+        lines += [f"| {row.check} | {row.verdict} | {row.detail.replace('|', chr(92) + '|')} | {row.seconds:.1f} |"
+                  for row in result.proof]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"

@@ -141,6 +141,10 @@ class SigningError(ReleaseError):
         self.transient = transient
 
 
+class ProofError(ReleaseError):
+    """A staged release failed its proof: nothing was promoted."""
+
+
 class VerificationError(ReleaseError):
     """``fma-release verify`` found artifacts whose signature or attestations do not check out."""
 

@@ -19,6 +19,7 @@ RunListener = Callable[[UUID], None]
 
 RUN = "run"  # the item the run's own reports are about
 GO_MODULES = "Go modules"  # the item of the Go modules step (tasks/gomod.py)
+PROOF = "proof"  # the item of a staged release's proof (tasks/prove.py)
 
 _lock = threading.Lock()
 _listeners: list[Listener] = []

@@ -36,6 +36,9 @@ class Status(StrEnum):
     COPIED = "copied"  # written at the destination by this run (an image, its signatures and attestations)
     VERIFYING = "verifying"
     VERIFIED = "verified"
+    # a staged release's proof (tasks/prove.py)
+    PROVING = "proving"
+    PROVEN = "proven"
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
     OUTPUT = "output"  # one line of a failed step's own output, after its failure

@@ -12,7 +12,6 @@ import contextlib
 import io
 import posixpath
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -46,47 +45,37 @@ if TYPE_CHECKING:
 DEFAULT_BOUND = 5.0  # seconds a started container may run before it counts as running
 
 
-def _extracted(archive: Path, into: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    (top,) = [p for p in into.iterdir() if p.is_dir()]
-    return top
-
-
-def chart_checks(name: str, archive: Path, release_refs: Mapping[str, str]) -> tuple[list[ProofCheck],
+def chart_checks(name: str, directory: Path, release_refs: Mapping[str, str]) -> tuple[list[ProofCheck],
                                                                                        list[ContainerToStart]]:
-    """Lint the packaged chart and render it with its defaults and with each boolean value flipped: a check
-    per render, and every container of a release image that some render runs."""
+    """Lint the staged chart (unpacked in ``directory``) and render it with its defaults and with each boolean
+    value flipped: a check per render, and every container of a release image that some render runs."""
     checks: list[ProofCheck] = []
     starts: dict[tuple[object, ...], ContainerToStart] = {}
-    with tempfile.TemporaryDirectory(prefix="fma-proof-chart-") as tmp:
-        began = time.monotonic()
-        directory = _extracted(archive, Path(tmp))
-        report = helm.lint(directory)
-        errors = list(report.get("errors") or [])
-        checks.append(ProofCheck(f"chart {name}: lint", not errors,
-                                 first_line(Exception(errors[0])) if errors else "no errors",
-                                 time.monotonic() - began))
-        chart = helm.Chart.load(directory)
-        try:
-            renders: list[tuple[str, dict[str, Any]]] = [("defaults", {})]
-            renders += [(switch_name(path, not value), switch_values(path, not value))
-                        for path, value in value_switches(chart.values or {})]
-            for label, values in renders:
-                began = time.monotonic()
-                try:
-                    manifests = chart.render(values, name="fma", namespace="default", is_install=True)
-                except helm.HelmError as err:
-                    checks.append(ProofCheck(f"chart {name}: render with {label}", False, first_line(err),
-                                             time.monotonic() - began))
-                    continue
-                found = chart_containers(name, manifests, release_refs)
-                checks.append(ProofCheck(f"chart {name}: render with {label}", True,
-                                         f"{len(found)} container(s) of the release", time.monotonic() - began))
-                for start in found:
-                    starts.setdefault((start.image, start.command, start.args, start.env), start)
-        finally:
-            chart.close()
+    began = time.monotonic()
+    report = helm.lint(directory)
+    errors = list(report.get("errors") or [])
+    checks.append(ProofCheck(f"chart {name}: lint", not errors,
+                             first_line(Exception(errors[0])) if errors else "no errors", time.monotonic() - began))
+    chart = helm.Chart.load(directory)
+    try:
+        renders: list[tuple[str, dict[str, Any]]] = [("defaults", {})]
+        renders += [(switch_name(path, not value), switch_values(path, not value))
+                    for path, value in value_switches(chart.values or {})]
+        for label, values in renders:
+            began = time.monotonic()
+            try:
+                manifests = chart.render(values, name="fma", namespace="default", is_install=True)
+            except helm.HelmError as err:
+                checks.append(ProofCheck(f"chart {name}: render with {label}", False, first_line(err),
+                                         time.monotonic() - began))
+                continue
+            found = chart_containers(name, manifests, release_refs)
+            checks.append(ProofCheck(f"chart {name}: render with {label}", True,
+                                     f"{len(found)} container(s) of the release", time.monotonic() - began))
+            for start in found:
+                starts.setdefault((start.image, start.command, start.args, start.env), start)
+    finally:
+        chart.close()
     return checks, list(starts.values())
 
 
@@ -107,6 +96,10 @@ def _read_head(client: docker.APIClient, container: str, path: str, hops: int = 
             handle = tar.extractfile(member)
             return path, handle.read(20) if handle else b""
     return path, b""
+
+
+def _has_command(config: Mapping[str, Any]) -> bool:
+    return bool(config.get("Entrypoint") or config.get("Cmd"))
 
 
 def _executable(start: ContainerToStart, config: Mapping[str, Any]) -> str:
@@ -175,12 +168,19 @@ def image_starts(client: docker.APIClient, image: ImageResult, starts: Sequence[
     repository = Reference.parse(image.ref).name
     for platform in image.platforms:
         pinned = f"{repository}@{platform.digest}"
+        os_arch = platform.platform or "linux/amd64"
         for start in starts:
-            name = f"start {image.name} {platform.platform} ({start.where})"
+            name = f"start {image.name} {os_arch} ({start.where})"
             began = time.monotonic()
             try:
-                pull_by_digest(client, pinned, platform.platform, registries=registries)
-                outcome = start_container(client, pinned, platform.platform, start, bound=bound)
+                pull_by_digest(client, pinned, os_arch, registries=registries)
+                if start.command is None and not _has_command(client.inspect_image(pinned).get("Config") or {}):
+                    checks.append(ProofCheck(name, False, "not started: the image has no entrypoint or command "
+                                             "(a Pod that runs it sets one); name one in the release config "
+                                             f"(images: {image.name}: smoke: {{command: [...]}}) to start it",
+                                             time.monotonic() - began, skipped=True))
+                    continue
+                outcome = start_container(client, pinned, os_arch, start, bound=bound)
             except (RegistryError, docker.errors.APIError) as err:
                 checks.append(ProofCheck(name, False, f"could not start: {first_lines(redact(str(err)))}",
                                          time.monotonic() - began))

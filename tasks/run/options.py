@@ -71,6 +71,8 @@ OPTIONS: tuple[Option, ...] = (
            flag="--force"),
     Option("sign", bool, True, "sign images and charts, with provenance and SBOMs, when a key is configured "
            "(--no-sign: publish unsigned even with a key)", negated="--no-sign"),
+    Option("stage", str, None, "stage registry: build, push and sign there, prove, then promote to the registry "
+           "(default: the release config's stage, else none)", flag="--stage", optional=True),
 )
 # The options of a promotion (``fma-release promote``, the promote-release flow): a published release copied
 # from one registry to another (tasks/promote/).

@@ -102,6 +102,15 @@ class SignatureResult(_Model):
     sbom: Status | None = None  # None: no SBOM (an image index, a chart)
 
 
+class ProofRow(_Model):
+    """One check of a staged release's proof, as the summary lists it."""
+
+    check: str
+    verdict: str  # passed, failed, skipped
+    detail: str
+    seconds: float = 0.0
+
+
 class ReleaseResult(_Model):
     tag: str
     version: str
@@ -118,6 +127,9 @@ class ReleaseResult(_Model):
     public_key: str = ""  # sha256 of the public key's PEM
     signatures: tuple[SignatureResult, ...] = ()
     verify_command: str = ""
+    # A staged release: where it was staged, and the proof that passed before it was promoted here.
+    staged_at: str = ""
+    proof: tuple[ProofRow, ...] = ()
 
     def summary(self) -> dict[str, object]:
         """The ``--summary-json`` document."""
