@@ -31,7 +31,7 @@ from prefect.context import SyncClientContext
 from prefect.runtime import flow_run
 
 from flows.fanout import outcome
-from flows.release import refuse_pinned_changes
+from flows.pinned import refuse_pinned_changes
 from flows.runners import task_runner
 from tasks.core import progress
 from tasks.core.errors import ImagesFailedError, ReleaseError

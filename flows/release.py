@@ -22,19 +22,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 
 from flows.chains import ImageChains
 from flows.events import on_release_completed, on_release_failed
 from flows.fanout import collect_charts, sign_all, signing_failed
+from flows.pinned import refuse_pinned_changes
+from flows.promote import promote_release
 from flows.runners import task_runner
 from tasks.charts import package_chart_task, push_chart_task
 from tasks.control.concurrency import atag_slot
@@ -43,7 +44,7 @@ from tasks.control.preflight import Preflight, preflight
 from tasks.control.records import save_record
 from tasks.control.slots import SlotTiming, SlotWaitCancelled
 from tasks.core import progress
-from tasks.core.errors import ConfigError, ImagesFailedError, ProofError, ReleaseError
+from tasks.core.errors import ImagesFailedError, ProofError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
@@ -53,7 +54,7 @@ from tasks.promote.context import PromotionRequest
 from tasks.prove import prove_task
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
-from tasks.run.options import OPTIONS, Option, form_fields, pinned_changes, with_options
+from tasks.run.options import with_options
 from tasks.run.plan import image_specs
 from tasks.run.result import ProofRow, ReleaseResult
 from tasks.source import checkout_task, resolve_tag
@@ -123,26 +124,6 @@ def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
     return result
 
 
-async def refuse_pinned_changes(parameters: dict[str, Any], allowed: str, options: Sequence[Option] = OPTIONS) -> None:
-    """A run of a deployment may change only the form's fields (of ``options``: the release's, or a
-    promotion's): the rest are the operator's, read from the deployment itself (not from the run, whose
-    parameters are the deployment's merged with what the form or the event sent)."""
-    deployment_id = deployment.id
-    if deployment_id is None:
-        return  # the CLI, a test, a benchmark: whoever runs it is the operator
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        deployed = await client.read_deployment(UUID(str(deployment_id)))
-    changed = pinned_changes(parameters, deployed.parameters or {}, form_fields(allowed, options), options)
-    if changed:
-        raise ConfigError(
-            f"this run changes {', '.join(changed)}, which the deployment {deployed.name} sets: a run may change "
-            "only the tag and the retry settings; change the deployment's parameters, or let runs set them "
-            f"with FMA_FORM_FIELDS={','.join(changed)} where it runs"
-        )
-
-
 def _announce_run() -> None:
     """Tell listeners (the CLI) the run's id and its page in the Prefect UI."""
     ui_url = flow_run.ui_url or ""
@@ -189,8 +170,6 @@ def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Pre
 
 def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: ReleaseResult, *, source: Path | None,
                        final: Preflight) -> ReleaseResult:
-    from flows.promote import promote_release  # it imports this module
-
     log = get_run_logger()
     proof = prove_task(at_stage, run, source)
     if not proof.passed:
