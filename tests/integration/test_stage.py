@@ -96,3 +96,25 @@ def test_a_staged_release_whose_chart_runs_a_missing_command_promotes_nothing(
     with RegistryAPI(registry.host) as api:
         assert api.catalog(f"final-{run_id}/") == []
         assert api.tags(f"stage-{run_id}/fma/dual-pods-controller") == [src.tag]  # the stage has it
+
+
+def test_a_staged_release_whose_controller_is_forbidden_by_the_api_server_promotes_nothing(
+    registry: RegistryProcess, fma_bases: FmaBases, tmp_path: Path,
+) -> None:
+    """A chart that never binds the node-viewer ClusterRole: its containers start, but on the Kubernetes API
+    server the dual-pods controller's list of nodes is forbidden; the proof fails naming the controller and the
+    server's line, and the registry holds nothing of the release."""
+    assert missing_parts() == "", "scripts/setup.sh builds Kubernetes (scripts/kube.sh) for this test"
+    src = make_fma_source(tmp_path / "fma", bases=fma_bases, proof_fault="forbidden-nodes")
+    run_id = uuid.uuid4().hex[:8]
+    stage, final = f"{registry.host}/stage-{run_id}/fma", f"{registry.host}/final-{run_id}/fma"
+    code, console, _ = staged_run(src.path, src.tag, stage=stage, final=final, tmp=tmp_path,
+                                  env={"FMA_STATE_DIR": str(tmp_path / "state")})
+    assert code != 0
+    failure = [line for line in console.splitlines() if "failed its proof" in line]
+    assert failure, console[-4000:]
+    assert "kubernetes:" in failure[-1] and "dual-pods-controller" in failure[-1], failure[-1]
+    assert "nodes is forbidden" in failure[-1], failure[-1]
+    assert "start dual-pods-controller" not in failure[-1]  # the containers started: only the API refused them
+    with RegistryAPI(registry.host) as api:
+        assert api.catalog(f"final-{run_id}/") == []
