@@ -7,6 +7,7 @@ the product waits 45 s); the behaviour checked is the same."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -285,3 +286,56 @@ def test_a_slot_counted_with_no_holder_record_is_taken_and_the_run_says_so(
     assert took > STALE_SECONDS  # it did wait out the bound before taking a slot it cannot attribute
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(slot_limit(tag)).active_slots == 0
+
+
+def test_a_holder_killed_on_this_host_is_taken_over_without_waiting_out_the_stale_bound(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record names the holder's host and process: a run on the same host that finds the process gone
+    takes the slot at its next looks, marks the dead run Crashed, and completes. The stale bound here is
+    an hour, so nothing but the process table can have freed the slot."""
+    monkeypatch.setenv("FMA_SLOT_STALE_SECONDS", "3600")
+    tag = f"v0.{uuid.uuid4().int % 10_000}.7"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 90), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    holder_proc, _ = _run(src, reg, tmp_path)
+    holder = wait_for("the first run to record itself as the slot's holder", lambda: _holder(tag), timeout=120)
+    assert holder.process is not None and holder.process.pid == holder_proc.pid
+    assert holder.host is not None and holder.host.boot
+
+    holder_proc.send_signal(signal.SIGKILL)
+    holder_proc.wait(timeout=30)
+    taker, taker_log = _run(sample(tag=tag, images=IMAGES, nonce=uuid.uuid4().hex), reg, tmp_path)
+    assert taker.wait(timeout=600) == 0, taker_log.read_text()[-3000:]
+    out = taker_log.read_text()
+    assert (f"slot taken over: {slot_limit(tag)} from flow run {holder.flow_run_id}: its process "
+            f"{holder_proc.pid} on {holder.host.name} is gone") in out
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(holder.flow_run_id).state.type is StateType.CRASHED
+        assert client.read_global_concurrency_limit_by_name(slot_limit(tag)).active_slots == 0
+    assert _holder(tag) is None
+
+
+def test_the_process_table_tells_a_live_holder_from_a_dead_one_and_a_zombie() -> None:
+    """look_at_process on real processes of this host: alive while it runs, gone once it ended (reaped or not)."""
+    from datetime import UTC, datetime
+
+    from tasks.control.slots import Liveness, ProcessId, host_here, look_at_process
+
+    def holder_of(proc: subprocess.Popen[bytes]) -> SlotHolder:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        now = datetime.now(UTC)
+        return SlotHolder(uuid.uuid4(), now, now, None, host_here(), ProcessId(proc.pid, int(stat[19])))
+
+    proc = subprocess.Popen(["sleep", "60"])
+    record = holder_of(proc)
+    assert look_at_process(record) is Liveness.ALIVE
+    proc.kill()
+    wait_for("the killed process to be a zombie",
+             lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=10)
+    assert look_at_process(record) is Liveness.GONE  # dead, not yet reaped by its parent (this test)
+    proc.wait()
+    assert look_at_process(record) is Liveness.GONE
+    elsewhere = dataclasses.replace(record, host=dataclasses.replace(record.host, boot="another-boot"))
+    assert look_at_process(elsewhere) is Liveness.UNKNOWN
