@@ -23,7 +23,7 @@ from tasks.core import progress
 from tasks.core.errors import EngineError, ImageMissingError, ImagePushError
 from tasks.core.redact import install_log_filter, redact
 from tasks.core.status import Status
-from tasks.oci.layout import push_layout, read_layout
+from tasks.oci.layout import platform_name, push_layout, read_layout
 from tasks.oci.references import Reference
 from tasks.oci.registry import Registries
 from tasks.run.engines import local_image_id, stream_error
@@ -35,23 +35,35 @@ if TYPE_CHECKING:
     from tasks.run.context import RunContext
 
 
-def published_digest(registries: Registries, ref: str, fingerprint: str) -> str:
-    """The registry's digest of ``ref`` when it holds exactly this build, else ``""`` (an image index,
-    as ko makes, is this build when its platform images carry the fingerprint)."""
+def published_manifest(registries: Registries, ref: str, fingerprint: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The registry's digest of ``ref`` when it holds exactly this build, with ``(platform, digest)`` of each
+    entry when it is an image index (as ko makes; it is this build when its platform images carry the
+    fingerprint); ``("", ())`` when it does not."""
     if not fingerprint:
-        return ""
+        return "", ()
     api, target = registries.for_ref(ref)
     with api:
         found = api.manifest(target.repository, target.tag)
         if found is None:
-            return ""
+            return "", ()
         digest, manifest = found
-        entries = [str(m.get("digest")) for m in manifest.get("manifests") or []]
-        for reference in entries or [digest]:
+        entries = [m for m in manifest.get("manifests") or [] if isinstance(m, dict)]
+        for reference in [str(m.get("digest")) for m in entries] or [digest]:
             image = api.manifest_and_config(target.repository, reference)
             if image is None or image.labels.get(FINGERPRINT_LABEL) != fingerprint:
-                return ""
-    return digest
+                return "", ()
+    return digest, tuple((platform_name(m.get("platform") or {}), str(m.get("digest"))) for m in entries)
+
+
+def already_published(image: ImageSpec | BuiltImage, digest: str, entries: tuple[tuple[str, str], ...]) -> PushedImage:
+    """``image`` as the registry holds it already, listed as a pushed one is: an index with each platform image
+    by digest (pure)."""
+    name, ref, label, platform = image.name, image.ref, image.label, image.platform
+    path = Reference.parse(ref).path
+    platforms = tuple(PushedImage(name=name, ref=f"{path}@{d}", digest=d, platform=p, label=f"{name} {p}",
+                                  status=Status.ALREADY_PUBLISHED) for p, d in entries) if len(entries) > 1 else ()
+    return PushedImage(name=name, ref=ref, digest=digest, status=Status.ALREADY_PUBLISHED,
+                       platform="" if platforms else platform, platforms=platforms, label=label)
 
 
 def published_images(specs: Sequence[ImageSpec], registries: Registries) -> list[PushedImage]:
@@ -60,13 +72,12 @@ def published_images(specs: Sequence[ImageSpec], registries: Registries) -> list
     if not specs:
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:
-        digests = list(pool.map(lambda spec: published_digest(registries, spec.ref, spec.fingerprint), specs))
+        found = list(pool.map(lambda spec: published_manifest(registries, spec.ref, spec.fingerprint), specs))
     kept = []
-    for spec, digest in zip(specs, digests, strict=True):
+    for spec, (digest, entries) in zip(specs, found, strict=True):
         if digest:
             progress.report(spec.label, Status.ALREADY_PUBLISHED, digest)
-            kept.append(PushedImage(name=spec.name, ref=spec.ref, digest=digest, status=Status.ALREADY_PUBLISHED,
-                                    platform=spec.platform, label=spec.label))
+            kept.append(already_published(spec, digest, entries))
     return kept
 
 
@@ -161,12 +172,12 @@ def push_task(built: BuiltImage, run: RunContext) -> PushedImage:
     with progress.reporting(built.item, transient_state=Status.PUSH_FAILED):
         # The flow asked the registry just before submitting this push. A retry asks again: an
         # earlier attempt's manifest PUT may have succeeded with its answer lost.
-        digest = published_digest(run.registries, built.ref, built.fingerprint) if attempt > 1 else ""
+        digest, entries = (published_manifest(run.registries, built.ref, built.fingerprint) if attempt > 1
+                           else ("", ()))
         if digest:
             log.info("%s is already in the registry with the same inputs (%s): not pushed", built.ref, digest)
             progress.report(built.item, Status.ALREADY_PUBLISHED, digest)
-            return PushedImage(name=built.name, ref=built.ref, digest=digest, status=Status.ALREADY_PUBLISHED,
-                               platform=built.platform, label=built.label)
+            return already_published(built, digest, entries)
         progress.report(built.item, Status.RETRYING if attempt > 1 else Status.PUSHING,
                         f"attempt {attempt}" if attempt > 1 else "")
         pushed = push_built(built, run, log)
