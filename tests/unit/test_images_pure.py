@@ -213,3 +213,24 @@ def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
     from tasks.oci.registry import retry_after
 
     assert retry_after(header) == wait
+
+
+def test_an_image_kept_as_already_published_lists_its_platforms_as_a_pushed_one_does(tmp_path: Path) -> None:
+    """A ko image found in the registry on a re-run (its index with two entries) is listed with each platform's
+    reference and digest in the summary; a single-platform one as itself."""
+    from tasks.push import already_published
+    from tasks.run.result import ImageResult
+
+    config = parse_config("images:\n  - name: ctl\n    builder: ko\n    main: ./cmd/ctl\n    platforms: all\n"
+                          "  - name: one\n    dockerfile: Dockerfile\n")
+    (tmp_path / "cmd/ctl").mkdir(parents=True)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    ko, single = image_specs(config, checkout(tmp_path), "r.example/fma")
+    entries = (("linux/amd64", "sha256:" + "a" * 64), ("linux/arm64", "sha256:" + "b" * 64))
+    kept = ImageResult.of(already_published(ko, "sha256:" + "c" * 64, entries))
+    assert kept.is_index and kept.status == "already published"
+    assert [(p.platform, p.ref, p.digest) for p in kept.platforms] == [
+        (p, f"r.example/fma/ctl@{d}", d) for p, d in entries]
+    alone = ImageResult.of(already_published(single, "sha256:" + "d" * 64, ()))
+    assert not alone.is_index
+    assert [(p.platform, p.ref) for p in alone.platforms] == [("linux/amd64", "r.example/fma/one:v0.3.1")]
