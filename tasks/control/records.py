@@ -36,7 +36,7 @@ def _tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def release_key(
+def release_key(  # noqa: PLR0913 - each keyword is one input the key depends on, all keyword-only
     *, tag: str, revision: str, config: ReleaseConfig, config_bytes: bytes, registry: str, chart_remote: str,
     project_root: Path = PROJECT_ROOT, signing: str = "",
 ) -> str:

@@ -284,3 +284,18 @@ def test_ko_build_survives_pickling() -> None:
 
     build = _build(platforms=("linux/arm64",), labels={"a": "b"}, mirrors={"cgr.dev": "m.test/cgr"})
     assert pickle.loads(pickle.dumps(build)) == build  # noqa: S301 - our own bytes, just made
+
+
+@pytest.mark.parametrize(("stderr", "unreadable"), [
+    ('Error: failed to publish images: error building "ko://x/cmd/a": Image("sha256:ce3f"): '
+     "unexpected end of JSON input", True),  # a blob read while another ko process wrote it
+    ('Error: failed to publish images: error building "ko://x/cmd/a": unexpected EOF', True),  # a truncated blob
+    ("Error: loading cache index: invalid character '\\x00' looking for beginning of value", True),
+    ("2026/12/06 03:00:00 Using base x\nError: failed to publish images: error building \"ko://x/cmd/a\": "
+     "build: go build: exit status 1", False),
+    ("Error: GET https://r.example/v2/: UNAUTHORIZED: authentication required", False),
+])
+def test_ko_failures_reading_its_base_image_cache_are_told_apart(stderr: str, unreadable: bool) -> None:
+    from tasks.builders.ko import ko_cache_unreadable
+
+    assert ko_cache_unreadable(stderr) is unreadable
