@@ -342,6 +342,9 @@ def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser
         cmd.stream([go, "mod", "download", "-json"], cwd=scratch, env=env, timeout=timeout, on_line=lines.append,
                    what="download the Go modules", fix="check that the Go module proxy is reachable", user=user)
     except CommandError as err:
+        if "no modules specified" in err.stderr:  # go.mod requires nothing: there is nothing to download
+            log.info("Go modules: the source's go.mod requires none")
+            return 0
         raise SourceError(f"cannot download the Go modules of the source: {err}") from err
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -380,7 +383,8 @@ def _checked_source(build: KoBuild) -> tuple[str, str]:
 # writes a blob in place and index.json by truncating it, so another ko process reading at that moment (two
 # images of a release start from one base) gets half a JSON document, and a ko killed while writing leaves a
 # truncated blob that every later build reads: ko then fails with Go's JSON decoding errors.
-_CACHE_UNREADABLE = re.compile(r"unexpected end of JSON input|unexpected EOF|invalid character .+ looking for|loading cache index")
+_CACHE_UNREADABLE = re.compile(
+    r"unexpected end of JSON input|unexpected EOF|invalid character .+ looking for|loading cache index")
 
 
 def _lines(stderr: str) -> list[str]:
