@@ -46,6 +46,10 @@ HEARTBEAT_SECONDS = Settings.slot_heartbeat_seconds
 # A holder whose run is still Running/Pending but whose record is older than this is gone (SIGKILL).
 STALE_SECONDS = Settings.slot_stale_seconds
 WAIT_STEP_SECONDS = Settings.slot_wait_step_seconds
+# The first look comes this soon (a slot that is free is taken at once: the acquisition returns before),
+# and the look that confirms a holder whose process is gone on this host (see _Watch.next_step).
+FIRST_LOOK_SECONDS = 0.5
+CONFIRM_GONE_SECONDS = 1.0
 # Prefect's own wording for runs that will never free a slot again.
 GONE_STATES = frozenset({"CRASHED", "FAILED", "CANCELLED", "COMPLETED"})
 
@@ -370,6 +374,18 @@ class _Watch:
         self.said: set[str] = set()
         self.unrecorded_since: datetime | None = None
         self.gone: SlotHolder | None = None  # the holder the last look judged gone
+        self.process_gone = False  # ... because its process on this host is gone
+        self.looks = 0
+
+    def next_step(self) -> float:
+        """How long the next acquisition waits before this run looks at the holder again: the first look comes
+        at once; the look that confirms a holder whose process is gone a second later (a run that has just
+        acquired the slot writes its record within milliseconds, and only a lease that lapsed after 5 minutes
+        lets one acquire it while a dead holder's record is there); every other look one wait step later."""
+        step = self.timing.wait_step_seconds
+        if self.looks == 0:
+            return min(step, FIRST_LOOK_SECONDS)
+        return min(step, CONFIRM_GONE_SECONDS) if self.gone is not None and self.process_gone else step
 
     def confirmed(self, holder: SlotHolder, gone: bool) -> bool:
         """Take over only when two looks in a row judged the same record gone: a run that has just
@@ -422,6 +438,8 @@ async def _wait_step(client: Any, name: str, run_id: UUID | None, watch: _Watch)
     process = look_at_process(holder) if holder is not None else Liveness.UNKNOWN
     gone = judge_holder(holder, state, known=known, now=now, stale_after=watch.timing.stale_seconds,
                         unrecorded_for=unrecorded, process=process) is Verdict.TAKE
+    watch.looks += 1
+    watch.process_gone = process is Liveness.GONE
     if gone and holder is None and await _take_over_unrecorded(client, name):
         watch.unrecorded_since = None
         progress.report(progress.RUN, Status.SLOT_TAKEN, f"{name} from a run that left no record")
@@ -478,7 +496,7 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
     watch = _Watch(timing)
     async with get_client() as client, contextlib.AsyncExitStack() as stack:
         while True:
-            step = timing.wait_step_seconds
+            step = watch.next_step()
             if deadline is not None:
                 step = max(0.1, min(step, deadline - asyncio.get_running_loop().time()))
             try:

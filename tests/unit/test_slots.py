@@ -191,3 +191,21 @@ def test_a_record_with_host_and_process_round_trips_and_the_wait_line_names_them
     assert SlotHolder.from_json(h.to_json()) == h
     assert SlotHolder.from_json(json.dumps(h.to_json())) == h
     assert "(running, process 4242 on vm) since" in describe(h, "RUNNING", NOW)
+
+
+def test_a_waiting_run_looks_at_once_and_confirms_a_dead_process_a_second_later() -> None:
+    """The first look after half a second; a holder whose process is gone is confirmed one second later; any
+    other holder is looked at every wait step."""
+    from tasks.control.slots import SlotTiming, _Watch
+
+    watch = _Watch(SlotTiming(wait_step_seconds=3.0))
+    assert watch.next_step() == 0.5
+    dead = local_holder()
+    watch.looks, watch.process_gone = 1, True
+    watch.confirmed(dead, gone=True)
+    assert watch.next_step() == 1.0
+    watch.process_gone = False  # gone by its state or its record's age: the ordinary step
+    assert watch.next_step() == 3.0
+    watch.confirmed(dead, gone=False)
+    assert watch.next_step() == 3.0
+    assert _Watch(SlotTiming(wait_step_seconds=0.2)).next_step() == 0.2  # never longer than the step
