@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -522,9 +523,74 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
         try:
             yield leases
         finally:
-            if beat is not None:
+            if beat is not None and run_id is not None:
                 beat.cancel()
                 with contextlib.suppress(BaseException):
                     await beat
-                with contextlib.suppress(Exception):
-                    await client.delete_variable_by_name(holder_variable(name))
+                with contextlib.suppress(Exception):  # the server is away: the next run of the tag frees it
+                    await _give_back(client, name, run_id, lease_id=leases[-1] if leases else None,
+                                     lease_seconds=lease_seconds)
+
+
+async def _give_back(client: Any, name: str, run_id: UUID, *, lease_id: UUID | None, lease_seconds: float) -> None:
+    """The end of this run's hold: its record deleted, and the slot freed here when the server lost the lease
+    (a restart: leases live in its memory, the count in its database), which releasing it would not free.
+    Nothing is lowered once another run has taken the slot over (it deleted this run's record)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    current = await _read_holder(client, name)
+    if current is None or current.flow_run_id != run_id:
+        return
+    if lease_id is not None and await _lease_lost(client, lease_id, lease_seconds):
+        active = (await client.read_global_concurrency_limit_by_name(name)).active_slots
+        if active > 0:
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=active - 1))
+        _log(f"freed {name} by its count: the Prefect server lost this run's lease (it restarted)")
+    await client.delete_variable_by_name(holder_variable(name))
+
+
+async def _lease_lost(client: Any, lease_id: UUID, lease_seconds: float) -> bool:
+    """Whether the server no longer knows ``lease_id`` (it answers 410 or 404 to its renewal)."""
+    import httpx
+
+    try:
+        await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_seconds)
+    except httpx.HTTPStatusError as err:
+        return err.response.status_code in (404, 410)
+    return False
+
+
+async def free_abandoned(name: str) -> str:
+    """Free limit ``name``'s slot when its holder is certainly gone: its run ended or is unknown, or its process
+    on this host is gone (never by the stale bound: a run that needs no slot does not wait). For a run that needs
+    no slot (a release answered from its record), so that a slot left by a run that ended while the Prefect
+    server was away does not stay held until the tag is run again. What was done, "" when nothing."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            if (await client.read_global_concurrency_limit_by_name(name)).active_slots == 0:
+                return ""
+        except ObjectNotFound:
+            return ""
+        holder = await _read_holder(client, name)
+        if holder is None:  # no record to judge by: the waiting rule, with its time, is the one for that
+            return ""
+        state, known = await _holder_state(client, holder)
+        process = look_at_process(holder)
+        if judge_holder(holder, state, known=known, now=_now(), stale_after=math.inf,
+                        process=process) is not Verdict.TAKE:
+            return ""
+        await asyncio.sleep(CONFIRM_GONE_SECONDS)  # a second look, as a waiting run's take-over needs
+        if await _read_holder(client, name) != holder or not await _take_over(client, name, holder):
+            return ""
+        why = f"({(state or 'unknown').lower()})"
+        if process is Liveness.GONE and holder.process is not None and holder.host is not None:
+            why = f": its process {holder.process.pid} on {holder.host.name} is gone"
+            if state is None or state.upper() not in GONE_STATES:
+                await _mark_crashed(client, holder, f"its process {holder.process.pid} on {holder.host.name} "
+                                    f"ended before the run did; {name} was freed")
+        text = f"{name} from flow run {holder.flow_run_id}{why} (freed: this run needs no slot)"
+        _log(f"took over {text}")
+        return text

@@ -23,6 +23,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
 from devkit import prefect_api
+from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.control.slots import SlotHolder, holder_variable
@@ -132,7 +133,6 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     the same database: the slot still counts (its lease was in the server's memory); the same tag run
     again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
-    from devkit.processes import stop_process
     from tasks.oci.registry import RegistryAPI
 
     fast, slow = IMAGES
@@ -202,7 +202,6 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
     a run from the deployment's form waits for a slot a CLI run holds, logs who holds it, and ends
     Cancelled on Cancel; a second waiting run ends when `serve` gets SIGTERM."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
-    from devkit.processes import stop_process
 
     tag = f"v0.{uuid.uuid4().int % 10_000}.9"
     src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 240), nonce=uuid.uuid4().hex)
@@ -339,3 +338,82 @@ def test_the_process_table_tells_a_live_holder_from_a_dead_one_and_a_zombie() ->
     assert look_at_process(record) is Liveness.GONE
     elsewhere = dataclasses.replace(record, host=dataclasses.replace(record.host, boot="another-boot"))
     assert look_at_process(elsewhere) is Liveness.UNKNOWN
+
+
+def test_a_run_whose_server_restarted_under_it_frees_its_slot_by_the_count_at_its_end(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    prefect_template: Path,
+) -> None:
+    """The Prefect server is killed (SIGKILL) while a release builds and starts again on its database and port:
+    the server has lost the run's lease (leases live in its memory) but still counts the slot. The run ends
+    whole, frees the slot by lowering the count itself, and deletes its record: the next run of the tag waits
+    for nothing."""
+    from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.proctree import kill_tree
+    from devkit.registry import free_port
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.8"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 25), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    home, port = tmp_path / "prefect-home", free_port()
+    server, url = start_prefect_server(home, ui=False, template=prefect_template, port=port)
+    run = None
+    try:
+        run, log = _run_on(url, src, reg, tmp_path)
+        var = holder_variable(slot_limit(tag))
+        wait_for("the run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        kill_tree(server.pid)
+        server.wait()
+        server, url = start_prefect_server(home, ui=False, port=port)
+        assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
+        assert _limit_on(url, slot_limit(tag))["active_slots"] == 0
+        assert _variable_on(url, var) is None
+    finally:
+        if run is not None:
+            stop_process(run)
+        stop_prefect_server(server)
+
+
+def test_a_run_answered_from_its_record_frees_a_slot_left_by_a_run_whose_process_is_gone(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """As a run that ended while the Prefect server was away leaves it: the tag's slot counted, the record naming a
+    run the server still shows Running and a process of this host that is gone. A re-run of the published tag
+    needs no slot, but frees that one, says so, and sets the dead run Crashed."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate, VariableCreate
+    from prefect.states import Running
+
+    from tasks.control.concurrency import ensure_limit
+    from tasks.control.slots import ProcessId, host_here
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.9"
+    src = sample(tag=tag, images=IMAGES[:1], nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    first, first_log = _run_on(os.environ["PREFECT_API_URL"], src, reg, tmp_path)
+    assert first.wait(timeout=600) == 0, first_log.read_text()[-3000:]
+    gone = subprocess.Popen(["sleep", "60"])
+    started = int(Path(f"/proc/{gone.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    gone.kill()
+    gone.wait()
+    (dead,) = flow_runs_of(tag, src.path)
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    left = SlotHolder(dead.id, now, now, uuid.uuid4(), host_here(), ProcessId(gone.pid, started))
+    name = slot_limit(tag)
+    ensure_limit(name)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(dead.id, Running(), force=True)
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+        client.create_variable(VariableCreate(name=holder_variable(name), value=json.dumps(left.to_json())))
+
+    again, again_log = _run_on(os.environ["PREFECT_API_URL"], src, reg, tmp_path)
+    assert again.wait(timeout=600) == 0, again_log.read_text()[-3000:]
+    out = again_log.read_text()
+    assert "nothing changed" in out
+    assert (f"slot taken over: {name} from flow run {dead.id}: its process {gone.pid} on {host_here().name} is gone "
+            "(freed: this run needs no slot)") in out
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+        assert client.read_flow_run(dead.id).state.type is StateType.CRASHED
+    assert _holder(tag) is None
