@@ -22,10 +22,10 @@ Distribution registry, a second dockerd on a bridge of its own (never the machin
 Prefect server, so other users of the machine are not disturbed.
 
 The moment: for the registry, dockerd, the Prefect server and the release process, a progress line of
-the release (``requester linux/arm64: pushing``...) and a delay after it; for a ko, BuildKit or cosign
-process, the n-th such process and a delay after its start. The lines and process counts come from a
-clean release of the sample made first (which also warms the engine's and Go's caches, so every round
-starts alike). Each round's choices come from ``Random(f"{seed}:{round}")``: ``--seed S --round R``
+the release (``requester linux/arm64: pushing``...) and a delay after it (before the next line); for a ko,
+BuildKit or cosign process, the n-th such process and a delay after its start. The lines, the process counts
+and lifetimes come from releases of the sample without a fault made first: one to warm the engine's and Go's
+caches (so every round starts alike), one to look at. Each round's choices come from ``Random(f"{seed}:{round}")``: ``--seed S --round R``
 replays round R alone.
 
     .venv/bin/python bench/chaos.py [--rounds 30] [--seed S] [--round R] [--part P] [--json chaos.json]
@@ -141,7 +141,7 @@ class Lab:
         try:
             os.environ["DOCKER_HOST"] = engine.docker_host  # the bases are built on the runner's engine
             bases = push_fma_bases(f"{registry.host}/bases")
-            lab.source = make_fma_source(work / "fma", bases=bases, tag="v1.0.0")
+            lab.source = make_fma_source(work / "fma", bases=bases, tag="v0.0.1")  # each release tags it again
             keys = work / "keys"
             keys.mkdir()
             subprocess.run([tools.tool("cosign"), "generate-key-pair"], cwd=keys, capture_output=True, check=True,
@@ -314,10 +314,10 @@ KINDS: dict[str, Callable[[Proc], bool]] = {"ko": _is_ko, "buildkit": _is_buildk
 
 @dataclass(frozen=True)
 class Shape:
-    """What the clean release showed: its progress steps (the moments), how many processes of each kind it
-    started and how long they lived, each image's platforms, how long it took."""
+    """What a release without a fault showed: its progress steps (the moments) with the seconds from each to the
+    next, how many processes of each kind it started and how long they lived, each image's platforms."""
 
-    moments: tuple[str, ...]
+    moments: dict[str, float]  # step -> seconds until the next step (or the run's end)
     processes: dict[str, int]
     lifetimes: dict[str, float]  # the median lifetime of a process of each kind, in seconds
     platforms: dict[str, tuple[str, ...]]
@@ -328,10 +328,9 @@ def _lifetimes(watch: ProcessWatch, match: Callable[[Proc], bool], ended: dict[i
     return [ended.get(p.pid, p.seen_at) - p.seen_at for p in watch.processes(match)]
 
 
-def clean_release(lab: Lab) -> Shape:
-    """Release the sample's first tag without a fault; what it looked like."""
-    tag = "v1.0.0"
-    run = Run(lab, tag, "clean")
+def _release_without_fault(lab: Lab, tag: str) -> Shape:
+    lab.tag(tag)
+    run = Run(lab, tag, f"clean-{tag}")
     ended: dict[int, float] = {}
     # How long each process lives: looked at while the run goes.
     while not run.done():
@@ -342,16 +341,28 @@ def clean_release(lab: Lab) -> Shape:
     code = run.wait(30)
     run.stop()
     if code != 0:
-        raise CannotRun(f"the clean release of {tag} failed ({code}); see {run.log}:\n{run.console()[-3000:]}")
+        raise CannotRun(f"the release of {tag} without a fault failed ({code}); see {run.log}:\n"
+                        f"{run.console()[-3000:]}")
     summary = json.loads(run.summary.read_text())
     platforms = {image["name"]: tuple(sorted(p["platform"] for p in image["platforms"])) or (image["platform"],)
                  for image in summary["images"]}
-    moments = sorted({step for _, step in run.steps() if not step.endswith(TRANSIENT_STATES)})
+    steps = [(at, step) for at, step in run.steps() if not step.endswith(TRANSIENT_STATES)]
+    moments: dict[str, float] = {}
+    for index, (at, step) in enumerate(steps):
+        following = steps[index + 1][0] if index + 1 < len(steps) else run.took
+        moments.setdefault(step, max(0.0, following - at))
     counts = {kind: len(run.watch.processes(match)) for kind, match in KINDS.items()}
     lives = {kind: statistics.median(_lifetimes(run.watch, match, ended) or [1.0]) for kind, match in KINDS.items()}
-    shape = Shape(tuple(moments), counts, lives, platforms, run.took)
-    log(f"clean release of {tag}: {run.took:.1f}s, {len(moments)} moments, processes {counts}, "
-        f"platforms {platforms}")
+    return Shape(dict(sorted(moments.items())), counts, lives, platforms, run.took)
+
+
+def clean_release(lab: Lab) -> Shape:
+    """Release the sample twice without a fault: the first fills the engine's and Go's caches (as every round
+    finds them), the second is what a round looks like."""
+    cold = _release_without_fault(lab, "v1.0.0")
+    shape = _release_without_fault(lab, "v1.0.1")
+    log(f"releases without a fault: {cold.took:.1f}s cold, {shape.took:.1f}s warm; {len(shape.moments)} moments, "
+        f"processes {shape.processes}, platforms {shape.platforms}")
     return shape
 
 
@@ -386,8 +397,8 @@ def plan_round(seed: int, number: int, shape: Shape, part: str | None = None) ->
         delay = rng.uniform(0, min(2.0, 0.8 * shape.lifetimes.get(part, 1.0)))
         moment = f"{part} #{nth}"
     else:
-        moment = rng.choice(shape.moments)
-        delay = rng.uniform(0, 1.5)
+        moment = rng.choice(list(shape.moments))
+        delay = rng.uniform(0, min(1.5, shape.moments[moment]))  # before the next step, as far as it can tell
     down = rng.uniform(0.5, 5.0)
     return Plan(number, part, moment, round(delay, 2), round(down, 1))
 
