@@ -70,9 +70,18 @@ class EngineProcess:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(self.root / "data")], check=True)
         return self._spawn(timeout)
 
+    def kill(self) -> None:
+        """End dockerd with SIGKILL, as a crash would (its containerd and shims are left as they are);
+        :meth:`restart` starts it again on the same data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def restart(self, timeout: float = 30) -> EngineProcess:
-        """Stop dockerd (SIGTERM, as a service manager would) and start it again on the same data root,
-        socket and bridge: what a client in the middle of a build sees as the engine going away."""
+        """Stop dockerd (SIGTERM, as a service manager would; nothing when it was killed) and start it again
+        on the same data root, socket and bridge: what a client in the middle of a build sees as the engine
+        going away."""
         if self.process is not None:
             stop_process(self.process, timeout=30)
             self.process = None

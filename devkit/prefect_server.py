@@ -68,7 +68,7 @@ class PrefectServer:
 
 
 def launch_prefect_server(home: Path, database_url: str | None = None, *, ui: bool = True,
-                          template: Path | None = None) -> PrefectServer:
+                          template: Path | None = None, port: int | None = None) -> PrefectServer:
     """Start ``prefect server start`` with its own PREFECT_HOME and return at once; it answers once
     :func:`wait_for_prefect_server` returns.
 
@@ -76,12 +76,14 @@ def launch_prefect_server(home: Path, database_url: str | None = None, *, ui: bo
     server on PostgreSQL; without it the server keeps SQLite in its home. ``ui=False``: no UI,
     which starts faster (a server that no browser reads). ``template``: a SQLite database another
     server made (:func:`save_sqlite_template`), copied into a home that has none, so the server
-    starts with its tables in place instead of migrating an empty database (seconds each).
+    starts with its tables in place instead of migrating an empty database (seconds each). ``port``: the
+    port to listen on (a free one by default); a server started again on its home and port is the same
+    server to its clients.
     """
     home.mkdir(parents=True, exist_ok=True)
     if template is not None and not database_url and not (home / "prefect.db").exists():
         shutil.copyfile(template, home / "prefect.db")
-    port = free_port()
+    port = port or free_port()
     prefect = Path(sys.executable).with_name("prefect")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # The UI asks the server where the API is; without this it answers port 4200.
@@ -95,7 +97,7 @@ def launch_prefect_server(home: Path, database_url: str | None = None, *, ui: bo
     log = home / "prefect-server.log"
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
     )
     return PrefectServer(proc, f"http://127.0.0.1:{port}/api", log)
 
@@ -118,12 +120,13 @@ def wait_for_prefect_server(url: str, timeout: float = 120, process: subprocess.
 
 
 def start_prefect_server(home: Path, timeout: float = 120, database_url: str | None = None, *,
-                         ui: bool = True, template: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+                         ui: bool = True, template: Path | None = None,
+                         port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``prefect server start`` with its own PREFECT_HOME; return the process and its API URL once it is healthy.
 
-    ``database_url``, ``ui`` and ``template``: as for :func:`launch_prefect_server`.
+    ``database_url``, ``ui``, ``template`` and ``port``: as for :func:`launch_prefect_server`.
     """
-    server = launch_prefect_server(home, database_url, ui=ui, template=template)
+    server = launch_prefect_server(home, database_url, ui=ui, template=template, port=port)
     try:
         wait_for_prefect_server(server.url, timeout, server.process, server.log)
     except RuntimeError:

@@ -55,7 +55,7 @@ class RegistryProcess:
         if self.htpasswd:
             lines += ["auth:", "  htpasswd:", "    realm: fma-release-test", f"    path: {self.htpasswd}"]
         config.write_text("\n".join(lines) + "\n")
-        log = (self.root / "registry.log").open("wb")
+        log = (self.root / "registry.log").open("ab")
         self.process = subprocess.Popen(
             ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
@@ -74,4 +74,11 @@ class RegistryProcess:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process, timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """End the registry with SIGKILL, as a crash would; :meth:`start` brings it back on its data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
         self.process = None

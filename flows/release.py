@@ -38,7 +38,7 @@ from flows.pinned import refuse_pinned_changes
 from flows.promote import promote_release
 from flows.runners import task_runner
 from tasks.charts import package_chart_task, push_chart_task
-from tasks.control.concurrency import atag_slot
+from tasks.control.concurrency import afree_abandoned_slot, atag_slot
 from tasks.control.outage import OUTCOME, note_if_server_gone
 from tasks.control.preflight import Preflight, preflight
 from tasks.control.records import save_record
@@ -86,6 +86,11 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
         checked = await asyncio.to_thread(preflight, request, services, revision)
         if checked.recorded is not None:  # this exact release is published: nothing to do, no slot needed
             OUTCOME.finished(checked.recorded)
+            # ...but a slot that a run of the tag left held (it ended while the Prefect server was away) is freed
+            settings = services.settings
+            freed = await afree_abandoned_slot(request.tag, settings.slot_namespace)
+            if freed:
+                progress.report(progress.RUN, Status.SLOT_TAKEN, freed)
             await apublish_summary(checked.recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return checked.recorded

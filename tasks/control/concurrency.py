@@ -11,6 +11,7 @@ different tags hold different limits and run side by side; a deployment's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import re
@@ -64,36 +65,44 @@ def ensure_limit(name: str, limit: int = 1) -> bool:
 
 
 class HeldLeases:
-    """The leases of the tag slots this process holds, so that a run stopped at once (flows/cancel.py)
-    can free them first and the next run of the tag need not wait for them to lapse."""
+    """The leases of the tag slots this process holds (with their limits' names), so that a run stopped at once
+    (flows/cancel.py) can free them first and the next run of the tag need not wait for them to lapse."""
 
     def __init__(self) -> None:
-        self._leases: list[UUID] = []
+        self._leases: dict[UUID, str] = {}
         self._lock = threading.Lock()
 
-    def add(self, leases: list[UUID]) -> None:
+    def add(self, leases: list[UUID], name: str = "") -> None:
         with self._lock:
-            self._leases.extend(leases)
+            self._leases.update(dict.fromkeys(leases, name))
 
     def drop(self, leases: list[UUID]) -> None:
         with self._lock:
-            self._leases = [lease for lease in self._leases if lease not in leases]
+            for lease in leases:
+                self._leases.pop(lease, None)
 
     def snapshot(self) -> list[UUID]:
         with self._lock:
             return list(self._leases)
 
     def release_all(self) -> None:
-        """Free every held slot now; a failure leaves the slot to lapse with its lease."""
-        leases = self.snapshot()
-        if not leases:
+        """Free every held slot now, and delete the holder records of their limits; a failure leaves the slot
+        to lapse with its lease."""
+        with self._lock:
+            held = dict(self._leases)
+        if not held:
             return
         from prefect.client.orchestration import get_client
 
+        from tasks.control.slots import holder_variable
+
         with get_client(sync_client=True) as client:
-            for lease_id in leases:
+            for lease_id, name in held.items():
                 client.release_concurrency_slots_with_lease(lease_id=lease_id)
-        self.drop(leases)
+                if name:
+                    with contextlib.suppress(Exception):  # deleted already, or the server is away: judged later
+                        client.delete_variable_by_name(holder_variable(name))
+        self.drop(list(held))
 
 
 HELD = HeldLeases()
@@ -149,11 +158,22 @@ async def atag_slot(tag: str, timeout_seconds: float | None = None, *,
 
     name = await asyncio.to_thread(_ensure, tag, namespace)
     async with hold_slot(name, LEASE_SECONDS, timeout_seconds, timing) as leases:
-        HELD.add(leases)
+        HELD.add(leases, name)
         try:
             yield
         finally:
             HELD.drop(leases)
+
+
+async def afree_abandoned_slot(tag: str, namespace: str = "") -> str:
+    """Free the tag's slot when the run that holds it is certainly gone (tasks/control/slots.py), for a run that
+    needs no slot; what was freed, "" when nothing was (or the server could not say)."""
+    from tasks.control.slots import free_abandoned
+
+    try:
+        return await free_abandoned(limit_name(tag, namespace))
+    except Exception:  # a run answered from its record does not fail on its way out for this
+        return ""
 
 
 def one_run_per_tag(fn: Callable[P, R]) -> Callable[P, R]:

@@ -66,7 +66,7 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
         return Preflight(RunFacts(revision=revision, signer=signer, unsigned_note=note))
     # A release that is still published needs no engine and pushes nothing, so the other checks come after.
     key = release_key(
-        revision=revision, config=request.config, config_bytes=request.config_path.read_bytes(),
+        tag=request.tag, revision=revision, config=request.config, config_bytes=request.config_path.read_bytes(),
         registry=request.registry, chart_remote=request.chart_remote,
         signing=signer.fingerprint if signer else "",
     )

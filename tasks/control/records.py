@@ -1,7 +1,8 @@
 """Release records: what a finished release published, to answer a re-release at once.
 
-A record is keyed by everything that decides a release's outcome: the tagged
-commit (which fixes every file of the source), the release config's bytes, the
+A record is keyed by everything that decides a release's outcome: the tag (which
+names the images and the chart's version: two tags of one commit are two releases),
+the tagged commit (which fixes every file of the source), the release config's bytes, the
 bytes of this project's files the config uses (Dockerfiles and charts with
 ``from: project``), the registry and the chart registry. A re-release with
 the same key whose every digest is still in the registry changes nothing, so
@@ -49,8 +50,8 @@ def _tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def release_key(
-    *, revision: str, config: ReleaseConfig, config_bytes: bytes, registry: str, chart_remote: str,
+def release_key(  # noqa: PLR0913 - each keyword is one input the key depends on, all keyword-only
+    *, tag: str, revision: str, config: ReleaseConfig, config_bytes: bytes, registry: str, chart_remote: str,
     project_root: Path = PROJECT_ROOT, signing: str = "",
 ) -> str:
     """The key of a release's record (pure but for reading this project's files the config uses);
@@ -60,6 +61,7 @@ def release_key(
         | {c.path for c in config.charts if c.origin == "project"}
     )
     payload = {
+        "tag": tag,
         "revision": revision,
         "config": hashlib.sha256(config_bytes).hexdigest(),
         "project": {p: _tree_digest(project_root / p) for p in project_files},

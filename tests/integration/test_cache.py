@@ -25,10 +25,11 @@ KO_BUILDS = ("build dual-pods-controller", "build launcher-populator")
 
 def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
     registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fma_bases: FmaBases,
+    events: list[tuple[str, str, str]],
 ) -> None:
-    """The first run downloads the Go modules before its ko builds compile; the second registry gets both
-    controllers from the first run's cached builds, under its own references; none of the second run's
-    task runs failed, and its ko builds were not run again."""
+    """The first run downloads the Go modules before its ko builds compile (the sample's go.mod requires none:
+    no warning); the second registry gets both controllers from the first run's cached builds, under its own
+    references; none of the second run's task runs failed, and its ko builds were not run again."""
     monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
     first_ns, second_ns = (f"t{uuid.uuid4().hex[:10]}/fma" for _ in range(2))
     src = make_fma_source(tmp_path / "fma", bases=fma_bases)  # the run's bases: only the builds are this test's
@@ -37,6 +38,8 @@ def test_a_release_to_another_registry_reuses_ko_builds_without_a_failed_task(
     for namespace in (first_ns, second_ns):
         release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", sign=False,
                 retry_base_delay=0.1)
+    assert ("Go modules", "downloaded", "0 module(s)") in [(i, s, d.split(" in ")[0]) for i, s, d in events]
+    assert [d for i, s, d in events if s == "warning" and "Go modules" in d] == []
     first = recorded_task_runs(run_ids[0], f"go modules {src.tag}", *KO_BUILDS, f"summary {src.tag}")
     (modules,) = [r for r in first if r.name == f"go modules {src.tag}"]
     assert modules.state.is_completed()

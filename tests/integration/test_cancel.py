@@ -145,6 +145,14 @@ def test_a_run_stopped_with_ctrl_c_is_resumed_by_the_next_run(
     with RegistryAPI(registry.host) as api:
         assert api.tags(f"{namespace}/charts/fma-controllers") == []
         assert api.tags(f"{namespace}/{SLOW}") == []
+    from prefect.client.orchestration import get_client
+
+    from tasks.control.slots import holder_variable
+    from tests.integration.prefect_helpers import slot_limit
+
+    with get_client(sync_client=True) as client:  # the slot freed, and no record of a holder left behind
+        assert client.read_global_concurrency_limit_by_name(slot_limit(src.tag)).active_slots == 0
+        assert client.read_variable_by_name(holder_variable(slot_limit(src.tag))) is None
 
     events.clear()
     summary = release(tag=src.tag, source=str(src.path), registry=reg, config=str(src.config),

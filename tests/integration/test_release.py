@@ -128,6 +128,25 @@ def test_prerelease_tag_is_released_and_flagged(
         assert api.tags(f"{namespace}/requester") == ["v0.3.0-rc.1"]
 
 
+def test_a_second_tag_of_a_released_commit_is_released_under_its_own_tag(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+) -> None:
+    """A release candidate's commit tagged again as the release (as the chaos rounds tag one commit per round):
+    the release's images are pushed under the new tag, not answered with the candidate's record."""
+    src = sample(tag="v0.3.0-rc.1", images=("requester",))
+    reg = f"{registry.host}/{namespace}"
+    run_release(src, reg)
+    subprocess.run(["git", "tag", "-a", "v0.3.0", src.tag_commit, "-m", "release v0.3.0"], cwd=src.path, check=True,
+                   capture_output=True, env={**os.environ, "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    summary = release(tag="v0.3.0", source=str(src.path), registry=reg, config=str(src.config),
+                      retry_base_delay=0.1).summary()
+    assert (summary["tag"], summary["prerelease"]) == ("v0.3.0", False)
+    assert summary["images"][0]["ref"] == f"{reg}/requester:v0.3.0"
+    assert not any("nothing changed" in note for note in summary["notes"])
+    with RegistryAPI(registry.host) as api:
+        assert sorted(api.tags(f"{namespace}/requester")) == ["v0.3.0", "v0.3.0-rc.1"]
+
+
 def test_broken_dockerfile_fails_naming_the_image_and_publishes_no_chart(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
 ) -> None:

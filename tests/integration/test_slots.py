@@ -7,6 +7,7 @@ the product waits 45 s); the behaviour checked is the same."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
 from devkit import prefect_api
+from devkit.processes import stop_process
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.control.slots import SlotHolder, holder_variable
@@ -131,7 +133,6 @@ def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
     the same database: the slot still counts (its lease was in the server's memory); the same tag run
     again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
-    from devkit.processes import stop_process
     from tasks.oci.registry import RegistryAPI
 
     fast, slow = IMAGES
@@ -201,7 +202,6 @@ def test_served_run_waiting_for_the_slot_ends_on_cancel_and_on_sigterm_to_serve(
     a run from the deployment's form waits for a slot a CLI run holds, logs who holds it, and ends
     Cancelled on Cancel; a second waiting run ends when `serve` gets SIGTERM."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
-    from devkit.processes import stop_process
 
     tag = f"v0.{uuid.uuid4().int % 10_000}.9"
     src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 240), nonce=uuid.uuid4().hex)
@@ -285,3 +285,135 @@ def test_a_slot_counted_with_no_holder_record_is_taken_and_the_run_says_so(
     assert took > STALE_SECONDS  # it did wait out the bound before taking a slot it cannot attribute
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(slot_limit(tag)).active_slots == 0
+
+
+def test_a_holder_killed_on_this_host_is_taken_over_without_waiting_out_the_stale_bound(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record names the holder's host and process: a run on the same host that finds the process gone
+    takes the slot at its next looks, marks the dead run Crashed, and completes. The stale bound here is
+    an hour, so nothing but the process table can have freed the slot."""
+    monkeypatch.setenv("FMA_SLOT_STALE_SECONDS", "3600")
+    tag = f"v0.{uuid.uuid4().int % 10_000}.7"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 90), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    holder_proc, _ = _run(src, reg, tmp_path)
+    holder = wait_for("the first run to record itself as the slot's holder", lambda: _holder(tag), timeout=120)
+    assert holder.process is not None and holder.process.pid == holder_proc.pid
+    assert holder.host is not None and holder.host.boot
+
+    holder_proc.send_signal(signal.SIGKILL)
+    holder_proc.wait(timeout=30)
+    taker, taker_log = _run(sample(tag=tag, images=IMAGES, nonce=uuid.uuid4().hex), reg, tmp_path)
+    assert taker.wait(timeout=600) == 0, taker_log.read_text()[-3000:]
+    out = taker_log.read_text()
+    assert (f"slot taken over: {slot_limit(tag)} from flow run {holder.flow_run_id}: its process "
+            f"{holder_proc.pid} on {holder.host.name} is gone") in out
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(holder.flow_run_id).state.type is StateType.CRASHED
+        assert client.read_global_concurrency_limit_by_name(slot_limit(tag)).active_slots == 0
+    assert _holder(tag) is None
+
+
+def test_the_process_table_tells_a_live_holder_from_a_dead_one_and_a_zombie() -> None:
+    """look_at_process on real processes of this host: alive while it runs, gone once it ended (reaped or not)."""
+    from datetime import UTC, datetime
+
+    from tasks.control.slots import Liveness, ProcessId, host_here, look_at_process
+
+    def holder_of(proc: subprocess.Popen[bytes]) -> SlotHolder:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        now = datetime.now(UTC)
+        return SlotHolder(uuid.uuid4(), now, now, None, host_here(), ProcessId(proc.pid, int(stat[19])))
+
+    proc = subprocess.Popen(["sleep", "60"])
+    record = holder_of(proc)
+    assert look_at_process(record) is Liveness.ALIVE
+    proc.kill()
+    wait_for("the killed process to be a zombie",
+             lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=10)
+    assert look_at_process(record) is Liveness.GONE  # dead, not yet reaped by its parent (this test)
+    proc.wait()
+    assert look_at_process(record) is Liveness.GONE
+    elsewhere = dataclasses.replace(record, host=dataclasses.replace(record.host, boot="another-boot"))
+    assert look_at_process(elsewhere) is Liveness.UNKNOWN
+
+
+def test_a_run_whose_server_restarted_under_it_frees_its_slot_by_the_count_at_its_end(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+    prefect_template: Path,
+) -> None:
+    """The Prefect server is killed (SIGKILL) while a release builds and starts again on its database and port:
+    the server has lost the run's lease (leases live in its memory) but still counts the slot. The run ends
+    whole, frees the slot by lowering the count itself, and deletes its record: the next run of the tag waits
+    for nothing."""
+    from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.proctree import kill_tree
+    from devkit.registry import free_port
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.8"
+    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 25), nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    home, port = tmp_path / "prefect-home", free_port()
+    server, url = start_prefect_server(home, ui=False, template=prefect_template, port=port)
+    run = None
+    try:
+        run, log = _run_on(url, src, reg, tmp_path)
+        var = holder_variable(slot_limit(tag))
+        wait_for("the run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        kill_tree(server.pid)
+        server.wait()
+        server, url = start_prefect_server(home, ui=False, port=port)
+        assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
+        assert _limit_on(url, slot_limit(tag))["active_slots"] == 0
+        assert _variable_on(url, var) is None
+    finally:
+        if run is not None:
+            stop_process(run)
+        stop_prefect_server(server)
+
+
+def test_a_run_answered_from_its_record_frees_a_slot_left_by_a_run_whose_process_is_gone(
+    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
+) -> None:
+    """As a run that ended while the Prefect server was away leaves it: the tag's slot counted, the record naming a
+    run the server still shows Running and a process of this host that is gone. A re-run of the published tag
+    needs no slot, but frees that one, says so, and sets the dead run Crashed."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate, VariableCreate
+    from prefect.states import Running
+
+    from tasks.control.concurrency import ensure_limit
+    from tasks.control.slots import ProcessId, host_here
+
+    tag = f"v0.{uuid.uuid4().int % 10_000}.9"
+    src = sample(tag=tag, images=IMAGES[:1], nonce=uuid.uuid4().hex)
+    reg = f"{registry.host}/{namespace}"
+    first, first_log = _run_on(os.environ["PREFECT_API_URL"], src, reg, tmp_path)
+    assert first.wait(timeout=600) == 0, first_log.read_text()[-3000:]
+    gone = subprocess.Popen(["sleep", "60"])
+    started = int(Path(f"/proc/{gone.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    gone.kill()
+    gone.wait()
+    (dead,) = flow_runs_of(tag, src.path)
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    left = SlotHolder(dead.id, now, now, uuid.uuid4(), host_here(), ProcessId(gone.pid, started))
+    name = slot_limit(tag)
+    ensure_limit(name)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(dead.id, Running(), force=True)
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+        client.create_variable(VariableCreate(name=holder_variable(name), value=json.dumps(left.to_json())))
+
+    again, again_log = _run_on(os.environ["PREFECT_API_URL"], src, reg, tmp_path)
+    assert again.wait(timeout=600) == 0, again_log.read_text()[-3000:]
+    out = again_log.read_text()
+    assert "nothing changed" in out
+    assert (f"slot taken over: {name} from flow run {dead.id}: its process {gone.pid} on {host_here().name} is gone "
+            "(freed: this run needs no slot)") in out
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+        assert client.read_flow_run(dead.id).state.type is StateType.CRASHED
+    assert _holder(tag) is None

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.control.slots import STALE_SECONDS, SlotHolder, Verdict, holder_variable, judge_holder
+from tasks.control.slots import (
+    STALE_SECONDS,
+    HostId,
+    Liveness,
+    ProcessId,
+    SlotHolder,
+    Verdict,
+    holder_variable,
+    judge_holder,
+    liveness,
+)
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -112,3 +124,88 @@ def test_the_wait_line_names_the_stale_bound_in_use() -> None:
 
     assert "taken over after 6s without one" in describe(None, None, NOW, stale_after=6)
     assert "taken over after 45s without one" in describe(None, None, NOW)
+
+
+HERE = HostId("vm", "boot-1", "pid:[4026531836]", "machine-1")
+
+
+def local_holder(seen_ago: float = 1.0, host: HostId | None = HERE) -> SlotHolder:
+    return dataclasses.replace(holder(seen_ago), host=host, process=ProcessId(4242, 987654))
+
+
+def test_a_holder_whose_process_is_gone_is_taken_at_once_however_fresh_its_record() -> None:
+    """Killed with SIGKILL a moment ago on this host: its run still says Running and its record is 1 s old."""
+    assert judge_holder(local_holder(), "RUNNING", known=True, now=NOW, process=Liveness.GONE) is Verdict.TAKE
+
+
+def test_a_holder_whose_process_lives_keeps_the_slot_however_old_its_record() -> None:
+    """Its heartbeat may fail while the Prefect server is away; a process that lives is no holder that is gone."""
+    stale = local_holder(seen_ago=STALE_SECONDS * 10)
+    assert judge_holder(stale, "RUNNING", known=True, now=NOW, process=Liveness.ALIVE) is Verdict.WAIT
+    # A run that ended is gone even while its process lives on (a served process, a test's).
+    assert judge_holder(stale, "COMPLETED", known=True, now=NOW, process=Liveness.ALIVE) is Verdict.TAKE
+
+
+def test_without_a_look_at_the_process_the_stale_bound_decides() -> None:
+    fresh, stale = local_holder(seen_ago=STALE_SECONDS - 1), local_holder(seen_ago=STALE_SECONDS + 1)
+    assert judge_holder(fresh, "RUNNING", known=True, now=NOW, process=Liveness.UNKNOWN) is Verdict.WAIT
+    assert judge_holder(stale, "RUNNING", known=True, now=NOW, process=Liveness.UNKNOWN) is Verdict.TAKE
+
+
+@pytest.mark.parametrize(("found_start", "exists", "expected"), [
+    (987654, True, Liveness.ALIVE),  # the same process
+    (987999, True, Liveness.GONE),  # the PID now belongs to another process
+    (None, False, Liveness.GONE),  # no such PID
+    (None, True, Liveness.UNKNOWN),  # the PID is taken by a process /proc does not show (hidepid)
+])
+def test_the_process_table_of_the_same_host_says_whether_the_holder_lives(
+    found_start: int | None, exists: bool, expected: Liveness,
+) -> None:
+    assert liveness(local_holder(), HERE, found_start, exists) is expected
+
+
+@pytest.mark.parametrize("there", [
+    HostId("vm", "boot-2", "pid:[4026531836]", "machine-1"),  # the same machine, booted again
+    HostId("vm", "boot-1", "pid:[4026532999]", "machine-1"),  # another container on the same kernel
+    HostId("other", "boot-9", "pid:[4026531836]", "machine-9"),  # another machine
+    HostId("vm", "", "", ""),  # a system that shows none of it
+])
+def test_a_holder_elsewhere_is_never_judged_by_this_host_s_process_table(there: HostId) -> None:
+    assert liveness(local_holder(host=there), HERE, None, exists=False) is Liveness.UNKNOWN
+
+
+def test_an_old_record_without_host_and_process_is_read_and_judged_by_its_age() -> None:
+    """Records written before hosts and processes were recorded still work, by the stale bound."""
+    old = {"flow_run_id": str(uuid.uuid4()), "since": NOW.isoformat(),
+           "seen": (NOW - timedelta(seconds=STALE_SECONDS + 1)).isoformat(), "lease_id": None}
+    read = SlotHolder.from_json(old)
+    assert read is not None and read.host is None and read.process is None
+    assert liveness(read, HERE, None, exists=False) is Liveness.UNKNOWN
+    assert judge_holder(read, "RUNNING", known=True, now=NOW) is Verdict.TAKE
+
+
+def test_a_record_with_host_and_process_round_trips_and_the_wait_line_names_them() -> None:
+    from tasks.control.slots import describe
+
+    h = local_holder()
+    assert SlotHolder.from_json(h.to_json()) == h
+    assert SlotHolder.from_json(json.dumps(h.to_json())) == h
+    assert "(running, process 4242 on vm) since" in describe(h, "RUNNING", NOW)
+
+
+def test_a_waiting_run_looks_at_once_and_confirms_a_dead_process_a_second_later() -> None:
+    """The first look after half a second; a holder whose process is gone is confirmed one second later; any
+    other holder is looked at every wait step."""
+    from tasks.control.slots import SlotTiming, _Watch
+
+    watch = _Watch(SlotTiming(wait_step_seconds=3.0))
+    assert watch.next_step() == 0.5
+    dead = local_holder()
+    watch.looks, watch.process_gone = 1, True
+    watch.confirmed(dead, gone=True)
+    assert watch.next_step() == 1.0
+    watch.process_gone = False  # gone by its state or its record's age: the ordinary step
+    assert watch.next_step() == 3.0
+    watch.confirmed(dead, gone=False)
+    assert watch.next_step() == 3.0
+    assert _Watch(SlotTiming(wait_step_seconds=0.2)).next_step() == 0.2  # never longer than the step
