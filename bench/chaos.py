@@ -25,8 +25,8 @@ The moment: for the registry, dockerd, the Prefect server and the release proces
 the release (``requester linux/arm64: pushing``...) and a delay after it (before the next line); for a ko,
 BuildKit or cosign process, the n-th such process and a delay after its start. The lines, the process counts
 and lifetimes come from releases of the sample without a fault made first: one to warm the engine's and Go's
-caches (so every round starts alike), one to look at. Each round's choices come from ``Random(f"{seed}:{round}")``: ``--seed S --round R``
-replays round R alone.
+caches (so every round starts alike), one to look at. Each round's choices come from
+``Random(f"{seed}:{round}")``: ``--seed S --round R`` replays round R alone.
 
     .venv/bin/python bench/chaos.py [--rounds 30] [--seed S] [--round R] [--part P] [--json chaos.json]
 

@@ -5,7 +5,8 @@ Rules pick requests by repository and operation (``upload_start``,
 answer them with a status code, a dropped connection or a hang, a set number of times
 or forever. Everything else is forwarded as is (the Host header is kept, so
 the registry's upload ``Location`` URLs point back at the proxy). Every
-request is counted per ``(repository, operation)``.
+request is counted per ``(repository, operation)``, and so are the bytes of the
+request bodies it received (``received``: what a client sent, blob bytes included).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -50,10 +52,21 @@ class Rule:
     retry_after: str | None = None
     ref: str = ""  # only this tag or digest ("" = any), e.g. the tag an image index is PUT under
     ref_suffix: str = ""  # only tags ending with it, e.g. ".sig" for cosign's signatures
+    # ...or forward it without its query: a blob mount (POST .../uploads/?mount=&from=) reaches the registry as a
+    # plain upload start, which it answers 202 with an upload's location, as a registry without mounts does
+    no_mount: bool = False
 
     def matches(self, repo: str, op: str, ref: str = "") -> bool:
         return (op == self.op and repo.endswith(self.repo_suffix) and (not self.ref or ref == self.ref)
                 and ref.endswith(self.ref_suffix) and (self.times is None or self.times > 0))
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that closes its kept-alive connection is no error worth a traceback on the console."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class FaultProxy:
@@ -61,6 +74,7 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.rules: list[Rule] = []
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.received: Counter[tuple[str, str]] = Counter()  # request body bytes
         self.injected: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._released = threading.Event()  # set on stop: hung requests end
@@ -90,7 +104,10 @@ class FaultProxy:
                 body = self._body()
                 repo, op = operation(self.command, self.path)
                 match = _PATH.match(self.path)
-                rule = proxy._take(repo, op, (match.group("ref") or "") if match else "")
+                rule = proxy._take(repo, op, (match.group("ref") or "") if match else "", len(body))
+                path = self.path
+                if rule is not None and rule.no_mount:
+                    path, rule = path.split("?", 1)[0], None
                 if rule is not None:
                     if rule.hang:
                         proxy._released.wait(rule.hang)
@@ -112,7 +129,7 @@ class FaultProxy:
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.request(self.command, path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 self.send_response(response.status, response.reason)
@@ -129,7 +146,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_PATCH = do_HEAD = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -138,9 +155,10 @@ class FaultProxy:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _take(self, repo: str, op: str, ref: str = "") -> Rule | None:
+    def _take(self, repo: str, op: str, ref: str = "", size: int = 0) -> Rule | None:
         with self._lock:
             self.counts[(repo, op)] += 1
+            self.received[(repo, op)] += size
             for rule in self.rules:
                 if rule.matches(repo, op, ref):
                     if rule.times is not None:
@@ -160,6 +178,11 @@ class FaultProxy:
     def count(self, repo_suffix: str, op: str) -> int:
         with self._lock:
             return sum(n for (repo, o), n in self.counts.items() if o == op and repo.endswith(repo_suffix))
+
+    def snapshot(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """``(requests, body bytes)`` per ``(repository, operation)`` so far."""
+        with self._lock:
+            return {key: (n, self.received[key]) for key, n in self.counts.items()}
 
     def start(self) -> FaultProxy:
         self._thread.start()

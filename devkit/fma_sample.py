@@ -105,11 +105,15 @@ def make_fma_source(
     bases: FmaBases,
     tag: str = "v0.6.4",
     requester_builder: str = "busybox",
+    proof_fault: str = "",
     mutate: Callable[[Path], None] | None = None,
 ) -> FmaSample:
     """Create ``root/source`` (the FMA-shaped repository, tagged, one commit past the tag), which the
     project's release.yaml (the default config) releases. ``requester_builder="go"`` cross-compiles
-    the requester in a Go toolchain stage (``bases.go_builder``); ``mutate`` changes the tree before it is tagged."""
+    the requester in a Go toolchain stage (``bases.go_builder``); ``"fails"`` makes its RUN fail, saying
+    ``devkit.fma_files.REQUESTER_FAILURE`` on stderr; ``proof_fault`` (one of
+    ``devkit.fma_files.PROOF_FAULTS``) makes a source the proof on Kubernetes fails; ``mutate``
+    changes the tree before it is tagged."""
     if requester_builder not in REQUESTER_BUILDERS:
         raise ValueError(f"requester_builder must be one of {', '.join(REQUESTER_BUILDERS)}, not {requester_builder!r}")
     builder = bases.builder
@@ -121,7 +125,8 @@ def make_fma_source(
     repo = root / "source"
     repo.mkdir(parents=True)
     _write(repo, fma_files(ko_base=bases.static.pinned, builder_base=builder.ref, runtime_base=bases.runtime.ref,
-                           launcher_base=bases.launcher.ref, requester_builder=requester_builder))
+                           launcher_base=bases.launcher.ref, requester_builder=requester_builder,
+                           proof_fault=proof_fault))
     if mutate is not None:
         mutate(repo)
     _git(repo, "init", "--quiet", "--initial-branch=main")

@@ -21,6 +21,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from flows.fanout import dry_run_image, outcome
 from tasks.build import build_task
+from tasks.control.records import build_records, recorded_builds, save_builds
 from tasks.core import progress
 from tasks.core.errors import ImageMissingError
 from tasks.core.status import Status
@@ -114,8 +115,9 @@ class ImageChains:
                 return
             spec = self._by_label[label]
             # A ko build is the same for every registry: a cached one from a run elsewhere names that
-            # run's reference; this run publishes it under its own.
-            built = replace(built, ref=spec.ref)
+            # run's reference; this run publishes it under its own. A platform of a multi-platform
+            # image goes by digest: its image's tag is the index.
+            built = replace(built, ref=spec.ref, by_digest=bool(spec.index_ref))
             if not self.run.request.dry_run and label not in self._rebuilt and not still_there(built, self.run):
                 # A cached result whose image or layout is gone: built again now, never a failed push.
                 self._rebuilt.add(label)  # its build task says "building" again
@@ -174,13 +176,19 @@ class ImageChains:
         return handle
 
     def _image_done(self, name: str, image: PushedImage) -> None:
-        """An image's tag is published: it is signed now, while other images still build."""
+        """An image's tag is published: it is signed now, while other images still build. Which builds
+        made it is recorded by digest, for a later run that signs it (its provenance names them)."""
         self._images[name] = image
-        if not self.run.signs:
-            return
         built = [b for b in self._built.values() if b.name == name]
-        (job,) = image_jobs([image], built, self.specs)
-        self._submit(self._signer.submit(job, self.run), self._on_sign(job.label))
+        if self.run.request.dry_run:
+            return
+        state = self.run.settings.state_dir
+        # What an earlier run recorded of the platforms this run found already published.
+        earlier = recorded_builds(state, image) if len(built) < len(self._members[name]) else ()
+        (job,) = image_jobs([image], built, self.specs, earlier)
+        save_builds(state, build_records(image, job.builds))
+        if self.run.signs:
+            self._submit(self._signer.submit(job, self.run), self._on_sign(job.label))
 
     def _on_sign(self, label: str) -> Handler:
         def handle(future: PrefectFuture[Any]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ReleaseError
 from tasks.core.redact import redact
-from tasks.run.options import DEFAULT_REGISTRY, add_cli_arguments, cli_parameters
+from tasks.run.options import DEFAULT_REGISTRY, PROMOTE_OPTIONS, add_cli_arguments, cli_parameters
 
 if TYPE_CHECKING:
     from tasks.run.result import ReleaseResult
@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the source the release must have been built from, as the release was given it")
     verify.add_argument("--chart", action="append", default=[], metavar="NAME",
                         help="a chart of the release to verify too (repeat for several)")
+    promote = sub.add_parser("promote", help="copy a published release to another registry, signatures and all")
+    add_cli_arguments(promote, PROMOTE_OPTIONS)  # the promotion's options (tasks/run/options.py)
+    promote.add_argument("--summary-json", type=Path, help="write the destination's summary as JSON to this file")
+    promote.add_argument("--verbose", action="store_true", help="show Prefect's run logs instead of progress")
     from flows.cli_triggers import add_trigger_commands
 
     add_trigger_commands(sub)
@@ -80,7 +84,7 @@ def _exit_now(code: int) -> None:
 
 def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per way a run ends
     try:
-        commands = {"run": _run, "verify": _verify}
+        commands = {"run": _run, "verify": _verify, "promote": _promote}
         if args.command in commands:
             return commands[args.command](args)
         if getattr(args, "handler", None) is not None:
@@ -196,11 +200,14 @@ def _local_server() -> str:
         with urllib.request.urlopen(f"{url}/health", timeout=0.5) as answer:  # noqa: S310 - a loopback URL of ours
             healthy = answer.status == 200
     except OSError:
-        return ""
+        healthy = False
     if healthy:
         print(f"fma-release: reporting to the local Prefect server at {url} (PREFECT_API_URL is not set)",
               file=sys.stderr)
         return url
+    # Its start-up takes 10-15 s, more on a busy machine: said now, so the console is not silent meanwhile.
+    print(f"fma-release: no Prefect server answers at {url} and PREFECT_API_URL is not set: starting one for "
+          "this run only (start a lasting one with scripts/services.sh)", file=sys.stderr)
     return ""
 
 
@@ -224,7 +231,44 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
+def _promote(args: argparse.Namespace) -> int:
+    from tasks.promote.context import PromotionRequest
+    from tasks.run.settings import Settings
+
+    parameters = cli_parameters(args, PROMOTE_OPTIONS)
+    request = PromotionRequest.from_parameters(parameters)  # bad input: one line, before Prefect starts
+    settings = Settings.from_env()
+    log_file = _prepare_logs(args, settings, "flows.promote")
+    started = time.monotonic()
+    from flows.progress_view import ProgressView
+    from tasks.core import progress
+    from tasks.summary import render_summary
+
+    local_server = _local_server()
+    view = ProgressView()
+    progress.subscribe(view.update)
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.promote import promote
+
+        with temporary_settings(updates={PREFECT_API_URL: local_server} if local_server else {}):
+            result = promote(**parameters)
+    finally:
+        progress.unsubscribe(view.update)
+        view.close()
+    if args.summary_json:
+        import json
+
+        args.summary_json.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    print(render_summary(result))
+    where = f" (log: {log_file})" if log_file else ""
+    print(f"promoted {request.tag} from {request.from_registry} to {request.to_registry} in "
+          f"{time.monotonic() - started:.1f}s{where}", file=sys.stderr)
+    return 0
+
+
+def _prepare_logs(args: argparse.Namespace, settings: Settings, flows_module: str = "flows.release") -> Path | None:
     """Set Prefect's client up for a CLI run; the run's log file, unless --verbose/--debug keep
     Prefect's logs on the console."""
     if args.verbose or args.debug:
@@ -232,7 +276,9 @@ def _prepare_logs(args: argparse.Namespace, settings: Settings) -> Path | None:
     # Progress lines replace Prefect's console log; the run logs still go to the API, and what
     # Prefect's client says about itself goes to the log file.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    import flows.release  # noqa: F401 - Prefect configures its loggers on import; move them after
+    import importlib
+
+    importlib.import_module(flows_module)  # Prefect configures its loggers on import; move them after
     from flows.client_logs import log_path, route_client_logs
 
     log_file = log_path(settings.state_dir, args.tag)

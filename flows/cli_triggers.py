@@ -44,7 +44,8 @@ def add_trigger_commands(sub: Any) -> None:
                       help="the only OWNER/NAME whose releases start a run (env FMA_GITHUB_REPOSITORY)")
     hook.set_defaults(handler=_webhook)
 
-    serve = sub.add_parser("serve", help="serve the publish-release and watch-releases deployments on this machine")
+    serve = sub.add_parser("serve", help="serve the publish-release and watch-releases deployments on this machine "
+                                            "(and promote-release with --promote-to)")
     serve.add_argument("--source", default=f"https://github.com/{DEFAULT_REPO}.git",
                        help="default source of publish-release runs")
     serve.add_argument("--registry", default=DEFAULT_REGISTRY, help="default image registry of runs")
@@ -56,6 +57,10 @@ def add_trigger_commands(sub: Any) -> None:
     serve.add_argument("--api-url", default=None, help="GitHub API URL for the watcher")
     serve.add_argument("--watch-interval", type=float, default=3600.0,
                        help="seconds between watcher runs (default 3600; 0 disables the schedule)")
+    serve.add_argument("--promote-to", metavar="REGISTRY",
+                       help="also serve promote-release: published releases copied from --registry to REGISTRY")
+    serve.add_argument("--promote-chart-registry", metavar="OCI_URL",
+                       help="where promote-release puts the charts (default oci://REGISTRY/charts)")
     serve.add_argument("--name-suffix", default="",
                        help="serve publish-release<SUFFIX> and watch-releases<SUFFIX>, beside another route's")
     serve.set_defaults(handler=_serve)
@@ -125,12 +130,14 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_api_url(args.api_url)
     check_serve_may_start(args.name_suffix)  # never over a work pool's deployments
     watch = TakeoverWatch(args.name_suffix)
-    print(f"serving publish-release{args.name_suffix} and watch-releases{args.name_suffix}; stop with Ctrl-C",
-          file=sys.stderr)
+    suffix = args.name_suffix
+    served = f"publish-release{suffix}, watch-releases{suffix} and promote-release{suffix}" if args.promote_to \
+        else f"publish-release{suffix} and watch-releases{suffix}"
+    print(f"serving {served}; stop with Ctrl-C", file=sys.stderr)
     serve_deployments(ServeOptions(
         source=args.source, registry=args.registry, config=args.config, chart_registry=args.chart_registry,
         dry_run=args.dry_run, repo=args.repo, api_url=args.api_url, watch_interval=args.watch_interval,
-        name_suffix=args.name_suffix,
+        name_suffix=suffix, promote_to=args.promote_to, promote_chart_registry=args.promote_chart_registry,
     ), on_registered=watch.start)
     watch.stop()
     if watch.reason:

@@ -17,6 +17,8 @@ from tasks.core import progress
 from tasks.core.errors import SigningError
 from tasks.core.status import Status
 from tasks.helm.chart import PackagedChart
+from tasks.oci.layout import read_layout
+from tasks.push import layout_image
 from tasks.run.context import RunContext
 from tasks.run.result import BuiltImage, PushedImage, SignatureResult
 from tasks.signing import sign_task
@@ -81,6 +83,9 @@ def signing_failed(failures: dict[str, str]) -> SigningError:
 
 
 def dry_run_image(built: BuiltImage) -> PushedImage:
-    """A dry run's image: nothing is pushed, the local image id stands where the registry digest would."""
+    """A dry run's image: nothing is pushed, the local image id stands where the registry digest would
+    (a layout's own digests, with its platforms, as a push of it would list them)."""
+    if built.layout is not None and (built.layout / "index.json").is_file():
+        return layout_image(built, read_layout(built.layout), Status.DRY_RUN)
     return PushedImage(name=built.name, ref=built.ref, digest=built.digest or built.image_id, status=Status.DRY_RUN,
                        platform=built.platform, label=built.label)

@@ -1,7 +1,8 @@
 """What the terminal shows during a run: one row per image and chart.
 
 On a terminal, a live table (rich); elsewhere (CI logs, pipes), one line per
-change of state. Both go to stderr so that stdout carries only the summary.
+change of state. A failed step's own last lines (``output`` reports) print under its
+failure either way. Both go to stderr so that stdout carries only the summary.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from tasks.core.progress import RUN
 from tasks.core.status import Status
 
 _STYLE: dict[str, str] = {
-    Status.BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue", Status.RETRYING: "yellow",
+    Status.BUILDING: "cyan", Status.STILL_BUILDING: "cyan", Status.BUILT: "cyan", Status.PUSHING: "blue",
+    Status.RETRYING: "yellow",
     Status.PUSH_FAILED: "yellow", Status.ENGINE_LOST: "yellow", Status.PUSHED: "green", Status.INDEX_PUSHED: "green",
     Status.PACKAGING: "cyan", Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
     Status.WARNING: "yellow", Status.DOWNLOADING: "cyan", Status.DOWNLOADED: "cyan",
+    Status.COPYING: "blue", Status.COPIED: "green", Status.VERIFYING: "cyan", Status.VERIFIED: "green",
+    Status.PROVING: "cyan", Status.PROVEN: "green",
 }
 
 
@@ -42,6 +46,10 @@ class ProgressView:
             if state == Status.WARNING:  # a line of its own, also beside the live table
                 self.console.print(f"warning: {detail}", soft_wrap=True, highlight=False, markup=False)
                 return
+            if state == Status.OUTPUT:  # a failed step's own line, under its failure; not a state of the row
+                self.console.print(f"{self._stamp()} {item} | {detail}", soft_wrap=True, highlight=False,
+                                   markup=False)
+                return
             if item == RUN:
                 if state == Status.STARTED and detail:
                     self.console.print(f"Prefect UI: {detail}", soft_wrap=True, highlight=False)
@@ -55,10 +63,11 @@ class ProgressView:
                 self._live.update(self._table())
             else:
                 extra = f": {detail}" if detail else ""
-                self.console.print(
-                    f"[{time.monotonic() - self._started:6.1f}s] {item}: {state}{extra}",
-                    highlight=False, markup=False, soft_wrap=True,
-                )
+                self.console.print(f"{self._stamp()} {item}: {state}{extra}", highlight=False, markup=False,
+                                   soft_wrap=True)
+
+    def _stamp(self) -> str:
+        return f"[{time.monotonic() - self._started:6.1f}s]"
 
     def _table(self) -> Table:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")

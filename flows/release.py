@@ -20,18 +20,22 @@ deployment may change only the form's fields (the deployment's own parameters pi
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 
 from flows.chains import ImageChains
 from flows.events import on_release_completed, on_release_failed
 from flows.fanout import collect_charts, sign_all, signing_failed
+from flows.pinned import refuse_pinned_changes
+from flows.promote import promote_release
 from flows.runners import task_runner
 from tasks.charts import package_chart_task, push_chart_task
 from tasks.control.concurrency import afree_abandoned_slot, atag_slot
@@ -40,17 +44,19 @@ from tasks.control.preflight import Preflight, preflight
 from tasks.control.records import save_record
 from tasks.control.slots import SlotTiming, SlotWaitCancelled
 from tasks.core import progress
-from tasks.core.errors import ConfigError, ImagesFailedError, ReleaseError
+from tasks.core.errors import ImagesFailedError, ProofError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
 from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
+from tasks.promote.context import PromotionRequest
+from tasks.prove import prove_task
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
-from tasks.run.options import form_fields, pinned_changes, with_options
+from tasks.run.options import with_options
 from tasks.run.plan import image_specs
-from tasks.run.result import ReleaseResult
+from tasks.run.result import ProofRow, ReleaseResult
 from tasks.source import checkout_task, resolve_tag
 from tasks.summary import apublish_summary, release_result, write_summary
 from tasks.supplychain.signer import chart_jobs
@@ -73,7 +79,7 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
     install_log_filter()
     request = ReleaseRequest.from_parameters(parameters)
     services = RunServices.from_settings()
-    await _refuse_pinned_changes(parameters, services.settings.form_fields)
+    await refuse_pinned_changes(parameters, services.settings.form_fields)
     _announce_run()
     try:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
@@ -88,12 +94,18 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
             await apublish_summary(checked.recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
             return checked.recorded
-        run = _run_context(request, services, checked)
+        if request.stage:  # built, pushed and signed at the stage, proven there, then promoted
+            stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision)
+            run = _run_context(request.at_stage(), services, stage_checked)
+            steps = functools.partial(_staged_release, request, run, stage_checked, checked)
+        else:
+            run = _run_context(request, services, checked)
+            steps = functools.partial(_release, run)
         # One run per tag at a time; different tags run side by side.
         settings = services.settings
         async with atag_slot(request.tag, timing=SlotTiming.of(settings), namespace=settings.slot_namespace):
             try:
-                return await asyncio.to_thread(_release, run)
+                return await asyncio.to_thread(steps)
             except ReleaseError:
                 note_if_server_gone()  # before the slot's release, the first call after the failure
                 raise
@@ -117,26 +129,6 @@ def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
     return result
 
 
-async def _refuse_pinned_changes(parameters: dict[str, Any], allowed: str) -> None:
-    """A run of a deployment may change only the form's fields: the rest are the operator's, read
-    from the deployment itself (not from the run, whose parameters are the deployment's merged
-    with what the form or the event sent)."""
-    deployment_id = deployment.id
-    if deployment_id is None:
-        return  # the CLI, a test, a benchmark: whoever runs it is the operator
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        deployed = await client.read_deployment(UUID(str(deployment_id)))
-    changed = pinned_changes(parameters, deployed.parameters or {}, form_fields(allowed))
-    if changed:
-        raise ConfigError(
-            f"this run changes {', '.join(changed)}, which the deployment {deployed.name} sets: a run may change "
-            "only the tag and the retry settings; change the deployment's parameters, or let runs set them "
-            f"with FMA_FORM_FIELDS={','.join(changed)} where it runs"
-        )
-
-
 def _announce_run() -> None:
     """Tell listeners (the CLI) the run's id and its page in the Prefect UI."""
     ui_url = flow_run.ui_url or ""
@@ -146,14 +138,88 @@ def _announce_run() -> None:
 def _run_context(request: ReleaseRequest, services: RunServices, checked: Preflight) -> RunContext:
     """The run's context, built once from what the preflight found."""
     facts = checked.facts
+    ui_url = flow_run.ui_url or ""
+    run_id = str(flow_run.id or "")
+    # The API this run reports to: the environment's, else Prefect's own setting (a server the CLI chose
+    # or started for this run), so builder.id is always an address, never a bare path.
+    api = (services.settings.prefect_api_url or _reporting_api()).rstrip("/")
+    run_url = ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}"
     provenance = None
     if facts.signer is not None and not request.dry_run:
-        ui_url = flow_run.ui_url or ""
-        run_id = str(flow_run.id or "")
-        api = (services.settings.prefect_api_url or "").rstrip("/")
-        provenance = provenance_facts(request, facts.revision, run_id=run_id,
-                                      run_url=ui_url if ui_url.startswith("http") else f"{api}/flow_runs/{run_id}")
-    return RunContext(request, services, facts, provenance)
+        provenance = provenance_facts(request, facts.revision, run_id=run_id, run_url=run_url)
+    return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
+
+
+def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Preflight, final: Preflight
+                    ) -> ReleaseResult:
+    """A staged release: the release to the stage (or the stage's record), its proof, then its promotion to
+    the request's registry; nothing reaches that registry unless the proof passed."""
+    with SyncClientContext.get_or_create():
+        def proven(at_stage: ReleaseResult, source: Path | None) -> ReleaseResult:
+            return _prove_and_promote(request, run, at_stage, source=source, final=final)
+
+        if stage_checked.recorded is None:
+            return _release_steps(run, staged=proven)
+        # The stage holds this release already (a re-run after a failed promotion): prove it again, from a
+        # checkout of the tag when the proof needs the source (the CRDs of its Kubernetes proof).
+        if not (request.config.proof.kubernetes and request.config.proof.crds):
+            return proven(stage_checked.recorded, None)
+        workspace = run.open_workspace()
+        try:
+            checkout = checkout_task(request.source, request.tag, workspace, run.facts.revision)
+            return proven(stage_checked.recorded, checkout.path)
+        finally:
+            if run.own_workspace:
+                shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: ReleaseResult, *, source: Path | None,
+                       final: Preflight) -> ReleaseResult:
+    log = get_run_logger()
+    proof = prove_task(at_stage, run, source)
+    if not proof.passed:
+        raise ProofError(f"the staged release {request.tag} at {request.stage} failed its proof, nothing was promoted "
+                         f"to {request.registry}: {proof.failure_line()}")
+    promoted: ReleaseResult = promote_release(PromotionRequest(
+        tag=request.tag, from_registry=request.stage, to_registry=request.registry,
+        chart_from=run.request.chart_remote, chart_to=request.chart_remote, config=request.config,
+        config_path=request.config_path, retry=request.retry,
+    ), run.settings, run.registries)
+    rows = tuple(ProofRow(check=c.name, verdict=c.verdict, detail=c.detail, seconds=round(c.seconds, 1))
+                 for c in proof.checks)
+    result = promoted.model_copy(update={
+        "staged_at": request.stage, "proof": rows, "source_revision": at_stage.source_revision,
+        "notes": (*promoted.notes, f"staged at {request.stage} and proven there ({len(proof.ran)} check(s) passed) "
+                                   f"before it was promoted to {request.registry}"),
+    })
+    OUTCOME.finished(result)
+    if final.facts.record_key:
+        save_record(run.settings.state_dir, final.facts.record_key, result)
+    write_summary(result, log)
+    progress.report(progress.RUN, Status.DONE, "")
+    return result
+
+
+def _finish(run: RunContext, result: ReleaseResult, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None,
+            source: Path) -> ReleaseResult:
+    """The release is published: record it, and either end the run with its summary or, for the stage of a
+    staged release, go on to the proof and the promotion (with the checkout still there)."""
+    if run.facts.record_key:  # a staged run's stage is whole too: a re-run after a failed promotion starts there
+        save_record(run.settings.state_dir, run.facts.record_key, result)
+    if staged is not None:
+        return staged(result, source)
+    # Everything is published: from here the result must reach the caller even when the
+    # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
+    OUTCOME.finished(result)
+    write_summary(result, get_run_logger())
+    progress.report(progress.RUN, Status.DONE, "")
+    return result
+
+
+def _reporting_api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "")
 
 
 def _release(run: RunContext) -> ReleaseResult:
@@ -165,7 +231,11 @@ def _release(run: RunContext) -> ReleaseResult:
         return _release_steps(run)
 
 
-def _release_steps(run: RunContext) -> ReleaseResult:
+def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None
+                   ) -> ReleaseResult:
+    """The release's steps; ``staged``: this is the stage part of a staged release, and what comes after it
+    (the proof and the promotion, given the stage's result and the checkout) is called while the checkout is
+    still there, its result the run's."""
     log = get_run_logger()
     request = run.request
     policy = request.retry.task_options()
@@ -186,10 +256,11 @@ def _release_steps(run: RunContext) -> ReleaseResult:
                  checkout.revision, checkout.source, len({s.name for s in specs}), len(specs), len(packages))
 
         # Images the registry already holds exactly (a re-run) get no build or push step at all.
-        kept = [] if request.dry_run else published_images(specs, run.registries)
-        if kept:
-            log.info("kept as already published (the registry holds this exact build): %s",
-                     ", ".join(image.item for image in kept))
+        kept = [] if request.dry_run else published_images(specs, run.registries, run.settings.state_dir)
+        for image in kept:
+            log.info("%s: kept as already published, not built or pushed: %s (%s) carries this build's "
+                     "fingerprint (same source, Dockerfile or Go files, config and platforms)",
+                     image.item, image.ref, image.digest)
         # A cold release downloads the Go modules of its ko images at once, while the other images build.
         to_build = [spec for spec in specs if spec.label not in {image.item for image in kept}]
         modules = [go_modules_task.submit(checkout, run)] if any(s.builder == "ko" for s in to_build) else []
@@ -216,14 +287,7 @@ def _release_steps(run: RunContext) -> ReleaseResult:
 
         result = release_result(run, checkout.revision, ended.images, chart_packages, charts=charts,
                                 signatures=signatures, notes=notes)
-        # Everything is published: from here the result must reach the caller even when the
-        # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
-        OUTCOME.finished(result)
-        if run.facts.record_key:
-            save_record(run.settings.state_dir, run.facts.record_key, result)
-        write_summary(result, log)
-        progress.report(progress.RUN, Status.DONE, "")
-        return result
+        return _finish(run, result, staged, checkout.path)
     finally:
         # A run that fails early (the Prefect server gone, say) must not pull the source from under
         # builds still running; wait() never raises.

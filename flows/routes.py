@@ -1,6 +1,7 @@
 """The two routes onto a Prefect server, kept apart: a work pool (``prefect deploy``) and ``fma-release serve``.
 
-Both register ``publish-release/publish-release`` and ``watch-releases/watch-releases``. A deployment
+Both register ``publish-release/publish-release`` and ``watch-releases/watch-releases`` (and
+``promote-release/promote-release``: prefect.yaml has it, ``serve`` with ``--promote-to``). A deployment
 that ``prefect deploy`` made names its work pool; one that ``serve`` made names none. ``serve`` refuses to
 start over the pool's deployments (it would take them over and drop their pull step), and stops with one
 line when ``prefect deploy`` takes its deployments while it runs. ``fma-release routes`` lists what each
@@ -28,9 +29,11 @@ RELEASE_EVENT = "github.release.published"
 RECOMMENDED = POOL  # a team's route (docs/operations.md); serve is for one machine
 
 
-def deployment_names(suffix: str = "") -> tuple[str, str]:
-    """The FLOW/DEPLOYMENT names of the two deployments of a route (``serve --name-suffix``)."""
-    return f"publish-release/publish-release{suffix}", f"watch-releases/watch-releases{suffix}"
+def deployment_names(suffix: str = "") -> tuple[str, ...]:
+    """The FLOW/DEPLOYMENT names of the deployments of a route (``serve --name-suffix``): the two, and
+    promote-release where the route has it (prefect.yaml; ``serve --promote-to``)."""
+    return (f"publish-release/publish-release{suffix}", f"watch-releases/watch-releases{suffix}",
+            f"promote-release/promote-release{suffix}")
 
 
 @dataclass(frozen=True)

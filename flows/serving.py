@@ -1,11 +1,13 @@
-"""``fma-release serve``: both deployments, served by this one process (no work pool).
+"""``fma-release serve``: the deployments, served by this one process (no work pool).
 
 The same deployments as prefect.yaml: ``publish-release`` (the release flow,
-``tag`` required, run by the ``github.release.published`` trigger) and
-``watch-releases`` (the watcher, on an interval). ``prefect.serve`` registers
-them, creates the trigger's automation, and runs each flow run in a
-subprocess of this process. For more than one machine use prefect.yaml with a
-work pool (docs/triggers.md).
+``tag`` required, run by the ``github.release.published`` trigger),
+``watch-releases`` (the watcher, on an interval) and, with ``--promote-to``,
+``promote-release`` (a published release copied from ``--registry`` to that
+registry; started by hand with a tag). ``prefect.serve`` registers them, creates
+the trigger's automation, and runs each flow run in a subprocess of this
+process. For more than one machine use prefect.yaml with a work pool
+(docs/triggers.md).
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class ServeOptions:
     api_url: str | None = None
     watch_interval: float = 3600.0
     name_suffix: str = ""
+    promote_to: str | None = None  # serve promote-release too: from ``registry`` to this registry
+    promote_chart_registry: str | None = None  # where its charts go (default oci://<promote_to>/charts)
 
 
 def build_deployments(options: ServeOptions) -> list[Any]:
-    """The two runner deployments (for ``prefect.serve``)."""
+    """The runner deployments (for ``prefect.serve``): two, three with ``promote_to``."""
     from flows.release import release_flow
     from flows.watch import watch_releases
 
@@ -76,11 +80,24 @@ def build_deployments(options: ServeOptions) -> list[Any]:
                              "deployment": f"publish-release/{publish_name}"}),
         tags=["fma-release"],
     )
-    return [publish, watch]
+    if not options.promote_to:
+        return [publish, watch]
+    from flows.promote import promote_flow
+
+    promote = promote_flow.to_deployment(
+        name=f"promote-release{options.name_suffix}",
+        description="Promote a published release to another registry: images by digest with their signatures "
+                    "and attestations, the charts packaged for it and signed, verified there. Run it with a tag.",
+        parameters=_defined({"from_registry": options.registry, "to_registry": options.promote_to,
+                             "config": options.config, "chart_registry_from": options.chart_registry,
+                             "chart_registry_to": options.promote_chart_registry}),
+        tags=["fma-release"],
+    )
+    return [publish, watch, promote]
 
 
 def serve_deployments(options: ServeOptions, on_registered: Callable[[Any], None] | None = None) -> None:
-    """Register both deployments, call ``on_registered`` with the runner, and run their flow runs until
+    """Register the deployments, call ``on_registered`` with the runner, and run their flow runs until
     interrupted (``prefect.serve``, with a hook between the two)."""
     import asyncio
 

@@ -29,7 +29,7 @@ from tasks.forge.github import DEFAULT_API_URL, PublishedRelease, check_api_url,
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import RegistryAPI
 from tasks.run.options import DEFAULT_REGISTRY, DEFAULT_REPO
-from tasks.run.retry import retry_if_transient
+from tasks.run.retry import retry_if_transient, waits
 from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 
@@ -79,8 +79,8 @@ class ReleaseTarget:
 # refused or under-privileged token is the same on every try.
 
 
-@task(name="list releases", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 20],
-      retry_condition_fn=retry_if_transient)
+@task(name="list releases", task_run_name="list releases of {repo}", cache_policy=NONE,
+      retries=2, retry_delay_seconds=waits(5, 20), retry_condition_fn=retry_if_transient)
 def list_releases_task(repo: str, api_url: str) -> list[PublishedRelease]:
     """The repository's GitHub releases, drafts marked."""
     return list_releases(repo, api_url)
@@ -103,8 +103,8 @@ def release_target_task(deployment: str) -> ReleaseTarget:
     return ReleaseTarget.from_parameters(str(found.id), found.parameters or {})
 
 
-@task(name="published chart versions", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 20],
-      retry_condition_fn=retry_if_transient)
+@task(name="published chart versions", task_run_name="published versions of chart {chart}", cache_policy=NONE,
+      retries=2, retry_delay_seconds=waits(5, 20), retry_condition_fn=retry_if_transient)
 def chart_versions_task(target: ReleaseTarget, chart: str) -> list[str]:
     """The versions of ``chart`` already in the chart registry."""
     remote = Reference.parse(f"{chart_remote(target.registry, target.chart_registry)}/{chart}")
@@ -112,7 +112,7 @@ def chart_versions_task(target: ReleaseTarget, chart: str) -> list[str]:
         return api.tags(remote.repository)
 
 
-@task(name="active release runs", cache_policy=NONE)
+@task(name="active release runs", task_run_name="active runs of {target.deployment_id}", cache_policy=NONE)
 def active_tags_task(target: ReleaseTarget) -> list[str]:
     """Tags that already have a run of the deployment waiting or running."""
     from prefect import get_client

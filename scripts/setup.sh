@@ -2,7 +2,8 @@
 # Install and start what fma-release needs on a fresh Debian 12 machine:
 # Debian packages (Docker engine, Distribution registry, busybox, git, qemu-user-static),
 # a Python venv with the project, the pinned Go tools (ko, cosign, syft) in .local/bin,
-# and a running dockerd.
+# Kubernetes' kube-apiserver, etcd and kube-controller-manager built from source in .local/kube/bin
+# (scripts/kube.sh), and a running dockerd.
 # Idempotent: what is installed or running already is left as it is.
 # Records the PIDs of what it starts in .local/run/; scripts/stop.sh stops
 # only those.
@@ -63,6 +64,11 @@ fi
 
 # 4. The pinned Go tools (scripts/tools.versions) in .local/bin, built with the machine's Go.
 bash "$here/scripts/tools.sh"
+
+# 4b. Kubernetes built from source (kube-apiserver, etcd, kube-controller-manager) for the proof on a real API
+#     server; minutes once per machine, a copy from ~/.cache/fma-release/kube after that. Without it the proof
+#     says it cannot run.
+bash "$here/scripts/kube.sh" || say "Kubernetes could not be built (see above): the proof on a Kubernetes API server will not run here"
 
 # 5. PostgreSQL for a Prefect server on it (docs/scale.md; the postgres tests).
 bash "$here/scripts/postgres.sh"

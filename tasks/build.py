@@ -13,6 +13,7 @@ from prefect.runtime import task_run as current_task_run
 from tasks.builders import builder_for
 from tasks.core import progress
 from tasks.core.errors import EngineError, ImageBuildError
+from tasks.core.pulse import Pulse
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
 from tasks.run.plan import ImageSpec
@@ -56,7 +57,8 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
                         ", ".join(part for part in (where, f"attempt {attempt}" if attempt > 1 else "") if part))
         started = _now()
         try:
-            built = builder.build(spec, run, log)
+            with Pulse(spec.label) as pulse:  # what a long build does, on the console at least every 15 s
+                built = builder.build(spec, run, log, pulse.step)
         except ImageBuildError as err:
             # A step's container is killed as its engine stops: that failure says nothing of the
             # Dockerfile when the engine no longer answers (ko builds use no engine).
@@ -65,10 +67,11 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
                 raise EngineError(f"{lost} (lost while building {spec.label})", transient=True) from err
             if spec.engine.is_default:
                 raise
-            raise ImageBuildError(err.image, f"{err} (built on engine {spec.engine.name})") from err
+            raise ImageBuildError(err.image, f"{err} (built on engine {spec.engine.name})", output=err.output) from err
         except EngineError as err:
             raise EngineError(str(err), transient=True) from err
-    built = dataclasses.replace(built, started=started, finished=_now())
+    # The run that built it: a later run that reuses this result (the cache) or signs the image names it.
+    built = dataclasses.replace(built, started=started, finished=_now(), run_id=run.run_id, run_url=run.run_url)
     progress.report(spec.label, Status.BUILT, (built.digest or built.image_id)[:19])
     return built
 

@@ -6,18 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import helm_python as helm
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from tasks.core import progress
-from tasks.core.errors import RegistryError
-from tasks.core.redact import redact
 from tasks.core.status import Status
-from tasks.helm.chart import PackagedChart, Standing, existing_chart, first_line, helm_registry, prepare_chart
+from tasks.helm.chart import PackagedChart, existing_chart, prepare_chart, publish_chart
 from tasks.run.plan import image_ref
 from tasks.run.result import PublishedChart
-from tasks.run.retry import RetryPolicy, is_transient_push_error
+from tasks.run.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from tasks.run.context import RunContext
@@ -25,29 +22,8 @@ if TYPE_CHECKING:
 
 def push_chart(package: PackagedChart, run: RunContext) -> PublishedChart:
     """Push a packaged chart; an existing version is kept when identical and refused when not (unless --force)."""
-    remote = run.request.chart_remote
-    ref = f"{remote}/{package.name}"
-    existing = existing_chart(package, remote, run.registries, force=run.request.force)
-    if existing.standing is Standing.SAME:
-        return PublishedChart(name=package.name, ref=ref, version=package.version, digest=existing.digest,
-                              status=Status.ALREADY_PUBLISHED)
-    status = Status.REPLACED if existing.standing is Standing.REPLACE else Status.PUSHED
-    api, target = run.registries.for_ref(ref)
-    with helm_registry(target.host, run.open_workspace(), run.settings, run.registries.schemes) as (client, plain_http):
-        try:
-            client.push(package.archive, remote, plain_http=plain_http)
-        except helm.HelmError as err:
-            reason = redact(first_line(err))
-            raise RegistryError(
-                f"push of chart {package.name} to {remote} failed ({reason}): "
-                "check the registry and credentials, then re-run",
-                transient=is_transient_push_error(reason),
-            ) from err
-    with api:
-        found = api.manifest(target.repository, package.version)
-    if found is None:
-        raise RegistryError(f"chart {package.name} {package.version} is not in {remote} after the push; re-run")
-    return PublishedChart(name=package.name, ref=ref, version=package.version, digest=found[0], status=status)
+    return publish_chart(package, run.request.chart_remote, run.registries, settings=run.settings,
+                         workdir=run.open_workspace(), force=run.request.force)
 
 
 # -- tasks ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from tasks.builders.ko import download_modules
 from tasks.core import progress
 from tasks.core.errors import SourceError
+from tasks.core.pulse import Pulse
 from tasks.core.status import Status
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ def go_modules_task(checkout: Checkout, run: RunContext) -> float:
     log = get_run_logger()
     progress.report(ITEM, Status.DOWNLOADING)
     try:
-        count = download_modules(checkout.path, log, user=run.build_user())
+        # A cold download of a large module graph takes minutes: its pulse keeps the console told.
+        with Pulse(ITEM, state=Status.DOWNLOADING) as pulse:
+            count = download_modules(checkout.path, log, user=run.build_user(), step=pulse.step)
     except SourceError as err:  # ko downloads them itself, and says why it cannot
         log.warning("%s", err)
         progress.report(ITEM, Status.WARNING, f"{err}; the ko builds download them themselves")

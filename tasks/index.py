@@ -1,9 +1,9 @@
 """The tag of a multi-platform image: an OCI image index PUT through the registry's HTTP API.
 
-Each platform's image was pushed under a tag of its own (``<tag>-linux-arm64``); the index
-names each one's manifest by digest, with the platform read from that image's config blob
-(what was built, not what was asked for). An index already in place with the same entries
-is left alone.
+Each platform's image was pushed by its digest alone (tasks/push.py), as ko's and buildx's are; the
+index names each one's manifest by digest, with the platform read from that image's config blob
+(what was built, not what was asked for), and is the only tag the image has. An index already in
+place with the same entries is left alone.
 """
 
 from __future__ import annotations

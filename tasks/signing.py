@@ -32,7 +32,7 @@ from tasks.supplychain.provenance import (
     provenance_predicate,
     subjects_match,
 )
-from tasks.supplychain.signer import SignJob, builder_sbom
+from tasks.supplychain.signer import SignJob, builder_sbom, ensure_signed
 
 if TYPE_CHECKING:
     from tasks.oci.registry import RegistryAPI
@@ -59,13 +59,7 @@ class _Session:
         return bool(self.api.digest(self.path, cosign_tag(digest, kind)))
 
     def signature(self, digest: str) -> Status:
-        try:
-            if self._stored(digest, "sig") and self.tool.verify(self.ref(digest)):
-                return Status.ALREADY_SIGNED
-        except VerifyFailed:
-            pass
-        self.tool.sign(self.ref(digest))
-        return Status.SIGNED
+        return ensure_signed(self.tool, self.api, self.path, digest)
 
     def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes]) -> Status:
         try:
@@ -81,7 +75,7 @@ class _Session:
         job = self.job
         build = build_for(job.builds, manifest)
         predicate = provenance_predicate(facts, build, manifest, image=self.repository,
-                                         builder=job.builder)
+                                         builder=job.builder, builds=job.builds)
         own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
         digest = manifest.digest
         # The signature is a tag of its own: signed while the attestations go on. Both attestations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,6 @@ from tasks.control.preflight import NOTHING_CHANGED
 from tasks.core.errors import ConfigError
 from tasks.core.status import Status
 from tasks.helm.chart import install_command
-from tasks.oci.references import chart_remote
-from tasks.run.config import DEFAULT_CONFIG
 from tasks.run.result import (
     ExternalImageResult,
     ImageResult,
@@ -27,6 +24,7 @@ from tasks.run.result import (
     ReleaseResult,
     SignatureResult,
 )
+from tasks.supplychain.verify import verify_command_line
 
 if TYPE_CHECKING:
     from tasks.helm.chart import PackagedChart
@@ -50,9 +48,20 @@ def release_notes(
     if signed and all(s == Status.ALREADY_PUBLISHED for s in statuses):
         notes.append(f"every image and chart was already published; signed or attested {len(signed)} of its "
                      "manifest(s) that lacked it")
-    kept = [p.item for i in images for p in (i.platforms or (i,)) if p.status == Status.ALREADY_PUBLISHED]
+    # An image kept whole is named once (a ko index lists its platforms, all kept with it); else each
+    # platform that was kept.
+    kept = [name for i in images for name in (
+        [i.item] if i.status == Status.ALREADY_PUBLISHED
+        else [p.item for p in i.platforms if p.status == Status.ALREADY_PUBLISHED])]
     if kept:
         notes.append(f"already in the registry, not rebuilt or pushed: {', '.join(kept)}")
+        # An image found published that this run signed or attested (a release first made unsigned).
+        found = {i.name for i in images if i.status == Status.ALREADY_PUBLISHED
+                 or any(p.status == Status.ALREADY_PUBLISHED for p in i.platforms)}
+        late = [s.artifact for s in signed if s.artifact.split(" ", 1)[0] in found]
+        if late and not notes[0].startswith("every image"):
+            notes.append(f"signed or attested {len(late)} manifest(s) of images already published: "
+                         f"{', '.join(dict.fromkeys(a.split(' ', 1)[0] for a in late))}")
     notes += [f"chart {c.name} {c.version} was already published" for c in charts
               if c.status == Status.ALREADY_PUBLISHED]
     notes += [f"chart {c.name} {c.version} replaced an existing version (--force)" for c in charts
@@ -62,15 +71,8 @@ def release_notes(
 
 def verify_command(request: ReleaseRequest, charts: Sequence[str]) -> str:
     """The command that checks this release's signatures and attestations from the registry (pure)."""
-    parts = ["fma-release", "verify", request.tag, "--key", "cosign.pub", "--registry", request.registry,
-             "--source", request.source]
-    if request.chart_remote != chart_remote(request.registry, None):
-        parts += ["--chart-registry", request.chart_remote]
-    if request.config_path.resolve() != DEFAULT_CONFIG.resolve():
-        parts += ["--config", str(request.config_path)]
-    for chart in charts:
-        parts += ["--chart", chart]
-    return " ".join(shlex.quote(part) for part in parts)
+    return verify_command_line(request.tag, registry=request.registry, chart_registry=request.chart_remote,
+                               config_path=request.config_path, charts=charts, source=request.source)
 
 
 def _signature_lines(result: ReleaseResult) -> list[str]:
@@ -91,6 +93,10 @@ def _image_rows(image: ImageResult) -> list[str]:
     listed = ", ".join(p.platform for p in image.platforms)
     rows = [f"| {image.name} | index of {listed} | `{image.ref}` | `{image.digest}` |"]
     return rows + [f"| | {p.platform} | `{p.ref}` | `{p.digest}` |" for p in image.platforms]
+
+
+def _rendered_with(switches: Sequence[str]) -> str:
+    return " or ".join(f"`{s}`" for s in switches) if switches else "the defaults"
 
 
 def render_summary(result: ReleaseResult) -> str:
@@ -122,9 +128,15 @@ def render_summary(result: ReleaseResult) -> str:
         lines += ["(no chart in this release)"]
     if result.external_images:
         lines += ["", "## External images", "", "Referenced by the charts, not built by this release:", "",
-                  "| chart | image | pinned by digest |", "| --- | --- | --- |"]
-        lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} |" for e in result.external_images]
+                  "| chart | image | pinned by digest | rendered with |", "| --- | --- | --- | --- |"]
+        lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} | {_rendered_with(e.switches)} |"
+                  for e in result.external_images]
     lines += _signature_lines(result)
+    if result.proof:
+        lines += ["", "## Proof", "", f"Staged at `{result.staged_at}` and proven there before it was promoted:", "",
+                  "| check | result | seen | seconds |", "| --- | --- | --- | ---: |"]
+        lines += [f"| {row.check} | {row.verdict} | {row.detail.replace('|', chr(92) + '|')} | {row.seconds:.1f} |"
+                  for row in result.proof]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
@@ -221,7 +233,7 @@ def release_result(
         tag=request.tag, version=request.version.version, prerelease=request.version.prerelease,
         registry=request.registry, source_revision=revision, images=tuple(ImageResult.of(i) for i in images),
         charts=tuple(charts), dry_run=request.dry_run, notes=every_note,
-        external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned)
+        external_images=tuple(ExternalImageResult(chart=e.chart, image=e.image, pinned=e.pinned, switches=e.switches)
                               for p in packages for e in p.external),
         signed=run.signs, public_key=run.signer.fingerprint if run.signer else "", signatures=tuple(signatures),
         verify_command=verify_command(request, [c.name for c in charts]) if run.signs else "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.core.errors import ConfigError
+from tasks.core.pulse import Step, no_step
 
 if TYPE_CHECKING:
     from tasks.run.context import RunContext
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
 
 
 class Builder(Protocol):
-    """Build one spec; raise :class:`~tasks.core.errors.ImageBuildError` (one line) when it fails."""
+    """Build one spec; raise :class:`~tasks.core.errors.ImageBuildError` (one line, with the failing step's
+    last lines of output) when it fails. ``step`` hears what the build is doing as it goes."""
 
-    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage: ...
+    def build(self, spec: ImageSpec, run: RunContext, log: Any, step: Step = no_step) -> BuiltImage: ...
 
 
 def builder_for(spec: ImageSpec) -> Builder:

@@ -8,6 +8,7 @@ whose ``FROM`` lines name the digests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from tasks.oci.platforms import config_platform, parse_platform, select_platform
 from tasks.oci.references import DOCKER_HUB, Reference
 from tasks.oci.registry import Registries
 from tasks.run.engines import local_platform, stream_error
+from tasks.run.facts import BaseUse
 
 if TYPE_CHECKING:
     from tasks.run.plan import ImageSpec
@@ -80,6 +82,19 @@ def pull_by_digest(client: docker.APIClient, pinned: str, platform: str, *, regi
         raise RegistryError(f"lost the Docker engine while pulling {pinned}", transient=True) from err
 
 
+def base_uses(written: str, staged: str, *, build_args: Mapping[str, str], mirrors: Mapping[str, str],
+              where: str) -> tuple[BaseUse, ...]:
+    """Each base of a Dockerfile as the source writes it (``written``: the Dockerfile's text; the FROM's
+    line in ``where``, the Dockerfile as the config names it) and as the build pulled it (``staged``:
+    the copy with every FROM pinned, from its mirror when ``mirrors`` rewrote it) (pure)."""
+    uses = []
+    for source, pulled in zip(base_images(written, build_args), base_images(staged, build_args), strict=False):
+        mirrored = apply_mirrors(source.image, mirrors)
+        uses.append(BaseUse(image=pulled.image, platform=pulled.platform, written=source.image,
+                            where=f"{where}:{source.line + 1}", mirror=mirrored if mirrored != source.image else ""))
+    return tuple(uses)
+
+
 def staged_dockerfile(
     client: docker.APIClient, spec: ImageSpec, build_args: dict[str, str], staging: Path, *, registries: Registries,
     log: Any, pull: bool = True,
@@ -100,10 +115,46 @@ def staged_dockerfile(
     return staged
 
 
+def base_failure(label: str, written: BaseImage, pulled: str, *, dockerfile: str, problem: str,
+                 unreachable: bool) -> str:
+    """The one line of a base image that cannot be had: the image as the Dockerfile writes it, where
+    (``FROM quay.io/x:1`` at ``dockerfiles/Dockerfile.requester`` line 3), the mirror it was pulled
+    from when ``mirrors:`` maps it (``pulled``), the problem, and the fix: for a registry that does
+    not answer (``unreachable``), ``mirrors:`` in the release config, which points a base elsewhere."""
+    where = f"FROM {written.image} ({dockerfile} line {written.line + 1})"
+    if pulled == written.image:
+        if not unreachable:
+            return f"image {label}: the base image of {where}: {problem}"
+        host = registry_name(written.image)
+        return (f"image {label}: cannot reach the registry {host} for the base image of {where}; if it cannot "
+                f"be reached from here, point the image at a registry that has it with mirrors: in the release "
+                f"config (mirrors: {{{host}: <registry>/<path>}}), or change the FROM line")
+    via = f"from its mirror {pulled} (mirrors: in the release config)"
+    if not unreachable:
+        return f"image {label}: the base image of {where}, {via}: {problem} (or fix that entry of mirrors:)"
+    host = registry_name(pulled)
+    return (f"image {label}: cannot reach the registry {host} for the base image of {where}, {via}; check "
+            f"that entry of mirrors: and that {host} answers")
+
+
+def registry_name(image: str) -> str:
+    """The registry host of an image reference as a user would write it (``docker.io`` for Docker Hub)."""
+    host = Reference.docker(image).host
+    return "docker.io" if host == DOCKER_HUB else host
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether a registry error is its host not answering (refused, unknown, timed out), not TLS or a reply."""
+    cause = err.__cause__
+    return isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout) and not isinstance(
+        cause, requests.exceptions.SSLError)
+
+
 def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, registries: Registries,
          log: Any, pull: bool) -> str:
     platform = base.platform or spec.platform
     wanted = parse_platform(platform)
+    written = base
     image = apply_mirrors(base.image, spec.mirrors)
     if image != base.image:
         log.info("%s | FROM %s comes from the mirror %s", spec.name, base.image, image)
@@ -120,6 +171,8 @@ def _pin(client: docker.APIClient, base: BaseImage, spec: ImageSpec, *, registri
         if pull:
             pull_by_digest(client, pinned, platform, registries=registries)
     except (RegistryError, ValueError) as err:
-        raise ImageBuildError(spec.name, f"image {spec.name} ({spec.platform}): {err}") from err
+        raise ImageBuildError(spec.name, base_failure(
+            spec.label_with_platform, written, base.image, dockerfile=spec.dockerfile_shown, problem=str(err),
+            unreachable=_unreachable(err))) from err
     log.info("%s | FROM %s is %s for %s", spec.name, base.image, pinned, platform)
     return f"--platform={platform} {pinned}" if base.platform else pinned

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.builders.bases import staged_dockerfile
-from tasks.builders.dockerfile import base_images
+from tasks.builders.bases import base_uses, registry_name, staged_dockerfile
+from tasks.builders.dockerfile import BaseImage, base_images, instruction_line
 from tasks.core import cmd
-from tasks.core.errors import CommandError, EngineError, ImageBuildError, ToolMissingError
+from tasks.core.errors import CommandError, EngineError, ImageBuildError, ToolMissingError, bounded_output
 from tasks.core.project import PROJECT_ROOT
+from tasks.core.pulse import Step, no_step
 from tasks.core.redact import redact, register
 from tasks.oci.auth import RegistryCredentials
 from tasks.oci.platforms import exec_format_hint, platform_build_args
@@ -85,6 +86,19 @@ class BuildkitBuild:
     credentials: RegistryCredentials | None = field(default=None, repr=False, compare=False)
     base_hosts: tuple[str, ...] = ()
     no_cache: bool = False  # --no-cache: every step again; on 20.10 cache mounts then start empty too
+    dockerfile_name: str = ""  # the Dockerfile as the release config names it, for messages ("": its file name)
+    # Each base as the Dockerfile BuildKit reads names it (pinned, mirrored) -> how the source writes it:
+    # "FROM quay.io/x:1 (dockerfiles/Dockerfile.requester line 3)", for a pull that fails.
+    from_lines: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def shown_label(self) -> str:
+        """The label with the platform in it (``launcher (linux/amd64)``, ``requester linux/arm64``)."""
+        return self.label if self.platform in self.label else f"{self.label} ({self.platform})"
+
+    @property
+    def shown_dockerfile(self) -> str:
+        return self.dockerfile_name or self.dockerfile.name
 
 
 # -- which CLI (pure) -------------------------------------------------------------
@@ -188,9 +202,9 @@ class BuildkitClient:
                 self._cli = buildkit_cli(self._project_root)
             return list(self._cli)
 
-    def build(self, build: BuildkitBuild, log: Any, timeout: float = 3600) -> str:
+    def build(self, build: BuildkitBuild, log: Any, timeout: float = 3600, step: Step = no_step) -> str:
         """:func:`build_with_buildkit` with this client's CLI; the engine's image id."""
-        return build_with_buildkit(build, log, self.cli, timeout=timeout)
+        return build_with_buildkit(build, log, self.cli, timeout=timeout, step=step)
 
 
 # -- the build (pure) ---------------------------------------------------------------
@@ -278,14 +292,24 @@ def without_syntax(text: str) -> str:
 
 
 _VERTEX = re.compile(r"#(\d+) (.+)")
+_LOGGED = re.compile(r"\d+\.\d+(?: (.*))?")  # a step's own output: "#5 0.259 the line" after the vertex number
 _STEP_WIDTH = 140
 
 
-def build_failure(lines: Iterable[str]) -> tuple[str, str]:
-    """``(step, message)`` of a failed build's plain progress: the step as BuildKit names it
-    (``[builder 3/5] RUN ...``) and its error, from the first step that failed; ``("", last error line)``
-    when no step failed (a Dockerfile that does not parse, a CLI error)."""
+@dataclass(frozen=True)
+class FailedStep:
+    """The first step of a build's plain progress that failed."""
+
+    name: str  # as BuildKit names it ([builder 3/5] RUN ...); "" when no step failed (a parse or CLI error)
+    error: str  # BuildKit's error for it, or the last error line of the output
+    output: tuple[str, ...] = ()  # the step's own output before its error, without BuildKit's prefixes
+
+
+def failed_step(lines: Iterable[str]) -> FailedStep:
+    """The first step that failed in a build's plain progress, its error and its own output; with no
+    failed step, the last error line (a Dockerfile that does not parse, a CLI error)."""
     names: dict[str, str] = {}
+    output: dict[str, list[str]] = {}
     last = ""
     for line in lines:
         vertex = _VERTEX.fullmatch(line.strip())
@@ -297,12 +321,36 @@ def build_failure(lines: Iterable[str]) -> tuple[str, str]:
         if number not in names:
             names[number] = text  # BuildKit prints a step's name first
         elif text.startswith("ERROR:"):
-            step = names[number]
-            step = step if len(step) <= _STEP_WIDTH else step[: _STEP_WIDTH - 3] + "..."
-            return step, text.removeprefix("ERROR:").strip()
+            return FailedStep(names[number], text.removeprefix("ERROR:").strip(), tuple(output.get(number, ())))
+        else:
+            logged = _LOGGED.fullmatch(text)
+            if logged is not None:
+                output.setdefault(number, []).append(logged.group(1) or "")
     for prefix in ("ERROR:", "error:", "failed to solve:", "failed to solve with frontend dockerfile.v0:"):
         last = last.removeprefix(prefix).strip()
-    return "", last
+    return FailedStep("", last)
+
+
+def _short(step: str) -> str:
+    return step if len(step) <= _STEP_WIDTH else step[: _STEP_WIDTH - 3] + "..."
+
+
+def build_failure(lines: Iterable[str]) -> tuple[str, str]:
+    """``(step, message)`` of a failed build's plain progress: the step as BuildKit names it
+    (``[builder 3/5] RUN ...``, shortened to fit a line) and its error, from the first step that failed;
+    ``("", last error line)`` when no step failed (a Dockerfile that does not parse, a CLI error)."""
+    failed = failed_step(lines)
+    return _short(failed.name), failed.error
+
+
+def vertex_started(line: str, seen: set[str]) -> str:
+    """The name of the step a plain-progress line starts (``#7 [builder 2/4] COPY go.mod go.mod``), the first
+    time its number is seen (``seen`` remembers them); "" for any other line."""
+    vertex = _VERTEX.fullmatch(line.strip())
+    if vertex is None or vertex.group(1) in seen:
+        return ""
+    seen.add(vertex.group(1))
+    return vertex.group(2)
 
 
 def engine_unreachable(lines: Iterable[str]) -> bool:
@@ -315,37 +363,78 @@ def engine_unreachable(lines: Iterable[str]) -> bool:
 _BASE_STEP = "[internal] load metadata for "
 
 
-def failure_message(build: BuildkitBuild, lines: Sequence[str], stripped: str = "") -> str:
-    """The one-line error of a failed build from its progress lines ("" when they say nothing): where it
-    failed, BuildKit's error, and the fix (an emulator, the base image's registry, the frontend a left-out
-    ``# syntax=`` named in ``stripped``, or the Dockerfile)."""
-    step, message = build_failure(lines)
-    if not message:
+def _same_image(named: str, staged: str) -> bool:
+    """Whether BuildKit's name of a base (normalised: docker.io/library/x:1) is the staged Dockerfile's."""
+    try:
+        one, other = Reference.docker(named), Reference.docker(staged)
+    except ValueError:
+        return named == staged
+    return (one.host, one.repository, one.reference) == (other.host, other.repository, other.reference)
+
+
+# BuildKit's error for a command that exited non-zero repeats the command, which the step's name already shows.
+_COMMAND_FAILED = re.compile(r"(?:executor failed running \[.*\]|process \".*\" did not complete successfully): "
+                             r"(exit code: -?\d+)", re.DOTALL)
+
+
+def _without_command(error: str) -> str:
+    found = _COMMAND_FAILED.fullmatch(error)
+    return f"the command failed with {found.group(1)}" if found else error
+
+
+def failure_message(build: BuildkitBuild, lines: Sequence[str], stripped: str = "", dockerfile_text: str = "") -> str:
+    """The one-line error of a failed build from its progress lines ("" when they say nothing): which image
+    and platform, the step, BuildKit's error, and the fix: an emulator; for a base BuildKit cannot pull, the
+    FROM line as the source writes it (``build.from_lines``) and ``mirrors:``; the frontend a left-out
+    ``# syntax=`` named in ``stripped``; or the Dockerfile as the release config names it, at the line of
+    the step (found in ``dockerfile_text``, the file BuildKit read)."""
+    failed = failed_step(lines)
+    if not failed.error:
         return ""
+    step, message = _short(failed.name), _without_command(failed.error)
+    label = build.shown_label
     where = f" at {step}" if step else ""
     hint = exec_format_hint(lines, build.platform)
     if hint:
-        return f"image {build.label} failed to build{where}: {hint}"
+        return f"image {label} failed to build{where}: {hint}"
     if step.startswith(_BASE_STEP):
-        base = step.removeprefix(_BASE_STEP)
-        return (f"image {build.label}: cannot get the base image {base}: {message}; check the FROM line and "
-                f"that {base.split('/')[0]} answers (re-run when it does)")
-    fix = f"fix the Dockerfile {build.dockerfile.name} and re-run"
+        base = failed.name.removeprefix(_BASE_STEP)
+        written = next((text for image, text in build.from_lines.items() if _same_image(base, image)), "")
+        of = f" for {written}" if written else ""
+        return (f"image {label}: BuildKit cannot get the base image {base}{of}: {message}; check that "
+                f"{registry_name(base)} answers (re-run when it does), or point the image at a registry that has "
+                "it with mirrors: in the release config")
+    line = instruction_line(dockerfile_text, failed.name) if dockerfile_text and failed.name else 0
+    at = f" (line {line})" if line else ""
+    fix = f"fix the Dockerfile {build.shown_dockerfile}{at} and re-run"
     if stripped and not step:
         fix = (f"the file may need the frontend {stripped} of its # syntax= line: load that image into the "
                f"engine (docker load) or {fix}")
-    return f"image {build.label} failed to build{where}: {message}; {fix}"
+    return f"image {label} failed to build{where}: {message}; {fix}"
+
+
+def failure_output(lines: Sequence[str]) -> tuple[str, ...]:
+    """The failed step's own last lines for the console (bounded, masked); without a failed step's
+    output, the last lines the CLI printed, BuildKit's summary blocks left out."""
+    failed = failed_step(lines)
+    if failed.output:
+        return bounded_output(failed.output)
+    if failed.name:
+        return ()  # the step printed nothing of its own: its error is in the message
+    return bounded_output(line for line in lines if not line.startswith(("------", " > ", "#")))
 
 
 # -- the build (act) ----------------------------------------------------------------
 
 
-def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = None, timeout: float = 3600) -> str:
+def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = None, *, timeout: float = 3600,
+                        step: Step = no_step) -> str:
     """Build ``build`` with BuildKit, streaming each progress line into ``log.info("%s | %s", label, line)``
-    (masked); the engine's image id.
+    (masked) and each step it starts into ``step``; the engine's image id.
 
-    :class:`ImageBuildError` names the failing step and its error; :class:`EngineError` when the engine
-    cannot be reached; :class:`ToolMissingError` when no CLI can drive BuildKit.
+    :class:`ImageBuildError` names the failing step and its error, with the step's last lines of output;
+    :class:`EngineError` when the engine cannot be reached; :class:`ToolMissingError` when no CLI can
+    drive BuildKit.
     """
     argv_prefix = cli or buildkit_cli()
     env = build_env(build, os.environ)
@@ -363,11 +452,15 @@ def build_with_buildkit(build: BuildkitBuild, log: Any, cli: list[str] | None = 
     if dropped:
         log.info("%s | not passed, BuildKit sets them: %s", build.label, ", ".join(dropped))
     lines: list[str] = []
+    seen: set[str] = set()
 
     def on_line(line: str) -> None:
         lines.append(line)
         if line.strip():
             log.info("%s | %s", build.label, line)
+            started = vertex_started(line, seen)
+            if started:
+                step(started)
 
     with tempfile.TemporaryDirectory(prefix="fma-buildkit-") as private:
         # The CLI answers BuildKit's requests for registry credentials from this config alone: the bases'
@@ -433,16 +526,33 @@ def _failure(build: BuildkitBuild, lines: list[str], err: CommandError, *, timeo
         return ToolMissingError(f"cannot build {build.label}: {err.argv[0]} is gone; {_INSTALL_FIX}")
     if err.returncode == -1:
         return ImageBuildError(build.name, f"image {build.label} was stopped after {timeout:.0f}s of building: "
-                               "find the step that hangs in its log, or allow the build more time")
+                               "find the step that hangs in its log, or allow the build more time",
+                               output=failure_output(lines))
     if engine_unreachable(lines):
         host = build.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         return EngineError(f"cannot reach the Docker engine at {redact(host)} to build {build.label}: {_ENGINE_FIX}")
-    return ImageBuildError(build.name, failure_message(build, lines, stripped) or
-                           f"image {build.label} failed to build: exit code {err.returncode}; "
-                           f"fix the Dockerfile {build.dockerfile.name} and re-run")
+    try:
+        text = build.dockerfile.read_text(encoding="utf-8")  # the file BuildKit read: the lines of the original
+    except OSError:
+        text = ""
+    return ImageBuildError(build.name, failure_message(build, lines, stripped, text) or
+                           f"image {build.shown_label} failed to build: exit code {err.returncode}; "
+                           f"fix the Dockerfile {build.shown_dockerfile} and re-run", output=failure_output(lines))
 
 
 # -- the builder ---------------------------------------------------------------------
+
+
+def from_lines(original: str, staged: Sequence[BaseImage], build_args: Mapping[str, str],
+               dockerfile: str) -> dict[str, str]:
+    """Each base of the staged Dockerfile (pinned, mirrored) -> its FROM as the original writes it, and
+    where (``FROM quay.io/x:1 (dockerfiles/Dockerfile.requester line 3)``). Staging changes only the
+    images of the FROM lines, so the two lists of bases go in the same order."""
+    written = base_images(original, build_args)
+    if len(written) != len(staged):
+        return {}
+    return {base.image: f"FROM {source.image} ({dockerfile} line {source.line + 1})"
+            for base, source in zip(staged, written, strict=True)}
 
 
 class BuildkitBuilder:
@@ -450,21 +560,24 @@ class BuildkitBuilder:
     engine's BuildKit. Bases are pinned by digest for the platform in a staging copy (as for the legacy
     builder), but not pulled: BuildKit fetches what the build needs, and only that."""
 
-    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
+    def build(self, spec: ImageSpec, run: RunContext, log: Any, step: Step = no_step) -> BuiltImage:
         with run.engines.client(spec.engine) as client, tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as tmp:
             # The platform args expand FROM --platform=$BUILDPLATFORM for pinning; BuildKit sets them itself.
             expand = {**platform_build_args(spec.platform, run.engines.platform(client)), **spec.build_args}
+            step("resolving the base images")
             dockerfile = staged_dockerfile(client, spec, expand, Path(tmp), registries=run.registries, log=log,
                                            pull=False)
-            hosts = tuple(sorted({Reference.docker(base.image).host
-                                  for base in base_images(dockerfile.read_text(encoding="utf-8"), expand)}))
+            staged = base_images(dockerfile.read_text(encoding="utf-8"), expand)
+            hosts = tuple(sorted({Reference.docker(base.image).host for base in staged}))
             image_id = run.engines.kept(spec.engine, "buildkit", BuildkitClient).build(BuildkitBuild(
                 name=spec.name, label=spec.label, dockerfile=dockerfile, context=spec.context, platform=spec.platform,
                 tag=spec.ref, build_args=spec.build_args, labels=spec.labels, secrets=spec.secrets,
                 docker_host=run.engines.address(spec.engine), tls_cert_path=spec.engine.tls_cert_path,
-                credentials=run.settings.all_credentials(), base_hosts=hosts,
-            ), log)
-            bases = tuple((base.image, base.platform)
-                          for base in base_images(dockerfile.read_text(encoding="utf-8"), expand))
+                credentials=run.settings.all_credentials(), base_hosts=hosts, dockerfile_name=spec.dockerfile_shown,
+                from_lines=from_lines(spec.dockerfile_path.read_text(encoding="utf-8"), staged, expand,
+                                      spec.dockerfile_shown),
+            ), log, step=step)
+            bases = base_uses(spec.dockerfile_path.read_text(encoding="utf-8"), dockerfile.read_text(encoding="utf-8"),
+                              build_args=expand, mirrors=spec.mirrors, where=spec.dockerfile_shown)
         return BuiltImage(name=spec.name, ref=spec.ref, image_id=image_id, fingerprint=spec.fingerprint,
                           platform=spec.platform, label=spec.label, engine=spec.engine, bases=bases)

@@ -22,7 +22,8 @@ import urllib3.exceptions
 
 from tasks.builders.bases import staged_dockerfile
 from tasks.builders.dockerfile import declared_args, labelled_dockerfile
-from tasks.core.errors import EngineError, ImageBuildError
+from tasks.core.errors import EngineError, ImageBuildError, bounded_output
+from tasks.core.pulse import Step, no_step
 from tasks.core.redact import redact
 from tasks.oci.platforms import exec_format_hint, parse_platform, platform_build_args
 from tasks.run.engines import ENGINE_FIX, local_platform, stream_error
@@ -42,16 +43,26 @@ def failed_step(lines: Iterable[str]) -> str:
     return step
 
 
+def step_output(lines: Iterable[str]) -> tuple[str, ...]:
+    """The last lines the failing step printed: those after the last ``Step N/M`` line (bounded, masked)."""
+    after: list[str] = []
+    for line in lines:
+        after = [] if line.startswith("Step ") else [*after, line]
+    return bounded_output(line for line in after if not line.startswith((" ---> ", "Removing intermediate")))
+
+
 class LegacyBuilder:
     """``builder: docker``."""
 
-    def build(self, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
+    def build(self, spec: ImageSpec, run: RunContext, log: Any, step: Step = no_step) -> BuiltImage:
         with run.engines.client(spec.engine) as client:
-            return build_image(client, spec, run, log)
+            return build_image(client, spec, run, log, step=step)
 
 
-def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log: Any) -> BuiltImage:
-    """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log``."""
+def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log: Any, *,
+                step: Step = no_step) -> BuiltImage:
+    """Build ``spec`` for its platform with the legacy builder, streaming its output into ``log`` and each
+    ``Step N/M`` into ``step``."""
     with tempfile.TemporaryDirectory(prefix="fma-dockerfile-") as staging:
         try:
             text = spec.dockerfile_path.read_text(encoding="utf-8")
@@ -66,7 +77,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log:
             raise EngineError(f"lost the Docker engine while preparing {spec.label}: {ENGINE_FIX}") from err
         wanted = parse_platform(spec.platform)
         try:
-            built = _build(client, spec, labelled, build_args, log=log)
+            built = _build(client, spec, labelled, build_args, log=log, step=step)
             came_out = local_platform(client, built.image_id)
             if came_out == (wanted.os, wanted.architecture):
                 return built
@@ -76,7 +87,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log:
                 raise
             found = "another platform's"
         log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
-        built = _build(client, spec, labelled, build_args, log=log, nocache=True)
+        built = _build(client, spec, labelled, build_args, log=log, nocache=True, step=step)
         came_out = local_platform(client, built.image_id)
         if came_out != (wanted.os, wanted.architecture):
             raise ImageBuildError(
@@ -88,7 +99,7 @@ def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log:
 
 
 def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_args: dict[str, str], *,
-           log: Any, nocache: bool = False) -> BuiltImage:
+           log: Any, nocache: bool = False, step: Step = no_step) -> BuiltImage:
     lines: list[str] = []
     image_id = ""
     try:
@@ -102,16 +113,19 @@ def _build(client: docker.APIClient, spec: ImageSpec, dockerfile: Path, build_ar
                     if line.strip():
                         lines.append(line)
                         log.info("%s | %s", spec.label, redact(line))
+                        if line.startswith("Step "):
+                            step(line)
             if "aux" in item and isinstance(item["aux"], dict) and "ID" in item["aux"]:
                 image_id = str(item["aux"]["ID"])
             message = stream_error(item)
             if message is not None:
-                step = failed_step(lines)
+                failed = failed_step(lines)
                 hint = exec_format_hint([*lines, message], spec.platform)
                 raise ImageBuildError(
                     spec.name,
-                    f"image {spec.label} failed to build at {step or 'the first step'}: "
-                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile_path.name} and re-run"),
+                    f"image {spec.label_with_platform} failed to build at {failed or 'the first step'}: "
+                    + (hint or f"{redact(message.strip())}; fix the Dockerfile {spec.dockerfile_shown} and re-run"),
+                    output=step_output(lines),
                 )
     except docker.errors.APIError as err:
         raise ImageBuildError(

@@ -104,7 +104,8 @@ def base_images(text: str, build_args: Mapping[str, str]) -> list[BaseImage]:
 
 def pin_bases(text: str, pins: Mapping[int, str]) -> str:
     """``text`` with the FROM starting at each line index of ``pins`` reading ``FROM <pin> [AS name]``
-    (a pin is the image by digest, after the expanded ``--platform=`` flag if the FROM had one)."""
+    (a pin is the image by digest, after the expanded ``--platform=`` flag if the FROM had one). Every
+    other line keeps its number, so a builder's error points at the line of the original file."""
     lines = text.splitlines()
     ends = {start: end for start, end, _ in _logical_lines(text)}
     out: list[str] = []
@@ -117,6 +118,7 @@ def pin_bases(text: str, pins: Mapping[int, str]) -> str:
         words = " ".join(p.rstrip().removesuffix("\\") for p in lines[i:ends[i]]).split()[1:]
         rest = [w for w in words if not w.startswith("--")][1:]
         out.append(" ".join(["FROM", pins[i], *rest]))
+        out += [""] * (ends[i] - i - 1)  # a FROM of several lines keeps them: later line numbers still match
         i = ends[i]
     return "\n".join(out) + "\n"
 
@@ -154,3 +156,50 @@ def labelled_dockerfile(text: str, labels: Mapping[str, str]) -> str:
 
     pairs = " ".join(f"{quoted(key)}={quoted(value)}" for key, value in labels.items())
     return text.rstrip("\n") + "\n" + f"LABEL {pairs}\n"
+
+
+_STEP = re.compile(r"\[(?:(?P<stage>[^\]\s]+) )?(?P<n>\d+)/(?P<m>\d+)\] (?P<instruction>.+)", re.DOTALL)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _as_shown(instruction: str) -> re.Pattern[str]:
+    """What BuildKit may show for a Dockerfile instruction: its words, each variable either as written or
+    expanded (BuildKit expands build args in some step names: ``RUN ["sh", "-c", "echo $TARGETOS"]``)."""
+    flat, parts, at = _flat(instruction), [], 0
+    for variable in _VAR.finditer(flat):
+        parts += [re.escape(flat[at:variable.start()]), f"(?:{re.escape(variable.group(0))}|.*?)"]
+        at = variable.end()
+    parts.append(re.escape(flat[at:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def instruction_line(text: str, step: str) -> int:
+    """The line (1-based) of the Dockerfile ``text`` where the instruction of a BuildKit step starts
+    (``[builder 3/5] RUN go build``: stage ``builder``; ``[stage-1 2/3]``: the second FROM's stage;
+    ``[2/3]``: any stage), or 0 when it cannot be told (a FROM, whose image BuildKit names pinned; an
+    instruction that matches twice in that stage; a step of another form). Whitespace and line
+    continuations do not count; a variable matches itself or any expansion of it."""
+    found = _STEP.fullmatch(step.strip())
+    if found is None:
+        return 0
+    shown = _flat(found.group("instruction"))
+    stage_named = (found.group("stage") or "").lower()
+    stage = -1
+    names: dict[int, str] = {}
+    matches: list[int] = []
+    for start, _end, line in _logical_lines(text):
+        keyword = line.split(" ", 1)[0].upper()
+        if keyword == "FROM":
+            stage += 1
+            words = line.split()
+            if len(words) >= 4 and words[-2].upper() == "AS":
+                names[stage] = words[-1].lower()
+            continue
+        if stage_named and stage_named not in (names.get(stage), f"stage-{stage}"):
+            continue
+        if _as_shown(line).fullmatch(shown):
+            matches.append(start + 1)
+    return matches[0] if len(matches) == 1 else 0

@@ -270,3 +270,15 @@ def staged_ko_config(text: str, mirrors: Mapping[str, str], where: str = ".ko.ya
             path: apply_mirrors(str(base), mirrors) for path, base in document[overrides_key].items()
         }
     return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+
+
+def base_line(text: str, image: str) -> int:
+    """The line (1-based) of a ``.ko.yaml`` text that names ``image`` (its defaultBaseImage or an
+    override), or 0 when no line does (ko's own default base)."""
+    if not image:
+        return 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        value = line.split("#", 1)[0] if not line.lstrip().startswith("#") else ""
+        if image in value:
+            return number
+    return 0

@@ -9,22 +9,36 @@ the same key whose every digest is still in the registry changes nothing, so
 it is answered from the record without a checkout or a build. A record is the
 release's :class:`~tasks.run.result.ReleaseResult` as JSON, in the settings'
 ``state_dir`` (``$FMA_STATE_DIR``, default ``$PREFECT_HOME/fma-release``).
+
+Beside them, build records: for each image manifest a run published, the builds that made it
+(:class:`~tasks.run.facts.BuildFacts`: the run, its start and finish, the bases, GOFLAGS), keyed by
+the manifest's digest. A later run that signs an image it found already published (a release first
+made unsigned) names the run that built it from there, not itself.
+
+A platform image of a multi-platform image is pushed by digest, with no tag of its own: until its
+image's index is in place, nothing in the registry leads to it. Each one pushed is noted
+(:func:`note_platform`: its repository, its build's fingerprint and its digest), so a run that failed
+before the index finds it again (:func:`noted_platform`) and neither rebuilds nor pushes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from tasks.core.project import PROJECT_ROOT
 from tasks.oci.references import Reference
 from tasks.oci.registry import Registries
 from tasks.run.config import ReleaseConfig
-from tasks.run.result import ReleaseResult
+from tasks.run.facts import BuildFacts
+from tasks.run.result import PushedImage, ReleaseResult
+
+_BUILDS = TypeAdapter(tuple[BuildFacts, ...])
 
 
 def _tree_digest(path: Path) -> str:
@@ -104,4 +118,89 @@ def published_release(state_dir: Path, key: str, registries: Registries) -> Rele
         recorded = ReleaseResult.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, ValidationError):
         return None
+    if not _names_real_platforms(recorded):
+        return None
     return recorded if _still_published(recorded, registries) else None
+
+
+# -- build records: which run built a published manifest -----------------------------------------
+
+
+def _build_path(state_dir: Path, digest: str) -> Path:
+    algorithm, _, hex_part = digest.partition(":")
+    return state_dir / "builds" / f"{algorithm}-{hex_part}.json"
+
+
+def build_records(image: PushedImage, builds: tuple[BuildFacts, ...]) -> dict[str, tuple[BuildFacts, ...]]:
+    """What to record of a published ``image`` built by ``builds`` (pure): its tag's manifest -> every
+    build, and each platform manifest of an index -> the build of that platform."""
+    if not builds or not image.digest:
+        return {}
+    records = {image.digest: builds}
+    for platform in image.platforms:
+        own = tuple(b for b in builds if b.platform == platform.platform)
+        if own and platform.digest:
+            records[platform.digest] = own
+    return records
+
+
+def save_builds(state_dir: Path, records: dict[str, tuple[BuildFacts, ...]]) -> None:
+    """Write build records (see :func:`build_records`), each replacing the one of its digest."""
+    for digest, builds in records.items():
+        path = _build_path(state_dir, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(_BUILDS.dump_json(builds, indent=2))
+        tmp.replace(path)
+
+
+def recorded_builds(state_dir: Path, image: PushedImage) -> tuple[BuildFacts, ...]:
+    """The recorded builds of a published ``image``: those of its tag's manifest, else those of each of
+    its platform manifests; ``()`` when no run recorded it here (an unreadable record counts as none)."""
+    found: list[BuildFacts] = []
+    for digest in (image.digest, *(p.digest for p in image.platforms)):
+        path = _build_path(state_dir, digest) if digest else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            builds = _BUILDS.validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        found += [b for b in builds if b.platform not in {f.platform for f in found}]
+        if digest == image.digest:
+            break
+    return tuple(found)
+
+def _names_real_platforms(result: ReleaseResult) -> bool:
+    """Whether a record lists each image's real platforms: one written before a kept image's platforms were
+    read from the registry names a ko image's platform ``all``; that release is read from the registry
+    again (and its record written anew), never answered with a row that says ``all``."""
+    return all(p.platform and p.platform != "all" for image in result.images for p in image.platforms)
+
+
+def _platform_path(state_dir: Path, repository: str, fingerprint: str) -> Path:
+    key = hashlib.sha256(f"{repository}\n{fingerprint}".encode()).hexdigest()[:40]
+    return state_dir / "platforms" / f"{key}.json"
+
+
+def note_platform(state_dir: Path, repository: str, fingerprint: str, digest: str) -> None:
+    """Note that ``repository`` (``host/path``) holds the build ``fingerprint`` as ``digest``."""
+    if not fingerprint:
+        return
+    path = _platform_path(state_dir, repository, fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"repository": repository, "fingerprint": fingerprint, "digest": digest}),
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
+def noted_platform(state_dir: Path, repository: str, fingerprint: str) -> str:
+    """The digest a run noted for the build ``fingerprint`` in ``repository``, ``""`` when none did
+    (the caller asks the registry whether it is still there)."""
+    try:
+        noted = json.loads(_platform_path(state_dir, repository, fingerprint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    same = isinstance(noted, dict) and noted.get("repository") == repository and noted.get("fingerprint") == fingerprint
+    return str(noted.get("digest") or "") if same else ""

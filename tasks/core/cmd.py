@@ -236,3 +236,46 @@ def stop_streams() -> int:
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running ``argv`` (a server: no shell) with its output appended to ``log_file``,
+    in a process group of its own, and return it at once; :func:`stop` ends it.
+
+    ``env`` (default: this process's) goes through :func:`child_env`: a server gets no secret.
+    Raises :class:`CommandError` when the binary is missing or cannot be executed."""
+    args = [str(a) for a in argv]
+    masked = [redact(a) for a in args]
+    log.debug("$ %s &", " ".join(masked))
+    with open(log_file, "ab") as out:
+        try:
+            return subprocess.Popen(
+                args, cwd=cwd, env=child_env(os.environ if env is None else env), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as err:
+            raise CommandError(f"cannot {what}: {args[0]}: {err.strerror or err}; run bash scripts/setup.sh",
+                               argv=masked, returncode=127, stderr="") from err
+
+
+def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    """End a process :func:`start` started, with its process group: SIGTERM, then SIGKILL after
+    ``grace`` seconds; waits until it is gone. A process already reaped is left alone (its group id
+    may belong to another process by now)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -7,6 +7,15 @@ else is a bug and shows a traceback only with ``--debug``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from tasks.core.redact import redact
+
+# A failed step's own output on the console: its last lines, each cut to a width (errors stay one line;
+# these go beside them, through the progress reports).
+OUTPUT_LINES = 6
+OUTPUT_WIDTH = 200
+
 
 class ReleaseError(Exception):
     """Base of every error this project raises on purpose."""
@@ -53,11 +62,24 @@ class EngineError(ReleaseError):
 
 
 class ImageBuildError(ReleaseError):
-    """A Dockerfile failed; the message names the image and the failing step."""
+    """A build failed; the message names the image, the failing step and the fix. ``output``: the last
+    lines of that step's own output (the compiler's, the RUN's), bounded and masked, for the console."""
 
-    def __init__(self, image: str, message: str) -> None:
+    def __init__(self, image: str, message: str, *, output: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.image = image
+        self.output = bounded_output(output)
+
+
+def bounded_output(lines: Iterable[str], limit: int = OUTPUT_LINES, width: int = OUTPUT_WIDTH) -> tuple[str, ...]:
+    """The last ``limit`` non-blank lines of ``lines``, each masked (:func:`tasks.core.redact.redact`),
+    stripped of trailing space and cut to ``width`` characters."""
+    kept = [line.rstrip() for line in lines if line.strip()][-limit:] if limit > 0 else []
+    return tuple(_cut(redact(line), width) for line in kept)
+
+
+def _cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 class ImagePushError(ReleaseError):
@@ -119,5 +141,14 @@ class SigningError(ReleaseError):
         self.transient = transient
 
 
+class ProofError(ReleaseError):
+    """A staged release failed its proof: nothing was promoted."""
+
+
 class VerificationError(ReleaseError):
     """``fma-release verify`` found artifacts whose signature or attestations do not check out."""
+
+
+class KubernetesError(ReleaseError):
+    """The proof's Kubernetes API server cannot be started, reached or used (not a refusal of the chart,
+    which is a failed check of the proof)."""

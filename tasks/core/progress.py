@@ -19,6 +19,7 @@ RunListener = Callable[[UUID], None]
 
 RUN = "run"  # the item the run's own reports are about
 GO_MODULES = "Go modules"  # the item of the Go modules step (tasks/gomod.py)
+PROOF = "proof"  # the item of a staged release's proof (tasks/prove.py)
 
 _lock = threading.Lock()
 _listeners: list[Listener] = []
@@ -62,9 +63,14 @@ def run_started(run_id: UUID | None, ui_url: str) -> None:
 @contextmanager
 def reporting(item: str, *, transient_state: str = Status.FAILED) -> Iterator[None]:
     """Report ``item`` failed when the step inside raises (``transient_state`` when the error says it
-    is transient and will be retried), and re-raise."""
+    is transient and will be retried), then the last lines of the step's own output when the error
+    carries them (``output``: a failed build's), one report each; and re-raise."""
     try:
         yield
     except Exception as err:
-        report(item, transient_state if getattr(err, "transient", False) else Status.FAILED, str(err))
+        transient = getattr(err, "transient", False)
+        report(item, transient_state if transient else Status.FAILED, str(err))
+        if not transient:
+            for line in getattr(err, "output", ()):
+                report(item, Status.OUTPUT, line)
         raise

@@ -21,6 +21,7 @@ class Status(StrEnum):
     PACKAGING = "packaging"
     PACKAGED = "packaged"
     BUILDING = "building"
+    STILL_BUILDING = "still building"  # what a long build is doing now (tasks/core/pulse.py)
     BUILT = "built"
     PUSHING = "pushing"
     RETRYING = "retrying"
@@ -30,8 +31,17 @@ class Status(StrEnum):
     SIGNING = "signing"
     SIGNED = "signed"  # a signature or attestation pushed by this run
     ALREADY_SIGNED = "already signed"  # found in the registry, verified with the run's key
+    # a promotion (tasks/promote/): a published release copied to another registry
+    COPYING = "copying"
+    COPIED = "copied"  # written at the destination by this run (an image, its signatures and attestations)
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    # a staged release's proof (tasks/prove.py)
+    PROVING = "proving"
+    PROVEN = "proven"
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
+    OUTPUT = "output"  # one line of a failed step's own output, after its failure
     # the run itself
     STARTED = "started"
     DONE = "done"

@@ -24,7 +24,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from tasks.core.errors import ChartError, ConfigError, SourceError
+from tasks.core.errors import ChartError, ConfigError, RegistryError, SourceError
 from tasks.core.links import check_links
 from tasks.core.redact import redact
 from tasks.core.status import Status
@@ -32,6 +32,7 @@ from tasks.helm.images import ExternalImage, check_chart_images
 from tasks.oci.registry import Registries, RegistryAPI, is_loopback
 from tasks.run.config import ReleaseConfig
 from tasks.run.result import PublishedChart
+from tasks.run.retry import is_transient_push_error
 from tasks.run.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class PackagedChart:
     archive: Path
     external: tuple[ExternalImage, ...] = ()  # images the chart uses that this release does not build
     warnings: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()  # every image the chart renders with the release's values
 
     @property
     def item(self) -> str:
@@ -111,6 +113,31 @@ def first_line(err: Exception) -> str:
 
 def install_command(remote: str, name: str, version: str, release: str = "fma") -> str:
     return f"helm install {release} {remote}/{name} --version {version}"
+
+
+def value_switches(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], bool]]:
+    """Every boolean of a chart's values, as (path, value), in the order values.yaml writes them (pure):
+    the switches a user may flip (``global.produceCoverdata``)."""
+    found: list[tuple[tuple[str, ...], bool]] = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            found.append(((*path, str(key)), value))
+        elif isinstance(value, Mapping):
+            found += value_switches(value, (*path, str(key)))
+    return found
+
+
+def switch_values(path: tuple[str, ...], value: object) -> dict[str, Any]:
+    """The values that set ``path`` to ``value`` (what ``--set a.b=value`` gives Helm) (pure)."""
+    values: dict[str, Any] = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        values = {key: values}
+    return values
+
+
+def switch_name(path: tuple[str, ...], value: bool) -> str:
+    """``global.produceCoverdata=true``: how the summary and errors name a flipped switch."""
+    return f"{'.'.join(path)}={'true' if value else 'false'}"
 
 
 def rendered_images(manifests: Mapping[str, str]) -> set[str]:
@@ -203,10 +230,14 @@ def prepare_chart(
             raise ChartError(f"chart {name} fails lint: {first_line(Exception(errors[0]))}; fix the chart")
         manifests = chart.render(name="fma", namespace="default", is_install=True)
     except helm.HelmError as err:
+        chart.close()
         raise ChartError(f"chart {name} does not render ({first_line(err)}): fix its templates") from err
+    try:
+        switched, notes = switch_renders(chart, name)
     finally:
         chart.close()
-    check = check_chart_images(name, rendered_images(manifests), registry=registry, images=images, policy=policy)
+    rendered = rendered_images(manifests)
+    check = check_chart_images(name, rendered, registry=registry, images=images, policy=policy, switched=switched)
     out = staging_root / "packages"
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -214,7 +245,25 @@ def prepare_chart(
     except helm.HelmError as err:
         raise ChartError(f"chart {name} cannot be packaged ({first_line(err)}): fix the chart") from err
     return PackagedChart(name=name, version=version, archive=Path(archive), external=check.external,
-                         warnings=check.warnings)
+                         warnings=(*notes, *check.warnings), images=tuple(sorted(rendered.union(*switched.values()))))
+
+
+def switch_renders(chart: helm.Chart, name: str) -> tuple[dict[str, set[str]], list[str]]:
+    """The images ``chart`` renders with each boolean of its values flipped, one at a time (switch ->
+    images), and a note for each switch under which it does not render (a switch may need other
+    values set with it): the images a user can turn on, beyond those of the defaults."""
+    switched: dict[str, set[str]] = {}
+    notes: list[str] = []
+    for path, value in value_switches(chart.values or {}):
+        switch = switch_name(path, not value)
+        try:
+            manifests = chart.render(switch_values(path, not value), name="fma", namespace="default",
+                                     is_install=True)
+            switched[switch] = rendered_images(manifests)
+        except (helm.HelmError, ChartError) as err:
+            notes.append(f"chart {name} does not render with {switch} ({first_line(err)}): the images it would "
+                         "use then are not checked")
+    return switched, notes
 
 
 @contextmanager
@@ -274,6 +323,34 @@ def existing_chart(
         f"chart {package.name} {package.version} already exists at {remote} with other content: "
         "published charts are not overwritten; release a new tag, or pass --force to replace it"
     )
+
+
+def publish_chart(package: PackagedChart, remote: str, registries: Registries, *, settings: Settings, workdir: Path,
+                  force: bool = False) -> PublishedChart:
+    """Push a packaged chart to ``remote``; an existing version is kept when identical and refused when
+    not (unless ``force``). A push that failed for a transient reason is a transient :class:`RegistryError`."""
+    ref = f"{remote}/{package.name}"
+    existing = existing_chart(package, remote, registries, force=force)
+    if existing.standing is Standing.SAME:
+        return PublishedChart(name=package.name, ref=ref, version=package.version, digest=existing.digest,
+                              status=Status.ALREADY_PUBLISHED)
+    status = Status.REPLACED if existing.standing is Standing.REPLACE else Status.PUSHED
+    api, target = registries.for_ref(ref)
+    with helm_registry(target.host, workdir, settings, registries.schemes) as (client, plain_http):
+        try:
+            client.push(package.archive, remote, plain_http=plain_http)
+        except helm.HelmError as err:
+            reason = redact(first_line(err))
+            raise RegistryError(
+                f"push of chart {package.name} to {remote} failed ({reason}): "
+                "check the registry and credentials, then re-run",
+                transient=is_transient_push_error(reason),
+            ) from err
+    with api:
+        found = api.manifest(target.repository, package.version)
+    if found is None:
+        raise RegistryError(f"chart {package.name} {package.version} is not in {remote} after the push; re-run")
+    return PublishedChart(name=package.name, ref=ref, version=package.version, digest=found[0], status=status)
 
 
 def chart_dirs(config: ReleaseConfig, origin: str, base: Path, tag: str) -> tuple[list[Path], list[str]]:

@@ -122,11 +122,28 @@ def read_layout(path: Path, sboms: tuple[Path, ...] = ()) -> OciLayout:
 # -- push ----------------------------------------------------------------------------
 
 
+def checked_blob(layout: Path, digest: str) -> Path:
+    """A blob's file, checked against its digest a chunk at a time (a layer may not fit in memory);
+    :class:`LayoutError` when missing or corrupt."""
+    path = blob_path(layout, digest)
+    algorithm = digest.partition(":")[0]
+    hasher = hashlib.new(algorithm) if algorithm in ("sha256", "sha512") else None
+    try:
+        with path.open("rb") as blob:
+            while hasher is not None and (chunk := blob.read(1 << 20)):
+                hasher.update(chunk)
+    except FileNotFoundError as err:
+        raise LayoutError(f"layout {layout} lacks blob {digest}: rebuild the image") from err
+    if hasher is not None and f"{algorithm}:{hasher.hexdigest()}" != digest:
+        raise LayoutError(f"layout {layout}: blob {digest} does not match its digest: rebuild the image")
+    return path
+
+
 def _push_blob(api: RegistryAPI, repository: str, layout: Path, *, digest: str, counts: dict[str, int]) -> None:
     if api.blob_exists(repository, digest):
         counts["present"] += 1
         return
-    api.upload_blob(repository, digest, read_blob(layout, digest))
+    api.upload_blob(repository, digest, checked_blob(layout, digest))
     counts["uploaded"] += 1
 
 
@@ -161,7 +178,8 @@ def _push_manifest(
 
 
 def push_layout(layout: OciLayout, ref: str, api: RegistryAPI) -> str:
-    """Publish ``layout`` as ``ref`` (``host/repository:tag``) through ``api``; the digest of the tag.
+    """Publish ``layout`` as ``ref`` (``host/repository:tag``, or ``host/repository@digest`` to push it by
+    its digest alone) through ``api``; the digest of the top manifest.
 
     Blobs already in the repository are not sent again (HEAD first), so a re-push uploads nothing.
     Faults are :class:`RegistryError`; ``transient`` ones (5xx, 429, dropped connections) are worth
@@ -170,7 +188,9 @@ def push_layout(layout: OciLayout, ref: str, api: RegistryAPI) -> str:
     reference = Reference.parse(ref)
     if reference.host != api.host:
         raise RegistryError(f"cannot push {ref} through a client of {api.host}: open one for {reference.host}")
-    tag = reference.tag or "latest"
+    if reference.digest and reference.digest != layout.digest:
+        raise LayoutError(f"cannot push {layout.path} as {ref}: it holds {layout.digest}")
+    tag = reference.reference  # the tag; or the digest alone, which leaves no tag behind
     descriptor = top_descriptor(layout.path)
     if descriptor["digest"] != layout.digest:
         raise LayoutError(

@@ -14,6 +14,7 @@ spoken to over plain HTTP, as dockerd does.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -21,7 +22,8 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -137,7 +139,11 @@ class RegistryAPI:
         headers = dict(kwargs.pop("headers", {}))
         url = f"{self.base}{path}"
         throttled = 0
+        body: Any = kwargs.get("data")
+        start = body.tell() if hasattr(body, "seek") else None  # a file body is sent again from its start
         for _ in range(3):
+            if start is not None:
+                body.seek(start)
             token = self._token.get(scope)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -181,11 +187,12 @@ class RegistryAPI:
         return (self.credentials.username, self.credentials.password.get_secret_value())
 
     def _fetch_token(self, challenge: str, scope: str) -> str:
-        params = dict(_CHALLENGE.findall(challenge))
-        realm = params.pop("realm", "")
+        params: dict[str, str | list[str]] = dict(_CHALLENGE.findall(challenge))
+        realm = str(params.pop("realm", ""))
         if not realm:
             raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
-        params.setdefault("scope", scope)
+        # A request that spans repositories (a blob mount) asks for each scope: one ``scope`` parameter each.
+        params["scope"] = scope.split() if " " in scope else params.get("scope", scope)
         realm_host = urlsplit(realm).netloc
         # The token service gets the credentials only when they are bound to its host too.
         creds = self.credentials if realm_host == self.host else self.access.credentials(realm_host)
@@ -331,28 +338,124 @@ class RegistryAPI:
         self._check(response, f"look up blob {digest} of {repository}")
         return True
 
-    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
+    def upload_blob(self, repository: str, digest: str, data: bytes | Path | BinaryIO) -> None:
         """Upload one blob monolithically: ``POST .../blobs/uploads/``, then ``PUT <Location>?digest=``.
 
-        The registry checks the bytes against ``digest``. Faults are :class:`RegistryError`,
-        ``transient`` for 5xx, 429 and dropped connections.
+        ``data``: the bytes, a file on disk, or an open file positioned at their start; a file is
+        streamed as it is read (a layer need not fit in memory). The registry checks the bytes against
+        ``digest``. Faults are :class:`RegistryError`, ``transient`` for 5xx, 429 and dropped connections.
         """
+        if isinstance(data, Path):
+            with data.open("rb") as body:
+                self._upload_blob(repository, digest, body)
+        else:
+            self._upload_blob(repository, digest, data)
+
+    def _upload_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
         scope = f"repository:{repository}:pull,push"
         started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
         self._check(started, f"start an upload to {repository}")
+        self._finish_upload(repository, self._location(started, repository), digest, data, scope=scope)
+
+    def _location(self, started: requests.Response, repository: str) -> str:
         location = started.headers.get("Location", "")
         if not location:
             raise RegistryError(
                 f"registry {self.host} started an upload to {repository} but sent no Location; "
                 "check that it speaks the distribution API", transient=True,
             )
-        path = self._same_origin_path(location)
+        return self._same_origin_path(location)
+
+    def _finish_upload(self, repository: str, path: str, digest: str, data: bytes | BinaryIO, *,
+                       scope: str) -> None:
         separator = "&" if "?" in path else "?"
         response = self.request(
             "PUT", f"{path}{separator}digest={digest}", scope=scope, data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
         self._check(response, f"upload blob {digest} to {repository}")
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> str:
+        """Mount the blob ``digest`` of the repository ``source`` (on this host) into ``repository``
+        without sending its bytes: ``POST .../blobs/uploads/?mount=<digest>&from=<source>``.
+
+        ``""`` when it is mounted (201). A registry that cannot mount it (no pull right on
+        ``source``, the blob is not there, or no cross-repository mounts at all) starts an upload
+        instead (202): its location is returned, for :meth:`finish_upload`.
+        """
+        scope = f"repository:{repository}:pull,push repository:{source}:pull"
+        started = self.request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
+                               scope=scope, data=b"")
+        self._check(started, f"mount blob {digest} from {source} into {repository}")
+        if started.status_code == 201:
+            return ""
+        return self._location(started, repository)
+
+    def finish_upload(self, repository: str, location: str, digest: str, data: bytes | BinaryIO) -> None:
+        """Send a blob's bytes to an upload :meth:`mount_blob` started instead of mounting."""
+        self._finish_upload(repository, location, digest, data, scope=f"repository:{repository}:pull,push")
+
+    def fetch_blob(self, repository: str, digest: str, into: BinaryIO, chunk: int = 1 << 20) -> int:
+        """Write the blob ``digest`` into the file ``into`` as it arrives, checked against its digest;
+        the number of bytes. A blob that does not match is a transient :class:`RegistryError` (a
+        transfer cut short, or a proxy that changed it)."""
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull",
+                                stream=True)
+        try:
+            self._check(response, f"read blob {digest} of {repository}")
+            algorithm = digest.partition(":")[0]
+            hasher = hashlib.new(algorithm) if algorithm in ("sha256", "sha512") else None
+            size = 0
+            try:
+                for part in response.iter_content(chunk):
+                    into.write(part)
+                    size += len(part)
+                    if hasher is not None:
+                        hasher.update(part)
+            except requests.exceptions.RequestException as err:
+                raise RegistryError(f"reading blob {digest} of {repository} from {self.host} was cut short "
+                                    f"({type(err).__name__}): try again", transient=True) from err
+        finally:
+            response.close()
+        if hasher is not None and f"{algorithm}:{hasher.hexdigest()}" != digest:
+            raise RegistryError(f"registry {self.host} sent bytes for blob {digest} of {repository} that do not "
+                                "match its digest: try again", transient=True)
+        return size
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose ``subject`` is ``digest`` (the OCI referrers API);
+        ``None`` when the registry has no referrers API (then the referrers tag schema applies:
+        :func:`tasks.oci.copy.referrers_tag`)."""
+        response = self.request(
+            "GET", f"/v2/{repository}/referrers/{digest}", scope=f"repository:{repository}:pull",
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        )
+        if response.status_code in (404, 405):
+            return None
+        self._check(response, f"list the referrers of {repository}@{digest}")
+        try:
+            found = response.json()
+        except ValueError:
+            return None  # something other than the API answered (a proxy's page)
+        manifests = found.get("manifests") if isinstance(found, dict) else None
+        return [m for m in manifests or [] if isinstance(m, dict) and m.get("digest")]
+
+    def catalog(self, prefix: str = "", page: int = 1000) -> list[str]:
+        """The repositories of this registry (``GET /v2/_catalog``, page by page) under ``prefix``;
+        :class:`RegistryError` when the registry does not list them (many hosted ones do not)."""
+        found: list[str] = []
+        path = f"/v2/_catalog?n={page}"
+        while path:
+            response = self.request("GET", path, scope="registry:catalog:*")
+            if response.status_code in (401, 403, 404, 405):
+                raise RegistryError(f"registry {self.host} does not list its repositories "
+                                    f"({response.status_code})")
+            self._check(response, "list its repositories")
+            names = [str(n) for n in response.json().get("repositories") or []]
+            found += [n for n in names if n.startswith(prefix)]
+            following = response.links.get("next", {}).get("url", "")
+            path = self._same_origin_path(following) if following and names else ""
+        return found
 
     def _same_origin_path(self, location: str) -> str:
         """An upload ``Location`` as a path on this registry (it may be relative or absolute)."""

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tasks.core.errors import ConfigError
 from tasks.core.project import PROJECT_ROOT
@@ -33,6 +33,81 @@ def _relative_inside(value: str, what: str) -> str:
             f"{what} {value!r} must be a relative path inside the tree, without '..'"
         )
     return value
+
+
+# A cover exclusion names a directory of the Go module, as upstream's `grep -v pkg/generated/` does.
+_COVER_WILDCARD = re.compile(r"[*?\[\]{}]")
+_COVER_FLAG = re.compile(r"^-{1,2}cover(pkg)?(=|$)")
+
+
+class CoverConfig(BaseModel):
+    """A ko image built for coverage, as upstream builds dual-pods-controller: GOFLAGS ``-cover
+    -coverpkg=<every package of the module at the tag, but those under exclude>``. The package list
+    is computed at build time from the checkout (``go list``), never written out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Directories of the module, relative to its root (pkg/generated/): their packages and those below
+    # them are not instrumented.
+    exclude: tuple[str, ...] = ()
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _exclude_list(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            raise ValueError(f"exclude must be a list, e.g. [{value}]")
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(cover_directory(entry) for entry in value)
+
+
+def cover_directory(entry: str) -> str:
+    """A cover exclusion as a module directory without ``./``, a trailing ``/`` or ``/...``
+    (``./pkg/generated/...`` -> ``pkg/generated``); :class:`ValueError` for one that names no directory."""
+    text = entry.strip()
+    name = text.removeprefix("./").removesuffix("/...").rstrip("/")
+    if not name or name == "." or _COVER_WILDCARD.search(name):
+        raise ValueError(
+            f"cover exclude {entry!r} must name a directory of the Go module, e.g. pkg/generated/"
+        )
+    return _relative_inside(name, "cover exclude")
+
+
+class SmokeConfig(BaseModel):
+    """How the container-start proof starts an image no chart runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: tuple[str, ...] = ()
+
+
+class ProofConfig(BaseModel):
+    """What a staged release proves beyond the container starts (docs/staging.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Install each chart on a Kubernetes API server built from source, and run its controllers against it.
+    kubernetes: bool = False
+    # CustomResourceDefinition files of the source at the tag, applied before the charts (config/crds.yaml).
+    crds: tuple[str, ...] = ()
+    # Objects a real install has before the chart (a ClusterRole the values name), as YAML mappings.
+    objects: tuple[dict[str, object], ...] = ()
+    # Values for the proof's install only, over the chart's own (global.nodeViewClusterRole: node-viewer).
+    values: dict[str, object] = Field(default_factory=dict)
+    # How long each controller must keep running.
+    settle_seconds: float = Field(default=20.0, gt=0, le=600)
+    # How long a started container may run before it counts as running (the container-start proof).
+    start_seconds: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("crds")
+    @classmethod
+    def _crds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_relative_inside(path, "proof crds path") for path in value)
 
 
 class ImageConfig(BaseModel):
@@ -58,8 +133,13 @@ class ImageConfig(BaseModel):
     # ko: the Go main package, relative to the source (./cmd/dual-pods-controller), and GOFLAGS.
     main: str | None = None
     goflags: tuple[str, ...] = ()
+    # ko: build for coverage as upstream's Makefile does ({exclude: [pkg/generated/]}); true: every package.
+    cover: CoverConfig | None = None
     # Optional: build secrets for RUN --mount=type=secret,id=ID: ID -> the environment variable holding it.
     secrets: dict[str, str] = Field(default_factory=dict)
+    # Optional: how a staged release's proof starts this image when no chart runs it ({command: [python3, -V]});
+    # without it, the image's own entrypoint.
+    smoke: SmokeConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -68,6 +148,31 @@ class ImageConfig(BaseModel):
             raise ValueError(
                 f"image name {value!r} must be lowercase letters, digits and single . _ - separators"
             )
+        return value
+
+    @field_validator("cover", mode="before")
+    @classmethod
+    def _cover(cls, value: object) -> object:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        if value is not None and not isinstance(value, dict | CoverConfig):
+            raise ValueError("cover must be true, or a mapping such as {exclude: [pkg/generated/]}")
+        return value
+
+    @field_validator("cover")
+    @classmethod
+    def _cover_needs_ko(cls, value: CoverConfig | None, info: ValidationInfo) -> CoverConfig | None:
+        # builder and goflags come before cover, so they are validated already
+        if value is None:
+            return value
+        if info.data.get("builder") != "ko":
+            raise ValueError("cover is a Go build setting: it needs builder: ko (and a main); remove cover")
+        twice = [flag for flag in info.data.get("goflags", ()) if _COVER_FLAG.match(flag.strip())]
+        if twice:
+            raise ValueError(f"coverage is asked twice: remove {twice[0]} from goflags (cover computes -cover "
+                             "and -coverpkg)")
         return value
 
     @field_validator("dockerfile")
@@ -197,6 +302,11 @@ class ReleaseConfig(BaseModel):
     # Optional: sign images and charts, with provenance and SBOM attestations, when a key is configured
     # (FMA_SIGNING_KEY); false: never sign this project's releases, whatever the environment says.
     sign: bool = True
+    # Optional: a registry every run of this config stages to first (--stage): built, pushed and signed there,
+    # proven, then promoted to --registry; nothing reaches --registry before the proof passes.
+    stage: str | None = None
+    # Optional: what the proof of a staged release checks beyond the container starts.
+    proof: ProofConfig = Field(default_factory=ProofConfig)
 
     @field_validator("images", "charts", "engines", mode="before")
     @classmethod
@@ -225,18 +335,46 @@ class ReleaseConfig(BaseModel):
         return self
 
 
-def parse_config(text: str, origin: str = "release config") -> ReleaseConfig:
-    """Validate config text; one-line :class:`ConfigError` on any problem."""
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int:
+    """The line (from 1) where ``text`` writes what a validation error's location names: the deepest
+    key or list item of ``loc`` it has (a missing field's error points at the entry that lacks it);
+    0 when the text cannot be read as YAML nodes."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return 0
+    if node is None:
+        return 0
+    line = int(node.start_mark.line) + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = next(((key, value) for key, value in node.value
+                          if isinstance(key, yaml.ScalarNode) and key.value == part), None)
+            if found is None:
+                break
+            line, node = int(found[0].start_mark.line) + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = int(node.start_mark.line) + 1
+        else:
+            break
+    return line
+
+
+def parse_config(text: str, origin: str = "release config", file: str = "") -> ReleaseConfig:
+    """Validate config text; one-line :class:`ConfigError` on any problem, naming where ``file`` (when
+    given, else ``origin``) says it."""
+    named = f"{origin} {file}" if file else origin
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{origin} is not valid YAML{where}: fix the syntax") from err
+        raise ConfigError(f"{named} is not valid YAML{where}: fix the syntax") from err
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin} must be a mapping with 'images' and 'charts' lists")
+        raise ConfigError(f"{named} must be a mapping with 'images' and 'charts' lists")
     try:
         return ReleaseConfig.model_validate(raw)
     except ValidationError as err:
@@ -244,7 +382,9 @@ def parse_config(text: str, origin: str = "release config") -> ReleaseConfig:
         where = ".".join(str(p) for p in first["loc"]) or "top level"
         msg = first["msg"].removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise ConfigError(f"{origin}: {where}: {msg}{more}") from err
+        line = _line_of(text, tuple(first["loc"]))
+        at = (f"{origin} {file}:{line}" if file else f"{origin}, line {line}") if line else named
+        raise ConfigError(f"{at}: {where}: {msg}{more}") from err
 
 
 def load_config(path: str | Path | None) -> ReleaseConfig:
@@ -256,7 +396,7 @@ def load_config(path: str | Path | None) -> ReleaseConfig:
         raise ConfigError(
             f"cannot read release config {file}: {err.strerror or err}; pass an existing file with --config"
         ) from err
-    return parse_config(text, origin=f"release config {file}")
+    return parse_config(text, file=str(file))
 
 
 # -- the Docker engines builds go to (``engines``; the Docker clients are tasks/run/engines.py) --

@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core import tools
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.project import project_version
 from tasks.core.redact import strip_userinfo
 from tasks.core.sandbox import BuildUser, build_user
-from tasks.oci.references import chart_remote
+from tasks.oci.references import Reference, chart_remote
 from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig, load_config
 from tasks.run.facts import ReleaseFacts
 from tasks.run.inputs import check_source, workspace_name, workspace_root
@@ -36,6 +36,25 @@ if TYPE_CHECKING:
     from tasks.oci.registry import Registries
     from tasks.run.engines import Engines
     from tasks.run.facts import Signer
+
+
+def stage_registry(given: object, configured: str | None, registry: str) -> str:
+    """The stage of a run (pure): ``--stage``, else the config's ``stage:``, else none (``""``); one line
+    when it names no registry host or is the registry the release goes to."""
+    stage = str(given or configured or "").strip().rstrip("/")
+    if not stage:
+        return ""
+    if stage.startswith("oci://"):
+        raise ConfigError(f"stage {stage!r} is an image registry: write it without oci://")
+    try:
+        Reference.parse(f"{stage}/image")
+    except RegistryError as err:
+        raise ConfigError(f"stage {stage!r} names no registry host: write it as host[:port]/path, "
+                          "e.g. registry.local/fma-stage") from err
+    if stage == registry.rstrip("/"):
+        raise ConfigError(f"the stage and the registry are both {stage}: stage to another registry (or path), "
+                          "or leave --stage out")
+    return stage
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,11 @@ class ReleaseRequest:
     workdir: str | None = None  # a workspace name under <state dir>/workspaces; None: a new one of the run's own
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     no_sign: bool = False  # --no-sign: publish unsigned even with a key configured
+    stage: str = ""  # --stage (or the config's stage:): built, pushed, signed and proven there, then promoted
+
+    def at_stage(self) -> ReleaseRequest:
+        """This request as its stage part: the release to the stage registry and its charts there."""
+        return replace(self, registry=self.stage, chart_remote=chart_remote(self.stage), stage="")
 
     @property
     def version(self) -> ReleaseVersion:
@@ -75,18 +99,20 @@ class ReleaseRequest:
         if delay < 0:
             raise ConfigError("the retry delay must not be negative (--retry-delay)")
         workdir = workspace_name(parameters.get("workdir"))
+        config = load_config(config_path)
         return cls(
             tag=tag,
             source=check_source(str(parameters["source"])),
             registry=registry,
             chart_remote=chart_remote(registry, parameters.get("chart_registry")),
-            config=load_config(config_path),
+            config=config,
             config_path=config_path,
             dry_run=bool(parameters.get("dry_run", False)),
             force=bool(parameters.get("force", False)),
             workdir=workdir,
             retry=RetryPolicy(attempts=attempts, base_delay=delay, max_delay=max(30.0, delay)),
             no_sign=not bool(parameters.get("sign", True)),
+            stage=stage_registry(parameters.get("stage"), config.stage, registry),
         )
 
 
@@ -129,6 +155,10 @@ class RunContext:
     services: RunServices = field(default_factory=RunServices.from_settings)
     facts: RunFacts = field(default_factory=RunFacts)
     provenance: ReleaseFacts | None = None  # the run's part of every provenance statement, when it signs
+    # The flow run and its page: what its builds record as the run that built them (a later signing's
+    # provenance names it)
+    run_id: str = ""
+    run_url: str = ""
     # "": <state dir>/workspaces/<the request's workdir>, else a new one there of the run's own
     workspace: Path = field(default=Path())
 

@@ -89,14 +89,28 @@ class ReleaseFacts:
 
 
 @dataclass(frozen=True)
+class BaseUse:
+    """A base image a build stood on: as the source writes it, and as the build pulled it."""
+
+    image: str  # as pulled: the mirror's reference when a mirror rewrote it; name@sha256:... when pinned
+    platform: str = ""  # a FROM's own --platform (a builder stage on the build machine's); "" for the image's own
+    written: str = ""  # as the source writes it: the FROM's image (ARGs expanded), or .ko.yaml's base
+    where: str = ""  # where the source writes it: dockerfiles/Dockerfile.requester:3, .ko.yaml
+    mirror: str = ""  # the mirror reference it was pulled from instead of ``written`` ("" when none)
+
+
+@dataclass(frozen=True)
 class BuildFacts:
-    """One build's part: what built it, from what, when."""
+    """One build's part: what built it, from what, when, in which run."""
 
     name: str
     builder: str
     fingerprint: str = ""
     platform: str = ""
-    # base images as the build used them (name@sha256:... when pinned), with a FROM's own --platform or ""
-    bases: tuple[tuple[str, str], ...] = ()
+    bases: tuple[BaseUse, ...] = ()
     started: str = ""
     finished: str = ""
+    run_id: str = ""  # the flow run that built it, and its page ("" when unknown: this run's is named)
+    run_url: str = ""
+    goflags: tuple[str, ...] = ()  # GOFLAGS of a ko build, the cover flags computed at the tag among them
+    cover_exclude: tuple[str, ...] | None = None  # a coverage build's exclusions (None: not built for coverage)

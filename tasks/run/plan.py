@@ -41,7 +41,8 @@ class ImageSpec:
     engine: Engine = DEFAULT_ENGINE  # where it is built and pushed from
     platform: str = DEFAULT_PLATFORM
     # A multi-platform image's tag (<registry>/<name>:<tag>), where the index goes; then ``ref`` is
-    # this platform's own tag (<tag>-linux-arm64). "" for a single-platform image.
+    # this platform's own name (<tag>-linux-arm64): the engine's tag of the build and part of its
+    # fingerprint, never pushed (the platform image goes by digest). "" for a single-platform image.
     index_ref: str = ""
     builder: str = "dockerfile"  # which module of tasks/builders builds it
     secrets: Mapping[str, str] = field(default_factory=dict)  # secret id -> environment variable name
@@ -50,6 +51,12 @@ class ImageSpec:
     main: str = ""
     goflags: tuple[str, ...] = ()
     created_epoch: int = 0
+    # The Dockerfile as the release config names it (dockerfiles/Dockerfile.requester), for messages.
+    dockerfile_name: str = ""
+    # ko: built for coverage (-cover -coverpkg=<the module's packages at the tag but those under cover_exclude>)
+    cover: bool = False
+    cover_exclude: tuple[str, ...] = ()
+
     @property
     def dockerfile_path(self) -> Path:
         """The Dockerfile of a Dockerfile image (:class:`ConfigError` for a ko image)."""
@@ -61,6 +68,16 @@ class ImageSpec:
     def label(self) -> str:
         """How a task run and the progress view name this build: ``requester linux/arm64``, or the name."""
         return f"{self.name} {self.platform}" if self.index_ref else self.name
+
+    @property
+    def dockerfile_shown(self) -> str:
+        """The Dockerfile as messages name it: as the release config does, else by its file name."""
+        return self.dockerfile_name or self.dockerfile_path.name
+
+    @property
+    def label_with_platform(self) -> str:
+        """The label with the platform always in it: ``launcher (linux/amd64)``, ``requester linux/arm64``."""
+        return self.label if self.index_ref else f"{self.name} ({self.platform})"
 
 
 def image_ref(registry: str, name: str, tag: str) -> str:
@@ -105,21 +122,22 @@ def _inside(name: str, what: str, path: Path, root: Path) -> Path:
 def ko_fingerprint(source: Path, image: ImageConfig, *, labels: Mapping[str, str],
                    mirrors: Mapping[str, str]) -> str:
     """What determines a ko build: the tagged commit and tag (in the labels), go.mod and go.sum, the
-    main's package files, .ko.yaml (its base, pinned by digest as FMA's is, or by tag), GOFLAGS,
-    platforms and mirrors. Not the registry: the same tag built for two registries is the same image."""
+    main's package files, .ko.yaml (its base, pinned by digest as FMA's is, or by tag), GOFLAGS, cover
+    (its exclusions: the package list follows from them and the tagged commit), platforms and mirrors.
+    Not the registry: the same tag built for two registries is the same image."""
     main = source / (image.main or ".")
     files = {name: source / name for name in ("go.mod", "go.sum", ".ko.yaml")}
     files |= {str(p.relative_to(source)): p for p in sorted(main.glob("*.go"))}
-    payload = json.dumps(
-        {
-            "builder": "ko", "main": image.main, "goflags": list(image.goflags),
-            "platforms": list(image.platforms), "mirrors": dict(sorted(mirrors.items())),
-            "labels": dict(sorted(labels.items())),
-            "files": {name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
-                      for name, p in files.items()},
-        },
-        sort_keys=True,
-    )
+    inputs: dict[str, object] = {
+        "builder": "ko", "main": image.main, "goflags": list(image.goflags),
+        "platforms": list(image.platforms), "mirrors": dict(sorted(mirrors.items())),
+        "labels": dict(sorted(labels.items())),
+        "files": {name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+                  for name, p in files.items()},
+    }
+    if image.cover is not None:  # only then: an image without cover keeps the fingerprint it had
+        inputs["cover"] = {"exclude": list(image.cover.exclude)}
+    payload = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -145,6 +163,7 @@ def _ko_spec(image: ImageConfig, checkout: Checkout, registry: str, mirrors: Map
         platform=",".join(image.platforms), builder="ko", mirrors=dict(mirrors),
         main=f"./{image.main}" if image.main and not image.main.startswith(".") else image.main or ".",
         goflags=tuple(image.goflags), created_epoch=created_epoch(checkout.created),
+        cover=image.cover is not None, cover_exclude=image.cover.exclude if image.cover is not None else (),
     )
 
 
@@ -194,6 +213,7 @@ def image_specs(
                     fingerprint=fingerprint, platform=platform, index_ref=tag_ref if several else "",
                     engine=engines.get(placed.get(image.name, ""), DEFAULT_ENGINE),
                     builder=image.builder, secrets=dict(image.secrets), mirrors=dict(config.mirrors),
+                    dockerfile_name=image.dockerfile,
                 )
             )
     return specs

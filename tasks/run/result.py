@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.core.status import Status
 from tasks.run.config import DEFAULT_ENGINE, Engine
+from tasks.run.facts import BaseUse
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class ExternalImageResult(_Model):
     chart: str
     image: str
     pinned: bool  # referenced by digest
+    # The values switches that bring it in (global.produceCoverdata=true); [] when the chart's defaults use it.
+    switches: tuple[str, ...] = ()
 
 
 class SignatureResult(_Model):
@@ -97,6 +100,15 @@ class SignatureResult(_Model):
     signature: Status
     provenance: Status | None = None  # None: not attested (a chart)
     sbom: Status | None = None  # None: no SBOM (an image index, a chart)
+
+
+class ProofRow(_Model):
+    """One check of a staged release's proof, as the summary lists it."""
+
+    check: str
+    verdict: str  # passed, failed, skipped
+    detail: str
+    seconds: float = 0.0
 
 
 class ReleaseResult(_Model):
@@ -115,6 +127,9 @@ class ReleaseResult(_Model):
     public_key: str = ""  # sha256 of the public key's PEM
     signatures: tuple[SignatureResult, ...] = ()
     verify_command: str = ""
+    # A staged release: where it was staged, and the proof that passed before it was promoted here.
+    staged_at: str = ""
+    proof: tuple[ProofRow, ...] = ()
 
     def summary(self) -> dict[str, object]:
         """The ``--summary-json`` document."""
@@ -150,15 +165,21 @@ class BuiltImage:
     engine: Engine = DEFAULT_ENGINE  # the engine that holds it
     platform: str = ""  # set for one platform of a multi-platform image
     label: str = ""  # as ImageSpec.label
+    # One platform of a multi-platform image: pushed by its digest alone, never under a tag of its own
+    # (the image's tag is the index of its platforms).
+    by_digest: bool = False
     layout: Path | None = None  # an OCI image layout, for a build outside any engine
     digest: str = ""  # the layout's top manifest (an image index for several platforms)
     # What the provenance attestation records (tasks/signing.py):
-    # the base images as (image, platform), pinned (name@sha256:...) where the builder pinned them;
-    # platform "" is the image's own, else a FROM's --platform (a builder stage on the build machine's)
-    bases: tuple[tuple[str, str], ...] = ()
+    # the base images, as the source writes them and as pulled (pinned where the builder pinned them)
+    bases: tuple[BaseUse, ...] = ()
     sboms: tuple[Path, ...] = ()  # SBOMs the builder wrote itself (ko: one per platform and the index)
     started: str = ""  # when the build started and finished, RFC 3339 UTC
     finished: str = ""
+    run_id: str = ""  # the flow run that built it (a cached build keeps its own run's) and its page
+    run_url: str = ""
+    goflags: tuple[str, ...] = ()  # a ko build's GOFLAGS, the cover flags computed at the tag among them
+    cover_exclude: tuple[str, ...] | None = None  # a coverage build's exclusions (None: not built for coverage)
 
     @property
     def item(self) -> str:

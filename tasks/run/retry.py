@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,50 @@ class RetryPolicy:
         """Options for ``Task.with_options``."""
         return {
             "retries": self.attempts - 1,
-            "retry_delay_seconds": self.delays,
+            "retry_delay_seconds": waits(*self.delays),
             "retry_jitter_factor": self.jitter,
             "retry_condition_fn": retry_if_transient,
         }
+
+
+class Waits(float):
+    """Retry waits that double, given to Prefect as one number: the first wait.
+
+    Prefect records a task's ``retry_delay_seconds`` in the task run, and its UI shows that record as a
+    number of seconds: a list shows as "NaNs". A :class:`Waits` is a ``float`` (the first wait) to the
+    record and the UI, and a sequence (one wait per retry) to the engine, which takes the n-th wait of a
+    sequence for the n-th retry."""
+
+    _waits: tuple[float, ...]
+
+    def __new__(cls, *seconds: float) -> Waits:
+        first = float(seconds[0]) if seconds else 0.0
+        made = super().__new__(cls, first)
+        made._waits = tuple(float(s) for s in seconds) or (0.0,)
+        return made
+
+    def __getitem__(self, index: int) -> float:
+        return self._waits[index]
+
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._waits)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole for remote task runners
+        return (Waits, self._waits)
+
+    def __repr__(self) -> str:
+        return f"Waits{self._waits!r}"
+
+
+Sequence.register(Waits)
+
+
+def waits(*seconds: float) -> Waits:
+    """``retry_delay_seconds`` for a task: these waits, one per retry, shown in the UI as the first."""
+    return Waits(*seconds)
 
 
 def retry_if_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:

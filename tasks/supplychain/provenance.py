@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tasks.oci.layout import platform_name
-from tasks.run.facts import BuildFacts, ReleaseFacts
+from tasks.run.facts import BaseUse, BuildFacts, ReleaseFacts
 
 BUILD_TYPE = "https://github.com/llm-d-incubation/fma-release/blob/main/docs/provenance.md#release-v1"
 BASE_NAME = "org.opencontainers.image.base.name"  # annotations ko puts on what it builds
@@ -66,35 +66,78 @@ def config_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _base_dependency(base: str, platform: str) -> dict[str, Any]:
-    name, _, digest = base.partition("@")
+def _as_written(base: BaseUse | None) -> dict[str, Any]:
+    """How the source writes a base, and the mirror it was pulled from instead, as annotations."""
+    if base is None or not base.written:
+        return {}
+    found: dict[str, Any] = {"writtenAs": base.written, "writtenIn": base.where}
+    if base.mirror:
+        found["mirror"] = base.mirror
+    return found
+
+
+def _base_dependency(base: BaseUse, platform: str) -> dict[str, Any]:
+    name, _, digest = base.image.partition("@")
     query = f"?platform={quote(platform, safe='')}" if platform else ""
-    dep: dict[str, Any] = {"uri": f"pkg:docker/{base}{query}", "name": name}
+    dep: dict[str, Any] = {"uri": f"pkg:docker/{base.image}{query}", "name": name}
+    annotations = _as_written(base)
     if digest.startswith("sha256:"):
         dep["digest"] = {"sha256": digest.removeprefix("sha256:")}
     else:
-        dep["annotations"] = {"pinned": False}
+        annotations = {"pinned": False, **annotations}
+    if annotations:
+        dep["annotations"] = annotations
     return dep
 
 
 def base_dependencies(build: BuildFacts | None, manifest: Manifest) -> list[dict[str, Any]]:
-    """The base images a manifest was built on: ko's annotations on it, else the build's own pins."""
+    """The base images a manifest was built on: ko's annotations on it (with the build's record of how
+    the source writes that base), else the build's own pins; each as pulled, and as the source writes it."""
     annotations = dict(manifest.annotations)
     if BASE_NAME in annotations and BASE_DIGEST in annotations:
         name = annotations[BASE_NAME]
         query = f"?platform={quote(manifest.platform, safe='')}" if manifest.platform else ""
-        return [{"uri": f"pkg:docker/{name}{query}", "name": name.partition("@")[0],
-                 "digest": {"sha256": annotations[BASE_DIGEST].removeprefix("sha256:")}}]
+        dep: dict[str, Any] = {"uri": f"pkg:docker/{name}{query}", "name": name.partition("@")[0],
+                               "digest": {"sha256": annotations[BASE_DIGEST].removeprefix("sha256:")}}
+        written = _as_written(build.bases[0] if build is not None and len(build.bases) == 1 else None)
+        if written:
+            dep["annotations"] = written
+        return [dep]
     if build is None:
         return []
-    return [_base_dependency(base, platform or build.platform or manifest.platform) for base, platform in build.bases]
+    return [_base_dependency(base, base.platform or build.platform or manifest.platform) for base in build.bases]
+
+
+def building_run(build: BuildFacts | None, builds: tuple[BuildFacts, ...]) -> BuildFacts | None:
+    """The build whose run a manifest's provenance names: its own, else (an index of several builds)
+    any of ``builds`` when they all come from one run; ``None`` when no build recorded its run."""
+    if build is not None:
+        return build if build.run_id else None
+    runs = {(b.run_id, b.run_url) for b in builds}
+    return builds[0] if len(runs) == 1 and builds[0].run_id else None
+
+
+def _internal(builder: str, build: BuildFacts | None) -> dict[str, Any]:
+    internal: dict[str, Any] = {"builder": builder}
+    if build is None:
+        return internal
+    if build.fingerprint:
+        internal["fingerprint"] = build.fingerprint
+    if build.goflags:
+        internal["goflags"] = " ".join(build.goflags)
+    if build.cover_exclude is not None:
+        internal["cover"] = {"exclude": list(build.cover_exclude)}
+    return internal
 
 
 def provenance_predicate(
     release: ReleaseFacts, build: BuildFacts | None, manifest: Manifest, *, image: str, builder: str,
+    builds: tuple[BuildFacts, ...] = (),
 ) -> dict[str, Any]:
-    """The SLSA v1 provenance predicate of ``manifest`` of ``image``; ``build``: this run's build of it
-    (``None`` when an earlier run with the same inputs built it, which this run found published)."""
+    """The SLSA v1 provenance predicate of ``manifest`` of ``image``. ``build``: the build of it (this
+    run's, or the one an earlier run recorded when this run found the image already published; ``None``
+    when neither is known, or for an index); ``builds``: every build of the image. The builder is the
+    run that built it (as the build records it), else this run."""
     external: dict[str, Any] = {
         "tag": release.tag,
         "source": release.source,
@@ -111,10 +154,8 @@ def provenance_predicate(
     dependencies += base_dependencies(build, manifest)
     dependencies += [{"uri": f"pkg:oci/{image}@{digest}", "name": platform,
                       "digest": {"sha256": digest.removeprefix("sha256:")}} for platform, digest in manifest.entries]
-    internal: dict[str, Any] = {"builder": builder}
-    if build is not None and build.fingerprint:
-        internal["fingerprint"] = build.fingerprint
-    metadata: dict[str, Any] = {"invocationID": release.run_id}
+    made_by = building_run(build, builds)
+    metadata: dict[str, Any] = {"invocationID": made_by.run_id if made_by else release.run_id}
     if build is not None and build.started:
         metadata["startedOn"] = build.started
     if build is not None and build.finished:
@@ -123,11 +164,12 @@ def provenance_predicate(
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": external,
-            "internalParameters": internal,
+            "internalParameters": _internal(builder, build),
             "resolvedDependencies": dependencies,
         },
         "runDetails": {
-            "builder": {"id": release.run_url, "version": dict(release.versions)},
+            "builder": {"id": made_by.run_url if made_by and made_by.run_url else release.run_url,
+                        "version": dict(release.versions)},
             "metadata": metadata,
         },
     }

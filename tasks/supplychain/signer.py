@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.core.errors import SigningError
-from tasks.run.facts import BuildFacts, Signer, SigningKey
+from tasks.core.status import Status
+from tasks.oci.registry import RegistryAPI
+from tasks.run.facts import BaseUse, BuildFacts, Signer, SigningKey
 from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PublishedChart, PushedImage
 from tasks.run.settings import Settings
-from tasks.supplychain.cosign import Cosign
+from tasks.supplychain.cosign import Cosign, VerifyFailed
+from tasks.supplychain.provenance import cosign_tag
 
 UNSIGNED = "unsigned: no signing key is configured (set FMA_SIGNING_KEY to a cosign key file to sign)"
 
@@ -66,8 +69,13 @@ class SignJob:
 
 
 def build_facts(built: BuiltImage, builder: str) -> BuildFacts:
+    """What a provenance statement records of ``built`` (a result cached before bases were recorded as
+    written holds (image, platform) pairs: those are taken as pulled, with nothing known of the source)."""
+    bases = tuple(base if isinstance(base, BaseUse) else BaseUse(image=str(base[0]), platform=str(base[1]))
+                  for base in built.bases)
     return BuildFacts(name=built.name, builder=builder, fingerprint=built.fingerprint, platform=built.platform,
-                      bases=built.bases, started=built.started, finished=built.finished)
+                      bases=bases, started=built.started, finished=built.finished, run_id=built.run_id,
+                      run_url=built.run_url, goflags=built.goflags, cover_exclude=built.cover_exclude)
 
 
 def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
@@ -79,16 +87,21 @@ def builder_sbom(sboms: tuple[Path, ...], platform: str) -> Path | None:
     return found[0] if len(found) == 1 and found[0].is_file() else None
 
 
-def image_jobs(images: Sequence[PushedImage], built: Sequence[BuiltImage], specs: Sequence[ImageSpec]) -> list[SignJob]:
-    """A sign job per published image, with this run's builds of it (none when it was already published)."""
+def image_jobs(images: Sequence[PushedImage], built: Sequence[BuiltImage], specs: Sequence[ImageSpec],
+               recorded: Sequence[BuildFacts] = ()) -> list[SignJob]:
+    """A sign job per published image, with its builds: this run's, and for a platform this run did not
+    build (the image was already published), the build an earlier run ``recorded`` of it, if any."""
     builders = {spec.name: spec.builder for spec in specs}
     jobs = []
     for image in images:
         own = [b for b in built if b.name == image.name]
         builder = builders.get(image.name, "")
+        facts = [build_facts(b, builder) for b in own]
+        done = {f.platform for f in facts}
+        facts += [f for f in recorded if f.name == image.name and f.platform not in done]
         jobs.append(SignJob(
             name=image.name, ref=image.ref, digest=image.digest, builder=builder,
-            builds=tuple(build_facts(b, builder) for b in own), sboms=tuple(path for b in own for path in b.sboms),
+            builds=tuple(facts), sboms=tuple(path for b in own for path in b.sboms),
         ))
     return jobs
 
@@ -97,3 +110,17 @@ def chart_jobs(charts: Sequence[PublishedChart]) -> list[SignJob]:
     """A sign job per published chart (its OCI manifest at the version)."""
     return [SignJob(name=chart.name, ref=f"{chart.ref.removeprefix('oci://')}:{chart.version}", digest=chart.digest,
                     kind="chart") for chart in charts]
+
+
+def ensure_signed(tool: Cosign, api: RegistryAPI, path: str, digest: str) -> Status:
+    """Sign the manifest ``digest`` of the repository ``path`` (on ``api``'s host) unless a signature there
+    verifies with the tool's public key already. Only a signature tag that exists is read back with cosign
+    (one HEAD first): a first signing costs no verify."""
+    ref = f"{api.host}/{path}@{digest}"
+    try:
+        if api.digest(path, cosign_tag(digest, "sig")) and tool.verify(ref):
+            return Status.ALREADY_SIGNED
+    except VerifyFailed:
+        pass
+    tool.sign(ref)
+    return Status.SIGNED

@@ -12,7 +12,10 @@ for, when one is given). A tag pointed at another release's signed image fails, 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 from tasks.core.errors import ConfigError
 from tasks.oci.references import Reference, chart_remote
 from tasks.oci.registry import Registries
-from tasks.run.config import ReleaseConfig
+from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig
 from tasks.run.settings import Settings
 from tasks.run.tags import parse_tag
 from tasks.supplychain.cosign import PROVENANCE, SBOM, Cosign, VerifyFailed
@@ -92,17 +95,17 @@ def _attested(tool: Cosign, ref: str, digest: str, predicate_type: str) -> tuple
     return OK, predicates
 
 
-def _provenance(tool: Cosign, ref: str, digest: str, *, request: VerifyRequest, name: str,
-                origins: dict[tuple[str, str], list[str]], artifact: str) -> str:
+def _provenance(tool: Cosign, ref: str, digest: str, *, request: VerifyRequest,
+                name: str) -> tuple[str, tuple[str, str] | None]:
+    """The provenance verdict, and the ``(source, commit)`` of the statement that passed."""
     verdict, predicates = _attested(tool, ref, digest, PROVENANCE)
     if verdict != OK:
-        return verdict
+        return verdict, None
     reasons = [provenance_mismatch(p, tag=request.tag, name=name, source=request.source) for p in predicates]
     if all(reasons):
-        return reasons[0]
+        return reasons[0], None
     good = next(p for p, reason in zip(predicates, reasons, strict=True) if not reason)
-    origins.setdefault(origin(good), []).append(artifact)
-    return OK
+    return OK, origin(good)
 
 
 def _signed(tool: Cosign, ref: str) -> str:
@@ -113,41 +116,75 @@ def _signed(tool: Cosign, ref: str) -> str:
     return OK
 
 
-def verify_release(request: VerifyRequest, settings: Settings) -> list[Check]:
-    """Every check of the release's images and charts, in order."""
+@dataclass(frozen=True)
+class _Item:
+    """One manifest to check: where it is, and what applies to it."""
+
+    artifact: str  # the image's (or chart's) name in the release config
+    label: str  # as the table names it: "requester linux/arm64"
+    host: str
+    ref: str  # host/repository@digest
+    digest: str
+    chart: bool = False
+    sbom: bool = False
+
+
+MAX_PARALLEL = 4  # cosign processes at once: each check is one, and a release has tens
+
+
+def _targets(request: VerifyRequest, registries: Registries) -> list[_Item | Check]:
+    """Every manifest of the release, read from the registry (a :class:`Check` for what is not there)."""
     version = parse_tag(request.tag).version
-    registries = Registries(settings)
-    public_pem = request.public_key.read_text()
-    checks: list[Check] = []
-    origins: dict[tuple[str, str], list[str]] = {}  # (source, commit) -> the manifests whose provenance names it
     targets = [(image.name, f"{request.registry}/{image.name}:{request.tag}", False)
                for image in request.config.images]
     remote = chart_remote(request.registry, request.chart_registry).removeprefix("oci://")
     targets += [(f"chart {name}", f"{remote}/{name}:{version}", True) for name in request.charts]
+    found: list[_Item | Check] = []
     for artifact, ref, is_chart in targets:
         target = Reference.parse(ref)
         repository = f"{target.host}/{target.repository}"
         with registries.api(target.host) as api:
-            found = api.manifest(target.repository, target.tag)
-        if found is None:
-            checks.append(Check(artifact=artifact, digest="", signature=f"{ref} is not in the registry"))
-            continue
-        digest, manifest = found
-        with Cosign(settings, target.host, schemes=registries.schemes, public_pem=public_pem) as tool:
-            if is_chart:
-                signature = _signed(tool, f"{repository}@{digest}")
-                checks.append(Check(artifact=artifact, digest=digest, signature=signature))
-                continue
-            for item in manifests_to_sign(digest, manifest):
-                at = f"{repository}@{item.digest}"
-                label = f"{artifact} {item.platform}".strip()
-                checks.append(Check(
-                    artifact=label, digest=item.digest, signature=_signed(tool, at),
-                    provenance=_provenance(tool, at, item.digest, request=request, name=artifact,
-                                           origins=origins, artifact=label),
-                    sbom=_attested(tool, at, item.digest, SBOM)[0] if item.wants_sbom else "",
-                ))
-    return _one_origin(checks, origins)
+            manifest = api.manifest(target.repository, target.tag)
+        if manifest is None:
+            found.append(Check(artifact=artifact, digest="", signature=f"{ref} is not in the registry"))
+        elif is_chart:
+            found.append(_Item(artifact, artifact, target.host, f"{repository}@{manifest[0]}", manifest[0], chart=True))
+        else:
+            found += [_Item(artifact, f"{artifact} {item.platform}".strip(), target.host,
+                            f"{repository}@{item.digest}", item.digest, sbom=item.wants_sbom)
+                      for item in manifests_to_sign(*manifest)]
+    return found
+
+
+def verify_release(request: VerifyRequest, settings: Settings) -> list[Check]:
+    """Every check of the release's images and charts, in order. The manifests are read first; their
+    signatures and attestations are then checked a few at a time (each check is a cosign process)."""
+    registries = Registries(settings)
+    public_pem = request.public_key.read_text()
+    found = _targets(request, registries)
+    with ExitStack() as stack:
+        tools = {host: stack.enter_context(Cosign(settings, host, schemes=registries.schemes, public_pem=public_pem))
+                 for host in sorted({item.host for item in found if isinstance(item, _Item)})}
+
+        def check(item: _Item | Check) -> tuple[Check, tuple[str, str] | None]:
+            if isinstance(item, Check):
+                return item, None
+            tool = tools[item.host]
+            signature = _signed(tool, item.ref)
+            if item.chart:
+                return Check(artifact=item.label, digest=item.digest, signature=signature), None
+            provenance, source = _provenance(tool, item.ref, item.digest, request=request, name=item.artifact)
+            sbom = _attested(tool, item.ref, item.digest, SBOM)[0] if item.sbom else ""
+            return Check(artifact=item.label, digest=item.digest, signature=signature, provenance=provenance,
+                         sbom=sbom), source
+
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(found)))) as pool:
+            done = list(pool.map(check, found))
+    origins: dict[tuple[str, str], list[str]] = {}  # (source, commit) -> the manifests whose provenance names it
+    for checked, source in done:
+        if source is not None:
+            origins.setdefault(source, []).append(checked.artifact)
+    return _one_origin([checked for checked, _ in done], origins)
 
 
 def _one_origin(checks: list[Check], origins: dict[tuple[str, str], list[str]]) -> list[Check]:
@@ -183,6 +220,22 @@ def failure_line(checks: Sequence[Check]) -> str:
     if not failed:
         return ""
     return f"{len(failed)} of {len(checks)} artifact(s) failed verification: " + ", ".join(failed)
+
+
+def verify_command_line(tag: str, *, registry: str, chart_registry: str, config_path: Path, charts: Sequence[str],
+                        source: str = "") -> str:
+    """The ``fma-release verify`` command that checks a release at ``registry`` (pure): its options only
+    where they differ from the defaults."""
+    parts = ["fma-release", "verify", tag, "--key", "cosign.pub", "--registry", registry]
+    if source:
+        parts += ["--source", source]
+    if chart_registry != chart_remote(registry, None):
+        parts += ["--chart-registry", chart_registry]
+    if config_path.resolve() != DEFAULT_CONFIG.resolve():
+        parts += ["--config", str(config_path)]
+    for chart in charts:
+        parts += ["--chart", chart]
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 def check_inputs(request: VerifyRequest) -> None:

@@ -212,22 +212,25 @@ def test_stage_the_target_does_not_need_is_skipped(
 def test_failing_run_is_one_line_naming_the_step_and_exit_code(
     buildkit: BuildkitClient, tags: list[str], registry: RegistryProcess, namespace: str, base: str, tmp_path: Path,
 ) -> None:
-    """The error names the stage and step as BuildKit does, the exit code, and the Dockerfile to fix."""
+    """The error names the stage and step as BuildKit does, the exit code, and the Dockerfile to fix at the
+    step's line; the step's own last lines (stderr too) come with it."""
     dockerfile = tmp_path / "Dockerfile.requester"
     dockerfile.write_text(
         f"FROM {base} AS builder\n"
         f'RUN ["/bin/busybox", "sh", "-c", "echo {uuid.uuid4().hex}"]\n'
-        'RUN ["/bin/busybox", "sh", "-c", "exit 3"]\n'
+        'RUN ["/bin/busybox", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo try $i; done; '
+        'echo no model index here >&2; exit 3"]\n'
         f"FROM {base}\n"
         "COPY --from=builder /bin/busybox /app/busybox\n")
     with pytest.raises(ImageBuildError) as caught:
-        _build(buildkit, tags, registry, namespace, dockerfile)
+        _build(buildkit, tags, registry, namespace, dockerfile, dockerfile_name="dockerfiles/Dockerfile.requester")
     message = str(caught.value)
     assert caught.value.image == "requester"
     assert "\n" not in message
     assert message.startswith('image requester linux/amd64 failed to build at [builder 3/3] RUN ["/bin/busybox", "sh"')
     assert "exit code: 3" in message
-    assert message.endswith("fix the Dockerfile Dockerfile.requester and re-run")
+    assert message.endswith("fix the Dockerfile dockerfiles/Dockerfile.requester (line 3) and re-run")
+    assert caught.value.output == ("try 4", "try 5", "try 6", "try 7", "try 8", "no model index here")
 
 
 def test_foreign_step_without_emulator_says_how_to_get_one(
@@ -260,12 +263,15 @@ def test_unreachable_engine_is_an_engine_error(buildkit: BuildkitClient, tmp_pat
 def test_base_that_cannot_be_fetched_names_the_base_and_its_registry(
     buildkit: BuildkitClient, tags: list[str], registry: RegistryProcess, namespace: str, tmp_path: Path,
 ) -> None:
-    """A FROM image whose registry does not answer is a base-image error, not a Dockerfile one."""
+    """A FROM image whose registry does not answer is a base-image error, not a Dockerfile one: it names the
+    FROM line as the source writes it, and mirrors: as the way to point it elsewhere."""
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM 127.0.0.1:9/bases/busybox:1\nRUN [\"/bin/busybox\", \"true\"]\n")
-    with pytest.raises(ImageBuildError, match=r"cannot get the base image 127.0.0.1:9/bases/busybox:1: .*refused; "
-                                              r"check the FROM line and that 127.0.0.1:9 answers"):
-        _build(buildkit, tags, registry, namespace, dockerfile)
+    written = {"127.0.0.1:9/bases/busybox:1": "FROM 127.0.0.1:9/bases/busybox:1 (dockerfiles/Dockerfile line 1)"}
+    with pytest.raises(ImageBuildError, match=r"cannot get the base image 127.0.0.1:9/bases/busybox:1 for FROM "
+                                              r"127.0.0.1:9/bases/busybox:1 \(dockerfiles/Dockerfile line 1\): "
+                                              r".*refused; check that 127.0.0.1:9 answers .*mirrors: in the release"):
+        _build(buildkit, tags, registry, namespace, dockerfile, from_lines=written)
 
 
 def test_build_goes_to_the_engine_it_names(

@@ -40,6 +40,7 @@ class Deployed:
     repo: str
     publish: Any
     watch: Any
+    promote: Any
     src: SampleSource
     namespace: str
 
@@ -50,6 +51,7 @@ def project_yaml_for_test(suffix: str, repo: str, pool: str, src: SampleSource, 
     for old, new in (
         ("- name: publish-release\n", f"- name: publish-release-{suffix}\n"),
         ("- name: watch-releases\n", f"- name: watch-releases-{suffix}\n"),
+        ("- name: promote-release\n", f"- name: promote-release-{suffix}\n"),
         ("name: fma-release\n    work_queue_name", f"name: {pool}\n    work_queue_name"),
         ("&repository llm-d-incubation/llm-d-fast-model-actuation", f"&repository {repo}"),
         ("source: https://github.com/llm-d-incubation/llm-d-fast-model-actuation.git",
@@ -81,8 +83,9 @@ def deployed(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
         with get_client(sync_client=True) as client:
             publish = client.read_deployment_by_name(f"publish-release/publish-release-{suffix}")
             watch = client.read_deployment_by_name(f"watch-releases/watch-releases-{suffix}")
-        ids = [publish.id, watch.id]
-        yield Deployed(pool, repo, publish, watch, src, namespace)
+            promote = client.read_deployment_by_name(f"promote-release/promote-release-{suffix}")
+        ids = [publish.id, watch.id, promote.id]
+        yield Deployed(pool, repo, publish, watch, promote, src, namespace)
     finally:
         with get_client(sync_client=True) as client:
             for deployment_id in ids:
@@ -108,6 +111,19 @@ def test_prefect_deploy_all_registers_both_deployments(deployed: Deployed) -> No
     (schedule,) = watch.schedules
     assert schedule.schedule.model_dump()["interval"].total_seconds() == 3600
     assert watch.parameters["deployment"] == "publish-release/publish-release"
+
+
+def test_prefect_deploy_all_registers_promote_release(deployed: Deployed) -> None:
+    """promote-release: the tag required, the registries pinned by the deployment, no trigger (started by hand)."""
+    promote = deployed.promote
+    assert promote.work_pool_name == deployed.pool
+    schema = promote.parameter_openapi_schema or {}
+    assert schema["required"] == ["tag", "from_registry", "to_registry"]
+    assert schema["properties"]["tag"]["description"] and schema["properties"]["charts"]["anyOf"][0]["type"] == "array"
+    assert promote.parameters["from_registry"] == "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation"
+    assert promote.parameters["to_registry"] and "tag" not in promote.parameters
+    with get_client(sync_client=True) as client:
+        assert client.read_resource_related_automations(f"prefect.deployment.{promote.id}") == []
 
 
 def test_process_worker_runs_the_triggered_release(deployed: Deployed, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ The release checked is the run's shared one (tests/integration/shared.py: the CL
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,9 +16,12 @@ import helm_python as helm
 import pytest
 import yaml
 
+from devkit.fma_files import INSPECTOR_IMAGE, METRICS_PROXY_IMAGE, METRICS_PROXY_SWITCH
 from devkit.registry import RegistryProcess
 from flows.release import release
 from tasks.oci.registry import RegistryAPI
+from tasks.run.result import ReleaseResult
+from tasks.summary import render_summary
 from tests.integration.shared import Signed
 
 pytestmark = pytest.mark.integration
@@ -85,7 +89,8 @@ def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
     signed: Signed, tmp_path: Path,
 ) -> None:
     """Templates byte-identical to the tag's (not HEAD's); values.yaml differs in imageRegistry and imageTag only;
-    the busybox inspector is listed as external and unpinned."""
+    the busybox inspector is listed as external and unpinned, and so is the metrics proxy, with the switch that
+    brings it in."""
     src, reg, summary = signed.src, signed.registry, signed.summary
     (chart,) = summary["charts"]
     assert (chart["name"], chart["version"]) == ("fma-controllers", "0.6.4")
@@ -116,7 +121,10 @@ def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
     assert released_values == tagged_values
     chart_yaml = yaml.safe_load(files["Chart.yaml"])
     assert (chart_yaml["version"], chart_yaml["appVersion"]) == ("0.6.4", "v0.6.4")
-    assert summary["external_images"] == [{"chart": "fma-controllers", "image": "busybox:1.38.0", "pinned": False}]
+    assert summary["external_images"] == [
+        {"chart": "fma-controllers", "image": INSPECTOR_IMAGE, "pinned": False, "switches": []},
+        {"chart": "fma-controllers", "image": METRICS_PROXY_IMAGE, "pinned": False, "switches": [METRICS_PROXY_SWITCH]},
+    ]
 
 
 def test_the_same_tag_in_another_repository_gives_the_same_ko_digests_and_a_rerelease_builds_nothing(
@@ -154,3 +162,92 @@ def test_the_requesters_builder_stage_ran_natively_for_arm64(
         assert found is not None and found.config["architecture"] == "arm64"
         assert layer_file(api, f"{namespace}/requester", found.manifest, "app/built-on") == b"x86_64\n"
         assert layer_file(api, f"{namespace}/requester", found.manifest, "app/target") == b"linux/arm64\n"
+
+
+def _coverdata(ref: str, platform: str, coverdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the released image for ``platform`` (arm64 under qemu) with GOCOVERDIR on a host directory."""
+    coverdir.mkdir(mode=0o777)
+    coverdir.chmod(0o777)  # whoever the image runs as may write there
+    return subprocess.run(["docker", "run", "--rm", "--platform", platform, "-e", "GOCOVERDIR=/coverdata",
+                           "-v", f"{coverdir}:/coverdata", ref], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_the_released_dual_pods_controller_writes_coverage_data_as_upstreams_and_the_populator_none(
+    signed: Signed, tmp_path: Path,
+) -> None:
+    """With the default release.yaml, dual-pods-controller (cover, pkg/generated/ excluded) writes coverage data
+    under GOCOVERDIR on linux/amd64 and on linux/arm64 under qemu, with no package of pkg/generated/ among the
+    covered ones though it links one; launcher-populator (no cover) writes none."""
+    reg = signed.registry
+    refs = [f"{reg}/{name}:v0.6.4" for name in KO_IMAGES]
+    try:
+        for arch in ("amd64", "arm64"):
+            coverdir = tmp_path / f"dual-pods-{arch}"
+            out = _coverdata(refs[0], f"linux/{arch}", coverdir)
+            assert out.returncode == 0, out.stderr
+            assert f"platform=linux/{arch} coverdata=/coverdata" in out.stdout
+            assert {p.name.split(".")[0] for p in coverdir.iterdir()} == {"covmeta", "covcounters"}
+            listed = subprocess.run(["go", "tool", "covdata", "pkglist", "-i", str(coverdir)], capture_output=True,
+                                    text=True, timeout=120, check=True).stdout.split()
+            module = "example.invalid/fma-sample"
+            assert {f"{module}/cmd/dual-pods-controller", f"{module}/pkg/buildinfo"} <= set(listed)
+            assert [p for p in listed if "/pkg/generated/" in p] == []
+            populator = tmp_path / f"populator-{arch}"
+            out = _coverdata(refs[1], f"linux/{arch}", populator)
+            assert out.returncode == 0, out.stderr
+            assert list(populator.iterdir()) == []
+    finally:
+        for ref in refs:
+            subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)
+
+
+COSIGN_TAG = re.compile(r"^sha256-[0-9a-f]{64}\.(sig|att)$")
+RELEASE_TAG = re.compile(r"^v\d+\.\d+\.\d+(-(alpha|beta|rc)\.\d+)?$")
+
+
+def test_the_registry_lists_only_the_release_tag_and_cosigns_tags(signed: Signed, registry: RegistryProcess) -> None:
+    """/v2/<repo>/tags/list of each image after the signed release: the release's tag and cosign's
+    sha256-<digest>.sig / .att tags, nothing else (no per-platform tag of the requester, as upstream's buildx and ko
+    push none); every platform manifest is there by digest and signed."""
+    reg, summary = signed.registry, signed.summary
+    namespace = reg.split("/", 1)[1]
+    with RegistryAPI(registry.host) as api:
+        for image in summary["images"]:
+            tags = api.tags(f"{namespace}/{image['name']}")
+            assert "v0.6.4" in tags
+            others = [t for t in tags if not COSIGN_TAG.match(t) and not RELEASE_TAG.match(t)]
+            assert others == [], f"{image['name']}: {others}"
+            for platform in image["platforms"]:
+                assert api.digest(f"{namespace}/{image['name']}", platform["digest"]) == platform["digest"]
+                assert platform["digest"].replace(":", "-") + ".sig" in tags
+    (requester,) = [i for i in summary["images"] if i["name"] == "requester"]
+    assert [p["platform"] for p in requester["platforms"]] == ["linux/amd64", "linux/arm64"]
+
+
+def image_rows(summary: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Each image's rows, status left out: the JSON's and the markdown's Images table."""
+    rows = [(i["name"], i["ref"], i["digest"], [(p["platform"], p["ref"], p["digest"]) for p in i["platforms"]])
+            for i in summary["images"]]
+    text = render_summary(ReleaseResult.model_validate(summary))
+    table = text.split("## Images", 1)[1].split("## Charts", 1)[0]
+    return rows, [line for line in table.splitlines() if line.startswith("| ")]
+
+
+def test_an_already_published_image_shows_the_same_rows_as_when_it_was_built(
+    signed: Signed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str, str]],
+) -> None:
+    """The shared release built every image; released again with no record (the run reads the registry), every
+    image is kept, and the JSON and the markdown list the same rows: ko's and BuildKit's indexes with each real
+    platform, never `all`."""
+    src, reg = signed.src, signed.registry
+    monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))  # no record of the release here
+    again = release(tag=src.tag, source=str(src.path), registry=reg, retry_base_delay=0.1).summary()
+    assert [(item, state) for item, state, _ in events
+            if state in ("building", "pushing") and not item.startswith("chart ")] == []
+    assert all(i["status"] == "already published" for i in again["images"])
+    assert image_rows(again) == image_rows(signed.summary)
+    platforms = {p["platform"] for i in again["images"] for p in i["platforms"]}
+    assert platforms == {"linux/amd64", "linux/arm64"}
+    (dpc,) = [line for line in image_rows(again)[1] if line.startswith("| dual-pods-controller |")]
+    assert "| index of linux/amd64, linux/arm64 |" in dpc

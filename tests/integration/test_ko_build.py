@@ -18,9 +18,10 @@ import docker
 import pytest
 
 from devkit.faultproxy import FaultProxy, Rule
+from devkit.fma_sample import FmaBases, make_fma_source
 from devkit.multiarch import busybox_index
 from devkit.registry import RegistryProcess, free_port
-from tasks.builders.ko import KoBuild, build_with_ko
+from tasks.builders.ko import KoBuild, build_with_ko, compile_with_ko, download_modules
 from tasks.core.errors import ImageBuildError, RegistryError
 from tasks.core.sandbox import build_user
 from tasks.oci.layout import IMAGE_TYPES, OciLayout, push_layout
@@ -68,7 +69,7 @@ class QuietLog:
     def info(self, msg: str, *args: object) -> None:
         self.lines.append(msg % args)
 
-    debug = warning = info
+    debug = info
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,14 @@ def test_one_platform_is_a_plain_image(hello: Built, tmp_path: Path) -> None:
 
 
 def test_main_that_does_not_compile_fails_with_the_compiler_line(hello: Built, tmp_path: Path) -> None:
-    """A compile error is one ImageBuildError line carrying the compiler's own first error line."""
+    """A compile error is one ImageBuildError line carrying the compiler's own first error line; the compiler's
+    lines come with it for the console."""
     with pytest.raises(ImageBuildError) as caught:
         build_with_ko(replace(hello.build, name="broken", main="./cmd/broken", out=tmp_path / "b"), QuietLog())
     message = str(caught.value)
     assert caught.value.image == "broken"
     assert "cmd/broken/main.go:4:2: undefined: foo" in message and "\n" not in message
+    assert caught.value.output == ("# example.test/hello/cmd/broken", "cmd/broken/main.go:4:2: undefined: foo")
 
 
 def test_package_that_is_not_main_fails_saying_so(hello: Built, tmp_path: Path) -> None:
@@ -229,16 +232,33 @@ def test_missing_base_fails_naming_it(hello: Built, registry: RegistryProcess, t
     source = write_module(tmp_path / "src", missing := f"{registry.host}/nothing/here:1")
     with pytest.raises(ImageBuildError) as caught:
         build_with_ko(replace(hello.build, source=source, out=tmp_path / "m"), QuietLog())
-    assert f"the base image {missing} is not in its registry" in str(caught.value)
+    assert f"the base image {missing} (.ko.yaml line 1) is not in its registry" in str(caught.value)
     assert "defaultBaseImage" in str(caught.value)
 
 
 def test_unreachable_base_registry_fails_naming_the_host(hello: Built, tmp_path: Path) -> None:
-    """A base on a registry nobody listens on fails naming that host."""
+    """A base on a registry nobody listens on fails naming that host, the base at its .ko.yaml line, and
+    mirrors: as the way to pull it from elsewhere."""
     host = f"127.0.0.1:{free_port()}"
     source = write_module(tmp_path / "src", f"{host}/base/busybox:1")
-    with pytest.raises(ImageBuildError, match=f"cannot reach the registry {host} "):
+    with pytest.raises(ImageBuildError, match=f"cannot reach the registry {host} for the base image {host}/base/"
+                                              r"busybox:1 \(\.ko\.yaml line 1\); .*mirrors: in the release config"):
         build_with_ko(replace(hello.build, source=source, out=tmp_path / "u"), QuietLog())
+
+
+def test_an_unreachable_mirror_names_the_base_as_written_and_the_mirror(hello: Built, tmp_path: Path) -> None:
+    """A base that mirrors: sends to a registry nobody listens on is named as .ko.yaml writes it, with the
+    mirror and that entry of mirrors: to check."""
+    host = f"127.0.0.1:{free_port()}"
+    mirror = f"{host}/mirror/cgr.dev"
+    source = write_module(tmp_path / "src", "cgr.dev/chainguard/static:latest")
+    with pytest.raises(ImageBuildError) as caught:
+        build_with_ko(replace(hello.build, source=source, mirrors={"cgr.dev": mirror}, out=tmp_path / "um"),
+                      QuietLog())
+    assert str(caught.value) == (
+        f"image {hello.build.name}: cannot reach the registry {host} for the base image "
+        f"cgr.dev/chainguard/static:latest (.ko.yaml line 1), from its mirror {mirror}/chainguard/static:latest "
+        f"(mirrors: in the release config); check that entry of mirrors: and that {host} answers")
 
 
 def test_mirrors_pull_a_cgr_base_from_the_test_registry(
@@ -386,23 +406,55 @@ def test_goflags_reach_the_compiler_as_fmas_coverage_build(hello: Built, tmp_pat
     assert b"GOCOVERDIR" not in _layout_binary(hello.layout, plain)
 
 
-def test_a_truncated_entry_in_ko_s_base_image_cache_is_discarded_and_the_build_goes_on(
-    hello: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """As a ko killed while it wrote its base-image cache leaves it (or as another ko process reads it while it is
-    written): every blob of KOCACHE/img cut in half. ko fails reading it; the build discards that cache, says so
-    in its log, and builds the same image again."""
-    kocache = tmp_path / "kocache"
-    monkeypatch.setenv("KOCACHE", str(kocache))  # a cache of this test's own (ko runs as this process's user)
-    first = build_with_ko(replace(hello.build, out=tmp_path / "first"), QuietLog())
-    blobs = list((kocache / "img" / "blobs" / "sha256").iterdir())
-    assert blobs, "ko kept no base image in its cache"
-    for blob in blobs:
-        data = blob.read_bytes()
-        blob.write_bytes(data[: len(data) // 2])
+COVERED_MAIN = (
+    'package main\n\nimport (\n\t"fmt"\n\n\t"example.test/hello/internal/greet"\n'
+    '\t"example.test/hello/pkg/generated/fake"\n)\n\n'
+    "func main() { fmt.Println(greet.Arch(), fake.Name()) }\n"
+)
 
+GENERATED = 'package fake\n\n// Name names it.\nfunc Name() string { return "f" }\n'
+
+
+def test_cover_lists_the_modules_packages_as_the_build_user_and_leaves_the_excluded_out(
+    hello: Built, tmp_path: Path,
+) -> None:
+    """cover: the packages of the module at build time (go list, as the build user), but pkg/generated/, go to
+    -coverpkg; the binary writes coverage data under GOCOVERDIR for every listed package it links, none for
+    pkg/generated/; the GOFLAGS come back for the provenance."""
+    source = write_module(tmp_path / "src", hello.base)
+    for path, text in {"cmd/hello/main.go": COVERED_MAIN, "pkg/generated/fake/fake.go": GENERATED}.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(text)
     log = QuietLog()
-    again = build_with_ko(replace(hello.build, out=tmp_path / "again"), log)
-    assert again.digest == first.digest
-    assert any("could not read its base-image cache" in line for line in log.lines), log.lines
-    assert not list(kocache.glob("img.discarded-*"))
+    made = compile_with_ko(replace(hello.build, source=source, platforms=("linux/amd64",), cover=True,
+                                   cover_exclude=("pkg/generated",), out=tmp_path / "covered"), log, user=build_user())
+    listed = {"example.test/hello/cmd/broken", "example.test/hello/cmd/hello", "example.test/hello/cmd/library",
+              "example.test/hello/internal/greet"}  # every package of the module but pkg/generated/fake
+    assert made.goflags[0] == "-cover" and set(made.goflags[1].removeprefix("-coverpkg=").split(",")) == listed
+    assert any("built for coverage of 4 package(s) of example.test/hello (pkg/generated left out)" in line
+               for line in log.lines)
+    binary = tmp_path / "hello"
+    binary.write_bytes(_layout_binary(made.layout, made.layout.digest))
+    binary.chmod(0o755)
+    coverdir = tmp_path / "coverdata"
+    coverdir.mkdir()
+    out = subprocess.run([str(binary)], env={"GOCOVERDIR": str(coverdir)}, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["amd64", "f"]
+    assert {p.name.split(".")[0] for p in coverdir.iterdir()} == {"covmeta", "covcounters"}
+    packages = subprocess.run(["go", "tool", "covdata", "pkglist", "-i", str(coverdir)], capture_output=True,
+                              text=True, timeout=120, check=True).stdout.split()
+    assert set(packages) == {"example.test/hello/cmd/hello", "example.test/hello/internal/greet"}
+
+
+def test_go_modules_download_as_the_build_user_finds_the_module(
+    fma_bases: FmaBases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Go modules step copies go.mod below the build user's TMPDIR, not into it: go ignores a go.mod in
+    the temp root ("no modules specified"), which made every cold release skip the download. The
+    FMA-shaped sample needs no module, so the download succeeds with none and no network (GOPROXY=off)."""
+    monkeypatch.setenv("GOPROXY", "off")
+    src = make_fma_source(tmp_path / "fma", bases=fma_bases)
+    log = QuietLog()
+    assert download_modules(src.path, log, user=build_user()) == 0
+    assert "Go modules: 0 in the cache" in log.lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -65,9 +66,10 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
 
     multi, single = summary["images"]
     assert [p["platform"] for p in multi["platforms"]] == ["linux/amd64", "linux/arm64"]
-    assert [p["ref"] for p in multi["platforms"]] == [f"{reg}/{MULTI}:v0.3.1-linux-amd64",
-                                                      f"{reg}/{MULTI}:v0.3.1-linux-arm64"]
+    # Each platform image is pushed by digest, as ko's are: the registry lists the release's tag alone.
+    assert [p["ref"] for p in multi["platforms"]] == [f"{reg}/{MULTI}@{p['digest']}" for p in multi["platforms"]]
     with RegistryAPI(registry.host) as api:
+        assert api.tags(f"{namespace}/{MULTI}") == ["v0.3.1"]
         found = api.manifest_bytes(f"{namespace}/{MULTI}", "v0.3.1")
         assert found is not None
         digest, media_type, body = found
@@ -104,11 +106,12 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
                     with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
                         engine.remove_image(name, force=True)
 
-    from tests.integration.prefect_helpers import recorded_task_runs, run_of
+    from tests.integration.prefect_helpers import recorded_task_runs, run_of, wait_for
 
     expected = {f"build {MULTI} linux/arm64", f"push {MULTI} linux/arm64", f"build {SINGLE}", f"push {SINGLE}",
                 f"index {MULTI}"}
-    names = {t.name for t in recorded_task_runs(run_of(src.tag, src.path).id, *expected)}
+    first_run = run_of(src.tag, src.path).id
+    names = {t.name for t in recorded_task_runs(first_run, *expected)}
     assert expected <= names, names
 
     order = [(item, state) for item, state, _ in events]
@@ -127,6 +130,30 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
     assert again["images"][0]["digest"] == multi["digest"]
     assert again["images"][0]["status"] == "already published"
     assert [p["status"] for p in again["images"][0]["platforms"]] == ["already published"] * 2
+    assert [p["ref"] for p in again["images"][0]["platforms"]] == [p["ref"] for p in multi["platforms"]]
+
+    # The resuming run's log says which images it kept, as what, and why.
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # run logs are sent in batches: send the last ones before reading
+    with get_client(sync_client=True) as client:
+        (second,) = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[f"release {src.tag}"]))) if (r.parameters or {}).get("source") == str(src.path)
+            and r.id != first_run]
+
+    def kept_lines() -> list[str] | None:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[second.id])))]
+        found = [m for m in logs if m.startswith(f"{MULTI} linux/") and ": kept as already published" in m]
+        return found if len(found) == 2 else None
+
+    lines = wait_for("the resuming run's log lines about the images it kept", kept_lines, timeout=60, every=0.5)
+    for platform in multi["platforms"]:
+        assert any(line.startswith(f"{MULTI} {platform['platform']}: kept as already published")
+                   and platform["ref"] in line and "fingerprint" in line for line in lines), lines
 
 
 def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
@@ -159,12 +186,17 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
     assert "remove linux/riscv64 from 'platforms'" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("left", ["noted", "tagged the old way"])
 def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     fault_proxy: FaultProxy, registry: RegistryProcess, namespace: str, base: str,
-    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]],
+    sample: Callable[..., SampleSource], events: list[tuple[str, str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, left: str,
 ) -> None:
-    """The index PUT answers 503: retried as a push is, then the run fails naming the image, with no
-    chart; the next run builds and pushes no platform image again and only PUTs the index."""
+    """The index PUT answers 503: retried as a push is, then the run fails naming the image, with no chart and
+    no tag at all (its platform images went by digest); the next run builds and pushes no platform image again
+    and only PUTs the index. It finds them as the failed run noted them, or, with that note gone, under the
+    per-platform tags that releases made before platform images went by digest (``v0.3.1-linux-arm64``)."""
+    monkeypatch.setenv("FMA_STATE_DIR", str(tmp_path / "state"))
     fault_proxy.add(Rule(repo_suffix=f"/{MULTI}", op="manifest_put", ref="v0.3.1", status=503))
     src = sample(images=(MULTI, SINGLE), base=base, platforms={MULTI: ["linux/amd64", "linux/arm64"]})
     run: dict[str, Any] = {"tag": src.tag, "source": str(src.path), "registry": f"{fault_proxy.host}/{namespace}",
@@ -176,9 +208,18 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     assert "503" in caught.value.failures[MULTI] and "\n" not in str(caught.value)
     assert fault_proxy.injected[(f"{namespace}/{MULTI}", "manifest_put")] == 2  # two attempts, both refused
     assert (MULTI, "push failed") in {(item, state) for item, state, _ in events}
+    pushed = {item.split()[1]: detail for item, state, detail in events if item.startswith(f"{MULTI} ")
+              and state == "pushed"}
+    assert set(pushed) == {"linux/amd64", "linux/arm64"}
     with RegistryAPI(registry.host) as api:
         assert api.tags(f"{namespace}/charts/fma-controllers") == []
-        assert sorted(api.tags(f"{namespace}/{MULTI}")) == ["v0.3.1-linux-amd64", "v0.3.1-linux-arm64"]
+        assert api.tags(f"{namespace}/{MULTI}") == []  # by digest only: nothing but the index would be tagged
+        if left == "tagged the old way":
+            shutil.rmtree(tmp_path / "state" / "platforms")
+            for platform, digest in pushed.items():
+                found = api.manifest_bytes(f"{namespace}/{MULTI}", digest)
+                assert found is not None
+                api.put_manifest(f"{namespace}/{MULTI}", f"v0.3.1-{platform.replace('/', '-')}", found[2], found[1])
 
     fault_proxy.clear()
     events.clear()
@@ -188,7 +229,10 @@ def test_failed_index_put_is_retried_then_resumed_without_rebuild_or_repush(
     assert fault_proxy.count(f"/{MULTI}", "manifest_put") == puts + 1  # the index alone
     multi = summary["images"][0]
     assert multi["status"] == "pushed"
-    assert [p["status"] for p in multi["platforms"]] == ["already published"] * 2
+    assert [(p["platform"], p["digest"], p["status"]) for p in multi["platforms"]] == [
+        (platform, pushed[platform], "already published") for platform in ("linux/amd64", "linux/arm64")]
+    assert [p["ref"] for p in multi["platforms"]] == [f"{run['registry']}/{MULTI}@{p['digest']}"
+                                                      for p in multi["platforms"]]
     with RegistryAPI(registry.host) as api:
         assert api.digest(f"{namespace}/{MULTI}", "v0.3.1") == multi["digest"]
         assert api.tags(f"{namespace}/charts/fma-controllers") == ["0.3.1"]

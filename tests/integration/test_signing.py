@@ -8,14 +8,17 @@ import base64
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devkit.fma_sample import BaseImage, FmaBases, make_fma_source
 from devkit.registry import RegistryProcess
 from tasks.core import tools
 from tasks.oci.registry import RegistryAPI
+from tasks.run.config import DEFAULT_CONFIG
 from tests.integration.shared import PASSWORD, Signed, fma_release, key_pair
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,20 @@ def statements(ref: str, pub: Path, predicate_type: str) -> list[dict[str, Any]]
     assert done.returncode == 0, f"{ref} {predicate_type}: {done.stderr[-1500:]}"
     return [json.loads(base64.b64decode(json.loads(line)["payload"]))
             for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def platform_provenance(signed: Signed, name: str, platform: str) -> dict[str, Any]:
+    """The provenance predicate of ``name``'s ``platform`` manifest in a signed release."""
+    (image,) = [i for i in signed.summary["images"] if i["name"] == name]
+    repo = image["ref"].rsplit(":", 1)[0]
+    with RegistryAPI(repo.split("/", 1)[0]) as api:
+        found = api.manifest(repo.split("/", 1)[1], image["digest"])
+    assert found is not None
+    entries = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+               for m in found[1].get("manifests") or []}
+    (statement,) = statements(f"{repo}@{entries.get(platform, image['digest'])}", signed.pub, "slsaprovenance1")
+    predicate: dict[str, Any] = statement["predicate"]
+    return predicate
 
 
 def test_cosign_verifies_every_image_manifest_and_the_chart(signed: Signed) -> None:
@@ -80,6 +97,28 @@ def test_provenance_and_sbom_attestations_verify_and_say_what_was_built(signed: 
     assert launcher and launcher[0]["sbom"] == "signed"
 
 
+def test_the_provenance_of_the_coverage_build_names_its_goflags(signed: Signed) -> None:
+    """dual-pods-controller's provenance (each platform) records the GOFLAGS it was compiled with, upstream's
+    -cover -coverpkg with the list computed at the tag without pkg/generated/, and its cover exclusions; the
+    populator's records none; each ko base is named as .ko.yaml writes it."""
+    module = "example.invalid/fma-sample"
+    for platform in ("linux/amd64", "linux/arm64"):
+        covered = platform_provenance(signed, "dual-pods-controller", platform)
+        internal = covered["buildDefinition"]["internalParameters"]
+        assert internal["cover"] == {"exclude": ["pkg/generated"]}
+        flags = internal["goflags"].split()
+        assert flags[0] == "-cover" and flags[1].startswith("-coverpkg=") and len(flags) == 2
+        packages = set(flags[1].removeprefix("-coverpkg=").split(","))
+        assert {f"{module}/cmd/dual-pods-controller", f"{module}/cmd/launcher-populator",
+                f"{module}/pkg/buildinfo"} <= packages
+        assert [p for p in packages if p.startswith(f"{module}/pkg/generated")] == []
+        base = covered["buildDefinition"]["resolvedDependencies"][1]
+        assert base["annotations"] == {"writtenAs": base["uri"].removeprefix("pkg:docker/").split("?")[0],
+                                       "writtenIn": ".ko.yaml"}  # no mirror: pulled as written
+        plain = platform_provenance(signed, "launcher-populator", platform)["buildDefinition"]["internalParameters"]
+        assert "goflags" not in plain and "cover" not in plain
+
+
 def test_fma_release_verify_passes_and_fails_with_another_key(signed: Signed, tmp_path: Path) -> None:
     """`fma-release verify` prints a table and exits 0; with another key it exits 1 naming every artifact."""
     command = signed.summary["verify_command"].split()
@@ -110,7 +149,9 @@ def test_an_image_retagged_to_other_content_fails_verify(
     args = [a if a != "cosign.pub" else str(signed.pub) for a in signed.summary["verify_command"].split()[2:]]
     with RegistryAPI(registry.host) as api:
         original = api.manifest_bytes(repository, signed.src.tag)
-        other = api.manifest_bytes(signed.registry.split("/", 1)[1] + "/requester", f"{signed.src.tag}-linux-amd64")
+        (requester,) = [i for i in signed.summary["images"] if i["name"] == "requester"]
+        amd64 = next(p["digest"] for p in requester["platforms"] if p["platform"] == "linux/amd64")
+        other = api.manifest_bytes(signed.registry.split("/", 1)[1] + "/requester", amd64)
         assert original is not None and other is not None
         for layer in [*json.loads(other[2]).get("layers", []), json.loads(other[2])["config"]]:
             api.upload_blob(repository, layer["digest"],
@@ -290,3 +331,80 @@ def test_the_key_from_a_prefect_secret_block_is_the_same_key(signed: Signed, tmp
     assert {s["signature"] for s in summary["signatures"]} == {"already signed"}
     pem_lines = [line for line in signed.key.read_text().splitlines() if line and not line.startswith("-----")]
     assert not any(line in done.stdout + done.stderr + out.read_text() for line in pem_lines)
+
+
+def test_a_late_signing_names_the_run_that_built_each_image(
+    signed: Signed, fma_bases: FmaBases, registry: RegistryProcess, tmp_path: Path,
+) -> None:
+    """A release made unsigned, its bases written in the source as an unreachable registry and pulled through
+    mirrors:, then signed by a re-run with the key: the re-run says in its notes what it signed; every
+    provenance names the run that built the image as builder and invocation (not the signing run), with that
+    build's start and finish, each base as the source writes it (file and line) with the mirror pulled, and the
+    coverage build's GOFLAGS."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    mirror = fma_bases.static.ref.split("/chainguard/", 1)[0]  # <registry>/fma-bases
+    upstream = "upstream.invalid"
+
+    def written(base: BaseImage) -> BaseImage:
+        return replace(base, ref=base.ref.replace(mirror, upstream, 1))
+
+    bases = replace(fma_bases, static=written(fma_bases.static), builder=written(fma_bases.builder),
+                    runtime=written(fma_bases.runtime), launcher=written(fma_bases.launcher))
+    src = make_fma_source(tmp_path / "late", bases=bases)
+    config = tmp_path / "release.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text() + f"mirrors:\n  {upstream}: {mirror}\n")
+    reg = f"{registry.host}/late/fma"
+    env = {**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")}
+    args = ["run", src.tag, "--source", str(src.path), "--registry", reg, "--config", str(config),
+            "--retry-delay", "0.1"]
+    first = fma_release(*args, "--no-sign", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "late.json"
+    late = fma_release(*args, "--summary-json", str(out), env=env)
+    assert late.returncode == 0, late.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert {i["status"] for i in summary["images"]} == {"already published"}
+    assert "signed or attested 11 of its manifest(s)" in " ".join(summary["notes"])
+    assert not any("nothing changed" in note for note in summary["notes"])
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {src.tag}"])))
+    ours = {(r.parameters or {}).get("sign", True): r for r in runs
+            if (r.parameters or {}).get("source") == str(src.path)}
+    built_by, signer = str(ours[False].id), str(ours[True].id)
+    assert built_by != signer
+
+    late_signed = replace(signed, summary=summary)
+    checked = 0
+    for image in summary["images"]:
+        repo = image["ref"].rsplit(":", 1)[0]
+        with RegistryAPI(registry.host) as api:
+            found = api.manifest(repo.split("/", 1)[1], image["digest"])
+        assert found is not None
+        platforms = [m["digest"] for m in found[1].get("manifests") or []]
+        for digest in (image["digest"], *platforms):
+            (statement,) = statements(f"{repo}@{digest}", signed.pub, "slsaprovenance1")
+            details = statement["predicate"]["runDetails"]
+            assert details["metadata"]["invocationID"] == built_by, f"{repo}@{digest}"
+            assert details["builder"]["id"].endswith(built_by)
+            if digest in platforms or not platforms:  # a platform's own build: its start and finish
+                assert details["metadata"]["startedOn"] <= details["metadata"]["finishedOn"]
+            checked += 1
+    assert checked == 10
+    requester = platform_provenance(late_signed, "requester", "linux/arm64")
+    deps = {d["annotations"]["writtenAs"]: d for d in requester["buildDefinition"]["resolvedDependencies"][1:]}
+    assert set(deps) == {bases.builder.ref, bases.runtime.ref}
+    runtime = deps[bases.runtime.ref]
+    assert runtime["annotations"]["mirror"] == fma_bases.runtime.ref
+    assert runtime["annotations"]["writtenIn"].startswith("dockerfiles/Dockerfile.requester:")
+    assert runtime["name"] == fma_bases.runtime.ref.rsplit(":", 1)[0] and len(runtime["digest"]["sha256"]) == 64
+    line = int(runtime["annotations"]["writtenIn"].rsplit(":", 1)[1])
+    dockerfile = (src.path / "dockerfiles/Dockerfile.requester").read_text().splitlines()
+    assert dockerfile[line - 1] == f"FROM {bases.runtime.ref}"
+    controller = platform_provenance(late_signed, "dual-pods-controller", "linux/arm64")["buildDefinition"]
+    assert controller["internalParameters"]["goflags"].startswith("-cover -coverpkg=")
+    (ko_base,) = controller["resolvedDependencies"][1:]
+    assert ko_base["annotations"] == {"writtenAs": bases.static.pinned, "writtenIn": ".ko.yaml",
+                                      "mirror": fma_bases.static.pinned}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import FMA_IMAGES, SampleSource, make_sample_source
 from flows.events import SUCCEEDED
 from tasks.oci.registry import RegistryAPI
+from tasks.run.options import OPTIONS, as_markdown
 from tests.integration.prefect_helpers import events, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,6 +48,8 @@ class Served:
     deployment_id: uuid.UUID
     webhook_url: str
     tmp: Path
+    promote_id: uuid.UUID  # promote-release, served with --promote-to
+    promote_to: str
 
     def deliver(self, tag: str, delivery: str, secret: str = SECRET) -> requests.Response:
         body = json.dumps({"action": "published", "release": {"tag_name": tag, "html_url": "x"},
@@ -69,13 +73,16 @@ def deployment_runs(deployment_id: uuid.UUID) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`fma-release serve` (both deployments) and `fma-release webhook`, as real processes, for a repo of its own."""
+    """`fma-release serve` (the three deployments) and `fma-release webhook`, as real processes, for a repo of its
+    own."""
     tmp = tmp_path_factory.mktemp("served")
     repo = f"fma-test/fma-{uuid.uuid4().hex[:8]}"  # the trigger matches this repository only
     src = make_sample_source(tmp / "sample", tag="v0.3.1", nonce=uuid.uuid4().hex)
     namespace = f"t{uuid.uuid4().hex[:10]}/fma"
+    promote_to = f"{registry.host}/t{uuid.uuid4().hex[:10]}/fma"
     serve = _spawn(["serve", "--source", str(src.path), "--config", str(src.config),
-                    "--registry", f"{registry.host}/{namespace}", "--repo", repo, "--watch-interval", "0"],
+                    "--registry", f"{registry.host}/{namespace}", "--repo", repo, "--watch-interval", "0",
+                    "--promote-to", promote_to],
                    tmp / "serve.log", PREFECT_RUNNER_POLL_INTERVAL="1")
     port = free_port()
     hook = _spawn(["webhook", "--port", str(port), "--repository", repo], tmp / "webhook.log",
@@ -87,7 +94,8 @@ def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) 
             with get_client(sync_client=True) as client:
                 try:
                     deployment = client.read_deployment_by_name("publish-release/publish-release")
-                    ids[:] = [deployment.id, client.read_deployment_by_name("watch-releases/watch-releases").id]
+                    ids[:] = [deployment.id, client.read_deployment_by_name("watch-releases/watch-releases").id,
+                              client.read_deployment_by_name("promote-release/promote-release").id]
                 except ObjectNotFound:
                     return None
                 automations = client.read_resource_related_automations(f"prefect.deployment.{deployment.id}")
@@ -103,7 +111,8 @@ def served(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) 
                 return False
 
         wait_for("the webhook receiver", hook_up, timeout=30)
-        yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp)
+        yield Served(repo, src, namespace, deployment_id, f"http://127.0.0.1:{port}/github/webhook", tmp, ids[2],
+                     promote_to)
     finally:
         stop_process(hook)
         stop_process(serve)
@@ -164,27 +173,79 @@ def test_replayed_and_forged_deliveries_started_nothing(served: Served, released
     assert [r.parameters["tag"] for r in runs if r.parameters["tag"] != PINNED_TAG] == ["v0.3.1"]
 
 
-def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
-    """Headless Chromium renders the run in the Prefect UI: its task runs list build and push tasks."""
+def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``url`` (``--dump-dom``: the rendered page; ``--screenshot=...``)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("chromium is not installed; run: bash scripts/setup.sh")
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = ARTIFACTS / f".chromium-{uuid.uuid4().hex[:6]}"
+    try:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--window-size=1400,1400", "--virtual-time-budget=15000", *extra, url],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_text(url: str, ready: Callable[[str], bool], name: str) -> str:
+    """The text a user reads on ``url`` (tags dropped, entities read), once ``ready`` says the page has rendered
+    (a busy machine can leave the first paint at the loading screen: up to three tries)."""
+    text = ""
+    for _ in range(3):
+        dom = browse(url, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        (ARTIFACTS / name).write_text(dom.stdout)
+        text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", dom.stdout).split()))
+        if ready(text):
+            break
+    return text
+
+
+def test_ui_run_form_shows_each_option_as_written(served: Served) -> None:
+    """The deployment's parameter schema holds each option's help, Markdown-escaped, and the UI's run form renders
+    it as written: `oci://<registry>/charts` and `<state dir>` keep their angle brackets (unescaped, the form
+    swallowed them as HTML and showed `oci:///charts`)."""
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(served.deployment_id)
+    properties = (deployment.parameter_openapi_schema or {})["properties"]
+    for option in OPTIONS:
+        assert properties[option.name]["description"] == as_markdown(option.help), option.name
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    text = page_text(f"{ui}/deployments/deployment/{served.deployment_id}/run",
+                     lambda text: OPTIONS[0].help in text, "prefect-ui-run-form.html")
+    for option in OPTIONS:
+        assert " ".join(option.help.split()) in text, f"{option.name}: {option.help!r} not on the form"
+    assert "oci://<registry>/charts" in text and "under <state dir>/workspaces" in text
+    assert "oci:///charts" not in text and "\\<" not in text
+
+
+def test_task_runs_record_and_show_a_retry_delay_in_seconds(released: Any) -> None:
+    """A push's task run records its retry delay as a number (the first wait), and its page in the UI shows it in
+    seconds, never "NaNs"."""
+    from tests.integration.prefect_helpers import recorded_task_runs
+
+    runs = recorded_task_runs(released.id, "push ")
+    pushes = [r for r in runs if r.name.startswith("push ")]
+    assert pushes and all(isinstance(r.empirical_policy.retry_delay, int | float) for r in pushes)
+    assert {r.empirical_policy.retry_delay for r in pushes} == {2.0}  # the deployment's default first wait
+    assert all(r.empirical_policy.retries == 4 for r in pushes)
+    named = {r.name.split(" ", 1)[0] for r in runs}
+    assert {"checkout", "summary", "build", "push"} <= named and not [r.name for r in runs if "-" in r.name.split()[0]]
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    text = page_text(f"{ui}/runs/task-run/{pushes[0].id}", lambda text: "Retry Delay" in text,
+                     "prefect-ui-push-task-run.html")
+    assert "Retry Delay 2s" in text and "NaN" not in text
+
+
+def test_ui_flow_run_page_shows_build_and_push_tasks(released: Any) -> None:
+    """Headless Chromium renders the run in the Prefect UI: its task runs list build and push tasks."""
     ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
     page = f"{ui}/v2/runs/flow-run/{released.id}"
-    ARTIFACTS.mkdir(exist_ok=True)
-
-    def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        profile = ARTIFACTS / f".chromium-{uuid.uuid4().hex[:6]}"
-        try:
-            return subprocess.run(
-                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--window-size=1400,1400", "--virtual-time-budget=15000", *extra, url],
-                capture_output=True, text=True, timeout=120, check=False,
-            )
-        finally:
-            shutil.rmtree(profile, ignore_errors=True)
 
     dom = browse(f"{page}?tab=TaskRuns", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -258,3 +319,30 @@ def test_a_deployment_run_cannot_change_what_the_deployment_pins(served: Served,
     assert "changes source" in message and "FMA_FORM_FIELDS=source" in message, message
     with RegistryAPI(registry.host) as api:
         assert PINNED_TAG not in api.tags(f"{served.namespace}/requester")
+
+
+def test_a_served_promote_release_run_promotes_the_published_release(served: Served, released: Any,
+                                                                      registry: RegistryProcess) -> None:
+    """promote-release, served with --promote-to: a run given only the tag (as from the UI) copies the release the
+    webhook published to the destination, same digests, chart packaged for it; a run that changes to_registry
+    fails in one line naming it, and nothing of it reaches that registry path."""
+    with get_client(sync_client=True) as client:
+        good = client.create_flow_run_from_deployment(served.promote_id, parameters={"tag": "v0.3.1"})
+        evil = client.create_flow_run_from_deployment(
+            served.promote_id, parameters={"tag": "v0.3.1", "to_registry": f"{registry.host}/evil/fma"})
+
+    def ended(run_id: uuid.UUID) -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_run(run_id)
+        return found if found.state and found.state.is_final() else None
+
+    done = wait_for("the promotion run to end", lambda: ended(good.id), timeout=300, every=0.5)
+    refused = wait_for("the run changing to_registry to end", lambda: ended(evil.id), timeout=120, every=0.5)
+    assert done.state.is_completed(), f"{done.state.name}: {done.state.message}"
+    assert refused.state.is_failed() and "changes to_registry" in (refused.state.message or "")
+    path = served.promote_to.split("/", 1)[1]
+    with RegistryAPI(registry.host) as api:
+        for name in ("requester", "dual-pods-controller"):
+            assert api.digest(f"{path}/{name}", "v0.3.1") == api.digest(f"{served.namespace}/{name}", "v0.3.1")
+        assert api.tags(f"{path}/charts/fma-controllers") == ["0.3.1"]
+        assert api.tags("evil/fma/requester") == []

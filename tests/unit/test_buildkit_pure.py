@@ -11,6 +11,7 @@ import pytest
 from tasks.builders.buildkit import (
     BuildkitBuild,
     CliProbe,
+    FailedStep,
     build_argv,
     build_env,
     build_failure,
@@ -19,12 +20,18 @@ from tasks.builders.buildkit import (
     choose_cli,
     client_version,
     engine_unreachable,
+    failed_step,
     failure_message,
+    failure_output,
+    from_lines,
     split_build_args,
     syntax_directive,
+    vertex_started,
     without_syntax,
 )
-from tasks.core.errors import ToolMissingError
+from tasks.builders.dockerfile import base_images
+from tasks.core.errors import OUTPUT_LINES, ToolMissingError
+from tasks.core.redact import register
 
 BUILD = BuildkitBuild(name="requester", label="requester linux/arm64", dockerfile=Path("/src/Dockerfile.requester"),
                       context=Path("/src"), platform="linux/arm64", tag="reg/requester:v1-linux-arm64")
@@ -241,8 +248,10 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
     [
         (LOG_20_10.splitlines(), "",
          'image requester linux/arm64 failed to build at [builder 3/3] RUN ["/bin/busybox", "sh", "-c", "exit 3"]: '
-         "executor failed running [/bin/busybox sh -c exit 3]: exit code: 3; "
-         "fix the Dockerfile Dockerfile.requester and re-run"),
+         "the command failed with exit code: 3; fix the Dockerfile Dockerfile.requester and re-run"),
+        (LOG_BUILDX.splitlines(), "",
+         "image requester linux/arm64 failed to build at [builder 2/2] RUN false: the command failed with exit code: "
+         "1; fix the Dockerfile Dockerfile.requester and re-run"),
         (["#5 [builder 2/2] RUN go build", "#5 0.3 exec /bin/sh: exec format error",
           "#5 ERROR: executor failed running [/bin/sh -c go build]: exit code: 1"], "",
          "image requester linux/arm64 failed to build at [builder 2/2] RUN go build: this engine cannot run "
@@ -252,9 +261,10 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
         (["#3 [internal] load metadata for 127.0.0.1:9/bases/busybox:1",
           '#3 ERROR: failed to do request: Head "http://127.0.0.1:9/v2/bases/busybox/manifests/1": connect: '
           "connection refused"], "",
-         "image requester linux/arm64: cannot get the base image 127.0.0.1:9/bases/busybox:1: failed to do "
-         'request: Head "http://127.0.0.1:9/v2/bases/busybox/manifests/1": connect: connection refused; check the '
-         "FROM line and that 127.0.0.1:9 answers (re-run when it does)"),
+         "image requester linux/arm64: BuildKit cannot get the base image 127.0.0.1:9/bases/busybox:1: failed to "
+         'do request: Head "http://127.0.0.1:9/v2/bases/busybox/manifests/1": connect: connection refused; check '
+         "that 127.0.0.1:9 answers (re-run when it does), or point the image at a registry that has it with "
+         "mirrors: in the release config"),
         (["failed to solve with frontend dockerfile.v0: failed to create LLB definition: dockerfile parse error "
           "line 3: unknown instruction: FOO"], "docker/dockerfile:1.7",
          "image requester linux/arm64 failed to build: failed to create LLB definition: dockerfile parse error "
@@ -267,3 +277,76 @@ def test_engine_unreachable_is_read_from_the_cli_output() -> None:
 def test_failure_message_names_where_what_and_the_fix(lines: list[str], stripped: str, message: str) -> None:
     """Each kind of failure gets its own fix: the Dockerfile, an emulator, the base's registry, the frontend."""
     assert failure_message(BUILD, lines, stripped) == message
+
+
+def test_the_failed_steps_own_output_is_read_without_buildkits_prefixes() -> None:
+    """The first failed step's output lines come back as the step printed them, whatever came after its error."""
+    assert failed_step(LOG_20_10.splitlines()) == FailedStep(
+        '[builder 3/3] RUN ["/bin/busybox", "sh", "-c", "exit 3"]',
+        "executor failed running [/bin/busybox sh -c exit 3]: exit code: 3", ("some output",))
+    assert failed_step(LOG_BUILDX.splitlines()).output == ("boom",)
+    assert failed_step(["#3 [a 1/1] RUN x", "#3 0.1 ", "#3 0.2 the end", "#3 ERROR: exit code: 1"]).output == (
+        "", "the end")
+
+
+LONG_RUN = ["#9 [builder 3/4] RUN ./fetch.sh", "#9 sha256:aa", "#9 DONE 0.0s"]  # a name line BuildKit repeats
+LONG_RUN += [f"#9 0.{n:03d} attempt {n} of 12" for n in range(1, 13)]
+LONG_RUN += ["#9 1.500 fetch: token pw-leak-me-7 refused", "#9 1.600 fetch: no route to gpu-catalog",
+             "#9 ERROR: executor failed running [/bin/sh -c ./fetch.sh]: exit code: 3",
+             "------", " > [builder 3/4] RUN ./fetch.sh:", "#9 1.600 fetch: no route to gpu-catalog", "------"]
+
+
+def test_failure_output_is_the_last_lines_of_the_step_bounded_and_masked() -> None:
+    """The console gets at most OUTPUT_LINES of the failing step, its last ones, with secrets masked."""
+    register("pw-leak-me-7")
+    output = failure_output(LONG_RUN)
+    assert len(output) == OUTPUT_LINES
+    assert output[-1] == "fetch: no route to gpu-catalog" and output[-2] == "fetch: token *** refused"
+    assert output[0] == "attempt 9 of 12"
+
+
+def test_failure_output_without_a_failed_step_is_the_cli_s_last_lines() -> None:
+    """A parse error has no step: its last lines are the CLI's own; a step that printed nothing gives none."""
+    lines = ["#1 [internal] load build definition from Dockerfile", "#1 DONE 0.0s",
+             "failed to solve with frontend dockerfile.v0: dockerfile parse error line 3: unknown instruction: FOO"]
+    assert failure_output(lines) == (lines[-1],)
+    assert failure_output(["#3 [a 1/1] RUN false", "#3 ERROR: exit code: 1"]) == ()
+
+
+def test_failure_message_names_the_dockerfile_as_configured_its_line_and_the_platform() -> None:
+    """A single-platform image says its platform; the Dockerfile is the release config's path, at the RUN's line."""
+    build = BuildkitBuild(name="launcher", label="launcher", dockerfile=Path("/tmp/x/Dockerfile.launcher.linux-amd64"),
+                          context=Path("/src"), platform="linux/amd64", tag="reg/launcher:v1",
+                          dockerfile_name="dockerfiles/Dockerfile.launcher.benchmark")
+    text = "ARG BASE=x\nFROM ${BASE}\nWORKDIR /app\nRUN ./fetch.sh\n"
+    lines = [line.replace("[builder 3/4]", "[3/3]") for line in LONG_RUN]
+    assert failure_message(build, lines, dockerfile_text=text) == (
+        "image launcher (linux/amd64) failed to build at [3/3] RUN ./fetch.sh: the command failed with exit code: 3; "
+        "fix the Dockerfile dockerfiles/Dockerfile.launcher.benchmark (line 4) and re-run")
+
+
+def test_a_base_buildkit_cannot_pull_is_named_as_the_dockerfile_writes_it() -> None:
+    """The pinned, mirrored base BuildKit names is traced back to its FROM line; the fix names mirrors:."""
+    original = "# requester\nFROM --platform=$BUILDPLATFORM quay.io/projectquay/golang:1.26 AS builder\nFROM scratch\n"
+    staged_text = ("# requester\nFROM --platform=linux/amd64 127.0.0.1:9/m/projectquay/golang@sha256:"
+                   + "ab" * 32 + " AS builder\nFROM scratch\n")
+    args = {"BUILDPLATFORM": "linux/amd64"}
+    lines = from_lines(original, base_images(staged_text, args), args, "dockerfiles/Dockerfile.requester")
+    assert lines == {f"127.0.0.1:9/m/projectquay/golang@sha256:{'ab' * 32}":
+                     "FROM quay.io/projectquay/golang:1.26 (dockerfiles/Dockerfile.requester line 2)"}
+    build = BuildkitBuild(name="requester", label="requester linux/amd64", dockerfile=Path("/t/D"), context=Path("/"),
+                          platform="linux/amd64", tag="t", from_lines=lines)
+    message = failure_message(build, [
+        f"#3 [internal] load metadata for 127.0.0.1:9/m/projectquay/golang@sha256:{'ab' * 32}",
+        "#3 ERROR: failed to do request: connect: connection refused"])
+    assert "for FROM quay.io/projectquay/golang:1.26 (dockerfiles/Dockerfile.requester line 2)" in message
+    assert "mirrors: in the release config" in message and "check that 127.0.0.1:9 answers" in message
+
+
+def test_a_step_is_told_once_when_it_starts() -> None:
+    """Each vertex's name is a step the first time its number shows; its output and repeats are not."""
+    seen: set[str] = set()
+    steps = [vertex_started(line, seen) for line in LONG_RUN[:5]]
+    assert steps == ["[builder 3/4] RUN ./fetch.sh", "", "", "", ""]
+    assert vertex_started("#10 exporting to image", seen) == "exporting to image"
+    assert vertex_started("not a vertex", seen) == ""

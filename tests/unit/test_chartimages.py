@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 import pytest
 
 from tasks.core.errors import ChartError, ConfigError, ReleaseError
-from tasks.helm.images import POLICIES, ChartImageCheck, ExternalImage, check_chart_images
+from tasks.helm.images import POLICIES, ChartImageCheck, ExternalImage, check_chart_images, image_switches
 from tasks.oci.references import Reference
 
 
@@ -254,3 +254,66 @@ def test_digests_default_to_none_and_the_tag_still_matches() -> None:
     assert result.own == (f"{REG}/requester:{TAG}",)
     with pytest.raises(ChartError):
         check_chart_images(CHART, [f"{REG}/requester@{D1}"], registry=REG, images=IMAGES)
+
+
+# -- images a values switch brings in --------------------------------------------------------------------
+
+PROXY = "quay.io/brancz/kube-rbac-proxy:v0.18.1"
+SECURE = "dualPodsController.secureMetrics=true"
+COVER = "global.produceCoverdata=true"
+
+
+def switched_check(*rendered: str, switched: Mapping[str, list[str]], policy: str = "allow") -> ChartImageCheck:
+    return check_chart_images(CHART, rendered, registry=REG, images=IMAGES, digests=DIGESTS, policy=policy,
+                              switched=switched)
+
+
+def test_an_image_only_a_switch_renders_is_listed_with_that_switch() -> None:
+    """The defaults render busybox; a switch adds the proxy: both listed, the proxy with its switch, busybox (in
+    the defaults and under the switch too) with none."""
+    result = switched_check(f"{REG}/{DPC}:{TAG}", "busybox:1.38.0",
+                            switched={SECURE: [f"{REG}/{DPC}:{TAG}", "busybox:1.38.0", PROXY],
+                                      "global.local=true": [f"{REG}/{DPC}:{TAG}", "busybox:1.38.0"]})
+    assert result.external == (ExternalImage(CHART, "busybox:1.38.0", pinned=False),
+                               ExternalImage(CHART, PROXY, pinned=False, switches=(SECURE,)))
+    assert result.own == (f"{REG}/{DPC}:{TAG}",)
+    proxy_warning = [w for w in result.warnings if PROXY in w]
+    assert proxy_warning == [f"chart {CHART} uses {PROXY} (with {SECURE}), not pinned by digest: an install gets "
+                             f"whatever that tag points at then; pin it as {PROXY}@sha256:..., or set "
+                             "external_images: require-digest to refuse it"]
+
+
+def test_every_switch_that_brings_an_image_in_is_named_in_order() -> None:
+    """Two switches each bring busybox in (and the defaults do not): both named, in the switches' order."""
+    result = switched_check(f"{REG}/{DPC}:{TAG}", switched={COVER: ["busybox:1.38.0"], SECURE: ["busybox:1.38.0"]})
+    assert result.external == (ExternalImage(CHART, "busybox:1.38.0", pinned=False, switches=(COVER, SECURE)),)
+    assert result.external[0].named == f"busybox:1.38.0 (with {COVER} or {SECURE})"
+
+
+@pytest.mark.parametrize("policy", ["deny", "require-digest"])
+def test_deny_and_require_digest_refuse_a_switched_image_naming_its_switch(policy: str) -> None:
+    """A switched image is held to the policy as a default one is; the one line names the image and its switch."""
+    with pytest.raises(ChartError) as caught:
+        switched_check(f"{REG}/{DPC}:{TAG}", switched={SECURE: [f"{REG}/{DPC}:{TAG}", PROXY]}, policy=policy)
+    message = str(caught.value)
+    assert f"{PROXY} (with {SECURE})" in message and "\n" not in message
+
+
+def test_deny_lets_a_chart_whose_switches_render_only_own_images_through() -> None:
+    """deny: switches that only drop or keep the release's own images pass."""
+    result = switched_check(f"{REG}/{DPC}:{TAG}", f"{REG}/launcher:{TAG}", policy="deny",
+                            switched={"dualPodsController.enabled=false": [f"{REG}/launcher:{TAG}"]})
+    assert result.external == () and result.own == (f"{REG}/{DPC}:{TAG}", f"{REG}/launcher:{TAG}")
+
+
+def test_a_wrong_own_image_under_a_switch_is_refused_naming_the_switch() -> None:
+    """An own image's stale tag that only a switch renders is refused as a default one is, with its switch."""
+    with pytest.raises(ChartError) as caught:
+        switched_check(f"{REG}/{DPC}:{TAG}", switched={"global.local=true": [f"{REG}/{DPC}:latest"]})
+    assert f"{REG}/{DPC}:latest (with global.local=true; this release publishes {IMAGES[DPC]})" in str(caught.value)
+
+
+def test_image_switches_keep_the_defaults_first() -> None:
+    """An image the defaults render has no switch, whatever switch renders it too."""
+    assert image_switches(["a:1"], {"x=true": ["a:1", "b:1"], "y=false": ["b:1", "c:1"]}) == {
+        "a:1": (), "b:1": ("x=true", "y=false"), "c:1": ("y=false",)}

@@ -22,6 +22,9 @@ EXE = Path(sys.executable).with_name("fma-release")
         (["run", "v1.0.0;rm -rf /", "--source", "."], "invalid release tag"),
         (["run", "", "--source", "."], "the release tag is empty"),
         (["run", "v1.0.0", "--source", ".", "--config", "/nonexistent.yaml"], "cannot read release config"),
+        (["promote", "v1.4", "--from", "a.io/x", "--to", "b.io/y"], "invalid release tag 'v1.4'"),
+        (["promote", "v1.0.0", "--from", "a.io/x", "--to", "a.io/x"], "--from and --to are both a.io/x"),
+        (["promote", "v1.0.0", "--from", "a.io/x", "--to", "fma"], "--to 'fma' names no registry host"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -88,7 +91,8 @@ def test_where_time_went_without_images_or_without_a_run() -> None:
 
 @pytest.mark.parametrize(
     ("argv", "code"),
-    [(["--help"], 0), (["run", "v1.4", "--source", "x"], 2), (["run", "v1.0.0", "--source", "x", "--bogus"], 2)],
+    [(["--help"], 0), (["run", "v1.4", "--source", "x"], 2), (["run", "v1.0.0", "--source", "x", "--bogus"], 2),
+     (["promote", "v1.4", "--from", "a.io/x", "--to", "b.io/y"], 2), (["promote", "--help"], 0)],
 )
 def test_help_bad_tag_and_bad_option_load_no_prefect_docker_or_helm(argv: list[str], code: int) -> None:
     """The answers that need nothing run import neither Prefect, the Docker SDK nor Helm (a fresh interpreter)."""
@@ -100,3 +104,24 @@ def test_help_bad_tag_and_bad_option_load_no_prefect_docker_or_helm(argv: list[s
     done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=False,
                           timeout=60)
     assert done.stdout.splitlines()[-1] == f"{code} []", done.stdout + done.stderr
+
+
+def test_a_run_says_at_once_that_it_starts_a_prefect_server_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No server configured and none answering locally: one line says a server is being started for the run,
+    before its start-up (seconds of otherwise silent console)."""
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import _local_server
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    monkeypatch.setenv("FMA_LOCAL_PREFECT_URL", url)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert _local_server() == ""
+    assert f"no Prefect server answers at {url} and PREFECT_API_URL is not set: starting one" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +103,80 @@ def test_generated_configs_validate_or_fail_cleanly(images: list[dict[str, str]]
     assert len(names) == len(set(names))
     for image in config.images:
         assert not image.dockerfile.startswith("/") and ".." not in image.dockerfile.split("/")
+
+
+KO = "images:\n  - name: ctl\n    builder: ko\n    main: ./cmd/ctl\n"
+
+
+@pytest.mark.parametrize(
+    ("cover", "exclude"),
+    [
+        ("cover: {exclude: [pkg/generated/]}", ("pkg/generated",)),
+        ("cover:\n      exclude: [./pkg/generated/..., internal/fake]", ("pkg/generated", "internal/fake")),
+        ("cover: true", ()),
+        ("cover: {}", ()),
+        ("cover: {exclude: null}", ()),
+    ],
+)
+def test_cover_names_module_directories_to_leave_out(cover: str, exclude: tuple[str, ...]) -> None:
+    """cover takes directories of the module as written (./, a trailing / or /... dropped); true covers all."""
+    (image,) = parse_config(f"{KO}    {cover}\n").images
+    assert image.cover is not None and image.cover.exclude == exclude
+
+
+@pytest.mark.parametrize("cover", ["", "cover: false\n", "cover: null\n"])
+def test_no_cover_is_a_plain_build(cover: str) -> None:
+    """Without cover (or cover: false) the image is built without coverage."""
+    assert parse_config(f"{KO}    {cover}").images[0].cover is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        (f"{KO}    cover:\n      exclude: [../x]\n", 6, "without '..'"),
+        (f"{KO}    cover: {{exclude: pkg/generated/}}\n", 5, "exclude must be a list, e.g. [pkg/generated/]"),
+        (f"{KO}    cover: {{exclude: ['pkg/*']}}\n", 5, "must name a directory of the Go module"),
+        (f"{KO}    cover: {{exclude: [./]}}\n", 5, "must name a directory of the Go module"),
+        (f"{KO}    cover: {{exlude: [pkg]}}\n", 5, "Extra inputs"),
+        (f"{KO}    cover: 3\n", 5, "cover must be true, or a mapping such as {exclude: [pkg/generated/]}"),
+        ("images:\n  - name: a\n    dockerfile: D\n    cover: true\n", 4, "needs builder: ko"),
+        (f"{KO}    goflags: [-cover]\n    cover: true\n", 6, "remove -cover from goflags"),
+        (f"{KO}    goflags: ['-coverpkg=./...']\n    cover: true\n", 6, "remove -coverpkg=./... from goflags"),
+    ],
+)
+def test_a_bad_cover_names_the_file_line_and_the_fix(tmp_path: Path, text: str, line: int, needle: str) -> None:
+    """A malformed cover is one line naming release.yaml:<line> where it is written, what is wrong and the fix."""
+    config = tmp_path / "release.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert message.startswith(f"release config {config}:{line}: images.0")
+    assert needle in message and "\n" not in message
+
+
+def test_cover_may_come_with_other_goflags() -> None:
+    """-covermode and other flags stay the config's own beside cover."""
+    (image,) = parse_config(f"{KO}    goflags: ['-covermode=atomic', '-tags=release']\n    cover: true\n").images
+    assert image.goflags == ("-covermode=atomic", "-tags=release") and image.cover is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("images:\n  - name: a\n    dockerfile: D\n  - name: Bad_Name\n    dockerfile: E\n", 4),
+        ("charts:\n  - path: c\n    from: elsewhere\n", 3),
+        ("images:\n  - name: a\n", 2),  # a missing field: the entry that lacks it
+        ("external_images: maybe\n", 1),
+    ],
+)
+def test_every_invalid_field_names_its_line(text: str, line: int) -> None:
+    """Any field the config gets wrong is named with the line it is written on."""
+    with pytest.raises(ConfigError, match=rf"^release config, line {line}: "):
+        parse_config(text)
+
+
+def test_the_default_config_builds_dual_pods_controller_for_coverage_as_upstream() -> None:
+    """release.yaml asks for coverage on dual-pods-controller only, leaving pkg/generated/ out."""
+    covered = {i.name: i.cover.exclude for i in load_config(None).images if i.cover is not None}
+    assert covered == {"dual-pods-controller": ("pkg/generated",)}

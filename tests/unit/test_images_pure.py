@@ -206,6 +206,30 @@ def test_retry_policy_is_bounded_exponential() -> None:
         RetryPolicy(attempts=0)
 
 
+def test_retry_waits_are_a_number_to_the_ui_and_doubling_to_the_engine() -> None:
+    """The waits Prefect records for a task run are one number (the first wait: the UI's "Retry Delay 1s", never
+    "NaNs"), while the engine takes the n-th wait for the n-th retry; they survive pickling (Dask)."""
+    import pickle
+    from collections.abc import Sequence
+
+    from prefect import task
+    from prefect.client.schemas.objects import TaskRunPolicy
+
+    delay = RetryPolicy(attempts=4, base_delay=1.0, max_delay=8.0).task_options()["retry_delay_seconds"]
+    assert delay == 1.0 and isinstance(delay, float) and isinstance(delay, Sequence)
+    assert [delay[min(n, len(delay) - 1)] for n in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]  # as the engine reads it
+    recorded = TaskRunPolicy(retries=3, retry_delay=delay, retry_jitter_factor=0.5).model_dump(mode="json")
+    assert recorded["retry_delay"] == 1.0
+
+    @task(retries=3, retry_delay_seconds=delay)
+    def step() -> None:
+        """A task given the waits."""
+
+    assert list(step.with_options(retries=3).retry_delay_seconds) == [1.0, 2.0, 4.0]  # type: ignore[arg-type]
+    assert list(pickle.loads(pickle.dumps(delay))) == [1.0, 2.0, 4.0]  # noqa: S301 - our own bytes, just made
+    assert float(RetryPolicy(attempts=1).task_options()["retry_delay_seconds"]) == 0.0
+
+
 @pytest.mark.parametrize(("header", "wait"), [("2", 2.0), ("0", 0.0), ("3600", 30.0), ("", None),
                                               ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("-1", None)])
 def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
@@ -215,22 +239,36 @@ def test_retry_after_is_bounded(header: str, wait: float | None) -> None:
     assert retry_after(header) == wait
 
 
-def test_an_image_kept_as_already_published_lists_its_platforms_as_a_pushed_one_does(tmp_path: Path) -> None:
-    """A ko image found in the registry on a re-run (its index with two entries) is listed with each platform's
-    reference and digest in the summary; a single-platform one as itself."""
-    from tasks.push import already_published
-    from tasks.run.result import ImageResult
+def _ko_source(root: Path) -> Path:
+    (root / "cmd/ctl").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.test/m\n\ngo 1.22\n")
+    (root / "cmd/ctl/main.go").write_text("package main\n\nfunc main() {}\n")
+    return root
 
-    config = parse_config("images:\n  - name: ctl\n    builder: ko\n    main: ./cmd/ctl\n    platforms: all\n"
-                          "  - name: one\n    dockerfile: Dockerfile\n")
-    (tmp_path / "cmd/ctl").mkdir(parents=True)
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    ko, single = image_specs(config, checkout(tmp_path), "r.example/fma")
-    entries = (("linux/amd64", "sha256:" + "a" * 64), ("linux/arm64", "sha256:" + "b" * 64))
-    kept = ImageResult.of(already_published(ko, "sha256:" + "c" * 64, entries))
-    assert kept.is_index and kept.status == "already published"
-    assert [(p.platform, p.ref, p.digest) for p in kept.platforms] == [
-        (p, f"r.example/fma/ctl@{d}", d) for p, d in entries]
-    alone = ImageResult.of(already_published(single, "sha256:" + "d" * 64, ()))
-    assert not alone.is_index
-    assert [(p.platform, p.ref) for p in alone.platforms] == [("linux/amd64", "r.example/fma/one:v0.3.1")]
+
+def test_cover_is_part_of_a_ko_images_spec_and_fingerprint(tmp_path: Path) -> None:
+    """A coverage build carries its exclusions to the builder, and each cover setting is a fingerprint of its own."""
+    src = _ko_source(tmp_path)
+    config = "images:\n  - name: ctl\n    builder: ko\n    main: ./cmd/ctl\n"
+    variants = {
+        "": (False, ()),
+        "    cover: true\n": (True, ()),
+        "    cover: {exclude: [pkg/generated/]}\n": (True, ("pkg/generated",)),
+        "    cover: {exclude: [pkg/generated/, test]}\n": (True, ("pkg/generated", "test")),
+    }
+    fingerprints = set()
+    for variant, (cover, exclude) in variants.items():
+        (spec,) = image_specs(parse_config(config + variant), checkout(src), "r.test/fma")
+        assert (spec.cover, spec.cover_exclude) == (cover, exclude)
+        assert spec.labels["io.llm-d.fma-release.fingerprint"] == spec.fingerprint
+        fingerprints.add(spec.fingerprint)
+    assert len(fingerprints) == len(variants)
+
+
+def test_a_dockerfile_images_spec_names_the_dockerfile_as_the_config_does(tmp_path: Path) -> None:
+    """The spec keeps the Dockerfile's path as written in the release config (messages and provenance name it)."""
+    (tmp_path / "dockerfiles").mkdir()
+    (tmp_path / "dockerfiles/Dockerfile.requester").write_text("FROM scratch\n")
+    config = parse_config("images:\n  - name: requester\n    dockerfile: dockerfiles/Dockerfile.requester\n")
+    (spec,) = image_specs(config, checkout(tmp_path), "r.test/fma")
+    assert spec.dockerfile_name == "dockerfiles/Dockerfile.requester"

@@ -7,20 +7,32 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.builders.ko import KoBuild, explain_ko_failure, ko_argv, ko_env
+from tasks.builders.ko import (
+    BaseSource,
+    KoBuild,
+    KoSteps,
+    cover_goflags,
+    cover_packages,
+    explain_ko_failure,
+    ko_argv,
+    ko_env,
+    ko_output,
+    source_base,
+)
 from tasks.builders.koconfig import (
     KO_DEFAULT_BASE,
     KoBuildEntry,
     KoConfig,
     apply_mirrors,
     base_for,
+    base_line,
     import_path,
     module_path,
     parse_ko_config,
     split_reference,
     staged_ko_config,
 )
-from tasks.core.errors import ConfigError
+from tasks.core.errors import OUTPUT_LINES, ConfigError
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -236,6 +248,14 @@ def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
     assert "GOFLAGS" not in ko_env(_build(), inherited, "/opt/go/bin/go")
 
 
+def test_ko_env_as_the_build_user_keeps_kos_cache_to_the_build() -> None:
+    """As the build user, Go's caches are the user's (shared, safe), ko's KOCACHE is the build's own directory."""
+    env = ko_env(_build(), {"PATH": "/usr/bin", "KOCACHE": "/shared"}, "/go/bin/go", home=Path("/home/b"),
+                 scratch=Path("/home/b/jobs/ko-1"))
+    assert env["GOCACHE"] == "/home/b/.cache/go-build" and env["TMPDIR"] == "/home/b/jobs/ko-1"
+    assert env["KOCACHE"] == "/home/b/jobs/ko-1/kocache"
+
+
 def test_ko_env_trusts_a_registry_ca_beside_the_system_roots() -> None:
     """A CA directory goes first on SSL_CERT_DIR, the inherited (or default) directories after it."""
     env = ko_env(_build(), {"SSL_CERT_DIR": "/etc/ssl/certs"}, "/go/bin/go", ca_dir=Path("/tmp/ca"))
@@ -256,7 +276,7 @@ def test_ko_env_trusts_a_registry_ca_beside_the_system_roots() -> None:
          "`package main`\n", "is not a main package"),
         ('Error: failed to publish images: error building "ko://m/cmd/hello": fetching base image: pulling '
          "r.test/base:1: GET http://r.test/v2/base/manifests/1: MANIFEST_UNKNOWN: manifest unknown\n",
-         "the base image r.test/base:1 is not in its registry"),
+         "the base image r.test/base:1 (.ko.yaml) is not in its registry"),
         ('Error: failed to publish images: error building "ko://m": fetching base image: pulling r.test/base:1: '
          'Get "https://r.test/v2/": dial tcp 10.1.1.1:443: connect: connection refused\n',
          "cannot reach the registry r.test for the base image r.test/base:1"),
@@ -286,16 +306,143 @@ def test_ko_build_survives_pickling() -> None:
     assert pickle.loads(pickle.dumps(build)) == build  # noqa: S301 - our own bytes, just made
 
 
-@pytest.mark.parametrize(("stderr", "unreadable"), [
-    ('Error: failed to publish images: error building "ko://x/cmd/a": Image("sha256:ce3f"): '
-     "unexpected end of JSON input", True),  # a blob read while another ko process wrote it
-    ('Error: failed to publish images: error building "ko://x/cmd/a": unexpected EOF', True),  # a truncated blob
-    ("Error: loading cache index: invalid character '\\x00' looking for beginning of value", True),
-    ("2026/12/06 03:00:00 Using base x\nError: failed to publish images: error building \"ko://x/cmd/a\": "
-     "build: go build: exit status 1", False),
-    ("Error: GET https://r.example/v2/: UNAUTHORIZED: authentication required", False),
-])
-def test_ko_failures_reading_its_base_image_cache_are_told_apart(stderr: str, unreadable: bool) -> None:
-    from tasks.builders.ko import ko_cache_unreadable
+# -- coverage builds: the packages -coverpkg names (pure) ---------------------------------------
 
-    assert ko_cache_unreadable(stderr) is unreadable
+MODULE = "github.com/example/fma"
+LISTED = [
+    "go: downloading k8s.io/api v0.34.10",  # go's own messages are merged into the output
+    MODULE,
+    f"{MODULE}/cmd/dual-pods-controller",
+    f"{MODULE}/pkg/api",
+    f"{MODULE}/pkg/generated/clientset/versioned",
+    f"{MODULE}/pkg/generated/listers/fma/v1alpha1",
+    f"{MODULE}/pkg/generatedextra",  # a sibling whose name only starts like an excluded directory
+    f"{MODULE}/test/e2e",
+    "example.invalid/other/pkg",
+]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "left_out"),
+    [
+        ((), set()),
+        (("pkg/generated",), {f"{MODULE}/pkg/generated/clientset/versioned",
+                              f"{MODULE}/pkg/generated/listers/fma/v1alpha1"}),
+        (("pkg/generated", "test"), {f"{MODULE}/pkg/generated/clientset/versioned",
+                                     f"{MODULE}/pkg/generated/listers/fma/v1alpha1", f"{MODULE}/test/e2e"}),
+        (("pkg/api",), {f"{MODULE}/pkg/api"}),
+    ],
+)
+def test_cover_packages_are_the_modules_but_the_excluded_directories(
+    exclude: tuple[str, ...], left_out: set[str],
+) -> None:
+    """Every package of the module go list printed, in its order, but those in an excluded directory or
+    below it (not a sibling that merely starts with its name); go's messages and other modules are no package."""
+    module_packages = [line for line in LISTED if line == MODULE or line.startswith(f"{MODULE}/")]
+    assert cover_packages(MODULE, LISTED, exclude) == tuple(p for p in module_packages if p not in left_out)
+
+
+def test_cover_goflags_are_upstreams() -> None:
+    """-cover -coverpkg=<the packages, comma-joined>, as FMA's Makefile passes them in GOFLAGS."""
+    flags = cover_goflags((f"{MODULE}/cmd/x", f"{MODULE}/pkg/api"))
+    assert flags == ("-cover", f"-coverpkg={MODULE}/cmd/x,{MODULE}/pkg/api")
+    env = ko_env(_build(goflags=(*flags, "-tags=x")), {"PATH": "/usr/bin"}, "/go/bin/go")
+    assert env["GOFLAGS"] == f"-cover -coverpkg={MODULE}/cmd/x,{MODULE}/pkg/api -tags=x"
+
+
+@pytest.mark.parametrize(
+    ("ko_yaml", "mirrors", "written", "where", "mirror"),
+    [
+        ("defaultBaseImage: cgr.dev/chainguard/static@sha256:" + "a" * 64 + "\n", {"cgr.dev": "m.test/cgr"},
+         "cgr.dev/chainguard/static@sha256:" + "a" * 64, ".ko.yaml", "m.test/cgr/chainguard/static@sha256:" + "a" * 64),
+        ("defaultBaseImage: r.test/static:1\n", {}, "r.test/static:1", ".ko.yaml", ""),
+        ("", {}, "cgr.dev/chainguard/static:latest", "ko's default base", ""),
+    ],
+)
+def test_a_ko_base_is_known_as_ko_yaml_writes_it_and_as_pulled(
+    tmp_path: Path, ko_yaml: str, mirrors: dict[str, str], written: str, where: str, mirror: str,
+) -> None:
+    """The base of a main: as .ko.yaml names it (or ko's default), and the mirror reference ko pulls instead."""
+    (tmp_path / "go.mod").write_text("module example.test/m\n\ngo 1.22\n")
+    if ko_yaml:
+        (tmp_path / ".ko.yaml").write_text(ko_yaml)
+    base = source_base(tmp_path, "./cmd/x", mirrors)
+    assert (base.written, base.where, base.mirror) == (written, where, mirror)
+    assert base.image == (mirror or written)
+
+
+UNREACHABLE = ('Error: failed to publish images: error building "ko://m": fetching base image: pulling {base}: '
+               'Get "https://{host}/v2/": dial tcp {host}: connect: connection refused\n')
+
+
+def test_an_unreachable_base_is_named_as_ko_yaml_writes_it_and_mirrors_is_the_fix() -> None:
+    """The base as .ko.yaml writes it and its line come first; without a mirror the fix is mirrors:, with one
+    the message names the mirror and that entry of mirrors:."""
+    written = f"cgr.dev/chainguard/static@{DIGEST}"
+    source = BaseSource(written=written, where=".ko.yaml line 1", pulled=written)
+    plain = explain_ko_failure(UNREACHABLE.format(base=written, host="cgr.dev"), _build(), written, source)
+    assert plain.startswith(f"image hello: cannot reach the registry cgr.dev for the base image {written} "
+                            "(.ko.yaml line 1); ")
+    assert "mirrors: in the release config (mirrors: {cgr.dev: <registry>/<path>})" in plain
+    mirror = f"127.0.0.1:9/mirror/chainguard/static@{DIGEST}"
+    mirrored = explain_ko_failure(UNREACHABLE.format(base=mirror, host="127.0.0.1:9"), _build(), mirror,
+                                  BaseSource(written=written, where=".ko.yaml line 1", pulled=mirror))
+    assert mirrored == (f"image hello: cannot reach the registry 127.0.0.1:9 for the base image {written} (.ko.yaml "
+                        f"line 1), from its mirror {mirror} (mirrors: in the release config); check that entry of "
+                        "mirrors: and that 127.0.0.1:9 answers")
+
+
+def test_base_line_is_where_ko_yaml_names_the_base() -> None:
+    """The line of defaultBaseImage or of an override; none for ko's default or a base only in a comment."""
+    assert base_line(FULL, f"cgr.dev/chainguard/static@{DIGEST}") == 1
+    assert base_line(FULL, "registry.k8s.io/base:1") == 3
+    assert base_line(FULL, KO_DEFAULT_BASE) == 0
+    assert base_line("# was registry.k8s.io/base:1\n", "registry.k8s.io/base:1") == 0
+    assert base_line(FULL, "") == 0
+
+
+COMPILE_ERROR = """\
+2026/12/06 04:48:48 Using base r.test/static:1@sha256:4bdb for example.invalid/k/cmd/x
+2026/12/06 04:48:48 Building example.invalid/k/cmd/x for linux/arm64
+Error: failed to publish images: error building "ko://example.invalid/k/cmd/x": build: go build: exit status 1: \
+# example.invalid/k/cmd/x
+cmd/x/main.go:6:14: cannot use "distinct" (untyped string constant) as int value in variable declaration
+cmd/x/main.go:7:17: undefined: undefinedThing
+"""
+
+
+def test_a_compile_error_shows_the_compilers_lines() -> None:
+    """The console gets the package line and the compiler's lines, first ones first, bounded."""
+    assert ko_output(COMPILE_ERROR) == (
+        "# example.invalid/k/cmd/x",
+        'cmd/x/main.go:6:14: cannot use "distinct" (untyped string constant) as int value in variable declaration',
+        "cmd/x/main.go:7:17: undefined: undefinedThing",
+    )
+    many = "# m/cmd/x\n" + "".join(f"cmd/x/main.go:{n}:2: undefined: v{n}\n" for n in range(1, 12))
+    shown = ko_output(many)
+    assert len(shown) == OUTPUT_LINES and shown[1] == "cmd/x/main.go:1:2: undefined: v1"
+
+
+def test_other_ko_failures_show_ko_s_error_on() -> None:
+    """Not a compile error: ko's lines from its Error: line on, without the time stamps."""
+    stderr = "2026/12/06 04:48:31 cache.get failed\nError: failed to publish images: boom\nmore detail\n"
+    assert ko_output(stderr) == ("Error: failed to publish images: boom", "more detail")
+    assert ko_output("") == ()
+
+
+def test_ko_steps_follow_the_base_and_each_platform() -> None:
+    """ko's lines become steps: the base, the platforms compiling, each platform done by its SBOM, the layout."""
+    steps = KoSteps()
+    said = [steps.read(line) for line in (
+        "Using base r.test/static:1@sha256:4bdb for example.invalid/k/cmd/x",
+        "current folder is not a git repository. Git info will not be available",
+        "Building example.invalid/k/cmd/x for linux/arm64",
+        "Building example.invalid/k/cmd/x for linux/amd64",
+        "Writing SBOM to /j/out/x-1.sbom/x-linux-arm64.spdx.json",
+        "Writing SBOM to /j/out/x-1.sbom/x-linux-amd64.spdx.json",
+    )]
+    assert said == [
+        "fetching the base r.test/static:1@sha256:4bdb", "", "compiling for linux/arm64",
+        "compiling for linux/arm64, linux/amd64", "compiling for linux/amd64 (linux/arm64 done)",
+        "writing the image layout",
+    ]

@@ -14,6 +14,7 @@ from tasks.run.options import (
     FORM_FIELDS,
     OPTIONS,
     add_cli_arguments,
+    as_markdown,
     cli_parameters,
     flow_docstring,
     form_fields,
@@ -38,12 +39,27 @@ def test_the_flow_takes_every_option_by_keyword_only() -> None:
 
 
 def test_the_form_describes_each_option_as_written() -> None:
-    """Prefect's run form shows each option's help as its description, angle brackets and all."""
+    """Prefect's run form renders each description as Markdown: the flow's schema holds each option's help with
+    what Markdown would take for HTML or emphasis escaped, so `<registry>` shows as written (the browser's view:
+    tests/integration/test_triggers.py)."""
     from flows.release import release_flow
 
     properties = release_flow.parameters.model_dump()["properties"]
     for option in OPTIONS:
-        assert properties[option.name]["description"] == option.help
+        assert properties[option.name]["description"] == as_markdown(option.help)
+    assert properties["chart_registry"]["description"] == r"OCI URL for charts (default: oci://\<registry\>/charts)"
+    assert "<" not in properties["workdir"]["description"].replace("\\<", "")
+
+
+@pytest.mark.parametrize(("text", "markdown"), [
+    ("oci://<registry>/charts", r"oci://\<registry\>/charts"),
+    ("under <state dir>/workspaces", r"under \<state dir\>/workspaces"),
+    ("a *b* _c_ `d` [e] \\f", r"a \*b\* \_c\_ \`d\` \[e\] \\f"),
+    ("plain: v0.3.1, --no-sign (default 5)", "plain: v0.3.1, --no-sign (default 5)"),
+])
+def test_as_markdown_escapes_what_markdown_would_swallow(text: str, markdown: str) -> None:
+    """Angle brackets, emphasis, code and link marks and backslashes are escaped; other text is left alone."""
+    assert as_markdown(text) == markdown
 
 
 def test_cli_defaults_are_the_flow_defaults() -> None:
@@ -103,3 +119,28 @@ def test_form_fields_are_the_tag_and_the_retry_knobs() -> None:
 def test_unknown_form_field_is_one_line() -> None:
     with pytest.raises(ConfigError, match="FMA_FORM_FIELDS names sorce, which are no options"):
         form_fields("sorce")
+
+
+def test_serve_adds_promote_release_when_asked() -> None:
+    """`fma-release serve --promote-to` serves promote-release from --registry to that registry; without it, the two."""
+    from flows.serving import ServeOptions, build_deployments
+
+    options = ServeOptions(source="/src", registry="a.io/x", repo="o/r", watch_interval=0)
+    assert [d.name for d in build_deployments(options)] == ["publish-release", "watch-releases"]
+    *_, promote = build_deployments(ServeOptions(source="/src", registry="a.io/x", repo="o/r", watch_interval=0,
+                                                 promote_to="b.io/y"))
+    assert promote.name == "promote-release"
+    assert promote.parameters == {"from_registry": "a.io/x", "to_registry": "b.io/y"}
+
+
+def test_the_promote_flow_takes_the_promotion_options() -> None:
+    """promote-release's parameters are PROMOTE_OPTIONS, keyword-only, with their help as the form's descriptions."""
+    import inspect
+
+    from flows.promote import promote_flow
+    from tasks.run.options import PROMOTE_OPTIONS
+
+    parameters = inspect.signature(promote_flow.fn).parameters
+    assert list(parameters) == [o.name for o in PROMOTE_OPTIONS]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    assert "to_registry: the image registry to promote it to" in (promote_flow.fn.__doc__ or "")

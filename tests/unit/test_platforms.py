@@ -151,8 +151,8 @@ def test_exec_format_hint_names_the_emulator_and_the_fixes() -> None:
 
 
 def pushed(platform: str, digest: str, status: Status = Status.PUSHED) -> PushedImage:
-    tag = platform_tag("v0.3.1", platform)
-    return PushedImage(name="requester", ref=f"reg.example/fma/requester:{tag}", digest=digest, status=status,
+    """A platform image as it is pushed: by its digest, with no tag of its own."""
+    return PushedImage(name="requester", ref=f"reg.example/fma/requester@{digest}", digest=digest, status=status,
                        platform=platform, label=f"requester {platform}")
 
 
@@ -170,9 +170,9 @@ def test_summary_lists_the_index_and_each_platform_digest() -> None:
     summary = result.summary()
     assert summary["images"][0]["digest"] == "sha256:" + "9" * 64
     assert summary["images"][0]["platforms"] == [
-        {"platform": "linux/amd64", "ref": "reg.example/fma/requester:v0.3.1-linux-amd64",
+        {"platform": "linux/amd64", "ref": "reg.example/fma/requester@sha256:" + "1" * 64,
          "digest": "sha256:" + "1" * 64, "status": "already published"},
-        {"platform": "linux/arm64", "ref": "reg.example/fma/requester:v0.3.1-linux-arm64",
+        {"platform": "linux/arm64", "ref": "reg.example/fma/requester@sha256:" + "2" * 64,
          "digest": "sha256:" + "2" * 64, "status": "pushed"},
     ]
     assert summary["images"][1]["platforms"] == [
@@ -180,5 +180,20 @@ def test_summary_lists_the_index_and_each_platform_digest() -> None:
     assert summary["notes"] == ["already in the registry, not rebuilt or pushed: requester linux/amd64"]
     text = render_summary(result)
     assert "| requester | index of linux/amd64, linux/arm64 | `reg.example/fma/requester:v0.3.1` | `sha256:999" in text
-    assert "| | linux/arm64 | `reg.example/fma/requester:v0.3.1-linux-arm64` | `sha256:222" in text
+    assert f"| | linux/arm64 | `reg.example/fma/requester@sha256:{'2' * 64}` | `sha256:222" in text
     assert "| launcher | linux/amd64 | `reg.example/fma/launcher:v0.3.1` | `sha256:333" in text
+
+
+def test_an_image_kept_whole_is_named_once_in_the_notes() -> None:
+    """A kept ko index lists its platforms in the summary, but the note names the image once; a pushed index
+    with a kept platform names that platform."""
+    ko = PushedImage(name="dual-pods-controller", ref="reg.example/fma/dual-pods-controller:v0.3.1",
+                     digest="sha256:" + "7" * 64, status=Status.ALREADY_PUBLISHED,
+                     platforms=(pushed("linux/amd64", "sha256:" + "5" * 64, Status.ALREADY_PUBLISHED),
+                                pushed("linux/arm64", "sha256:" + "6" * 64, Status.ALREADY_PUBLISHED)))
+    index = PushedImage(name="requester", ref="reg.example/fma/requester:v0.3.1", digest="sha256:" + "9" * 64,
+                        platforms=(pushed("linux/amd64", "sha256:" + "1" * 64, Status.ALREADY_PUBLISHED),
+                                   pushed("linux/arm64", "sha256:" + "2" * 64)))
+    assert release_notes([ko, index], []) == (
+        "already in the registry, not rebuilt or pushed: dual-pods-controller, requester linux/amd64",)
+    assert [p.platform for p in ImageResult.of(ko).platforms] == ["linux/amd64", "linux/arm64"]

@@ -35,3 +35,28 @@ def test_a_new_state_or_detail_is_a_new_line() -> None:
         "requester: failed: another reason",
         "launcher: failed: another reason",
     ]
+
+
+def test_a_failed_steps_output_prints_under_its_failure_and_leaves_the_row_alone() -> None:
+    """Output lines print as `item | line`, each time; the run's verdict on the failure after them is not said again."""
+    view, out = _view()
+    view.update("requester linux/amd64", Status.FAILED, "image requester linux/amd64 failed to build")
+    view.update("requester linux/amd64", Status.OUTPUT, "attempt 12 of 12")
+    view.update("requester linux/amd64", Status.OUTPUT, "attempt 12 of 12")
+    view.update("requester linux/amd64", Status.FAILED, "image requester linux/amd64 failed to build")
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "requester linux/amd64: failed: image requester linux/amd64 failed to build",
+        "requester linux/amd64 | attempt 12 of 12",
+        "requester linux/amd64 | attempt 12 of 12",
+    ]
+
+
+def test_output_prints_beside_the_live_table_too() -> None:
+    """On a terminal the output lines go above the table, as warnings do."""
+    out = io.StringIO()
+    view = ProgressView(Console(file=out, force_terminal=True, width=200))
+    try:
+        view.update("launcher", Status.OUTPUT, "No matching distribution found for uvicorn")
+    finally:
+        view.close()
+    assert "launcher | No matching distribution found for uvicorn" in out.getvalue()

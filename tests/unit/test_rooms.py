@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Lowest first. A room may import its own modules and the rooms before it, never one after it.
-ROOMS = ("core", "oci", "run", "builders", "helm", "supplychain", "control", "forge", "steps", "flows")
+ROOMS = ("core", "oci", "run", "builders", "helm", "proof", "supplychain", "promote", "control", "forge", "steps",
+         "flows")
 
 
 def module_name(path: Path) -> str:

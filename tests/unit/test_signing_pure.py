@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from tasks.control.preflight import NOTHING_CHANGED
 from tasks.core.status import Status
 from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig
 from tasks.run.context import ReleaseRequest
-from tasks.run.facts import BuildFacts, ReleaseFacts, SigningKey
-from tasks.run.result import ImageResult, PlatformResult, PublishedChart, ReleaseResult, SignatureResult
+from tasks.run.facts import BaseUse, BuildFacts, ReleaseFacts, SigningKey
+from tasks.run.result import (
+    BuiltImage,
+    ImageResult,
+    PlatformResult,
+    PublishedChart,
+    PushedImage,
+    ReleaseResult,
+    SignatureResult,
+)
 from tasks.signing import builder_sbom
-from tasks.summary import artifacts_markdown, render_summary, verify_command
+from tasks.summary import artifacts_markdown, release_notes, render_summary, verify_command
 from tasks.supplychain.provenance import (
     BASE_DIGEST,
     BASE_NAME,
@@ -22,7 +32,7 @@ from tasks.supplychain.provenance import (
     provenance_predicate,
     subjects_match,
 )
-from tasks.supplychain.signer import UNSIGNED, signing_decision
+from tasks.supplychain.signer import UNSIGNED, build_facts, signing_decision
 from tasks.supplychain.verify import OK, Check, failure_line, render_table
 
 A = "sha256:" + "a" * 64
@@ -52,8 +62,10 @@ def test_a_single_image_is_one_manifest_that_wants_an_sbom() -> None:
 
 
 def test_provenance_names_tag_source_config_commit_bases_run_and_times() -> None:
+    cuda = BaseUse(f"r.test/cuda@{B}", written="nvcr.io/nvidia/cuda:12.8", where="dockerfiles/Dockerfile.requester:9",
+                   mirror="r.test/cuda:12.8")
     build = BuildFacts(name="requester", builder="dockerfile", fingerprint="f1", platform="linux/arm64",
-                       bases=((f"r.test/cuda@{B}", ""), ("r.test/tools:1", "linux/amd64")),
+                       bases=(cuda, BaseUse("r.test/tools:1", platform="linux/amd64")),
                        started="2026-12-02T10:00:00Z", finished="2026-12-02T10:01:00Z")
     manifest = Manifest(digest=A, platform="linux/arm64")
     predicate = provenance_predicate(FACTS, build, manifest, image="r.test/fma/requester", builder="dockerfile")
@@ -64,6 +76,9 @@ def test_provenance_names_tag_source_config_commit_bases_run_and_times() -> None
     commit, cuda, tools = definition["resolvedDependencies"]
     assert commit == {"uri": "git+https://example.test/fma.git@refs/tags/v0.6.4", "digest": {"gitCommit": "1" * 40}}
     assert cuda["digest"] == {"sha256": "b" * 64} and cuda["uri"].endswith("?platform=linux%2Farm64")
+    # pulled from the mirror, written in the source as the FROM line says
+    assert cuda["annotations"] == {"writtenAs": "nvcr.io/nvidia/cuda:12.8",
+                                   "writtenIn": "dockerfiles/Dockerfile.requester:9", "mirror": "r.test/cuda:12.8"}
     # a builder stage's FROM --platform is its own; an unpinned base says so instead of a digest
     assert tools["uri"].endswith("?platform=linux%2Famd64") and "digest" not in tools
     assert tools["annotations"] == {"pinned": False}
@@ -83,6 +98,75 @@ def test_ko_annotations_name_the_base_and_an_index_lists_its_platforms() -> None
     # built by an earlier run with the same inputs: no times, no fingerprint, still the run's builder id
     assert "startedOn" not in predicate["runDetails"]["metadata"]
     assert predicate["buildDefinition"]["internalParameters"] == {"builder": "ko"}
+
+
+def test_a_ko_base_is_named_as_built_on_and_as_ko_yaml_writes_it_with_goflags_and_cover() -> None:
+    """ko's annotations give the base pulled (the mirror's) and its digest; the build's record says how
+    .ko.yaml writes it; the GOFLAGS the build compiled with and its cover exclusions are internal parameters."""
+    annotations = ((BASE_DIGEST, C), (BASE_NAME, f"mirror.test/cgr.dev/chainguard/static@{C}"))
+    base = BaseUse(f"mirror.test/cgr.dev/chainguard/static@{C}", written=f"cgr.dev/chainguard/static@{C}",
+                   where=".ko.yaml", mirror=f"mirror.test/cgr.dev/chainguard/static@{C}")
+    build = BuildFacts(name="ctl", builder="ko", fingerprint="f2", bases=(base,), run_id="run-1",
+                       goflags=("-cover", "-coverpkg=m/a,m/b"), cover_exclude=("pkg/generated",))
+    manifest = Manifest(digest=B, platform="linux/arm64", annotations=annotations)
+    predicate = provenance_predicate(FACTS, build, manifest, image="r.test/fma/ctl", builder="ko")
+    (_, dep) = predicate["buildDefinition"]["resolvedDependencies"]
+    assert dep["name"] == "mirror.test/cgr.dev/chainguard/static" and dep["digest"] == {"sha256": "c" * 64}
+    assert dep["annotations"] == {"writtenAs": f"cgr.dev/chainguard/static@{C}", "writtenIn": ".ko.yaml",
+                                  "mirror": f"mirror.test/cgr.dev/chainguard/static@{C}"}
+    assert predicate["buildDefinition"]["internalParameters"] == {
+        "builder": "ko", "fingerprint": "f2", "goflags": "-cover -coverpkg=m/a,m/b",
+        "cover": {"exclude": ["pkg/generated"]}}
+    plain = provenance_predicate(FACTS, BuildFacts(name="p", builder="ko"), manifest, image="r.test/fma/p",
+                                 builder="ko")
+    assert plain["buildDefinition"]["internalParameters"] == {"builder": "ko"}
+
+
+def test_late_provenance_names_the_run_that_built_the_image_and_its_times() -> None:
+    """Signed by a later run (FACTS: run-1), a build recorded by run-0 names run-0 as builder and invocation,
+    with its own start and finish; an index of builds from one run names that run, of two runs this one."""
+    amd = BuildFacts("req", "dockerfile", platform="linux/amd64", started="2026-12-01T09:00:00Z",
+                     finished="2026-12-01T09:02:00Z", run_id="run-0", run_url="http://prefect.test/run-0")
+    arm = BuildFacts("req", "dockerfile", platform="linux/arm64", run_id="run-0", run_url="http://prefect.test/run-0")
+    late = provenance_predicate(FACTS, amd, Manifest(digest=B, platform="linux/amd64"), image="r.test/fma/req",
+                                builder="dockerfile", builds=(amd, arm))
+    assert late["runDetails"]["builder"]["id"] == "http://prefect.test/run-0"
+    assert late["runDetails"]["metadata"] == {"invocationID": "run-0", "startedOn": "2026-12-01T09:00:00Z",
+                                              "finishedOn": "2026-12-01T09:02:00Z"}
+    top = Manifest(digest=A, is_index=True, entries=(("linux/amd64", B), ("linux/arm64", C)))
+    index = provenance_predicate(FACTS, None, top, image="r.test/fma/req", builder="dockerfile", builds=(amd, arm))
+    assert index["runDetails"]["builder"]["id"] == "http://prefect.test/run-0"
+    assert index["runDetails"]["metadata"] == {"invocationID": "run-0"}
+    other = dataclasses.replace(arm, run_id="run-9", run_url="http://prefect.test/run-9")
+    mixed = provenance_predicate(FACTS, None, top, image="r.test/fma/req", builder="dockerfile", builds=(amd, other))
+    assert mixed["runDetails"]["builder"]["id"] == FACTS.run_url
+    # a build that recorded no run (a result cached before runs were recorded) is named as this run's
+    unknown = provenance_predicate(FACTS, BuildFacts("req", "dockerfile", platform="linux/amd64"),
+                                   Manifest(digest=B, platform="linux/amd64"), image="r.test/fma/req",
+                                   builder="dockerfile")
+    assert unknown["runDetails"]["metadata"]["invocationID"] == "run-1"
+
+
+def test_a_build_cached_before_bases_were_recorded_as_written_still_signs() -> None:
+    """A BuiltImage whose bases are (image, platform) pairs gives BuildFacts whose bases are as pulled only."""
+    built = BuiltImage(name="req", ref="r.test/fma/req:v1", bases=((f"r.test/cuda@{B}", ""),))  # type: ignore[arg-type]
+    (base,) = build_facts(built, "dockerfile").bases
+    assert base == BaseUse(image=f"r.test/cuda@{B}")
+
+
+def test_the_notes_say_what_a_run_signed_of_images_already_published() -> None:
+    """A run that found images published and signed them says so; with nothing signed it changed nothing."""
+    kept = PushedImage(name="ctl", ref="r.test/fma/ctl:v1", digest=A, status=Status.ALREADY_PUBLISHED)
+    built = PushedImage(name="req", ref="r.test/fma/req:v1", digest=B)
+    chart = PublishedChart(name="c", ref="oci://r.test/fma/charts/c", version="1.0.0", digest=C,
+                           status=Status.ALREADY_PUBLISHED)
+    signed = SignatureResult(artifact="ctl linux/arm64", ref=f"r.test/fma/ctl@{A}", digest=A, signature=Status.SIGNED)
+    old = SignatureResult(artifact="ctl", ref=f"r.test/fma/ctl@{A}", digest=A, signature=Status.ALREADY_SIGNED)
+    assert release_notes([kept], [chart], [old]) == (NOTHING_CHANGED,)
+    assert release_notes([kept], [chart], [signed])[0].startswith(
+        "every image and chart was already published; signed or attested 1 of its manifest(s)")
+    notes = release_notes([kept, built], [chart], [signed])
+    assert "signed or attested 1 manifest(s) of images already published: ctl" in notes
 
 
 @pytest.mark.parametrize(("subjects", "expected"), [
