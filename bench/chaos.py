@@ -10,7 +10,8 @@ the part again if it is a service, waits for the killed run to end, runs the sam
 - the re-run exits 0, its summary lists every artifact as the registry has it, and ``fma-release verify``
   passes;
 - no rebuild: the re-run has no build task for an image that was published before it started;
-- no silent wait: the re-run prints a line within 60 s and ends within the stated bound;
+- no silent wait: the re-run prints a line within 60 s and ends within the stated bound, and a slot it takes
+  over it takes because the holder's process is gone (every run is on this host), never by the stale bound;
 - a bounded console with no traceback, for both runs;
 - no leaked slot (the tag's limit holds none, no holder record is left) and no process of either run
   left running.
@@ -614,7 +615,10 @@ def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
             out.step = first.step_at(out.killed_at)
             if plan.part in SERVICES:
                 time.sleep(plan.down)
-                lab.restart(plan.part)
+                try:
+                    lab.restart(plan.part)
+                except RuntimeError as err:  # the runner's own part: no verdict on the release
+                    raise CannotRun(f"round {plan.round}: {plan.part} did not start again: {err}") from err
         out.first_exit = first.wait(KILLED_RUN_S)
         out.first_took = first.took
         if out.first_exit is None:
@@ -640,6 +644,10 @@ def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
             problems.append(f"the re-run exited {code}")
         if out.rerun_first_line_s > FIRST_LINE_S:
             problems.append(f"the re-run printed nothing for {out.rerun_first_line_s:.0f}s")
+        # Every run here is on this host: a slot is taken over because its holder's process is gone, at once,
+        # never by waiting out the stale bound.
+        problems += [f"the re-run took the slot over by the stale bound: {text}" for _, text in rerun.lines
+                     if text.startswith("slot taken over:") and "is gone" not in text]
         problems += _console_problems(rerun)
         if problems:
             raise Broken("\n".join(problems) + f"\nthe re-run's console:\n{rerun.console()[-3000:]}")

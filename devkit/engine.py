@@ -28,6 +28,15 @@ def _ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that runs (not gone, not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 in 172.29.0.0/16 that no interface of this machine uses."""
     used = [ipaddress.ip_interface(word).network for word in _ip("-4", "-o", "addr").split() if "/" in word]
@@ -68,20 +77,39 @@ class EngineProcess:
         if self.in_memory:
             (self.root / "data").mkdir()
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(self.root / "data")], check=True)
-        return self._spawn(timeout)
+        try:
+            return self._spawn(timeout)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def kill(self) -> None:
-        """End dockerd with SIGKILL, as a crash would (its containerd and shims are left as they are);
-        :meth:`restart` starts it again on the same data."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        """End dockerd with SIGKILL, as a crash would; :meth:`restart` starts it again on the same data.
+
+        Its containerd dies with it (dockerd starts it with a parent-death signal) but stays a zombie where
+        PID 1 does not reap orphans (this VM's init does not): the next dockerd would find its PID file, take it
+        for a containerd still running, and wait for its socket until it gives up. So the PID file goes once
+        that containerd is dead."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        pid_file = self.root / "exec" / "containerd" / "containerd.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.05)
+        if not _running(pid):
+            pid_file.unlink(missing_ok=True)
 
     def restart(self, timeout: float = 30) -> EngineProcess:
         """Stop dockerd (SIGTERM, as a service manager would; nothing when it was killed) and start it again
         on the same data root, socket and bridge: what a client in the middle of a build sees as the engine
-        going away."""
+        going away. When it does not come back, RuntimeError; its directory (and log) stay until :meth:`stop`."""
         if self.process is not None:
             stop_process(self.process, timeout=30)
             self.process = None
@@ -102,8 +130,8 @@ class EngineProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"dockerd exited early; see {self.root / 'dockerd.log'}")
+                self.process = None
+                raise RuntimeError(f"dockerd exited early: {self._last_log_line()}; see {self.root / 'dockerd.log'}")
             try:
                 client = docker.APIClient(base_url=self.docker_host, version="auto", timeout=5)
                 client.ping()
@@ -111,8 +139,16 @@ class EngineProcess:
                 return self
             except Exception:  # not listening yet
                 time.sleep(0.1)
-        self.stop()
+        stop_process(self.process, timeout=30)
+        self.process = None
         raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s; see {self.root / 'dockerd.log'}")
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = (self.root / "dockerd.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1][-300:] if lines else "no log"
 
     def stop(self) -> None:
         if self.process is not None:

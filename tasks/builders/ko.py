@@ -17,7 +17,6 @@ Pure parts decide (:func:`ko_argv`, :func:`ko_env`, :func:`explain_ko_failure`, 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -25,7 +24,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -439,7 +437,7 @@ def compile_with_ko(
         log.info("building %s from %s with ko on %s (platforms %s)%s", build.name, build.main, base,
                  ",".join(build.platforms) if build.platforms else "all of the base",
                  f" as the user {user.name}" if user else "")
-        _run_ko(build, target, ko, env=env, base=source, log=log, user=user, on_line=_ko_line_logger(log, step))
+        _run_ko(build, target, ko, env=env, base=source, user=user, on_line=_ko_line_logger(log, step))
         if user is not None:
             _bring_back(build, target)
     finally:
@@ -516,9 +514,6 @@ def download_modules(source: Path, log: logging.Logger | Any, *, user: BuildUser
         cmd.stream([go, "mod", "download", "-json"], cwd=module, env=env, timeout=timeout, on_line=heard,
                    what="download the Go modules", fix="check that the Go module proxy is reachable", user=user)
     except CommandError as err:
-        if "no modules specified" in err.stderr:  # go.mod requires nothing: there is nothing to download
-            log.info("Go modules: the source's go.mod requires none")
-            return 0
         raise SourceError(f"cannot download the Go modules of the source: {err}") from err
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -557,57 +552,18 @@ def _checked_source(build: KoBuild) -> tuple[str, BaseSource]:
     return config_text, BaseSource(written=written, where=where, pulled=apply_mirrors(written, build.mirrors))
 
 
-# ko keeps the base images it pulled in an OCI layout, KOCACHE/img, shared by every ko process of the user. It
-# writes a blob in place and index.json by truncating it, so another ko process reading at that moment (two
-# images of a release start from one base) gets half a JSON document, and a ko killed while writing leaves a
-# truncated blob that every later build reads: ko then fails with Go's JSON decoding errors.
-_CACHE_UNREADABLE = re.compile(
-    r"unexpected end of JSON input|unexpected EOF|invalid character .+ looking for|loading cache index")
-
-
-def _lines(stderr: str) -> list[str]:
-    return [line.strip() for line in stderr.splitlines() if line.strip()]
-
-
-def ko_cache_unreadable(stderr: str) -> bool:
-    """Whether ko failed reading a half-written entry of its base-image cache (pure)."""
-    return bool(_CACHE_UNREADABLE.search(_ko_error_line(_lines(stderr))))
-
-
-def discard_image_cache(kocache: Path) -> None:
-    """Move ko's base-image cache out of the way and remove it: ko pulls the base again (a manifest and a
-    config; the layers come from the registry as the build needs them). A ko process still reading the old
-    one keeps its open files."""
-    store = kocache / "img"
-    aside = kocache / f"img.discarded-{uuid.uuid4().hex[:8]}"
-    with contextlib.suppress(FileNotFoundError):
-        store.rename(aside)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _run_ko(build: KoBuild, target: KoBuild, ko: str, *, env: dict[str, str], base: BaseSource,  # noqa: PLR0913
-            log: logging.Logger | Any, user: BuildUser | None, on_line: Callable[[str], None]) -> None:
-    """Run ko; when it could not read its base-image cache, discard that cache and build once more."""
-    for attempt in (1, 2):
-        try:
-            cmd.stream(
-                ko_argv(target, ko), cwd=target.source, env=env, timeout=build.timeout, on_line=on_line,
-                what=f"build {build.name} with ko", fix="see the ko output in the log", user=user,
-            )
-            return
-        except CommandError as err:
-            if err.returncode == -1:
-                raise ImageBuildError(build.name, f"image {build.name}: {err}", output=ko_output(err.stderr)) from err
-            kocache = env.get("KOCACHE", "")
-            if attempt == 1 and kocache and ko_cache_unreadable(err.stderr):
-                log.warning("ko could not read its base-image cache in %s (%s): building %s again without it",
-                            kocache, _ko_error_line(_lines(err.stderr)), build.name)
-                discard_image_cache(Path(kocache))
-                for partial in (target.out, target.sbom_dir):
-                    shutil.rmtree(partial, ignore_errors=True)  # ko appends to what the failed attempt wrote
-                continue
-            raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base.pulled, base),
-                                  output=ko_output(err.stderr)) from err
+def _run_ko(build: KoBuild, target: KoBuild, ko: str, *, env: dict[str, str], base: BaseSource,
+            user: BuildUser | None, on_line: Callable[[str], None]) -> None:
+    try:
+        cmd.stream(
+            ko_argv(target, ko), cwd=target.source, env=env, timeout=build.timeout, on_line=on_line,
+            what=f"build {build.name} with ko", fix="see the ko output in the log", user=user,
+        )
+    except CommandError as err:
+        if err.returncode == -1:
+            raise ImageBuildError(build.name, f"image {build.name}: {err}", output=ko_output(err.stderr)) from err
+        raise ImageBuildError(build.name, explain_ko_failure(err.stderr, build, base.pulled, base),
+                              output=ko_output(err.stderr)) from err
 
 
 def _bring_back(build: KoBuild, target: KoBuild) -> None:

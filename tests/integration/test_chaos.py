@@ -1,7 +1,7 @@
 """Chaos rounds on real parts (bench/chaos.py): one part of a signed release of the FMA sample killed at one
 moment, the same tag run again, and every invariant checked (whole or absent, the re-run complete, verified
 and rebuilding nothing published, a line within 60 s, a bounded console without a traceback, no leaked slot,
-no process left). CI plays three rounds of a fixed seed, and rounds at moments that once broke an invariant.
+no process left). CI plays three rounds of a fixed seed; the benchmark plays 30 (docs/chaos.md).
 
 The runner starts its own registry, a second dockerd on its own bridge and a Prefect server, and kills them:
 nothing the other tests use. It is ``serial`` all the same: it reads the machine's process table (what the
@@ -18,12 +18,12 @@ from bench import chaos
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
-SEED = 6  # rounds 1-3: dockerd, a BuildKit client, the release process with SIGINT
+SEED = 16  # rounds 1-3 kill dockerd, the release process (SIGKILL), a cosign process
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path) -> Iterator[tuple[chaos.Lab, chaos.Shape]]:
-    """The runner's parts, and what a clean release of the sample looks like on them."""
+    """The runner's parts, and what a release of the sample without a fault looks like on them."""
     parts = chaos.Lab.start(tmp_path_factory.mktemp("chaos"), prefect_template)
     try:
         yield parts, chaos.clean_release(parts)
@@ -32,24 +32,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path) -> Ite
 
 
 def test_three_rounds_of_a_fixed_seed_break_no_invariant(lab: tuple[chaos.Lab, chaos.Shape]) -> None:
-    """The seed's three rounds each kill their part while the release runs, and the re-run ends whole."""
+    """The seed's three rounds each kill their part while the release runs, and each re-run ends whole, verified,
+    with nothing published rebuilt; the re-run after SIGKILL of the release takes the tag's slot from the dead
+    process at once (play() fails a take-over by the stale bound)."""
     parts, shape = lab
     outcomes, broken = chaos.run_rounds(parts, shape, SEED, [1, 2, 3])
     assert broken == ""
-    assert [o.part for o in outcomes] == ["dockerd", "buildkit", "release:SIGINT"]
+    assert [o.part for o in outcomes] == ["dockerd", "release:SIGKILL", "cosign"]
     assert all(o.killed for o in outcomes), [(o.part, o.moment) for o in outcomes]  # each moment was reached
-
-
-def test_release_killed_while_the_controllers_are_signed_resumes_at_once_and_lists_every_platform(
-    lab: tuple[chaos.Lab, chaos.Shape],
-) -> None:
-    """SIGKILL of the release once the ko images are pushed and being signed: the re-run takes the tag's slot from
-    the dead process without waiting out the stale bound, keeps the pushed images (its summary lists each of their
-    platform manifests, as a clean release's does), and ends whole and verified."""
-    parts, shape = lab
-    plan = chaos.Plan(round=101, part="release:SIGKILL", moment="dual-pods-controller: signing", delay=0.1, down=0)
-    out = chaos.play(parts, shape, plan)
-    assert out.killed and "dual-pods-controller" in out.published_before
-    assert "dual-pods-controller" not in out.rebuilt
-    rerun = (parts.work / "runs" / "round101-rerun.log").read_text()
-    assert "slot taken over: release-v1.101.0 from flow run" in rerun and "is gone" in rerun

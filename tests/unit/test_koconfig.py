@@ -446,18 +446,3 @@ def test_ko_steps_follow_the_base_and_each_platform() -> None:
         "compiling for linux/arm64, linux/amd64", "compiling for linux/amd64 (linux/arm64 done)",
         "writing the image layout",
     ]
-
-
-@pytest.mark.parametrize(("stderr", "unreadable"), [
-    ('Error: failed to publish images: error building "ko://x/cmd/a": Image("sha256:ce3f"): '
-     "unexpected end of JSON input", True),  # a blob read while another ko process wrote it
-    ('Error: failed to publish images: error building "ko://x/cmd/a": unexpected EOF', True),  # a truncated blob
-    ("Error: loading cache index: invalid character '\\x00' looking for beginning of value", True),
-    ("2026/12/06 03:00:00 Using base x\nError: failed to publish images: error building \"ko://x/cmd/a\": "
-     "build: go build: exit status 1", False),
-    ("Error: GET https://r.example/v2/: UNAUTHORIZED: authentication required", False),
-])
-def test_ko_failures_reading_its_base_image_cache_are_told_apart(stderr: str, unreadable: bool) -> None:
-    from tasks.builders.ko import ko_cache_unreadable
-
-    assert ko_cache_unreadable(stderr) is unreadable
