@@ -689,6 +689,26 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
+def run_rounds(lab: Lab, shape: Shape, seed: int, numbers: list[int], *, part: str | None = None
+               ) -> tuple[list[Outcome], str]:
+    """Play the seed's rounds ``numbers`` in order; stop at the first broken invariant. The outcomes of the
+    rounds played whole, and ``""`` or what broke (the round, its part and moment, the evidence)."""
+    outcomes: list[Outcome] = []
+    for number in numbers:
+        plan = plan_round(seed, number, shape, part)
+        log(f"round {number}: {plan.tag}: {plan}")
+        try:
+            outcome = play(lab, shape, plan)
+        except Broken as err:
+            return outcomes, (f"round {number} broke an invariant: seed {seed}, part {plan.part}, moment "
+                              f"'{plan.moment}' +{plan.delay}s; replay: bench/chaos.py --seed {seed} --round {number}"
+                              + (f" --part {part}" if part else "") + f"\n{err}")
+        outcomes.append(outcome)
+        log(f"round {number}: killed {outcome.killed or 'nothing (the run ended first)'} during "
+            f"'{outcome.step or '-'}'; re-run {outcome.rerun_s:.1f}s, rebuilt {outcome.rebuilt or 'nothing'}")
+    return outcomes, ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=30, help="how many rounds (default 30)")
@@ -715,21 +735,11 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab.start(work, args.prefect_template)
         lab.checkout = args.checkout
         shape = clean_release(lab)
-        for number in numbers:
-            plan = plan_round(seed, number, shape, args.part)
-            log(f"round {number}: {plan.tag}: {plan}")
-            try:
-                outcome = play(lab, shape, plan)
-            except Broken as err:
-                keep = True
-                code = 1
-                log(f"round {number} broke an invariant: seed {seed}, part {plan.part}, moment '{plan.moment}' "
-                    f"+{plan.delay}s; replay: bench/chaos.py --seed {seed} --round {number}"
-                    + (f" --part {args.part}" if args.part else "") + f"\n{err}\nlogs: {work / 'runs'}")
-                break
-            outcomes.append(outcome)
-            log(f"round {number}: killed {outcome.killed or 'nothing (the run ended first)'} during "
-                f"'{outcome.step or '-'}'; re-run {outcome.rerun_s:.1f}s, rebuilt {outcome.rebuilt or 'nothing'}")
+        outcomes, broken = run_rounds(lab, shape, seed, numbers, part=args.part)
+        if broken:
+            keep = True
+            code = 1
+            log(f"{broken}\nlogs: {work / 'runs'}")
     except CannotRun as err:
         keep = True
         log(f"cannot run: {err}")
