@@ -61,7 +61,7 @@ def tags(engine: docker.APIClient) -> Iterator[list[str]]:
     yield made
     for tag in made:
         with contextlib.suppress(docker.errors.ImageNotFound):
-            engine.remove_image(tag, force=True)
+            engine.remove_image(tag, force=True, noprune=True)
 
 
 def _build(buildkit: BuildkitClient, tags: list[str], registry: RegistryProcess, namespace: str,

@@ -79,5 +79,5 @@ def test_two_runs_in_one_process_learn_their_registry_afresh(
             assert api.tags(f"{namespace}/requester") == ["v0.3.2"]
     finally:
         secure.stop()
-        subprocess.run(["docker", "image", "rm", "-f", f"{plain.host}/{namespace}/requester:v0.3.1",
+        subprocess.run(["docker", "image", "rm", "-f", "--no-prune", f"{plain.host}/{namespace}/requester:v0.3.1",
                         f"{secure.host}/{namespace}/requester:v0.3.2"], capture_output=True, check=False)

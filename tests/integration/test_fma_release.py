@@ -82,7 +82,7 @@ def test_the_arm64_controller_runs_under_qemu_and_the_release_created_no_contain
         assert out.returncode == 0, out.stderr
         assert "arm64" in out.stdout and "v0.6.4" in out.stdout
     finally:
-        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", "-f", "--no-prune", ref], capture_output=True, check=False)
 
 
 def test_the_chart_is_the_sources_at_the_tag_with_only_the_two_values_changed(
@@ -199,7 +199,7 @@ def test_the_released_dual_pods_controller_writes_coverage_data_as_upstreams_and
             assert list(populator.iterdir()) == []
     finally:
         for ref in refs:
-            subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)
+            subprocess.run(["docker", "image", "rm", "-f", "--no-prune", ref], capture_output=True, check=False)
 
 
 COSIGN_TAG = re.compile(r"^sha256-[0-9a-f]{64}\.(sig|att)$")

@@ -38,4 +38,4 @@ def test_labels_with_quotes_and_dollars_reach_the_image_in_one_step(
         assert any("Step 3/3" in line for line in lines)
         assert dockerfile.read_text() == "FROM scratch\nCOPY VERSION /VERSION\n"
     finally:
-        engine.remove_image(ref, force=True)
+        engine.remove_image(ref, force=True, noprune=True)

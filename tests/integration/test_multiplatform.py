@@ -104,7 +104,7 @@ def test_two_platform_image_is_an_index_and_runs_as_arm64_the_other_stays_a_plai
             for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
                 if name.startswith(f"{registry.host}/{namespace}/"):
                     with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier reference
-                        engine.remove_image(name, force=True)
+                        engine.remove_image(name, force=True, noprune=True)
 
     from tests.integration.prefect_helpers import recorded_task_runs, run_of, wait_for
 
@@ -179,7 +179,7 @@ def test_platform_without_an_emulator_fails_in_one_line_naming_the_fix(
     finally:  # the steps before the failing one stay in the engine as untagged images
         for image_id in engine.images(all=True, quiet=True, filters={"dangling": True}):
             if engine.inspect_image(image_id).get("Architecture") == "riscv64":
-                engine.remove_image(image_id, force=True)
+                engine.remove_image(image_id, force=True, noprune=True)
     message = str(caught.value)
     assert message.startswith("image odd linux/riscv64 failed to build at Step 3/3 : RUN")
     assert "exec format error" in message and "qemu-riscv64" in message
@@ -269,4 +269,4 @@ def test_layer_cache_of_another_platform_is_not_used(
         assert "cache gave a linux/amd64 image: building again without the cache" in caplog.text
     finally:
         for ref in reversed(refs):  # and with them their layers: no arm64 layer stays in the cache
-            engine.remove_image(ref, force=True)
+            engine.remove_image(ref, force=True, noprune=True)

@@ -257,8 +257,8 @@ def test_a_base_image_only_the_engine_has_is_used_as_it_is(
             assert file_in_image(api, f"{namespace}/requester", src.tag, "app/arch").strip() == "x86_64"
         assert summary["images"][0]["status"] == "pushed"
     finally:
-        engine.remove_image(f"{registry.host}/{namespace}/requester:{src.tag}", force=True)
-        engine.remove_image(base, force=True)
+        engine.remove_image(f"{registry.host}/{namespace}/requester:{src.tag}", force=True, noprune=True)
+        engine.remove_image(base, force=True, noprune=True)
 
 
 def test_a_run_without_prefect_api_url_reports_to_the_local_server(
