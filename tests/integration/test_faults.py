@@ -148,7 +148,7 @@ def test_cached_build_whose_image_is_gone_is_rebuilt(
     with pytest.raises(ImagesFailedError):
         run_release(src, reg, push_attempts=1)
     fault_proxy.clear()
-    engine.remove_image(f"{reg}/requester:v0.3.1", force=True)
+    engine.remove_image(f"{reg}/requester:v0.3.1", force=True, noprune=True)
     events.clear()
     summary = run_release(src, reg)
     assert builds(events) == ["requester"]
