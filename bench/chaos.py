@@ -319,7 +319,8 @@ def _is_ko(proc: Proc) -> bool:
 
 
 def _is_buildkit(proc: Proc) -> bool:
-    return proc.name == "docker" and ("build" in proc.argv or "buildx" in proc.argv)
+    """A BuildKit build's client (``docker build``, ``docker buildx build``), not the CLI's version probes."""
+    return proc.name == "docker" and "build" in proc.argv
 
 
 def _is_cosign(proc: Proc) -> bool:
@@ -487,6 +488,7 @@ class Outcome:
     round: int
     part: str
     moment: str
+    delay: float = 0.0
     killed: str = ""
     step: str = ""  # the step that was running when the part was killed
     killed_at: float = 0.0  # seconds into the first run
@@ -624,7 +626,7 @@ def _left_running(runs: list[Run]) -> list[str]:
 
 def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
     """Play one round; raises :class:`Broken` with the evidence when an invariant breaks."""
-    out = Outcome(plan.round, plan.part, plan.moment)
+    out = Outcome(plan.round, plan.part, plan.moment, plan.delay)
     lab.tag(plan.tag)
     first = Run(lab, plan.tag, f"round{plan.round}-killed")
     runs = [first]
@@ -701,10 +703,11 @@ def table(outcomes: list[Outcome]) -> str:
     rows = [("round", "part", "moment", "killed during", "killed run", "re-run (s)", "first line (s)", "slot taken (s)",
              "rebuilt")]
     for o in outcomes:
-        rows.append((str(o.round), o.part, o.moment, o.step or "(not reached)",
+        rebuilt = "?" if o.broken and not o.rebuilt else (
+            str(len(o.rebuilt)) + (f" ({', '.join(o.rebuilt)})" if o.rebuilt else ""))  # a broken round stops early
+        rows.append((str(o.round), o.part, f"{o.moment} +{o.delay:.2f}s", o.step or "(not reached)",
                      f"exit {o.first_exit}, {o.first_took:.1f}s", f"{o.rerun_s:.1f}", f"{o.rerun_first_line_s:.1f}",
-                     f"{o.rerun_slot_s:.1f}" if o.rerun_slot_s else "-",
-                     str(len(o.rebuilt)) + (f" ({', '.join(o.rebuilt)})" if o.rebuilt else "")))
+                     f"{o.rerun_slot_s:.1f}" if o.rerun_slot_s else "-", rebuilt))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
