@@ -38,6 +38,7 @@ keeps its directory; exit 1. Exit 2: the runner could not set its parts up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -50,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,11 @@ _LINE = re.compile(r"^\[\s*[\d.]+s\] (?P<item>.+?): (?P<state>[a-z ]+?)(?::|$)")
 
 
 class Broken(Exception):
-    """An invariant a round broke, with the evidence."""
+    """An invariant a round broke, with the evidence (and what the round measured up to there)."""
+
+    def __init__(self, evidence: str, outcome: Outcome | None = None) -> None:
+        super().__init__(evidence)
+        self.outcome = outcome
 
 
 class CannotRun(Exception):
@@ -104,6 +109,20 @@ def log(text: str) -> None:
 
 
 # -- the parts ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment for a moment (the runner may run inside a test process)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @dataclass
@@ -140,8 +159,8 @@ class Lab:
         prefect, _ = start_prefect_server(work / "prefect", ui=False, template=template, port=port)
         lab = cls(work, registry, engine, work / "prefect", port, prefect, template)
         try:
-            os.environ["DOCKER_HOST"] = engine.docker_host  # the bases are built on the runner's engine
-            bases = push_fma_bases(f"{registry.host}/bases")
+            with _environ("DOCKER_HOST", engine.docker_host):  # the bases are built on the runner's engine
+                bases = push_fma_bases(f"{registry.host}/bases")
             lab.source = make_fma_source(work / "fma", bases=bases, tag="v0.0.1")  # each release tags it again
             keys = work / "keys"
             keys.mkdir()
@@ -300,7 +319,8 @@ def _is_ko(proc: Proc) -> bool:
 
 
 def _is_buildkit(proc: Proc) -> bool:
-    return proc.name == "docker" and ("build" in proc.argv or "buildx" in proc.argv)
+    """A BuildKit build's client (``docker build``, ``docker buildx build``), not the CLI's version probes."""
+    return proc.name == "docker" and "build" in proc.argv
 
 
 def _is_cosign(proc: Proc) -> bool:
@@ -468,6 +488,7 @@ class Outcome:
     round: int
     part: str
     moment: str
+    delay: float = 0.0
     killed: str = ""
     step: str = ""  # the step that was running when the part was killed
     killed_at: float = 0.0  # seconds into the first run
@@ -478,6 +499,7 @@ class Outcome:
     rerun_slot_s: float = 0.0  # when the re-run took the slot over from the killed run (0: it did not wait)
     rebuilt: list[str] = field(default_factory=list)
     published_before: list[str] = field(default_factory=list)
+    broken: str = ""  # the first line of what broke (--keep-going)
 
 
 def _kill_process(run: Run, plan: Plan) -> tuple[str, float] | None:
@@ -604,7 +626,7 @@ def _left_running(runs: list[Run]) -> list[str]:
 
 def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
     """Play one round; raises :class:`Broken` with the evidence when an invariant breaks."""
-    out = Outcome(plan.round, plan.part, plan.moment)
+    out = Outcome(plan.round, plan.part, plan.moment, plan.delay)
     lab.tag(plan.tag)
     first = Run(lab, plan.tag, f"round{plan.round}-killed")
     runs = [first]
@@ -623,11 +645,11 @@ def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
         out.first_took = first.took
         if out.first_exit is None:
             raise Broken(f"the run whose {plan.part} was killed did not end within {KILLED_RUN_S:.0f}s:\n"
-                         f"{first.console()[-3000:]}")
+                         f"{first.console()[-3000:]}", out)
         problems, _, _ = registry_state(lab, plan.tag, shape)
         problems += _console_problems(first)
         if problems:
-            raise Broken("after the killed run: " + "\n".join(problems))
+            raise Broken("after the killed run: " + "\n".join(problems), out)
 
         out.published_before = sorted(published(lab, plan.tag, shape))
         rerun = Run(lab, plan.tag, f"round{plan.round}-rerun")
@@ -650,7 +672,7 @@ def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
                      if text.startswith("slot taken over:") and "is gone" not in text]
         problems += _console_problems(rerun)
         if problems:
-            raise Broken("\n".join(problems) + f"\nthe re-run's console:\n{rerun.console()[-3000:]}")
+            raise Broken("\n".join(problems) + f"\nthe re-run's console:\n{rerun.console()[-3000:]}", out)
         state, whole, digests = registry_state(lab, plan.tag, shape)
         if not whole:
             state.append(f"the chart {CHART}:{plan.tag.removeprefix('v')} is not published after the re-run")
@@ -667,7 +689,7 @@ def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
         state += _slot_problems(lab, plan.tag)
         state += _left_running(runs)
         if state:
-            raise Broken("\n".join(state))
+            raise Broken("\n".join(state), out)
         return out
     finally:
         for run in runs:
@@ -681,32 +703,40 @@ def table(outcomes: list[Outcome]) -> str:
     rows = [("round", "part", "moment", "killed during", "killed run", "re-run (s)", "first line (s)", "slot taken (s)",
              "rebuilt")]
     for o in outcomes:
-        rows.append((str(o.round), o.part, o.moment, o.step or "(not reached)",
+        rebuilt = "?" if o.broken and not o.rebuilt else (
+            str(len(o.rebuilt)) + (f" ({', '.join(o.rebuilt)})" if o.rebuilt else ""))  # a broken round stops early
+        rows.append((str(o.round), o.part, f"{o.moment} +{o.delay:.2f}s", o.step or "(not reached)",
                      f"exit {o.first_exit}, {o.first_took:.1f}s", f"{o.rerun_s:.1f}", f"{o.rerun_first_line_s:.1f}",
-                     f"{o.rerun_slot_s:.1f}" if o.rerun_slot_s else "-",
-                     str(len(o.rebuilt)) + (f" ({', '.join(o.rebuilt)})" if o.rebuilt else "")))
+                     f"{o.rerun_slot_s:.1f}" if o.rerun_slot_s else "-", rebuilt))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
-def run_rounds(lab: Lab, shape: Shape, seed: int, numbers: list[int], *, part: str | None = None
-               ) -> tuple[list[Outcome], str]:
-    """Play the seed's rounds ``numbers`` in order; stop at the first broken invariant. The outcomes of the
-    rounds played whole, and ``""`` or what broke (the round, its part and moment, the evidence)."""
+def run_rounds(lab: Lab, shape: Shape, seed: int, numbers: list[int], *,
+               part: str | None = None, keep_going: bool = False) -> tuple[list[Outcome], str]:
+    """Play the rounds ``numbers`` of ``seed``; their outcomes, and what broke (``""`` when nothing did): the
+    first round that broke an invariant ends the rounds, unless ``keep_going``."""
     outcomes: list[Outcome] = []
+    broken: list[str] = []
     for number in numbers:
         plan = plan_round(seed, number, shape, part)
         log(f"round {number}: {plan.tag}: {plan}")
         try:
             outcome = play(lab, shape, plan)
         except Broken as err:
-            return outcomes, (f"round {number} broke an invariant: seed {seed}, part {plan.part}, moment "
-                              f"'{plan.moment}' +{plan.delay}s; replay: bench/chaos.py --seed {seed} --round {number}"
-                              + (f" --part {part}" if part else "") + f"\n{err}")
+            report = (f"round {number} broke an invariant: seed {seed}, part {plan.part}, moment "
+                      f"'{plan.moment}' +{plan.delay}s; replay: bench/chaos.py --seed {seed} --round {number}"
+                      + (f" --part {part}" if part else "") + f"\n{err}\nlogs: {lab.work / 'runs'}")
+            if not keep_going or err.outcome is None:
+                return outcomes, "\n".join([*broken, report])
+            log(report)
+            broken.append(report)
+            outcome = err.outcome
+            outcome.broken = str(err).splitlines()[0]
         outcomes.append(outcome)
         log(f"round {number}: killed {outcome.killed or 'nothing (the run ended first)'} during "
             f"'{outcome.step or '-'}'; re-run {outcome.rerun_s:.1f}s, rebuilt {outcome.rebuilt or 'nothing'}")
-    return outcomes, ""
+    return outcomes, "\n".join(broken)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -719,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefect-template", type=Path,
                         help="a migrated SQLite database to start the Prefect server from (faster)")
     parser.add_argument("--keep", action="store_true", help="keep the runner's directory")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="go on after a round that broke an invariant (the table says what broke; exit 1)")
     parser.add_argument("--checkout", type=Path,
                         help="release with this checkout of fma-release instead of this one (a before/after figure)")
     args = parser.parse_args(argv)
@@ -728,36 +760,39 @@ def main(argv: list[str] | None = None) -> int:
         + f" (replay one: bench/chaos.py --seed {seed} --round N)")
     work = Path(tempfile.mkdtemp(prefix="fma-chaos-"))
     outcomes: list[Outcome] = []
-    keep = args.keep
+    broken = ""
     code = 0
     lab = None
     try:
         lab = Lab.start(work, args.prefect_template)
         lab.checkout = args.checkout
         shape = clean_release(lab)
-        outcomes, broken = run_rounds(lab, shape, seed, numbers, part=args.part)
+        outcomes, broken = run_rounds(lab, shape, seed, numbers, part=args.part, keep_going=args.keep_going)
         if broken:
-            keep = True
+            if not args.keep_going:
+                log(broken)
             code = 1
-            log(f"{broken}\nlogs: {work / 'runs'}")
     except CannotRun as err:
-        keep = True
         log(f"cannot run: {err}")
         code = 2
     finally:
         if lab is not None:
             lab.stop()
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
+        if args.keep or code:
             log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if outcomes:
         print(table(outcomes))
         reruns = [o.rerun_s for o in outcomes]
+        count = sum(1 for o in outcomes if o.broken) or (1 if code == 1 else 0)
         print(f"{len(outcomes)} round(s), seed {seed}: re-run median {statistics.median(reruns):.1f}s, "
-              f"max {max(reruns):.1f}s; broken invariants: {1 if code == 1 else 0}")
+              f"max {max(reruns):.1f}s; rounds that broke an invariant: {count}")
+        for o in outcomes:
+            if o.broken:
+                print(f"round {o.round} broke: {o.broken}")
     if args.json:
-        args.json.write_text(json.dumps({"seed": seed, "broken": code == 1,
+        args.json.write_text(json.dumps({"seed": seed, "broken": broken,
                                          "rounds": [asdict(o) for o in outcomes]}, indent=2) + "\n")
     return code
 

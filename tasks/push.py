@@ -173,7 +173,7 @@ def push_engine_image(client: docker.APIClient, built: BuiltImage, run: RunConte
             f"no progress for {run.settings.push_stall_seconds:.0f}s: the push timed out (hung registry?)",
         ) from err
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
-        raise push_error(built.name, built.ref, f"connection to the engine failed: {err}") from err
+        raise engine_lost(built, err) from err
     if not digest:
         raise ImagePushError(built.name, f"push of {built.ref} reported no digest; re-run the release", transient=True)
     return PushedImage(name=built.name, ref=built.ref, digest=digest, platform=built.platform, label=built.label)
@@ -196,7 +196,7 @@ def export_layout(client: docker.APIClient, built: BuiltImage, run: RunContext) 
         raise push_error(built.name, built.ref, "the engine could not export the image: "
                          f"{redact(str(err.explanation or err))}") from err
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
-        raise push_error(built.name, built.ref, f"connection to the engine failed: {err}") from err
+        raise engine_lost(built, err) from err
     finally:
         archive.unlink(missing_ok=True)
     return layout
@@ -239,6 +239,13 @@ def layout_image(built: BuiltImage, layout: OciLayout, status: Status) -> Pushed
                        platforms=platforms, label=built.label)
 
 
+def engine_lost(built: BuiltImage, err: BaseException) -> EngineError:
+    """The Docker engine's connection broke while it pushed: the engine went away (a restart), which the preflight
+    saw answering, so the push is tried again as the run's push policy says."""
+    first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return EngineError(f"push of {built.ref}: the connection to the Docker engine broke ({first})", transient=True)
+
+
 def push_built(built: BuiltImage, run: RunContext, log: Any) -> PushedImage:
     """Publish what a builder made: an OCI layout through the registry API, an engine image through its engine."""
     if built.layout is not None:
@@ -276,7 +283,10 @@ def push_task(built: BuiltImage, run: RunContext) -> PushedImage:
             return there
         progress.report(built.item, Status.RETRYING if attempt > 1 else Status.PUSHING,
                         f"attempt {attempt}" if attempt > 1 else "")
-        pushed = push_built(built, run, log)
+        try:
+            pushed = push_built(built, run, log)
+        except EngineError as err:  # reached in the preflight, lost since: a restart, which the policy outlasts
+            raise EngineError(str(err), transient=True) from err
         if built.by_digest:  # nothing in the registry leads to it until the index is there
             note_platform(run.settings.state_dir, Reference.parse(built.ref).path, built.fingerprint, pushed.digest)
     progress.report(built.item, Status.PUSHED, pushed.digest)

@@ -46,11 +46,24 @@ def _chain(err: BaseException | None) -> Iterator[BaseException]:
 
 def server_unreachable(err: BaseException | None) -> bool:
     """``True`` when ``err`` (or what caused it, or one member of an exception group) is a failure to
-    reach a server at all: refused, timed out connecting, dropped mid-exchange."""
+    reach the Prefect server at all: refused, timed out connecting, dropped mid-exchange. A refused
+    connection to a registry or a Docker engine (under a requests, urllib3 or docker error) is not."""
     import httpx
 
+    chain = list(_chain(err))
+    if any(_other_client(current) for current in chain):
+        return False
     unreachable = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, ConnectionRefusedError)
-    return any(isinstance(current, unreachable) for current in _chain(err))
+    return any(isinstance(current, unreachable) for current in chain)
+
+
+# The HTTP stacks of the registry API and the Docker SDK (requests, urllib3): Prefect's client never uses them,
+# so a refused connection under one of their errors is a registry or an engine that is away, not the server.
+_OTHER_CLIENTS = ("requests.", "urllib3.", "docker.")
+
+
+def _other_client(err: BaseException) -> bool:
+    return type(err).__module__.startswith(_OTHER_CLIENTS)
 
 
 def masked_release_error(err: BaseException) -> ReleaseError | None:

@@ -115,3 +115,17 @@ def test_the_release_error_a_failed_server_call_replaced_is_found() -> None:
     found = masked_release_error(masked())
     assert found is not None and "requester" in str(found)
     assert masked_release_error(httpx.ConnectError("refused")) is None
+
+
+def test_a_refused_connection_to_a_registry_or_an_engine_is_not_the_server() -> None:
+    """As a registry killed mid-release fails a chart's registry read: the refused connection sits under requests'
+    and urllib3's errors. The run's log records it with its traceback; it must not mark the Prefect server gone."""
+    import requests
+    import urllib3
+
+    refused = ConnectionRefusedError(111, "Connection refused")
+    new_connection = _raised_from(urllib3.exceptions.NewConnectionError(None, "Failed to establish"), refused)  # type: ignore[arg-type]
+    connection = _raised_from(requests.exceptions.ConnectionError("Max retries exceeded"), new_connection)
+    err = _raised_from(RegistryError("cannot reach the registry 127.0.0.1:5001 (ConnectionError)"), connection)
+    assert not server_unreachable(err)
+    assert server_unreachable(_raised_from(RegistryError("finishing"), httpx.ConnectError("refused")))
