@@ -8,7 +8,8 @@ never recorded.
 
 Endpoints: ``GET /repos/{o}/{r}``, ``GET /repos/{o}/{r}/releases``,
 ``GET /repos/{o}/{r}/releases/tags/{tag}``, ``POST /repos/{o}/{r}/releases``,
-``POST /repos/{o}/{r}/releases/generate-notes``.
+``POST /repos/{o}/{r}/releases/generate-notes``, ``GET`` and ``PATCH /repos/{o}/{r}/releases/{id}`` (a draft
+published, its body edited: the fields sent replace the release's, as GitHub does).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+_EDITABLE = ("tag_name", "name", "body", "draft", "prerelease", "target_commitish", "make_latest")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class GitHubStub:
             def do_POST(self) -> None:
                 stub._handle(self, "POST")
 
+            def do_PATCH(self) -> None:
+                stub._handle(self, "PATCH")
+
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, name="github-stub", daemon=True).start()
@@ -154,6 +160,15 @@ class GitHubStub:
                 release = self._release(repo, len(releases) + 1, body)
                 releases.append(release)
                 return 201, release
+            numbered = re.fullmatch(r"/releases/(\d+)", rest)
+            if numbered is not None and method in ("GET", "PATCH"):
+                found = [r for r in releases if r["id"] == int(numbered.group(1))]
+                if not found:
+                    return 404, {"message": "Not Found"}
+                if method == "PATCH":
+                    fields = {**found[0], **{k: v for k, v in body.items() if k in _EDITABLE}}
+                    found[0].update(self._release(repo, found[0]["id"], fields))
+                return 200, found[0]
         return 404, {"message": "Not Found"}
 
     def _notes(self, repo: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ _STYLE: dict[str, str] = {
     Status.PACKAGING: "cyan", Status.PACKAGED: "cyan", Status.FAILED: "bold red", Status.DONE: "green",
     Status.WARNING: "yellow", Status.DOWNLOADING: "cyan", Status.DOWNLOADED: "cyan",
     Status.COPYING: "blue", Status.COPIED: "green", Status.VERIFYING: "cyan", Status.VERIFIED: "green",
-    Status.PROVING: "cyan", Status.PROVEN: "green",
+    Status.PROVING: "cyan", Status.PROVEN: "green", Status.DRAFTED: "cyan", Status.PUBLISHED: "green",
 }
 
 

@@ -48,6 +48,8 @@ from tasks.core.errors import ImagesFailedError, ProofError, ReleaseError
 from tasks.core.project import PROJECT_ROOT
 from tasks.core.redact import install_log_filter
 from tasks.core.status import Status
+from tasks.forge.github import DraftRelease
+from tasks.github_release import on_github, open_draft_task
 from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
 from tasks.promote.context import PromotionRequest
@@ -85,15 +87,17 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
         checked = await asyncio.to_thread(preflight, request, services, revision)
         if checked.recorded is not None:  # this exact release is published: nothing to do, no slot needed
-            OUTCOME.finished(checked.recorded)
+            # ...but its GitHub release, when the run has one, is published if an earlier run could not
+            recorded = await asyncio.to_thread(_on_github_again, request, checked.recorded)
+            OUTCOME.finished(recorded)
             # ...but a slot that a run of the tag left held (it ended while the Prefect server was away) is freed
             settings = services.settings
             freed = await afree_abandoned_slot(request.tag, settings.slot_namespace)
             if freed:
                 progress.report(progress.RUN, Status.SLOT_TAKEN, freed)
-            await apublish_summary(checked.recorded)  # no task: the whole answer is this artifact
+            await apublish_summary(recorded)  # no task: the whole answer is this artifact
             progress.report(progress.RUN, Status.DONE, "nothing changed")
-            return checked.recorded
+            return recorded
         if request.stage:  # built, pushed and signed at the stage, proven there, then promoted
             stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision)
             run = _run_context(request.at_stage(), services, stage_checked)
@@ -104,10 +108,16 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
         # One run per tag at a time; different tags run side by side.
         settings = services.settings
         async with atag_slot(request.tag, timing=SlotTiming.of(settings), namespace=settings.slot_namespace):
+            draft = None
             try:
-                return await asyncio.to_thread(steps)
+                if request.github_repo and not request.dry_run:  # a draft on GitHub before anything is built
+                    draft = await asyncio.to_thread(open_draft_task, request.tag, request.github_repo)
+                return await asyncio.to_thread(steps, draft=draft)
             except ReleaseError:
                 note_if_server_gone()  # before the slot's release, the first call after the failure
+                if draft is not None and not draft.published:
+                    progress.report(progress.RUN, Status.WARNING, f"the GitHub release {request.tag} of "
+                                    f"{draft.repo} stays a draft: {draft.url}")
                 raise
     except SlotWaitCancelled as err:  # the run is Cancelled already: end it, with nothing done
         from prefect.exceptions import Abort
@@ -150,13 +160,14 @@ def _run_context(request: ReleaseRequest, services: RunServices, checked: Prefli
     return RunContext(request, services, facts, provenance, run_id=run_id, run_url=run_url)
 
 
-def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Preflight, final: Preflight
-                    ) -> ReleaseResult:
+def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Preflight, final: Preflight,
+                    *, draft: DraftRelease | None = None) -> ReleaseResult:
     """A staged release: the release to the stage (or the stage's record), its proof, then its promotion to
-    the request's registry; nothing reaches that registry unless the proof passed."""
+    the request's registry; nothing reaches that registry unless the proof passed, and the GitHub release
+    (``draft``) is published only after the promotion."""
     with SyncClientContext.get_or_create():
         def proven(at_stage: ReleaseResult, source: Path | None) -> ReleaseResult:
-            return _prove_and_promote(request, run, at_stage, source=source, final=final)
+            return _prove_and_promote(request, run, at_stage, source=source, final=final, draft=draft)
 
         if stage_checked.recorded is None:
             return _release_steps(run, staged=proven)
@@ -174,7 +185,7 @@ def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Pre
 
 
 def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: ReleaseResult, *, source: Path | None,
-                       final: Preflight) -> ReleaseResult:
+                       final: Preflight, draft: DraftRelease | None) -> ReleaseResult:
     log = get_run_logger()
     proof = prove_task(at_stage, run, source)
     if not proof.passed:
@@ -192,22 +203,24 @@ def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: Relea
         "notes": (*promoted.notes, f"staged at {request.stage} and proven there ({len(proof.ran)} check(s) passed) "
                                    f"before it was promoted to {request.registry}"),
     })
-    OUTCOME.finished(result)
-    if final.facts.record_key:
+    if final.facts.record_key:  # public at the registry: a re-run is answered from here (and publishes on GitHub)
         save_record(run.settings.state_dir, final.facts.record_key, result)
+    result = on_github(draft, result)
+    OUTCOME.finished(result)
     write_summary(result, log)
     progress.report(progress.RUN, Status.DONE, "")
     return result
 
 
 def _finish(run: RunContext, result: ReleaseResult, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None,
-            source: Path) -> ReleaseResult:
-    """The release is published: record it, and either end the run with its summary or, for the stage of a
-    staged release, go on to the proof and the promotion (with the checkout still there)."""
+            source: Path, *, draft: DraftRelease | None = None) -> ReleaseResult:
+    """The release is published: record it, and either end the run with its GitHub release and summary or, for
+    the stage of a staged release, go on to the proof and the promotion (with the checkout still there)."""
     if run.facts.record_key:  # a staged run's stage is whole too: a re-run after a failed promotion starts there
         save_record(run.settings.state_dir, run.facts.record_key, result)
     if staged is not None:
         return staged(result, source)
+    result = on_github(draft, result)
     # Everything is published: from here the result must reach the caller even when the
     # Prefect server is gone (the summary artifact is an API call; tasks/control/outage.py).
     OUTCOME.finished(result)
@@ -222,20 +235,29 @@ def _reporting_api() -> str:
     return str(PREFECT_API_URL.value() or "")
 
 
-def _release(run: RunContext) -> ReleaseResult:
+def _on_github_again(request: ReleaseRequest, recorded: ReleaseResult) -> ReleaseResult:
+    """A release answered from its record: its GitHub release published, when the run has one and an earlier run
+    ended before it could publish it."""
+    if not request.github_repo or request.dry_run:
+        return recorded
+    with SyncClientContext.get_or_create():
+        return on_github(open_draft_task(request.tag, request.github_repo), recorded)
+
+
+def _release(run: RunContext, *, draft: DraftRelease | None = None) -> ReleaseResult:
     """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     # One API client for every task run of the release: without it each task run makes its own, and
     # each new client builds a TLS context from the CA bundle (about 0.1 s of CPU: the largest
     # per-image cost in a profile of a 32-image release).
     with SyncClientContext.get_or_create():
-        return _release_steps(run)
+        return _release_steps(run, draft=draft)
 
 
-def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None
-                   ) -> ReleaseResult:
+def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None,
+                   draft: DraftRelease | None = None) -> ReleaseResult:
     """The release's steps; ``staged``: this is the stage part of a staged release, and what comes after it
     (the proof and the promotion, given the stage's result and the checkout) is called while the checkout is
-    still there, its result the run's."""
+    still there, its result the run's; ``draft``: the run's GitHub release, published at the end."""
     log = get_run_logger()
     request = run.request
     policy = request.retry.task_options()
@@ -287,7 +309,7 @@ def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], Rele
 
         result = release_result(run, checkout.revision, ended.images, chart_packages, charts=charts,
                                 signatures=signatures, notes=notes)
-        return _finish(run, result, staged, checkout.path)
+        return _finish(run, result, staged, checkout.path, draft=draft)
     finally:
         # A run that fails early (the Prefect server gone, say) must not pull the source from under
         # builds still running; wait() never raises.

@@ -30,7 +30,7 @@ from tasks.core.status import Status
 from tasks.helm.chart import published_chart_contents
 from tasks.oci.references import Reference
 from tasks.promote.chart import unpack_chart
-from tasks.proof.checks import Proof, ProofCheck
+from tasks.proof.checks import Proof, ProofCheck, not_run
 from tasks.proof.containers import ContainerToStart, unrun_images
 from tasks.proof.smoke import chart_checks, image_starts
 from tasks.run.config import DEFAULT_ENGINE
@@ -110,7 +110,11 @@ def prove(staged: ReleaseResult, run: RunContext, source: Path | None) -> Proof:
                 checks += image_starts(client, image, by_image[image.name], registries=run.registries,
                                        bound=config.proof.start_seconds)
         if config.proof.kubernetes:
-            checks += _kubernetes(staged, charts, run, source=source, parent=Path(tmp))
+            failed = [c for c in checks if not c.passed and not c.skipped]
+            if failed:  # the controllers would run from images that cannot start, or charts that do not render
+                checks.append(not_run(f"{len(failed)} check(s) above failed; fix them first"))
+            else:
+                checks += _kubernetes(staged, charts, run, source=source, parent=Path(tmp))
     return Proof.of(checks)
 
 

@@ -99,6 +99,16 @@ def _rendered_with(switches: Sequence[str]) -> str:
     return " or ".join(f"`{s}`" for s in switches) if switches else "the defaults"
 
 
+def _proof_lines(result: ReleaseResult, heading: str = "### Proof") -> list[str]:
+    """The staged release's proof as a table under ``heading``; nothing for a release that was not staged."""
+    if not result.proof:
+        return []
+    lines = ["", heading, "", f"Staged at `{result.staged_at}` and proven there before it was promoted:", "",
+             "| check | result | seen | seconds |", "| --- | --- | --- | ---: |"]
+    return lines + [f"| {row.check} | {row.verdict} | {row.detail.replace('|', chr(92) + '|')} | {row.seconds:.1f} |"
+                    for row in result.proof]
+
+
 def render_summary(result: ReleaseResult) -> str:
     """Markdown listing every image with its digest, each chart, and how to install."""
     kind = "pre-release" if result.prerelease else "release"
@@ -132,11 +142,9 @@ def render_summary(result: ReleaseResult) -> str:
         lines += [f"| {e.chart} | `{e.image}` | {'yes' if e.pinned else 'no'} | {_rendered_with(e.switches)} |"
                   for e in result.external_images]
     lines += _signature_lines(result)
-    if result.proof:
-        lines += ["", "## Proof", "", f"Staged at `{result.staged_at}` and proven there before it was promoted:", "",
-                  "| check | result | seen | seconds |", "| --- | --- | --- | ---: |"]
-        lines += [f"| {row.check} | {row.verdict} | {row.detail.replace('|', chr(92) + '|')} | {row.seconds:.1f} |"
-                  for row in result.proof]
+    lines += _proof_lines(result, heading="## Proof")
+    if result.github_release:
+        lines += ["", f"GitHub release: {result.github_release}"]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
@@ -159,6 +167,7 @@ def artifacts_markdown(result: ReleaseResult) -> str:
                   "attestations. Verify with the release's public key:", "", "```", result.verify_command, "```"]
     else:
         lines += ["", "This release is not signed."]
+    lines += _proof_lines(result)
     return "\n".join(lines) + "\n"
 
 

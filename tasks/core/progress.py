@@ -20,6 +20,7 @@ RunListener = Callable[[UUID], None]
 RUN = "run"  # the item the run's own reports are about
 GO_MODULES = "Go modules"  # the item of the Go modules step (tasks/gomod.py)
 PROOF = "proof"  # the item of a staged release's proof (tasks/prove.py)
+GITHUB = "GitHub release"  # the item of the GitHub release step (tasks/github_release.py)
 
 _lock = threading.Lock()
 _listeners: list[Listener] = []

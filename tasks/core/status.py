@@ -39,6 +39,9 @@ class Status(StrEnum):
     # a staged release's proof (tasks/prove.py)
     PROVING = "proving"
     PROVEN = "proven"
+    # the GitHub release of a run with --github-repo (tasks/github_release.py)
+    DRAFTED = "draft"  # created (or an earlier run's taken again): not public until the release is
+    PUBLISHED = "published"
     FAILED = "failed"
     WARNING = "warning"  # a step went through with something to look at (an unpinned external image)
     OUTPUT = "output"  # one line of a failed step's own output, after its failure

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import semver
@@ -23,6 +23,7 @@ from github.GithubObject import NotSet
 from tasks.core import cmd
 from tasks.core.errors import CommandError, ConfigError, InvalidTagError, ReleaseError
 from tasks.core.redact import redact, register
+from tasks.run.inputs import is_repo_name
 from tasks.run.tags import ReleaseVersion, parse_tag
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -145,8 +146,7 @@ def plan_release(
 
 
 def check_repo_name(repo: str) -> str:
-    parts = (repo or "").split("/")
-    if len(parts) != 2 or any(p in ("", ".", "..") or not re.fullmatch(r"[A-Za-z0-9_.-]+", p) for p in parts):
+    if not is_repo_name(repo):
         raise GitHubError(
             f"repository {repo!r} is not OWNER/NAME: write it like llm-d-incubation/llm-d-fast-model-actuation"
         )
@@ -274,6 +274,90 @@ def create_github_release(
         raise
     except Exception as err:
         raise _github_error(err, f"create the release {tag}", repo) from err
+    finally:
+        client.close()
+
+
+# -- a draft published at the end of a run (fma-release run --github-repo) --------------
+
+DRAFT_ARTIFACTS = ("_This release is being published by fma-release: this draft is published once every image and "
+                   "chart is public (and proven, for a staged release). Edit the sections above meanwhile; this "
+                   "section is replaced by the release's digests._")
+_ARTIFACTS_SECTION = re.compile(r"\n## Artifacts\n.*\Z", re.DOTALL)
+
+
+def with_artifacts(body: str, artifacts: str) -> str:
+    """``body`` with its Artifacts section replaced by (or, without one, followed by) ``artifacts`` (pure): what a
+    person wrote in the draft's other sections while the release ran is kept."""
+    kept = _ARTIFACTS_SECTION.sub("", body or "").rstrip("\n")
+    return f"{kept}\n\n## Artifacts\n\n{artifacts.strip()}\n"
+
+
+@dataclass(frozen=True)
+class DraftRelease:
+    """The GitHub release a run publishes at its end: ``published`` when it was public before the run
+    (a person published it, or an earlier run did): then the run leaves it as it is."""
+
+    repo: str
+    tag: str
+    release_id: int
+    url: str
+    published: bool = False
+
+
+def open_draft(tag: str, repo: str, *, api_url: str = DEFAULT_API_URL) -> DraftRelease:
+    """The GitHub release of ``tag`` as a draft, before anything of the release is built: created with the
+    notes since the previous release, or the draft an earlier run of the tag left (taken again)."""
+    version = parse_tag(tag)
+    check_repo_name(repo)
+    client = github_client(api_url)
+    try:
+        gh_repo = client.get_repo(repo)
+        releases = list(gh_repo.get_releases())
+        mine = [r for r in releases if r.tag_name == tag]
+        if mine:
+            return DraftRelease(repo, tag, int(mine[0].id), str(mine[0].html_url or ""), published=not mine[0].draft)
+        existing = [PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
+                    for r in releases]
+        previous = previous_release(tag, existing)
+        notes = gh_repo.generate_release_notes(tag, previous_tag_name=previous or NotSet)
+        created = gh_repo.create_git_release(
+            tag=tag, name=tag, message=release_body(notes.body, artifacts=DRAFT_ARTIFACTS), draft=True,
+            prerelease=version.prerelease,
+        )
+        return DraftRelease(repo, tag, int(created.id), str(created.html_url or ""))
+    except GitHubError:
+        raise
+    except Exception as err:
+        raise _github_error(err, f"create the draft release {tag}", repo) from err
+    finally:
+        client.close()
+
+
+def publish_draft(draft: DraftRelease, artifacts: str, *, api_url: str = DEFAULT_API_URL) -> CreatedRelease:
+    """Publish the run's draft with ``artifacts`` as its Artifacts section; Latest only for the highest regular
+    release, decided now (other releases may have been published while this one ran)."""
+    client = github_client(api_url)
+    try:
+        gh_repo = client.get_repo(draft.repo)
+        releases = list(gh_repo.get_releases())
+        existing = [PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
+                    for r in releases]
+        found = [r for r in releases if int(r.id) == draft.release_id]
+        if not found:
+            raise GitHubError(f"the draft release {draft.tag} of {draft.repo} is gone (deleted while the release ran): "
+                              "run the release again to create it, or publish with fma-release github-release")
+        plan = plan_release(draft.tag, existing, "")
+        body = with_artifacts(found[0].body or "", artifacts)
+        published = found[0].update_release(
+            name=found[0].name or draft.tag, message=body, draft=False, prerelease=plan.prerelease,
+            make_latest="true" if plan.make_latest else "false",
+        )
+        return CreatedRelease(plan=replace(plan, body=body), url=str(published.html_url or draft.url))
+    except GitHubError:
+        raise
+    except Exception as err:
+        raise _github_error(err, f"publish the release {draft.tag}", draft.repo) from err
     finally:
         client.close()
 

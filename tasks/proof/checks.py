@@ -254,7 +254,8 @@ class Proof:
         """One line naming every failed check (or that the proof checked nothing)."""
         if not self.ran:
             return "the proof checked nothing: the release has no chart and no image to start"
-        return "; ".join(f"{c.name}: {c.detail}" for c in self.failures)
+        # Two renders of a chart (a values switch) may start the same container the same way: said once.
+        return "; ".join(dict.fromkeys(f"{c.name}: {c.detail}" for c in self.failures))
 
     def table(self) -> str:
         """The proof as a markdown table (the summary, the Prefect artifact)."""

@@ -110,7 +110,8 @@ def judge_start(outcome: Outcome, bound: float) -> tuple[bool, str]:
     if outcome.start_error or outcome.exit_code in (126, 127):
         for pattern, words in _NOT_STARTED:
             if pattern.search(seen):
-                return False, f"{words}: {first_lines(seen)}"
+                said = first_lines(seen)
+                return False, said if said.lower().startswith(words) else f"{words}: {said}"
         return False, f"did not start (exit {outcome.exit_code}): {first_lines(seen) or 'no output'}"
     if outcome.exit_code is None:
         return True, f"running after {bound:g} s"

@@ -26,7 +26,7 @@ from tasks.core.sandbox import BuildUser, build_user
 from tasks.oci.references import Reference, chart_remote
 from tasks.run.config import DEFAULT_CONFIG, ReleaseConfig, load_config
 from tasks.run.facts import ReleaseFacts
-from tasks.run.inputs import check_source, workspace_name, workspace_root
+from tasks.run.inputs import check_github_repo, check_source, workspace_name, workspace_root
 from tasks.run.options import DEFAULT_REGISTRY
 from tasks.run.retry import RetryPolicy
 from tasks.run.settings import Settings
@@ -73,10 +73,11 @@ class ReleaseRequest:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     no_sign: bool = False  # --no-sign: publish unsigned even with a key configured
     stage: str = ""  # --stage (or the config's stage:): built, pushed, signed and proven there, then promoted
+    github_repo: str = ""  # --github-repo: its GitHub release of the tag, a draft until the release is public
 
     def at_stage(self) -> ReleaseRequest:
         """This request as its stage part: the release to the stage registry and its charts there."""
-        return replace(self, registry=self.stage, chart_remote=chart_remote(self.stage), stage="")
+        return replace(self, registry=self.stage, chart_remote=chart_remote(self.stage), stage="", github_repo="")
 
     @property
     def version(self) -> ReleaseVersion:
@@ -113,6 +114,7 @@ class ReleaseRequest:
             retry=RetryPolicy(attempts=attempts, base_delay=delay, max_delay=max(30.0, delay)),
             no_sign=not bool(parameters.get("sign", True)),
             stage=stage_registry(parameters.get("stage"), config.stage, registry),
+            github_repo=check_github_repo(parameters.get("github_repo")),
         )
 
 

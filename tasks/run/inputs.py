@@ -57,3 +57,24 @@ def workspace_name(workdir: str | None) -> str | None:
 def workspace_root(state_dir: Path) -> Path:
     """Where every workspace of the release lives: ``<state dir>/workspaces``."""
     return state_dir / "workspaces"
+
+
+_REPO_PART = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def is_repo_name(repo: str) -> bool:
+    """Whether ``repo`` is a GitHub OWNER/NAME (pure): two parts of letters, digits, ``_.-``, neither ``.`` nor
+    ``..``: nothing that could walk a URL path elsewhere."""
+    parts = (repo or "").split("/")
+    return len(parts) == 2 and all(p not in ("", ".", "..") and _REPO_PART.fullmatch(p) for p in parts)
+
+
+def check_github_repo(repo: str | None) -> str:
+    """``--github-repo``: "" when not given; :class:`ConfigError` unless OWNER/NAME."""
+    if not repo:
+        return ""
+    if not is_repo_name(repo):
+        raise ConfigError(f"--github-repo {redact(repo)!r} is not OWNER/NAME: write it like "
+                          "llm-d-incubation/llm-d-fast-model-actuation")
+    return repo
+

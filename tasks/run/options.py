@@ -73,6 +73,9 @@ OPTIONS: tuple[Option, ...] = (
            "(--no-sign: publish unsigned even with a key)", negated="--no-sign"),
     Option("stage", str, None, "stage registry: build, push and sign there, prove, then promote to the registry "
            "(default: the release config's stage, else none)", flag="--stage", optional=True),
+    Option("github_repo", str, None, "GitHub repository OWNER/NAME whose release of the tag the run publishes: a "
+           "draft from the start, published once the release is public (token from GITHUB_TOKEN)",
+           flag="--github-repo", optional=True),
 )
 # The options of a promotion (``fma-release promote``, the promote-release flow): a published release copied
 # from one registry to another (tasks/promote/).

@@ -130,6 +130,8 @@ class ReleaseResult(_Model):
     # A staged release: where it was staged, and the proof that passed before it was promoted here.
     staged_at: str = ""
     proof: tuple[ProofRow, ...] = ()
+    # The GitHub release this run published (--github-repo), or found published already.
+    github_release: str = ""
 
     def summary(self) -> dict[str, object]:
         """The ``--summary-json`` document."""

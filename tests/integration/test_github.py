@@ -179,3 +179,45 @@ def test_tag_refuses_a_tag_only_on_the_remote(clone: Path, tmp_path: Path) -> No
     done = cli("tag", "v0.5.0", "--source", str(clone), "--push")
     assert done.returncode == 1 and "already exists on origin" in done.stderr
     assert git(clone, "tag", "--list") == ""
+
+
+# -- a run's draft (fma-release run --github-repo): tasks/forge/github.py against the stub, in this process ------
+
+
+@pytest.fixture
+def github_env(github: GitHubStub, monkeypatch: pytest.MonkeyPatch) -> GitHubStub:
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_API_URL", github.url)
+    return github
+
+
+def test_a_runs_draft_is_taken_again_then_published_latest_keeping_what_a_person_wrote(github_env: GitHubStub) -> None:
+    """The draft is created once: a second run of the tag takes it again. A section a person edited in the draft
+    while the release ran is kept; the Artifacts section is the run's; Latest is decided at publication."""
+    from tasks.forge.github import DRAFT_ARTIFACTS, open_draft, publish_draft
+
+    first = open_draft("v0.3.1", REPO, api_url=github_env.url)
+    again = open_draft("v0.3.1", REPO, api_url=github_env.url)
+    assert first == again and not first.published
+    (created,) = github_env.posted(f"/repos/{REPO}/releases")
+    assert created.body is not None and created.body["draft"] is True and DRAFT_ARTIFACTS in created.body["body"]
+    draft = next(r for r in github_env.releases[REPO] if r["id"] == first.release_id)
+    edited = "## Breaking Changes\n\nThe flag -x is gone."
+    draft["body"] = draft["body"].replace("## Breaking Changes\n\n_None._", edited)
+    github_env.add_release(REPO, "v0.3.2")  # published while this one ran: v0.3.1 is no longer the highest
+    done = publish_draft(first, "| requester | `r` | `sha256:abc` |", api_url=github_env.url)
+    assert done.url == first.url
+    assert (draft["draft"], draft["make_latest"]) == (False, "false")
+    assert "The flag -x is gone." in draft["body"] and "`sha256:abc`" in draft["body"]
+    assert DRAFT_ARTIFACTS not in draft["body"] and draft["body"].count("## Artifacts") == 1
+
+
+def test_a_published_release_is_left_alone_and_a_deleted_draft_is_named(github_env: GitHubStub) -> None:
+    from tasks.forge.github import GitHubError, open_draft, publish_draft
+
+    published = open_draft("v0.2.1", REPO, api_url=github_env.url)
+    assert published.published and not github_env.posted(f"/repos/{REPO}/releases")
+    draft = open_draft("v0.4.0", REPO, api_url=github_env.url)
+    github_env.releases[REPO] = [r for r in github_env.releases[REPO] if r["id"] != draft.release_id]
+    with pytest.raises(GitHubError, match=r"draft release v0\.4\.0 .* is gone .*run the release again"):
+        publish_draft(draft, "x", api_url=github_env.url)

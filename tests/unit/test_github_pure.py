@@ -91,3 +91,31 @@ def test_repo_name_checked(repo: str) -> None:
     """OWNER/NAME only."""
     with pytest.raises(GitHubError, match="OWNER/NAME"):
         check_repo_name(repo)
+
+
+def test_with_artifacts_replaces_only_the_artifacts_section() -> None:
+    """What a person wrote above stays; a body without the section gets it at its end."""
+    from tasks.forge.github import DRAFT_ARTIFACTS, with_artifacts
+
+    draft = release_body("* a change", breaking="edited by hand", artifacts=DRAFT_ARTIFACTS)
+    body = with_artifacts(draft, "| a | `r` | `d` |")
+    assert "edited by hand" in body and DRAFT_ARTIFACTS not in body
+    assert body.endswith("## Artifacts\n\n| a | `r` | `d` |\n") and body.count("## Artifacts") == 1
+    assert with_artifacts("hand-written", "x") == "hand-written\n\n## Artifacts\n\nx\n"
+
+
+@pytest.mark.parametrize("repo", ["o/r", "llm-d-incubation/llm-d-fast-model-actuation", "a.b/c_d"])
+def test_github_repo_option_takes_owner_name(repo: str) -> None:
+    from tasks.run.inputs import check_github_repo
+
+    assert check_github_repo(repo) == repo
+    assert check_github_repo(None) == check_github_repo("") == ""
+
+
+@pytest.mark.parametrize("repo", ["owner", "a/b/c", "../x", "a/..", "https://github.com/o/r"])
+def test_github_repo_option_refuses_anything_else(repo: str) -> None:
+    from tasks.core.errors import ConfigError
+    from tasks.run.inputs import check_github_repo
+
+    with pytest.raises(ConfigError, match=r"--github-repo .* is not OWNER/NAME"):
+        check_github_repo(repo)

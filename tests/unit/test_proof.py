@@ -109,3 +109,14 @@ def test_a_proof_passes_only_with_checks_and_none_failed() -> None:
     table = Proof.of([good, bad]).table().splitlines()
     assert table[0] == "| check | result | seen | seconds |"
     assert "**failed**" in table[3] and "no such \\| file" in table[3]
+
+
+def test_an_architecture_mismatch_is_said_once_and_identical_failures_once() -> None:
+    """The start's own words are not prefixed again; two renders that start the same container the same way fail
+    once in the line."""
+    mismatch = "exec format error: /app/cat is built for linux/amd64, the image is linux/arm64"
+    passed, detail = judge_start(Outcome(None, "", mismatch), 5)
+    assert not passed and detail == mismatch
+    same = ProofCheck("start a linux/arm64", False, "no such file: /x")
+    proof = Proof.of([same, same, ProofCheck("start b linux/amd64", False, "no such file: /y")])
+    assert proof.failure_line() == "start a linux/arm64: no such file: /x; start b linux/amd64: no such file: /y"
