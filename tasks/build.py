@@ -57,7 +57,8 @@ def build_task(spec: ImageSpec, run: RunContext) -> BuiltImage:
                         ", ".join(part for part in (where, f"attempt {attempt}" if attempt > 1 else "") if part))
         started = _now()
         try:
-            with Pulse(spec.label) as pulse:  # what a long build does, on the console at least every 15 s
+            # what a long build does, on the console at least every 15 s (FMA_PULSE_SECONDS)
+            with Pulse(spec.label, heartbeat=run.settings.pulse_seconds) as pulse:
                 built = builder.build(spec, run, log, pulse.step)
         except ImageBuildError as err:
             # A step's container is killed as its engine stops: that failure says nothing of the

@@ -31,7 +31,7 @@ def go_modules_task(checkout: Checkout, run: RunContext) -> float:
     progress.report(ITEM, Status.DOWNLOADING)
     try:
         # A cold download of a large module graph takes minutes: its pulse keeps the console told.
-        with Pulse(ITEM, state=Status.DOWNLOADING) as pulse:
+        with Pulse(ITEM, state=Status.DOWNLOADING, heartbeat=run.settings.pulse_seconds) as pulse:
             count = download_modules(checkout.path, log, user=run.build_user(), step=pulse.step)
     except SourceError as err:  # ko downloads them itself, and says why it cannot
         log.warning("%s", err)

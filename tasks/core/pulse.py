@@ -32,11 +32,11 @@ def no_step(_: str) -> None:
     """A :data:`Step` that tells nobody."""
 
 
-def due(now: float, told_at: float, step: str, told_step: str) -> bool:
-    """Whether a report is due at ``now``: nothing told for :data:`HEARTBEAT` seconds, or a step not told
-    yet and :data:`STEP_GAP` seconds since the last report."""
+def due(now: float, told_at: float, step: str, told_step: str, *, heartbeat: float = HEARTBEAT) -> bool:
+    """Whether a report is due at ``now``: nothing told for ``heartbeat`` seconds, or a step not told yet and
+    :data:`STEP_GAP` seconds (two thirds of a shorter heartbeat) since the last report."""
     quiet = now - told_at
-    return quiet >= HEARTBEAT or (step != told_step and quiet >= STEP_GAP)
+    return quiet >= heartbeat or (step != told_step and quiet >= min(STEP_GAP, heartbeat * 2 / 3))
 
 
 def pulse_detail(step: str, elapsed: float) -> str:
@@ -59,10 +59,11 @@ class Pulse:
     calls :meth:`check` every ``tick`` seconds.
     """
 
-    def __init__(self, item: str, *, state: str = Status.STILL_BUILDING,
+    def __init__(self, item: str, *, state: str = Status.STILL_BUILDING, heartbeat: float = HEARTBEAT,
                  clock: Callable[[], float] = time.monotonic, tick: float = TICK) -> None:
         self.item = item
         self.state = state
+        self.heartbeat = heartbeat
         self._clock = clock
         self._tick = tick
         self._started = self._told_at = clock()
@@ -80,7 +81,7 @@ class Pulse:
         """Report the step if a report is due; the detail reported, or ``None``."""
         at = self._clock() if now is None else now
         with self._lock:
-            if not due(at, self._told_at, self._step, self._told_step):
+            if not due(at, self._told_at, self._step, self._told_step, heartbeat=self.heartbeat):
                 return None
             self._told_at, self._told_step = at, self._step
             detail = pulse_detail(self._step, at - self._started)

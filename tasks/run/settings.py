@@ -55,6 +55,9 @@ class Settings:
     # FMA_SLOT_NAMESPACE: runs of one tag wait for each other only within a namespace (default: one per Prefect
     # server); deployments that share a server but release to different places can keep apart.
     slot_namespace: str = ""
+    # FMA_PULSE_SECONDS: a long step (a build, the Go modules' download) is told on the console at least this
+    # often (tasks/core/pulse.py); at most 15, half the console's 30 s bound. Tests shorten it.
+    pulse_seconds: float = 15.0
     # A Secret block is read at most once per run, when credentials are first asked for.
     _resolved: dict[str, RegistryCredentials | str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -71,6 +74,10 @@ class Settings:
         register(signing_password)
         stale = _seconds(env, "FMA_SLOT_STALE_SECONDS", 45.0)
         heartbeat = _seconds(env, "FMA_SLOT_HEARTBEAT_SECONDS", 10.0)
+        pulse = _seconds(env, "FMA_PULSE_SECONDS", 15.0)
+        if pulse > 15.0:
+            raise ConfigError(f"FMA_PULSE_SECONDS ({pulse:g}) must be at most 15: the console is never silent for more "
+                              "than 30 s while a step runs")
         if heartbeat >= stale:
             raise ConfigError(f"FMA_SLOT_HEARTBEAT_SECONDS ({heartbeat:g}) must be shorter than FMA_SLOT_STALE_SECONDS "
                               f"({stale:g}), or a live holder would be judged gone")
@@ -95,6 +102,7 @@ class Settings:
             slot_heartbeat_seconds=heartbeat,
             slot_wait_step_seconds=_seconds(env, "FMA_SLOT_WAIT_STEP_SECONDS", 3.0),
             slot_namespace=env.get("FMA_SLOT_NAMESPACE", ""),
+            pulse_seconds=pulse,
         )
 
     def credentials(self, host: str) -> RegistryCredentials | None:

@@ -102,3 +102,17 @@ def test_detail_and_short_step() -> None:
     """Without a step only the time is said; a step is one line of at most STEP_WIDTH characters."""
     assert pulse_detail("", 31.6) == "32s so far"
     assert len(short_step("RUN " + "x " * 200)) == STEP_WIDTH and short_step("a\n b") == "a b"
+
+
+def test_a_shorter_heartbeat_tells_a_new_step_sooner_and_the_setting_keeps_the_console_bound() -> None:
+    """FMA_PULSE_SECONDS shortens the heartbeat (tests do); a new step then waits two thirds of it. Above 15 s
+    the console could stay silent past its 30 s bound: refused."""
+    from tasks.core.errors import ConfigError
+    from tasks.run.settings import Settings
+
+    assert due(50.0 + 4.0, 50.0, "", "", heartbeat=4.0) and not due(53.9, 50.0, "", "", heartbeat=4.0)
+    assert due(52.7, 50.0, "new", "old", heartbeat=4.0) and not due(52.6, 50.0, "new", "old", heartbeat=4.0)
+    assert Settings.from_env({}).pulse_seconds == HEARTBEAT <= 15.0
+    assert Settings.from_env({"FMA_PULSE_SECONDS": "4"}).pulse_seconds == 4.0
+    with pytest.raises(ConfigError, match=r"FMA_PULSE_SECONDS .* at most 15"):
+        Settings.from_env({"FMA_PULSE_SECONDS": "20"})
