@@ -12,8 +12,9 @@ The same work three ways, each into a registry namespace of its own:
 - **sequential**: the same commands one after the other, as the seed's workflow ran its steps.
 
 Printed ratios: release / by hand (target at most 1.10), release / the slowest single chain by hand,
-sequential / by hand. **Cold** runs start with BuildKit's cache pruned and empty Go build and ko
-caches for both sides; **warm** runs follow a release of the same source that filled them.
+sequential / by hand. **Cold** runs start with BuildKit's cache pruned and empty Go build caches for
+both sides (the release's is its build user's); **warm** runs follow a release and a by-hand run of the same
+source that filled each side's.
 
     .venv/bin/python bench/vs_upstream.py [--reps 1] [--json bench/results-vs-upstream.json]
 
@@ -48,6 +49,7 @@ from devkit.prefect_server import start_prefect_server, stop_prefect_server  # n
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
 from devkit.report import report  # noqa: E402
 from tasks.core import tools  # noqa: E402
+from tasks.core.sandbox import build_user  # noqa: E402
 from tasks.helm.chart import set_image_values  # noqa: E402
 from tasks.oci.registry import RegistryAPI  # noqa: E402
 
@@ -207,10 +209,13 @@ def release(src: FmaSample, registry: str, key: Path, env: dict[str, str]) -> fl
 
 
 def cold(env: dict[str, str], scratch: Path) -> dict[str, str]:
-    """An empty Go build cache and BuildKit's cache pruned: nothing compiled or built before helps. (ko's own
-    KOCACHE is left alone: two ko processes filling one new KOCACHE at once read each other's half-written
-    index.)"""
+    """Empty Go build caches and BuildKit's cache pruned: nothing compiled or built before helps either side.
+    By hand: a new GOCACHE (ko's own KOCACHE is left unset, as upstream's Makefile leaves it). The release: its
+    build user's Go build cache emptied (a root release compiles as that user, with the cache in its home)."""
     sh([DOCKER, "builder", "prune", "-af"], env={**env, "DOCKER_BUILDKIT": "1"})
+    user = build_user()
+    if user is not None:
+        shutil.rmtree(user.home / ".cache" / "go-build", ignore_errors=True)
     return {**env, "GOCACHE": str(scratch / uuid.uuid4().hex[:8] / "gocache")}
 
 
@@ -223,8 +228,9 @@ def measure(reps: int, registry: RegistryProcess, key: Path, scratch: Path) -> d
         for mode in ("cold", "warm"):
             src = make_fma_source(scratch / f"src-{rep}-{mode}", bases=bases)
             env = cold(base_env, scratch) if mode == "cold" else dict(base_env)
-            if mode == "warm":  # fill the caches with this very source first
+            if mode == "warm":  # fill both sides' caches with this very source first
                 release(src, f"{registry.host}/warmup-{rep}", key, env)
+                ByHand(src, f"{registry.host}/warmup-hand-{rep}", key, env).parallel()
             order = ("release", "by hand") if rep % 2 == 0 else ("by hand", "release")
             for side in order:
                 run_env = cold(base_env, scratch) if mode == "cold" else env
