@@ -248,12 +248,13 @@ def test_ko_env_drops_ko_settings_goflags_and_secrets() -> None:
     assert "GOFLAGS" not in ko_env(_build(), inherited, "/opt/go/bin/go")
 
 
-def test_ko_env_as_the_build_user_keeps_kos_cache_to_the_build() -> None:
-    """As the build user, Go's caches are the user's (shared, safe), ko's KOCACHE is the build's own directory."""
+def test_ko_env_as_the_build_user_has_no_ko_cache() -> None:
+    """As the build user, Go's caches are the user's (shared, safe); no KOCACHE, not even the operator's shared
+    one: ko then writes each binary under the build's own TMPDIR."""
     env = ko_env(_build(), {"PATH": "/usr/bin", "KOCACHE": "/shared"}, "/go/bin/go", home=Path("/home/b"),
                  scratch=Path("/home/b/jobs/ko-1"))
     assert env["GOCACHE"] == "/home/b/.cache/go-build" and env["TMPDIR"] == "/home/b/jobs/ko-1"
-    assert env["KOCACHE"] == "/home/b/jobs/ko-1/kocache"
+    assert "KOCACHE" not in env
 
 
 def test_ko_env_trusts_a_registry_ca_beside_the_system_roots() -> None:
