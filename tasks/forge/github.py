@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import semver
 from github import Auth, Github, GithubException
@@ -221,16 +222,18 @@ def _github_error(err: Exception, what: str, repo: str, access: str = WRITE) -> 
     )
 
 
+def _known(releases: Iterable[Any]) -> list[PublishedRelease]:
+    """What the decisions need of PyGithub's releases: tag, draft, pre-release."""
+    return [PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease)) for r in releases]
+
+
 def list_releases(repo: str, api_url: str = DEFAULT_API_URL) -> list[PublishedRelease]:
     """Every release of ``repo``, drafts included (each marked)."""
     check_repo_name(repo)
     client = github_client(api_url, READ)
     try:
         gh_repo = client.get_repo(repo)
-        return [
-            PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
-            for r in gh_repo.get_releases()
-        ]
+        return _known(gh_repo.get_releases())
     except Exception as err:
         raise _github_error(err, "list the releases", repo, READ) from err
     finally:
@@ -253,10 +256,7 @@ def create_github_release(
     client = github_client(api_url)
     try:
         gh_repo = client.get_repo(repo)
-        existing = [
-            PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
-            for r in gh_repo.get_releases()
-        ]
+        existing = _known(gh_repo.get_releases())
         if any(r.tag == tag for r in existing):
             raise GitHubError(f"{repo} already has a release for {tag}: edit it on GitHub, or release a new tag")
         previous = previous_release(tag, existing)
@@ -317,8 +317,7 @@ def open_draft(tag: str, repo: str, *, api_url: str = DEFAULT_API_URL) -> DraftR
         mine = [r for r in releases if r.tag_name == tag]
         if mine:
             return DraftRelease(repo, tag, int(mine[0].id), str(mine[0].html_url or ""), published=not mine[0].draft)
-        existing = [PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
-                    for r in releases]
+        existing = _known(releases)
         previous = previous_release(tag, existing)
         notes = gh_repo.generate_release_notes(tag, previous_tag_name=previous or NotSet)
         created = gh_repo.create_git_release(
@@ -341,8 +340,7 @@ def publish_draft(draft: DraftRelease, artifacts: str, *, api_url: str = DEFAULT
     try:
         gh_repo = client.get_repo(draft.repo)
         releases = list(gh_repo.get_releases())
-        existing = [PublishedRelease(tag=r.tag_name, draft=bool(r.draft), prerelease=bool(r.prerelease))
-                    for r in releases]
+        existing = _known(releases)
         found = [r for r in releases if int(r.id) == draft.release_id]
         if not found:
             raise GitHubError(f"the draft release {draft.tag} of {draft.repo} is gone (deleted while the release ran): "
