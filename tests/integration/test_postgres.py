@@ -96,7 +96,8 @@ def task_window(api: str, flow_run_id: str) -> tuple[datetime, datetime]:
         ended = [t["name"] for t in tasks if t["end_time"]]
         return tasks if all(any(n.startswith(p) for n in ended) for p in ("checkout ", "summary ")) else None
 
-    tasks = wait_for(f"the task runs of {flow_run_id} to be recorded", recorded, every=0.5)
+    # The server records task runs from the events the run sends; a busy SQLite-backed one takes minutes.
+    tasks = wait_for(f"the task runs of {flow_run_id} to be recorded", recorded, timeout=240, every=0.5)
     starts = [datetime.fromisoformat(t["start_time"]) for t in tasks if t["start_time"]]
     ends = [datetime.fromisoformat(t["end_time"]) for t in tasks if t["end_time"]]
     assert starts and ends
