@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the project's pinned Go tools (scripts/tools.versions: ko, cosign, syft) into
-# .local/bin with `go install PACKAGE@VERSION`; called by scripts/setup.sh.
+# .local/bin with `go install PACKAGE@VERSION`, and build the project's own Go programs
+# (tools/NAME, as .local/bin/fma-NAME); called by scripts/setup.sh.
 # The module cache and the build cache are the machine's own (`go env GOMODCACHE GOCACHE`,
 # shared by every clone and every Go build here), and each pinned binary is kept once per
 # machine in $FMA_TOOLS_CACHE (default ~/.cache/fma-release/tools/NAME-VERSION): a second
@@ -109,4 +110,33 @@ while read -r name package version variable _ <&3; do
     fi
   fi
 done 3< <(pins)
+
+# 4. The project's own Go programs (tools/NAME, each a module of its own with its go.sum): built as
+#    .local/bin/fma-NAME, stamped with a hash of their sources, so a changed source is built again
+#    and an unchanged one is copied from the machine's tool cache.
+for dir in "$here"/tools/*/; do
+  [ -f "$dir/go.mod" ] || continue
+  name="fma-$(basename "$dir")"
+  start=$(now_ms)
+  stamp=$(cd "$dir" && LC_ALL=C && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
+  bin="$GOBIN/$name"
+  if reports "$bin" "$stamp"; then
+    say "$name $stamp already there ($bin, checked in $(took "$start"))"
+    continue
+  fi
+  cached="$tools_cache/$name-$stamp"
+  if reports "$cached" "$stamp" && cp -f "$cached" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && reports "$bin" "$stamp"; then
+    say "$name $stamp copied from the machine's tool cache ($cached, $(took "$start"))"
+    continue
+  fi
+  log="$local_dir/go/logs/$name.log"
+  if (cd "$dir" && GOFLAGS=-mod=readonly "$go" build -trimpath -ldflags "-X main.build=$stamp" -o "$bin" .) \
+      >"$log" 2>&1 && reports "$bin" "$stamp"; then
+    say "$name $stamp built from tools/$(basename "$dir") ($bin, $(took "$start"))"
+    cp -f "$bin" "$cached.tmp.$$" && mv -f "$cached.tmp.$$" "$cached" || true
+  else
+    failed=1
+    say "$name failed to build from tools/$(basename "$dir") after $(took "$start"): $(tail -n 1 "$log") (full log: $log)"
+  fi
+done
 exit "$failed"

@@ -79,7 +79,7 @@ class _Session:
         own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
         digest = manifest.digest
         # The signature is a tag of its own: signed while the attestations go on. Both attestations
-        # share cosign's .att tag, which each one reads and rewrites: one after the other. syft's scan
+        # share cosign's .att tag, which each one reads and rewrites: one after the other. The SBOM scan
         # of a manifest not attested yet runs beside the signature and the provenance.
         with ThreadPoolExecutor(max_workers=2) as pool:
             signature = pool.submit(self.signature, digest)

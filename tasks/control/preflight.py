@@ -15,6 +15,7 @@ from tasks.oci.references import Reference
 from tasks.run.config import configured_engines
 from tasks.run.context import ReleaseRequest, RunFacts, RunServices
 from tasks.run.result import ReleaseResult
+from tasks.supplychain import sbom
 from tasks.supplychain.signer import load_signer, signing_decision
 
 NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
@@ -52,7 +53,8 @@ def check_engines_and_registries(request: ReleaseRequest, services: RunServices)
 def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> Preflight:
     """Open the signing key (a bad key or password fails before any build), name the release's
     record from the tagged ``revision`` and the config, answer from the record when this exact
-    release is still published, else check engines and registries."""
+    release is still published, else check engines and registries (and start the SBOM scanner of a
+    signed release with a Dockerfile image)."""
     services.settings.all_credentials()  # credentials bound to no host fail here, before anything is built
     if any(image.builder == "ko" for image in request.config.images):
         build_user(services.settings.build_user)  # so does a missing build user
@@ -74,5 +76,7 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
     recorded = None if request.force else published_release(services.settings.state_dir, key, services.registries)
     if recorded is None:
         check_engines_and_registries(request, services)
+        if signer is not None and any(image.builder != "ko" for image in request.config.images):
+            sbom.warm()  # syft's start-up is paid while the images build; ko writes its own SBOMs
         return Preflight(facts)
     return Preflight(facts, recorded.as_already_published(NOTHING_CHANGED))

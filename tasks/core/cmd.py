@@ -1,5 +1,6 @@
 """The one place a subprocess is run: :func:`run` for a result, :func:`stream` for a long command whose
-output is wanted line by line as it comes (a build's progress).
+output is wanted line by line as it comes (a build's progress), :func:`start` for a server and
+:func:`serve` for a helper that answers requests on its stdin (fma-sbomd).
 
 No child inherits a secret: every environment passes through :func:`child_env`, which drops the
 release's own secret variables, any variable whose name says it is secret, and any variable whose
@@ -263,6 +264,40 @@ def start(
         except OSError as err:
             raise CommandError(f"cannot {what}: {args[0]}: {err.strerror or err}; run bash scripts/setup.sh",
                                argv=masked, returncode=127, stderr="") from err
+
+
+def serve(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a long-running ``argv`` that answers lines on its stdout to lines on its stdin (text pipes,
+    stderr a pipe of its own), in a process group of its own, and return it at once. It is killed with
+    the streamed commands (:func:`stop_streams`) and is expected to end when its stdin closes.
+
+    ``argv[0]`` is resolved as for :func:`run`; ``env`` (default: this process's) goes through
+    :func:`child_env`: what the process needs beyond that comes on its stdin. Raises
+    :class:`CommandError` when the binary is missing or cannot be executed."""
+    args = [str(a) for a in argv]
+    masked = [redact(a) for a in args]
+    env = child_env(os.environ if env is None else env)
+    try:
+        if os.sep not in args[0] and tools.is_known(args[0]):
+            args[0] = tools.tool(args[0])
+            env = {**env, **tools.tool_env(env)}
+        log.debug("$ %s <>", " ".join(masked))
+        proc = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace", bufsize=1, start_new_session=True,
+        )
+    except (ToolMissingError, OSError) as err:
+        reason = str(err) if isinstance(err, ToolMissingError) else f"{args[0]}: {err.strerror or err}"
+        raise CommandError(f"cannot {what}: {reason}", argv=masked, returncode=127, stderr="") from err
+    with _running_lock:
+        _running.add(proc)
+    return proc
+
+
+def served_ended(proc: subprocess.Popen[str]) -> None:
+    """Forget a process :func:`serve` started, once it has ended."""
+    with _running_lock:
+        _running.discard(proc)
 
 
 def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:

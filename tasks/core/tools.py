@@ -2,9 +2,10 @@
 
 The project's Go tools (ko, cosign, syft) are pinned in ``scripts/tools.versions``;
 ``scripts/tools.sh`` (run by ``scripts/setup.sh``) installs them into the project's
-``.local/bin``. :func:`tool` looks there first, then on PATH, so fma-release needs no
-PATH change. :func:`go_binary` finds a Go toolchain (ko builds with it) and
-:func:`tool_env` is the environment a tool subprocess gets on top of the caller's.
+``.local/bin``, beside the project's own Go programs (``tools/NAME``, built as ``fma-NAME``).
+:func:`tool` looks there first, then on PATH, so fma-release needs no PATH change.
+:func:`go_binary` finds a Go toolchain (ko builds with it) and :func:`tool_env` is the
+environment a tool subprocess gets on top of the caller's.
 """
 
 from __future__ import annotations
@@ -86,9 +87,19 @@ def is_pinned(name: str) -> bool:
     return name in pinned_tools()
 
 
+def own_program(name: str) -> Path | None:
+    """The source directory of ``name`` when it is one of the project's own Go programs: ``fma-NAME``
+    is built from ``tools/NAME`` by scripts/tools.sh."""
+    if not name.startswith("fma-"):
+        return None
+    source = PROJECT_ROOT / "tools" / name.removeprefix("fma-")
+    return source if (source / "go.mod").is_file() else None
+
+
 def is_known(name: str) -> bool:
-    """Whether :func:`tool` has its own way of finding ``name``: a pinned tool, or go."""
-    return name == "go" or is_pinned(name)
+    """Whether :func:`tool` has its own way of finding ``name``: a pinned tool, one of the project's own
+    Go programs, or go."""
+    return name == "go" or is_pinned(name) or own_program(name) is not None
 
 
 def _executable(path: Path) -> bool:
@@ -113,6 +124,8 @@ def tool(name: str) -> str:
         raise ToolMissingError(
             f"{name} is not installed: run {SETUP} (it installs {name} {pinned(name)} into .local/bin)"
         )
+    if own_program(name) is not None:
+        raise ToolMissingError(f"{name} is not built: run {SETUP} (it builds {name} from tools/{name[4:]})")
     raise ToolMissingError(f"{name} is not installed: install it ({SETUP} installs what the project needs)")
 
 

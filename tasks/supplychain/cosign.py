@@ -1,4 +1,5 @@
-"""The one place cosign and syft run: signing, attesting, verifying and scanning one registry's images.
+"""The one place cosign runs, and SBOMs are asked for: signing, attesting, verifying and scanning one
+registry's images (the scans by fma-sbomd, syft's library: :mod:`tasks.supplychain.sbom`).
 
 :class:`Cosign` is opened for one registry host (``with Cosign(...) as tool:``). It keeps a private
 directory for as long as the block lasts: the registry credentials as a DOCKER_CONFIG (the tools'
@@ -29,6 +30,7 @@ from tasks.oci.registry import Schemes, is_loopback, registry_scheme
 from tasks.run.facts import SigningKey
 from tasks.run.retry import is_transient_push_error
 from tasks.run.settings import Settings
+from tasks.supplychain import sbom
 
 PROVENANCE = "slsaprovenance1"  # cosign's --type for an in-toto statement with a SLSA v1 predicate
 SBOM = "spdxjson"
@@ -191,20 +193,26 @@ class Cosign:
                                "'cosign generate-key-pair' and point FMA_SIGNING_KEY at cosign.key") from err
 
     def sbom(self, ref: str) -> bytes:
-        """An SPDX JSON SBOM of the image ``ref`` (one platform's manifest), scanned by syft from the registry."""
+        """An SPDX JSON SBOM of the image ``ref`` (one platform's manifest), made by syft's library in
+        fma-sbomd (:mod:`tasks.supplychain.sbom`) from the registry."""
         if self._dir is None:
             raise RuntimeError("Cosign.sbom needs an open context")
         out = self._dir / f"sbom-{_file_key(ref)}.spdx.json"  # one file per manifest: they are scanned in parallel
-        extra = {"SYFT_REGISTRY_INSECURE_USE_HTTP": "true"} if self._scheme == "http" else {}
-        if self._scheme == "https" and is_loopback(self.host) and not self.settings.registry_ca_file:
-            extra["SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY"] = "true"
-        env = {**os.environ, **self._env, **extra}
+        credentials = self.settings.credentials(self.host)  # only when bound to this host
+        request = sbom.ScanRequest(
+            image=ref, out=out, http=self._scheme == "http",
+            insecure=self._scheme == "https" and is_loopback(self.host) and not self.settings.registry_ca_file,
+            ca=self.settings.registry_ca_file or "",
+            username=credentials.username if credentials else "",
+            password=credentials.password.get_secret_value() if credentials else "")
         try:
-            cmd.run(["syft", "scan", f"registry:{ref}", "-o", f"spdx-json={out}", "-q"],
-                    what=f"scan {ref} for its SBOM", fix="see the syft output in the run log", env=env, timeout=600)
+            sbom.scan(request)
             return out.read_bytes()
-        except CommandError as err:
-            raise _signing_error(f"cannot make the SBOM of {ref}", err) from err
+        except sbom.ScanFailed as err:
+            transient = err.transient or is_transient_push_error(err.reason)
+            fix = "it is retried; re-run the release if it keeps failing" if transient else \
+                "check that the image is in the registry and readable with the run's credentials"
+            raise SigningError(f"cannot make the SBOM of {ref}: {err.reason}; {fix}", transient=transient) from err
         finally:
             out.unlink(missing_ok=True)
 

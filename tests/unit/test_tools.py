@@ -69,6 +69,23 @@ def test_a_missing_tool_that_is_not_pinned_still_names_setup(dirs: tuple[Path, P
         tools.tool("crane")
 
 
+def test_a_missing_program_of_the_project_says_setup_builds_it_from_its_source(dirs: tuple[Path, Path]) -> None:
+    assert tools.is_known("fma-sbomd") and tools.own_program("fma-sbomd") == PROJECT_ROOT / "tools" / "sbomd"
+    assert tools.own_program("fma-nothing") is None and not tools.is_known("fma-nothing")
+    with pytest.raises(ToolMissingError) as caught:
+        tools.tool("fma-sbomd")
+    assert str(caught.value) == ("fma-sbomd is not built: run bash scripts/setup.sh "
+                                 "(it builds fma-sbomd from tools/sbomd)")
+
+
+def test_the_sbom_scanner_embeds_the_syft_the_project_pins() -> None:
+    """tools/sbomd/go.mod requires the syft version scripts/tools.versions pins: one syft, one SBOM format."""
+    go_mod = (PROJECT_ROOT / "tools" / "sbomd" / "go.mod").read_text()
+    required = re.search(r"^\s*github\.com/anchore/syft (v\S+)$", go_mod, re.MULTILINE)
+    assert required is not None, go_mod
+    assert required.group(1) == tools.pinned("syft")
+
+
 def test_the_versions_file_pins_ko_cosign_and_syft() -> None:
     pins = tools.pinned_tools()
     assert set(pins) == {"ko", "cosign", "syft"}
