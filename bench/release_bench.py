@@ -15,7 +15,10 @@
 - P6: the 4-image release signed (a cosign key made for the run: signatures,
   provenance and SBOMs) against the same release unsigned. One image is the
   slow one, so signing the others overlaps it; only the slow image's own
-  signing should add to the release.
+  signing should add to the release. Both releases go straight to the
+  registry: the fault proxy serves in this process, so each of cosign's many
+  small requests through it took a share of the release's own interpreter.
+  The same ratio through the proxy is printed for reference.
 
 Runs are interleaved on fresh sources (a nonce in each, so dockerd's layer
 cache never serves a build); figures are medians. Ratios, so a slow machine
@@ -166,11 +169,11 @@ def main() -> int:
                 retry_base_delay=0.2, **kwargs)
         return time.perf_counter() - began
 
-    def fresh_path() -> str:
-        return f"{proxy.host}/b{uuid.uuid4().hex[:8]}/fma"
+    def fresh_path(host: str = proxy.host) -> str:
+        return f"{host}/b{uuid.uuid4().hex[:8]}/fma"
 
     runs: dict[str, list[float]] = {"full": [], "single": [], "rerelease": [], "resume": [], "sequential": [],
-                                    "signed": []}
+                                    "signed": [], "unsigned_direct": [], "signed_proxy": []}
     keys = work / "keys"
     keys.mkdir()
     subprocess.run([tools.tool("cosign"), "generate-key-pair"], cwd=keys, capture_output=True, check=True,
@@ -194,7 +197,9 @@ def main() -> int:
             runs["rerelease"].append(timed(src, path))
             runs["single"].append(timed(source((slowest,)), fresh_path()))
             runs["sequential"].append(sum(timed(source((name,)), fresh_path()) for name in FMA_IMAGES))
-            runs["signed"].append(signed(source(FMA_IMAGES), fresh_path()))
+            runs["unsigned_direct"].append(timed(source(FMA_IMAGES), fresh_path(registry.host)))
+            runs["signed"].append(signed(source(FMA_IMAGES), fresh_path(registry.host)))
+            runs["signed_proxy"].append(signed(source(FMA_IMAGES), fresh_path()))
 
             src, path = source(FMA_IMAGES), fresh_path()
             proxy.add(Rule(repo_suffix=f"/{slowest}", op="manifest_put", status=503))
@@ -241,8 +246,9 @@ def main() -> int:
         "p2": med["rerelease"] / med["full"],
         "p3": med["resume"] / med["full"],
         "p5": med["full"] / med["sequential"],
-        "p6": med["signed"] / med["full"],
+        "p6": med["signed"] / med["unsigned_direct"],
     }
+    through_proxy = med["signed_proxy"] / med["full"]
     if p4_counts:
         first, last = p4_counts[0], p4_counts[-1]
         ratios["p4"] = (med[f"p4_{last}"] - med[f"p4_{first}"]) / (last - first)
@@ -251,6 +257,7 @@ def main() -> int:
         "median_s": med, "runs_s": runs, "resume_rebuilds": resume_builds,
         "p4_counts": p4_counts, "p4_sleep_s": p4_sleep,
         "cpu_s_largest_p4_release": cpu,
+        "p6_through_the_proxy": through_proxy,
         "ratios": ratios, "targets": {k: TARGETS[k] for k in ratios},
         "met": {k: ratios[k] <= TARGETS[k] for k in ratios},
     }
@@ -268,8 +275,10 @@ def main() -> int:
         (f"P3 resume / full (target <= {TARGETS['p3']})", f"{ratios['p3']:.3f}"),
         ("the four released one after another (s)", f"{med['sequential']:.2f}"),
         (f"P5 full / one after another (target <= {TARGETS['p5']})", f"{ratios['p5']:.3f}"),
-        ("full release signed (s)", f"{med['signed']:.2f}"),
+        ("full release unsigned, straight to the registry (s)", f"{med['unsigned_direct']:.2f}"),
+        ("full release signed, straight to the registry (s)", f"{med['signed']:.2f}"),
         (f"P6 signed / unsigned (target <= {TARGETS['p6']})", f"{ratios['p6']:.3f}"),
+        ("signed / unsigned, both through the proxy (reference)", f"{through_proxy:.3f}"),
     ]
     if p4_counts:
         rows += [(f"release of {n} images, builds sleep {p4_sleep:g} s (s)", f"{med[f'p4_{n}']:.2f}")
