@@ -32,7 +32,7 @@ from tasks.supplychain.provenance import (
     provenance_predicate,
     subjects_match,
 )
-from tasks.supplychain.signer import SignJob, builder_sbom, ensure_signed
+from tasks.supplychain.signer import SignJob, builder_sbom, ensure_all_signed, ensure_signed
 
 if TYPE_CHECKING:
     from tasks.oci.registry import RegistryAPI
@@ -61,6 +61,10 @@ class _Session:
     def signature(self, digest: str) -> Status:
         return ensure_signed(self.tool, self.api, self.path, digest)
 
+    def signatures(self, digests: list[str]) -> dict[str, Status]:
+        """Every manifest of an image signed by one cosign process (one opening of the key)."""
+        return ensure_all_signed(self.tool, self.api, self.path, digests)
+
     def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes]) -> Status:
         try:
             if self._stored(digest, "att") and any(
@@ -71,18 +75,17 @@ class _Session:
         self.tool.attest(self.ref(digest), make(), predicate_type)
         return Status.SIGNED
 
-    def image(self, manifest: Manifest, facts: ReleaseFacts) -> SignatureResult:
+    def attestations(self, manifest: Manifest, facts: ReleaseFacts) -> tuple[Status, Status | None]:
+        """The provenance and (for a platform manifest) the SBOM attestation of one manifest."""
         job = self.job
         build = build_for(job.builds, manifest)
         predicate = provenance_predicate(facts, build, manifest, image=self.repository,
                                          builder=job.builder, builds=job.builds)
         own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
         digest = manifest.digest
-        # The signature is a tag of its own: signed while the attestations go on. Both attestations
-        # share cosign's .att tag, which each one reads and rewrites: one after the other. The SBOM scan
-        # of a manifest not attested yet runs beside the signature and the provenance.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            signature = pool.submit(self.signature, digest)
+        # Both attestations share cosign's .att tag, which each one reads and rewrites: one after the
+        # other. The SBOM scan of a manifest not attested yet runs beside the provenance.
+        with ThreadPoolExecutor(max_workers=1) as pool:
             scan = (pool.submit(self.tool.sbom, self.ref(digest))
                     if manifest.wants_sbom and own is None and not self._stored(digest, "att") else None)
             provenance = self.attestation(digest, PROVENANCE, lambda: json.dumps(predicate).encode())
@@ -90,10 +93,12 @@ class _Session:
             if manifest.wants_sbom:
                 sbom = self.attestation(digest, SBOM, lambda: own.read_bytes() if own else
                                         scan.result() if scan else self.tool.sbom(self.ref(digest)))
-            done = (signature.result(), provenance, sbom)
-        artifact = f"{job.name} {manifest.platform}".strip() if not manifest.is_index else job.name
+        return provenance, sbom
+
+    def result(self, manifest: Manifest, signature: Status, attested: tuple[Status, Status | None]) -> SignatureResult:
+        artifact = f"{self.job.name} {manifest.platform}".strip() if not manifest.is_index else self.job.name
         return SignatureResult(artifact=artifact, ref=self.ref(manifest.digest), digest=manifest.digest,
-                               signature=done[0], provenance=done[1], sbom=done[2])
+                               signature=signature, provenance=attested[0], sbom=attested[1])
 
 
 def _annotated(api: RegistryAPI, repository: str, manifest: Manifest) -> Manifest:
@@ -128,9 +133,13 @@ def sign_task(job: SignJob, run: RunContext) -> tuple[SignatureResult, ...]:
                 raise SigningError(f"cannot sign {job.label}: {session.ref(job.digest)} is not in the registry; "
                                    "re-run the release")
             manifests = [_annotated(api, target.repository, m) for m in manifests_to_sign(job.digest, found[1])]
-            # Each manifest's signature and attestations are cosign processes of their own: all at once.
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MANIFESTS, len(manifests))) as pool:
-                results = tuple(pool.map(lambda manifest: session.image(manifest, facts), manifests))
+            # The signatures of every manifest are one cosign process (the signature is a tag of its own),
+            # beside each manifest's attestations (cosign processes of their own): all at once.
+            with ThreadPoolExecutor(max_workers=1 + min(MAX_PARALLEL_MANIFESTS, len(manifests))) as pool:
+                signatures = pool.submit(session.signatures, [m.digest for m in manifests])
+                attested = list(pool.map(lambda manifest: session.attestations(manifest, facts), manifests))
+                signed = signatures.result()
+            results = tuple(session.result(m, signed[m.digest], a) for m, a in zip(manifests, attested, strict=True))
     done = [r for r in results if Status.SIGNED in (r.signature, r.provenance, r.sbom)]
     log.info("%s: %d manifest(s), %d newly signed or attested", job.label, len(results), len(done))
     progress.report(job.label, Status.SIGNED if done else Status.ALREADY_SIGNED, f"{len(results)} manifest(s)")

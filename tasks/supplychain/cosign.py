@@ -120,15 +120,19 @@ class Cosign:
             raise RuntimeError("Cosign needs a public key and an open context to verify")
         return str(self._dir / "cosign.pub")
 
-    def sign(self, ref: str) -> None:
-        """Sign ``ref`` (``repo@sha256:...``) with the private key; push the signature."""
+    def sign(self, *refs: str) -> None:
+        """Sign each of ``refs`` (``repo@sha256:...``) with the private key and push the signatures: one
+        cosign process, so the key is opened once (its scrypt is about a quarter second of CPU)."""
         if self.key is None:
             raise RuntimeError("Cosign.sign needs a key")
+        if not refs:
+            return
+        shown = refs[0] if len(refs) == 1 else f"{refs[0]} and {len(refs) - 1} more"
         try:
-            self._run(["sign", "--key", self.key.ref, "--tlog-upload=false", "--yes", *self._registry_flags(), ref],
-                      what=f"sign {ref}", secret=True)
+            self._run(["sign", "--key", self.key.ref, "--tlog-upload=false", "--yes", *self._registry_flags(), *refs],
+                      what=f"sign {shown}", secret=True)
         except CommandError as err:
-            raise _signing_error(f"cannot sign {ref}", err) from err
+            raise _signing_error(f"cannot sign {shown}", err) from err
 
     def attest(self, ref: str, predicate: bytes, predicate_type: str) -> None:
         """Attach ``predicate`` (JSON) to ``ref`` as a signed in-toto attestation of ``predicate_type``."""

@@ -114,13 +114,20 @@ def chart_jobs(charts: Sequence[PublishedChart]) -> list[SignJob]:
 
 def ensure_signed(tool: Cosign, api: RegistryAPI, path: str, digest: str) -> Status:
     """Sign the manifest ``digest`` of the repository ``path`` (on ``api``'s host) unless a signature there
-    verifies with the tool's public key already. Only a signature tag that exists is read back with cosign
-    (one HEAD first): a first signing costs no verify."""
-    ref = f"{api.host}/{path}@{digest}"
-    try:
-        if api.digest(path, cosign_tag(digest, "sig")) and tool.verify(ref):
-            return Status.ALREADY_SIGNED
-    except VerifyFailed:
-        pass
-    tool.sign(ref)
-    return Status.SIGNED
+    verifies with the tool's public key already."""
+    return ensure_all_signed(tool, api, path, (digest,))[digest]
+
+
+def ensure_all_signed(tool: Cosign, api: RegistryAPI, path: str, digests: Sequence[str]) -> dict[str, Status]:
+    """Sign those of the manifests ``digests`` of the repository ``path`` whose signature does not verify with
+    the tool's public key yet, all in one cosign process; each digest's status. Only a signature tag that
+    exists is read back with cosign (one HEAD first): a first signing costs no verify."""
+    def signed_already(digest: str) -> bool:
+        try:
+            return bool(api.digest(path, cosign_tag(digest, "sig")) and tool.verify(f"{api.host}/{path}@{digest}"))
+        except VerifyFailed:
+            return False
+
+    status = {digest: Status.ALREADY_SIGNED if signed_already(digest) else Status.SIGNED for digest in digests}
+    tool.sign(*(f"{api.host}/{path}@{digest}" for digest, state in status.items() if state is Status.SIGNED))
+    return status
