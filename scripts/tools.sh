@@ -78,21 +78,28 @@ reports() {
 }
 now_ms() { date +%s%3N; }
 took() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $((ms % 1000 / 100)); }
+# `already NAME WORD START`: true (and says so) when .local/bin/NAME reports WORD already, or when the
+# machine's tool cache holds a NAME-WORD that does and it is copied in.
+already() {
+  local name=$1 word=$2 start=$3 bin="$GOBIN/$1" cached="$tools_cache/$1-$2"
+  if reports "$bin" "$word"; then
+    say "$name $word already there ($bin, checked in $(took "$start"))"
+    return 0
+  fi
+  if reports "$cached" "$word" && cp -f "$cached" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && reports "$bin" "$word"; then
+    say "$name $word copied from the machine's tool cache ($cached, $(took "$start"))"
+    return 0
+  fi
+  return 1
+}
 
 # 3. Each pinned tool.
 failed=0
 while read -r name package version variable _ <&3; do
   start=$(now_ms)
+  already "$name" "$version" "$start" && continue
   bin="$GOBIN/$name"
-  if reports "$bin" "$version"; then
-    say "$name $version already there ($bin, checked in $(took "$start"))"
-    continue
-  fi
   cached="$tools_cache/$name-$version"
-  if reports "$cached" "$version" && cp -f "$cached" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && reports "$bin" "$version"; then
-    say "$name $version copied from the machine's tool cache ($cached, $(took "$start"))"
-    continue
-  fi
   ldflags=()
   [ -z "${variable:-}" ] || ldflags=("-ldflags=-X $variable=${version#v}")
   log="$local_dir/go/logs/$name.log"
@@ -119,16 +126,9 @@ for dir in "$here"/tools/*/; do
   name="fma-$(basename "$dir")"
   start=$(now_ms)
   stamp=$(cd "$dir" && LC_ALL=C && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
+  already "$name" "$stamp" "$start" && continue
   bin="$GOBIN/$name"
-  if reports "$bin" "$stamp"; then
-    say "$name $stamp already there ($bin, checked in $(took "$start"))"
-    continue
-  fi
   cached="$tools_cache/$name-$stamp"
-  if reports "$cached" "$stamp" && cp -f "$cached" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && reports "$bin" "$stamp"; then
-    say "$name $stamp copied from the machine's tool cache ($cached, $(took "$start"))"
-    continue
-  fi
   log="$local_dir/go/logs/$name.log"
   if (cd "$dir" && GOFLAGS=-mod=readonly "$go" build -trimpath -ldflags "-X main.build=$stamp" -o "$bin" .) \
       >"$log" 2>&1 && reports "$bin" "$stamp"; then

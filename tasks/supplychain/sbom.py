@@ -28,7 +28,7 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.core import cmd
@@ -48,7 +48,7 @@ class ScanRequest:
     insecure: bool = False  # TLS without verifying the registry's certificate (a loopback registry)
     ca: str = ""  # a CA file for the registry's certificate, beside the system roots
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a repr, so never in an error or a log
 
     def line(self, ident: str) -> str:
         return json.dumps({"id": ident, "image": self.image, "out": str(self.out), "http": self.http,
@@ -91,7 +91,7 @@ class SbomService:
                              env={**os.environ, "DOCKER_CONFIG": self._empty_config})
         except CommandError as err:
             raise SigningError(str(err)) from err
-        errors: collections.deque[str] = collections.deque(maxlen=5)
+        errors: collections.deque[str] = collections.deque(maxlen=1)  # its last line, or its panic's
         threading.Thread(target=self._drain, args=(proc, errors), daemon=True, name="fma-sbomd-stderr").start()
         threading.Thread(target=self._answers, args=(proc, errors), daemon=True, name="fma-sbomd").start()
         self._proc = proc
@@ -100,9 +100,13 @@ class SbomService:
     @staticmethod
     def _drain(proc: subprocess.Popen[str], errors: collections.deque[str]) -> None:
         assert proc.stderr is not None
+        fatal = ""  # Go's own reason when it crashes: the line a stack trace follows
         for raw in proc.stderr:
-            if raw.strip():
-                errors.append(redact(raw.strip()))
+            line = raw.strip()
+            if line.startswith(("panic:", "fatal error:")) and not fatal:
+                fatal = redact(line)
+            if line:
+                errors.append(fatal or redact(line))
 
     def _answers(self, proc: subprocess.Popen[str], errors: collections.deque[str]) -> None:
         """Hand each answer to the scan waiting for it; when fma-sbomd ends, fail the ones left."""
