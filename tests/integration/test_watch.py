@@ -11,12 +11,7 @@ import pytest
 import requests
 from prefect import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
-from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
-    TaskRunFilter,
-    TaskRunFilterFlowRunId,
-)
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import StateType
 
 from devkit.github_stub import GitHubStub
@@ -25,6 +20,7 @@ from flows.release import release_flow
 from flows.watch import watch_releases
 from tasks.core.errors import ConfigError
 from tasks.forge.github import GitHubError
+from tests.integration.prefect_helpers import recorded_task_runs
 
 pytestmark = pytest.mark.integration
 REPO = "llm-d-incubation/llm-d-fast-model-actuation"
@@ -149,9 +145,7 @@ def test_a_missing_or_refused_token_is_one_line_and_not_retried(
     else:
         assert "401" in text and "check GITHUB_TOKEN" in text
         assert len(listed) == 1  # PyGithub's own retry is for 5xx; the task is not retried either
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-            flow_run_id=TaskRunFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    runs = recorded_task_runs(state.state_details.flow_run_id, "list releases")
     (listing,) = [r for r in runs if r.name.startswith("list releases")]
     assert listing.run_count == 1 and listing.state_type == StateType.FAILED
     assert started_tags(deployment) == []
