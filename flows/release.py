@@ -83,28 +83,22 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
     services = RunServices.from_settings()
     await refuse_pinned_changes(parameters, services.settings.form_fields)
     _announce_run()
+    preflights: list[Preflight] = []  # each holds the run's copy of its signing key until the run ends
     try:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
         checked = await asyncio.to_thread(preflight, request, services, revision)
+        preflights.append(checked)
         if checked.recorded is not None:  # this exact release is published: nothing to do, no slot needed
-            # ...but its GitHub release, when the run has one, is published if an earlier run could not
-            recorded = await asyncio.to_thread(_on_github_again, request, checked.recorded)
-            OUTCOME.finished(recorded)
-            # ...but a slot that a run of the tag left held (it ended while the Prefect server was away) is freed
-            settings = services.settings
-            freed = await afree_abandoned_slot(request.tag, settings.slot_namespace)
-            if freed:
-                progress.report(progress.RUN, Status.SLOT_TAKEN, freed)
-            await apublish_summary(recorded)  # no task: the whole answer is this artifact
-            progress.report(progress.RUN, Status.DONE, "nothing changed")
-            return recorded
+            return await _answer_from_record(request, services, checked, checked.recorded)
         if request.stage:  # built, pushed and signed at the stage, proven there, then promoted
+            await asyncio.to_thread(checked.key_opened)
             stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision)
+            preflights.append(stage_checked)
             run = _run_context(request.at_stage(), services, stage_checked)
             steps = functools.partial(_staged_release, request, run, stage_checked, checked)
         else:
             run = _run_context(request, services, checked)
-            steps = functools.partial(_release, run)
+            steps = functools.partial(_release, run, checked.key_opened)
         # One run per tag at a time; different tags run side by side.
         settings = services.settings
         async with atag_slot(request.tag, timing=SlotTiming.of(settings), namespace=settings.slot_namespace):
@@ -127,8 +121,28 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
     except ReleaseError as err:
         progress.report(progress.RUN, Status.FAILED, str(err))
         raise
+    finally:
+        for checked in preflights:
+            checked.close()
 
 
+
+
+async def _answer_from_record(request: ReleaseRequest, services: RunServices, checked: Preflight,
+                              recorded: ReleaseResult) -> ReleaseResult:
+    """The answer of a run whose exact release is published: its record, once the signing key has opened (as
+    any run's must)..."""
+    await asyncio.to_thread(checked.key_opened)
+    # ...and its GitHub release, when the run has one, published if an earlier run could not
+    recorded = await asyncio.to_thread(_on_github_again, request, recorded)
+    OUTCOME.finished(recorded)
+    # ...and a slot that a run of the tag left held (it ended while the Prefect server was away) freed
+    freed = await afree_abandoned_slot(request.tag, services.settings.slot_namespace)
+    if freed:
+        progress.report(progress.RUN, Status.SLOT_TAKEN, freed)
+    await apublish_summary(recorded)  # no task: the whole answer is this artifact
+    progress.report(progress.RUN, Status.DONE, "nothing changed")
+    return recorded
 
 
 def release(runner: Any = None, **parameters: Any) -> ReleaseResult:
@@ -170,7 +184,8 @@ def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Pre
             return _prove_and_promote(request, run, at_stage, source=source, final=final, draft=draft)
 
         if stage_checked.recorded is None:
-            return _release_steps(run, staged=proven)
+            return _release_steps(run, stage_checked.key_opened, staged=proven)
+        stage_checked.key_opened()
         # The stage holds this release already (a re-run after a failed promotion): prove it again, from a
         # checkout of the tag when the proof needs the source (the CRDs of its Kubernetes proof).
         if not (request.config.proof.kubernetes and request.config.proof.crds):
@@ -244,20 +259,23 @@ def _on_github_again(request: ReleaseRequest, recorded: ReleaseResult) -> Releas
         return on_github(open_draft_task(request.tag, request.github_repo), recorded)
 
 
-def _release(run: RunContext, *, draft: DraftRelease | None = None) -> ReleaseResult:
+def _release(run: RunContext, key_opened: Callable[[], None], *, draft: DraftRelease | None = None) -> ReleaseResult:
     """The release's steps after the preflight, every one a task, run from this (non-event-loop) thread."""
     # One API client for every task run of the release: without it each task run makes its own, and
     # each new client builds a TLS context from the CA bundle (about 0.1 s of CPU: the largest
     # per-image cost in a profile of a 32-image release).
     with SyncClientContext.get_or_create():
-        return _release_steps(run, draft=draft)
+        return _release_steps(run, key_opened, draft=draft)
 
 
-def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None,
+def _release_steps(run: RunContext, key_opened: Callable[[], None],
+                   staged: Callable[[ReleaseResult, Path], ReleaseResult] | None = None,
                    draft: DraftRelease | None = None) -> ReleaseResult:
-    """The release's steps; ``staged``: this is the stage part of a staged release, and what comes after it
-    (the proof and the promotion, given the stage's result and the checkout) is called while the checkout is
-    still there, its result the run's; ``draft``: the run's GitHub release, published at the end."""
+    """The release's steps; ``key_opened`` returns once the signing key has opened (the preflight's check
+    of its password runs while the source is checked out); ``staged``: this is the stage part of a staged
+    release, and what comes after it (the proof and the promotion, given the stage's result and the
+    checkout) is called while the checkout is still there, its result the run's; ``draft``: the run's
+    GitHub release, published at the end."""
     log = get_run_logger()
     request = run.request
     policy = request.retry.task_options()
@@ -283,6 +301,7 @@ def _release_steps(run: RunContext, staged: Callable[[ReleaseResult, Path], Rele
             log.info("%s: kept as already published, not built or pushed: %s (%s) carries this build's "
                      "fingerprint (same source, Dockerfile or Go files, config and platforms)",
                      image.item, image.ref, image.digest)
+        key_opened()  # a key that does not open fails the run here, before anything is built
         # A cold release downloads the Go modules of its ko images at once, while the other images build.
         to_build = [spec for spec in specs if spec.label not in {image.item for image in kept}]
         modules = [go_modules_task.submit(checkout, run)] if any(s.builder == "ko" for s in to_build) else []

@@ -65,9 +65,11 @@ class _Session:
         """Every manifest of an image signed by one cosign process (one opening of the key)."""
         return ensure_all_signed(self.tool, self.api, self.path, digests)
 
-    def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes]) -> Status:
+    def attestation(self, digest: str, predicate_type: str, make: Callable[[], bytes], *, stored: bool) -> Status:
+        """Attest ``digest`` with the predicate ``make`` returns, unless cosign's .att tag was ``stored`` before
+        this run attested it and holds such a statement that verifies."""
         try:
-            if self._stored(digest, "att") and any(
+            if stored and any(
                     subjects_match(s, digest) for s in self.tool.verify_attestation(self.ref(digest), predicate_type)):
                 return Status.ALREADY_SIGNED
         except VerifyFailed:
@@ -84,15 +86,17 @@ class _Session:
         own = builder_sbom(job.sboms, manifest.platform) if manifest.wants_sbom else None
         digest = manifest.digest
         # Both attestations share cosign's .att tag, which each one reads and rewrites: one after the
-        # other. The SBOM scan of a manifest not attested yet runs beside the provenance.
+        # other. Whether the tag was there is asked once, before either: a manifest not attested yet is
+        # read back for neither. Its SBOM scan runs beside the provenance.
+        stored = self._stored(digest, "att")
         with ThreadPoolExecutor(max_workers=1) as pool:
             scan = (pool.submit(self.tool.sbom, self.ref(digest))
-                    if manifest.wants_sbom and own is None and not self._stored(digest, "att") else None)
-            provenance = self.attestation(digest, PROVENANCE, lambda: json.dumps(predicate).encode())
+                    if manifest.wants_sbom and own is None and not stored else None)
+            provenance = self.attestation(digest, PROVENANCE, lambda: json.dumps(predicate).encode(), stored=stored)
             sbom = None
             if manifest.wants_sbom:
                 sbom = self.attestation(digest, SBOM, lambda: own.read_bytes() if own else
-                                        scan.result() if scan else self.tool.sbom(self.ref(digest)))
+                                        scan.result() if scan else self.tool.sbom(self.ref(digest)), stored=stored)
         return provenance, sbom
 
     def result(self, manifest: Manifest, signature: Status, attested: tuple[Status, Status | None]) -> SignatureResult:

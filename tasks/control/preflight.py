@@ -5,7 +5,10 @@ when this exact release is still published); the flow builds the run's context f
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from tasks.control.records import published_release, release_key
 from tasks.core import progress
@@ -16,17 +19,30 @@ from tasks.run.config import configured_engines
 from tasks.run.context import ReleaseRequest, RunFacts, RunServices
 from tasks.run.result import ReleaseResult
 from tasks.supplychain import sbom
-from tasks.supplychain.signer import load_signer, signing_decision
+from tasks.supplychain.runkey import key_directory, remove_key_directory
+from tasks.supplychain.signer import open_signer, signing_decision
 
 NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
 
 
 @dataclass(frozen=True)
 class Preflight:
-    """What the preflight found: the run's facts, and the recorded result of a release still published."""
+    """What the preflight found: the run's facts, the recorded result of a release still published, and
+    the check of the signing key's password when it is still running (:meth:`key_opened` waits for it)."""
 
     facts: RunFacts
     recorded: ReleaseResult | None = None
+    key_check: Future[None] | None = None
+    key_directory: Path | None = None  # where the run's copy of its signing key is: removed by close()
+
+    def key_opened(self) -> None:
+        """Return once the signing key has opened with its password; its one-line SigningError if it did not."""
+        if self.key_check is not None:
+            self.key_check.result()
+
+    def close(self) -> None:
+        """Remove the run's copy of its signing key (when the run has ended)."""
+        remove_key_directory(self.key_directory)
 
 
 def check_registries(request: ReleaseRequest, services: RunServices) -> None:
@@ -51,7 +67,8 @@ def check_engines_and_registries(request: ReleaseRequest, services: RunServices)
 
 
 def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> Preflight:
-    """Open the signing key (a bad key or password fails before any build), name the release's
+    """Open the signing key (a bad key or password fails before any build: at once, or, for a key this
+    machine has opened before, when the flow waits on :meth:`Preflight.key_opened`), name the release's
     record from the tagged ``revision`` and the config, answer from the record when this exact
     release is still published, else check engines and registries (and start the SBOM scanner of a
     signed release with a Dockerfile image)."""
@@ -60,12 +77,23 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
         build_user(services.settings.build_user)  # so does a missing build user
     signs, note = signing_decision(configured=services.settings.signing_configured, no_sign=request.no_sign,
                                    config_sign=request.config.sign)
-    signer = load_signer(services.settings) if signs else None
     if not signs and not request.dry_run:
         progress.report(progress.RUN, Status.WARNING, note)
+    directory = key_directory() if signs else None
+    try:
+        return _checked(request, services, revision, note=note, directory=directory)
+    except BaseException:
+        remove_key_directory(directory)
+        raise
+
+
+def _checked(request: ReleaseRequest, services: RunServices, revision: str, *, note: str,
+             directory: Path | None) -> Preflight:
+    signer, key_check = open_signer(services.settings, directory) if directory else (None, None)
+    opened = functools.partial(Preflight, key_check=key_check, key_directory=directory)
     if request.dry_run:
         check_engines_and_registries(request, services)
-        return Preflight(RunFacts(revision=revision, signer=signer, unsigned_note=note))
+        return opened(RunFacts(revision=revision, signer=signer, unsigned_note=note))
     # A release that is still published needs no engine and pushes nothing, so the other checks come after.
     key = release_key(
         tag=request.tag, revision=revision, config=request.config, config_bytes=request.config_path.read_bytes(),
@@ -78,5 +106,5 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
         check_engines_and_registries(request, services)
         if signer is not None and any(image.builder != "ko" for image in request.config.images):
             sbom.warm()  # syft's start-up is paid while the images build; ko writes its own SBOMs
-        return Preflight(facts)
-    return Preflight(facts, recorded.as_already_published(NOTHING_CHANGED))
+        return opened(facts)
+    return opened(facts, recorded.as_already_published(NOTHING_CHANGED))

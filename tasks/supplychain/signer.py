@@ -2,14 +2,21 @@
 
 A run signs when a key is named by FMA_SIGNING_KEY (a file) or FMA_SIGNING_KEY_BLOCK (a Prefect
 Secret block), unless ``--no-sign`` or the release config's ``sign: false`` turns it off
-(:func:`signing_decision`, pure). :func:`load_signer` opens the key with its password, so a bad key
-is one line before any build. What a run signs is a :class:`SignJob` per published image or chart
+(:func:`signing_decision`, pure). The key is opened with its password before anything is built, so
+a bad key is one line. A release signs with a copy of it made for the run (:func:`open_signer`,
+tasks/supplychain/runkey.py), cheaper for each cosign process to open; when this machine has opened
+the same key before, its public half is read from the state directory and the key is opened while
+the source is checked out, the flow waiting for it before the first build. A promotion opens it as
+it is (:func:`load_signer`). What a run signs is a :class:`SignJob` per published image or chart
 (:func:`image_jobs`, :func:`chart_jobs`, pure).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +28,7 @@ from tasks.run.facts import BaseUse, BuildFacts, Signer, SigningKey
 from tasks.run.plan import ImageSpec
 from tasks.run.result import BuiltImage, PublishedChart, PushedImage
 from tasks.run.settings import Settings
+from tasks.supplychain import runkey
 from tasks.supplychain.cosign import Cosign, VerifyFailed
 from tasks.supplychain.provenance import cosign_tag
 
@@ -38,17 +46,83 @@ def signing_decision(*, configured: bool, no_sign: bool, config_sign: bool) -> t
     return True, ""
 
 
-def load_signer(settings: Settings) -> Signer:
-    """The configured key, opened with its password (a one-line :class:`SigningError` when it cannot be)."""
+def configured_key(settings: Settings) -> SigningKey:
+    """The key the settings name (a one-line :class:`SigningError` when there is none, or no such file)."""
     if settings.signing_key and not Path(settings.signing_key).is_file():
         raise SigningError(f"the signing key {settings.signing_key} does not exist: point FMA_SIGNING_KEY at a "
                            "cosign key file (cosign generate-key-pair makes one), or release with --no-sign")
     key = SigningKey.from_settings(settings)
     if key is None:
         raise SigningError("no signing key is configured: set FMA_SIGNING_KEY")
+    return key
+
+
+def load_signer(settings: Settings) -> Signer:
+    """The configured key, opened with its password (a one-line :class:`SigningError` when it cannot be)."""
+    key = configured_key(settings)
     with Cosign(settings, "localhost", key=key) as tool:
-        public = tool.public_key()
-    return Signer(key=key, public_pem=public)
+        return Signer(key=key, public_pem=tool.public_key())
+
+
+def key_identity(key: SigningKey) -> str:
+    """sha256 of the key as it is stored, encrypted (the file, or the Secret block's PEM text): which key it
+    is, and nothing of its password."""
+    data = Path(key.path).read_bytes() if key.path else key.pem.get_secret_value().encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _remember_public(path: Path, public_pem: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(public_pem, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # the next run opens the key before it answers, as this one did
+
+
+def _known_public(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return text if text.startswith("-----BEGIN PUBLIC KEY-----") else ""
+
+
+def open_signer(settings: Settings, directory: Path) -> tuple[Signer, Future[None] | None]:
+    """The run's signer: a copy of the configured key in ``directory`` (tasks/supplychain/runkey.py) and
+    its public half; and the opening of the key, when that is still running.
+
+    The configured key is opened with its password, its copy written, before this returns, unless this
+    machine has opened the same key (the same encrypted bytes) before: then its public half is read from
+    the state directory, and the returned future opens the key in a thread of its own. It fails with the
+    same one-line :class:`SigningError`, or when the key's public half is not the one noted: the flow waits
+    for it before anything is built."""
+    key = configured_key(settings)
+    copy = runkey.run_copy(directory)
+    try:
+        kept = settings.state_dir / "signing-keys" / f"{key_identity(key)}.pub"
+    except OSError:  # an unreadable key file: its opening names it
+        kept = None
+    known = _known_public(kept) if kept else ""
+    if kept is None or not known:
+        public = runkey.write_run_copy(key, copy)
+        if kept:
+            _remember_public(kept, public)
+        return Signer(key=copy, public_pem=public), None
+    note = kept
+
+    def check() -> None:
+        if runkey.write_run_copy(key, copy) != known:
+            note.unlink(missing_ok=True)  # the next run opens the key before it answers, and notes it again
+            raise SigningError(f"the public key this machine noted for {runkey.where(key)} ({note}) is not the "
+                               "key's own (the key or the note changed): the note is removed; run the release again")
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fma-signing-key")
+    try:
+        return Signer(key=copy, public_pem=known), pool.submit(check)
+    finally:
+        pool.shutdown(wait=False)
 
 
 @dataclass(frozen=True)

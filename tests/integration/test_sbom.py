@@ -84,8 +84,8 @@ def test_a_scanner_that_dies_fails_what_waits_as_transient_and_the_next_scan_sta
     assert caught.value.transient
     assert caught.value.reason == "fma-sbomd exited with code 3: boom"
     crashing = SbomService(argv=("python3", "-c", "import sys; sys.stdin.readline(); sys.stderr.write("
-                                                  "'panic: runtime error\\n\\ngoroutine 1 [running]:\\nmain.main()\\n'); "
-                                                  "sys.exit(2)"))
+                                 "'panic: runtime error\\n\\ngoroutine 1 [running]:\\nmain.main()\\n'); "
+                                 "sys.exit(2)"))
     with pytest.raises(ScanFailed) as caught:
         crashing.scan(ScanRequest(image=fma_bases.runtime.pinned, out=tmp_path / "y.json", http=True), timeout=60)
     assert caught.value.reason == "fma-sbomd exited with code 2: panic: runtime error"  # Go's reason, not its trace

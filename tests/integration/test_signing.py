@@ -5,6 +5,7 @@ registry and against the Prefect server's stored logs."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -241,10 +242,15 @@ def test_a_rerelease_pushes_no_new_signature(signed: Signed, registry: RegistryP
         before = _signature_tags(api, signed)
     assert len([t for t in before if t.endswith(".sig")]) == 11
     assert len([t for t in before if t.endswith(".att")]) == 10  # every image manifest; the chart is signed only
-    out = tmp_path / "again.json"
+    out, tmp = tmp_path / "again.json", tmp_path / "tmp"
+    tmp.mkdir()
     again = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", signed.registry,
-                        "--summary-json", str(out), env={**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")})
+                        "--summary-json", str(out),
+                        env={**signed.env, "FMA_STATE_DIR": str(tmp_path / "state"), "TMPDIR": str(tmp)})
     assert again.returncode == 0, again.stderr[-2000:]
+    # The key's public half is noted for the next run; the run's copy of the key is gone.
+    assert _noted(tmp_path / "state", signed.key).read_text() == signed.pub.read_text()
+    assert not list(tmp.glob("fma-run-key-*"))
     summary = json.loads(out.read_text())
     assert {i["status"] for i in summary["images"]} == {"already published"}
     assert summary["signatures"] and all(
@@ -267,6 +273,48 @@ def test_a_wrong_password_fails_in_one_line_before_anything_is_published(
     assert "not-the-password" not in done.stdout + done.stderr
     with RegistryAPI(registry.host) as api:
         assert all(api.tags(f"badpw/fma/{name}") == [] for name in
+                   ("launcher", "requester", "dual-pods-controller", "launcher-populator", "charts/fma-controllers"))
+
+
+def _noted(state: Path, key: Path) -> Path:
+    """Where a run notes the public half of ``key`` in the state directory ``state``."""
+    return state / "signing-keys" / f"{hashlib.sha256(key.read_bytes()).hexdigest()}.pub"
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "wrong note"])
+def test_a_key_noted_before_still_fails_before_any_build_when_it_does_not_open_as_noted(
+    signed: Signed, registry: RegistryProcess, tmp_path: Path, fault: str,
+) -> None:
+    """A key this machine has opened before is opened while the source is checked out: a wrong password, or a
+    public half that is not the key's own (a note changed), still fails the run in one line before any build,
+    with nothing published; a wrong note is removed; the run's copy of the key is gone when the run ends."""
+    state, tmp = tmp_path / "state", tmp_path / "tmp"
+    tmp.mkdir()
+    note = _noted(state, signed.key)
+    note.parent.mkdir(parents=True)
+    if fault == "wrong password":
+        note.write_text(signed.pub.read_text())
+        env = {"FMA_SIGNING_PASSWORD": "not-the-password"}
+    else:
+        _, other = key_pair(tmp_path / "other", OTHER_PASSWORD)
+        note.write_text(other.read_text())
+        env = {}
+    reg = f"{registry.host}/noted{fault[6:]}/fma"
+    done = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", reg,
+                       env={**signed.env, **env, "FMA_STATE_DIR": str(state), "TMPDIR": str(tmp)})
+    assert done.returncode == 1
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("fma-release:")]
+    output = done.stdout + done.stderr
+    if fault == "wrong password":
+        assert "wrong password" in line and "FMA_SIGNING_PASSWORD" in line
+        assert note.read_text() == signed.pub.read_text()
+    else:
+        assert "is not the key's own" in line and str(note) in line and not note.exists()
+    assert "not-the-password" not in output
+    assert " building" not in output and "Task run 'build " not in output
+    assert not list(tmp.glob("fma-run-key-*"))
+    with RegistryAPI(registry.host) as api:
+        assert all(api.tags(f"{reg.split('/', 1)[1]}/{name}") == [] for name in
                    ("launcher", "requester", "dual-pods-controller", "launcher-populator", "charts/fma-controllers"))
 
 
