@@ -4,8 +4,8 @@ and rebuilding nothing published, a line within 60 s, a bounded console without 
 no process left). CI plays three rounds of a fixed seed; the benchmark plays 30 (docs/chaos.md).
 
 The runner starts its own registry, a second dockerd on its own bridge and a Prefect server, and kills them:
-nothing the other tests use. So it runs beside them: what a release left running is read from that release's
-own process tree (devkit/proctree.py), and the rounds' time bounds are a busy 2-core machine's (bench/chaos.py)."""
+nothing the other tests use. It is ``serial`` all the same: it reads the machine's process table (what the
+release left running) and its rounds are timed against bounds."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tasks.oci.registry import RegistryAPI
 from tests.integration.prefect_helpers import wait_for
 from tests.integration.test_engines import with_engines
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SEED = 16  # rounds 1-3 kill dockerd, the release process (SIGKILL), a cosign process
 
