@@ -61,17 +61,20 @@ def start_run(src: SampleSource, registry: str, tmp: Path) -> subprocess.Popen[s
 def test_same_tag_runs_never_overlap_while_other_tags_do(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
-    """Two CLI runs of v0.3.1 hold the release-v0.3.1 slot one after the other; a run of v0.4.0 runs alongside."""
+    """Two CLI runs of one tag hold its slot one after the other; a run of another tag runs alongside. The tags are
+    the test's own: a slot another test of this worker left counted would hold a shared tag for the stale bound."""
     sleeps = dict.fromkeys(IMAGES, 3)
-    same = sample(tag="v0.3.1", images=IMAGES, sleeps=sleeps, nonce=uuid.uuid4().hex)
-    other = sample(tag="v0.4.0", images=IMAGES, sleeps=sleeps, nonce=uuid.uuid4().hex)
+    minor = uuid.uuid4().int % 10_000
+    tag, other_tag = f"v1.{minor}.1", f"v1.{minor}.2"
+    same = sample(tag=tag, images=IMAGES, sleeps=sleeps, nonce=uuid.uuid4().hex)
+    other = sample(tag=other_tag, images=IMAGES, sleeps=sleeps, nonce=uuid.uuid4().hex)
     reg = f"{registry.host}/{namespace}"
     procs = [start_run(same, reg, tmp_path), start_run(same, reg, tmp_path), start_run(other, reg, tmp_path)]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, [p.read_text() for p in tmp_path.glob("run-*.log")]
 
-    first, second = wait_for("two runs of v0.3.1", lambda: flow_runs_of("v0.3.1", same.path) or None)
-    (third,) = flow_runs_of("v0.4.0", other.path)
+    first, second = wait_for(f"two runs of {tag}", lambda: flow_runs_of(tag, same.path) or None)
+    (third,) = flow_runs_of(other_tag, other.path)
     for run in (first, second, third):
         assert run.state.is_completed()
     a, b, c = (locked_window(r.id) for r in (first, second, third))
@@ -83,11 +86,11 @@ def test_same_tag_runs_never_overlap_while_other_tags_do(
     assert overlap(a, b) < 0, f"runs of one tag overlapped by {overlap(a, b):.2f}s"
     assert max(overlap(a, c), overlap(b, c)) > 0, "runs of two tags never ran side by side"
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(slot_limit("v0.3.1"))
+        limit = client.read_global_concurrency_limit_by_name(slot_limit(tag))
     assert limit.limit == 1 and limit.active_slots == 0
     # Each finished run announced itself for automations.
     succeeded = wait_for("three success events", lambda: _events_for_runs(SUCCEEDED, [first, second, third]))
-    assert {e.resource["fma.release.tag"] for e in succeeded} == {"v0.3.1", "v0.4.0"}
+    assert {e.resource["fma.release.tag"] for e in succeeded} == {tag, other_tag}
 
 
 def _events_for_runs(name: str, runs: list[Any]) -> list[Any] | None:
