@@ -50,6 +50,8 @@ WAIT_STEP_SECONDS = Settings.slot_wait_step_seconds
 # The first look comes this soon (a slot that is free is taken at once: the acquisition returns before),
 # and the look that confirms a holder whose process is gone on this host (see _Watch.next_step).
 FIRST_LOOK_SECONDS = 0.5
+# A waiting run asks for the slot this often between its looks at the holder (one request, answered at once).
+ATTEMPT_SECONDS = 0.5
 CONFIRM_GONE_SECONDS = 1.0
 # Prefect's own wording for runs that will never free a slot again.
 GONE_STATES = frozenset({"CRASHED", "FAILED", "CANCELLED", "COMPLETED"})
@@ -218,19 +220,41 @@ def describe(holder: SlotHolder | None, state: str | None, now: datetime, stale_
 
 
 class _QuietTimeouts(logging.Filter):
-    """Drop Prefect's ERROR line for an acquisition that timed out: here that is one wait step
-    ending, not a fault, and it would print at every step."""
+    """Drop Prefect's ERROR line for an acquisition that found the slot held (423) or timed out: here that
+    is one attempt of a waiting run, not a fault, and it would print at every attempt."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         return not (
             record.msg == "Service %r failed to process item %r"
             and any("ConcurrencySlotAcquisition" in str(a) for a in args[:1])
-            and any("TimeoutError" in str(a) or "state=cancelled" in str(a) for a in args[1:])
+            and any(_found_held(a) or "TimeoutError" in str(a) or "state=cancelled" in str(a) for a in args[1:])
         )
 
 
+def _found_held(item: object) -> bool:
+    """Whether a queued acquisition (its arguments, then its future) ended in the server's 423."""
+    import concurrent.futures
+
+    future = item[-1] if isinstance(item, tuple) and item else None
+    if not isinstance(future, concurrent.futures.Future) or not future.done() or future.cancelled():
+        return False
+    error = future.exception()
+    return error is not None and _is_423(error)
+
+
 _QUIET = _QuietTimeouts()
+
+
+def _held(err: BaseException) -> bool:
+    """Whether an acquisition failed only because the slot is held (the server's 423)."""
+    return err.__cause__ is not None and _is_423(err.__cause__)
+
+
+def _is_423(err: BaseException) -> bool:
+    import httpx
+
+    return isinstance(err, httpx.HTTPStatusError) and err.response.status_code == 423
 
 
 def _quiet_acquisition_timeouts() -> None:
@@ -493,24 +517,34 @@ async def hold_slot(name: str, lease_seconds: float, timeout_seconds: float | No
     timing = timing or SlotTiming()
     run_id = _current_run_id()
     lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id is not None else None
-    deadline = None if timeout_seconds is None else asyncio.get_running_loop().time() + timeout_seconds
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_seconds is None else loop.time() + timeout_seconds
     watch = _Watch(timing)
     async with get_client() as client, contextlib.AsyncExitStack() as stack:
+        look_at = loop.time() + watch.next_step()
         while True:
-            step = watch.next_step()
-            if deadline is not None:
-                step = max(0.1, min(step, deadline - asyncio.get_running_loop().time()))
+            # One request per attempt, never cut short: a request cancelled at a timeout while the server
+            # grants it leaves the slot counted with a lease nobody holds (and no record: the run then
+            # waited out the stale bound for its own slot). The server answers at once, 423 when it is held.
             try:
                 await stack.enter_async_context(concurrency(
-                    name, occupy=1, timeout_seconds=step, strict=True, lease_duration=lease_seconds,
+                    name, occupy=1, max_retries=0, strict=True, lease_duration=lease_seconds,
                     # a failed renewal (the server went away) must not stop builds and pushes that need no server
                     raise_on_lease_renewal_failure=False,
                     holder=lease_holder))
                 break
-            except AcquireConcurrencySlotTimeoutError:
-                if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            except Exception as err:
+                if not _held(err):
                     raise
+            if deadline is not None and loop.time() >= deadline:
+                raise AcquireConcurrencySlotTimeoutError(f"{name} was not free within {timeout_seconds} second(s)")
+            if loop.time() >= look_at:
                 await _wait_step(client, name, run_id, watch)
+                look_at = loop.time() + watch.next_step()
+            pause = min(ATTEMPT_SECONDS, max(0.0, look_at - loop.time()))
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(pause)
         ctx = ConcurrencyContext.get()
         leases = list(ctx.cleanup_lease_ids) if ctx is not None else []
         beat: asyncio.Task[None] | None = None

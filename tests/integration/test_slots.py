@@ -417,3 +417,97 @@ def test_a_run_answered_from_its_record_frees_a_slot_left_by_a_run_whose_process
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
         assert client.read_flow_run(dead.id).state.type is StateType.CRASHED
     assert _holder(tag) is None
+
+
+class _LateAnswers:
+    """A proxy in front of the Prefect API that forwards every request at once and holds back the answer to the
+    first ``times`` slot acquisitions for ``delay`` seconds: the server has granted the slot; the run hears of it
+    late (a busy server)."""
+
+    PATH = "/concurrency_limits/increment-with-lease"
+
+    def __init__(self, upstream: str, delay: float, times: int = 1) -> None:
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        target = urllib.parse.urlsplit(upstream)
+        proxy = self
+        self.delay, self.times, self.held = delay, times, 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream_conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream_conn.request(self.command, target.path.rstrip("/") + self.path[len(target.path.rstrip("/")):],
+                                      body=body, headers=headers)
+                answer = upstream_conn.getresponse()
+                data = answer.read()
+                upstream_conn.close()
+                if self.path.endswith(proxy.PATH):
+                    with proxy._lock:
+                        hold = proxy.held < proxy.times
+                        proxy.held += hold
+                    if hold:
+                        time.sleep(proxy.delay)
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}{target.path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slot_granted_while_its_answer_is_late_is_held_not_lost() -> None:
+    """The server grants the slot but its answer comes after the run's first look (0.5 s): the run takes the slot
+    when the answer comes, with no wait. (An acquisition cut off at the first look left the slot counted with a
+    lease nobody held and no record: the run waited out the stale bound for its own slot.)"""
+    import asyncio
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.control.concurrency import atag_slot
+    from tasks.control.slots import SlotTiming
+
+    tag = f"v9.{uuid.uuid4().int % 10_000}.1"
+    namespace = f"late-{uuid.uuid4().hex[:6]}"
+    late = _LateAnswers(os.environ["PREFECT_API_URL"], delay=2.0)
+
+    async def hold_once() -> None:
+        async with atag_slot(tag, timing=SlotTiming(STALE_SECONDS, 2.0, 1.0), namespace=namespace):
+            pass
+
+    try:
+        with temporary_settings({PREFECT_API_URL: late.url}):
+            started = time.monotonic()
+            asyncio.run(hold_once())
+            took = time.monotonic() - started
+    finally:
+        late.close()
+    assert late.held == 1  # the answer to the acquisition was held back
+    assert took < STALE_SECONDS, f"the run waited {took:.1f}s for a slot the server had granted it"
+    from tasks.control.concurrency import limit_name
+
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(limit_name(tag, namespace)).active_slots == 0
