@@ -36,7 +36,7 @@ from flows.events import on_release_completed, on_release_failed
 from flows.fanout import collect_charts, sign_all, signing_failed
 from flows.pinned import refuse_pinned_changes
 from flows.promote import promote_release
-from flows.runners import task_runner
+from flows.runners import runs_here, task_runner
 from tasks.charts import package_chart_task, push_chart_task
 from tasks.control.concurrency import afree_abandoned_slot, atag_slot
 from tasks.control.outage import OUTCOME, note_if_server_gone
@@ -86,13 +86,14 @@ async def release_flow(**parameters: Any) -> ReleaseResult:
     preflights: list[Preflight] = []  # each holds the run's copy of its signing key until the run ends
     try:
         revision = await asyncio.to_thread(resolve_tag, request.source, request.tag)
-        checked = await asyncio.to_thread(preflight, request, services, revision)
+        checked = await asyncio.to_thread(preflight, request, services, revision, tasks_here=_tasks_run_here())
         preflights.append(checked)
         if checked.recorded is not None:  # this exact release is published: nothing to do, no slot needed
             return await _answer_from_record(request, services, checked, checked.recorded)
         if request.stage:  # built, pushed and signed at the stage, proven there, then promoted
             await asyncio.to_thread(checked.key_opened)
-            stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision)
+            stage_checked = await asyncio.to_thread(preflight, request.at_stage(), services, revision,
+                                                    tasks_here=_tasks_run_here())
             preflights.append(stage_checked)
             run = _run_context(request.at_stage(), services, stage_checked)
             steps = functools.partial(_staged_release, request, run, stage_checked, checked)
@@ -242,6 +243,14 @@ def _finish(run: RunContext, result: ReleaseResult, staged: Callable[[ReleaseRes
     write_summary(result, get_run_logger())
     progress.report(progress.RUN, Status.DONE, "")
     return result
+
+
+def _tasks_run_here() -> bool:
+    """Whether this run's tasks run in this machine's processes (flows/runners.py)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return runs_here(ctx.task_runner if ctx is not None else None)
 
 
 def _reporting_api() -> str:

@@ -37,3 +37,12 @@ def task_runner(address: str | None = None) -> Any:
     if not address.startswith(("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")):
         raise ConfigError(f"Dask address {address!r} is not a scheduler address: use tcp://host:8786 or local")
     return DaskTaskRunner(address=address)
+
+
+def runs_here(runner: object) -> bool:
+    """Whether ``runner`` runs tasks in this machine's processes (pure): threads, or a Dask cluster it starts
+    itself (``local``) or reaches on this machine's loopback; a cluster elsewhere may run them on other machines."""
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner):
+        return True
+    address = str(getattr(runner, "address", "") or "")
+    return not address or address.startswith(("tcp://127.", "tcp://localhost:", "inproc://"))

@@ -20,7 +20,7 @@ from tasks.run.context import ReleaseRequest, RunFacts, RunServices
 from tasks.run.result import ReleaseResult
 from tasks.supplychain import sbom
 from tasks.supplychain.runkey import key_directory, remove_key_directory
-from tasks.supplychain.signer import open_signer, signing_decision
+from tasks.supplychain.signer import load_signer, open_signer, signing_decision
 
 NOTHING_CHANGED = "nothing changed: every image and chart of this tag was already published"
 
@@ -66,12 +66,14 @@ def check_engines_and_registries(request: ReleaseRequest, services: RunServices)
         check_registries(request, services)
 
 
-def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> Preflight:
+def preflight(request: ReleaseRequest, services: RunServices, revision: str, *, tasks_here: bool = True) -> Preflight:
     """Open the signing key (a bad key or password fails before any build: at once, or, for a key this
     machine has opened before, when the flow waits on :meth:`Preflight.key_opened`), name the release's
     record from the tagged ``revision`` and the config, answer from the record when this exact
     release is still published, else check engines and registries (and start the SBOM scanner of a
-    signed release with a Dockerfile image)."""
+    signed release with a Dockerfile image). ``tasks_here``: the run's tasks run in this machine's processes
+    (threads, or a local Dask cluster), so they can read the run's copy of the key; a run whose tasks may run on
+    other machines signs with the configured key itself, as they find it."""
     services.settings.all_credentials()  # credentials bound to no host fail here, before anything is built
     if any(image.builder == "ko" for image in request.config.images):
         build_user(services.settings.build_user)  # so does a missing build user
@@ -79,17 +81,18 @@ def preflight(request: ReleaseRequest, services: RunServices, revision: str) -> 
                                    config_sign=request.config.sign)
     if not signs and not request.dry_run:
         progress.report(progress.RUN, Status.WARNING, note)
-    directory = key_directory() if signs else None
+    directory = key_directory() if signs and tasks_here else None
     try:
-        return _checked(request, services, revision, note=note, directory=directory)
+        return _checked(request, services, revision, note=note, directory=directory, signs=signs)
     except BaseException:
         remove_key_directory(directory)
         raise
 
 
 def _checked(request: ReleaseRequest, services: RunServices, revision: str, *, note: str,
-             directory: Path | None) -> Preflight:
-    signer, key_check = open_signer(services.settings, directory) if directory else (None, None)
+             directory: Path | None, signs: bool) -> Preflight:
+    signer, key_check = (open_signer(services.settings, directory) if directory
+                         else (load_signer(services.settings) if signs else None, None))
     opened = functools.partial(Preflight, key_check=key_check, key_directory=directory)
     if request.dry_run:
         check_engines_and_registries(request, services)
