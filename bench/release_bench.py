@@ -22,6 +22,10 @@
   small requests through it took a share of the release's own interpreter.
   The same ratio through the proxy is printed for reference.
 
+The warm-up is a release of the 4 images, as a host that released the project
+before has made one: it knows how long each build took, and starts the longest
+first (flows/chains.py).
+
 Runs are interleaved on fresh sources (a nonce in each, so dockerd's layer
 cache never serves a build); figures are medians. Ratios, so a slow machine
 does not matter.
@@ -192,7 +196,9 @@ def main() -> int:
     resume_builds: list[int] = []
     cpu: dict[str, float] = {}
     try:
-        timed(source((slowest,)), fresh_path())  # warm-up: first-run costs are not a release's
+        # warm-up: first-run costs are not a release's; a host that released before knows how long each
+        # build took (the order the next release starts its builds in: flows/chains.py)
+        timed(source(FMA_IMAGES), fresh_path())
         # ...nor a signing host's: its first signed release notes the key's public half (state directory)
         signed(source((slowest,)), fresh_path(registry.host))
         for _ in range(reps):

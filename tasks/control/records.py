@@ -204,3 +204,32 @@ def noted_platform(state_dir: Path, repository: str, fingerprint: str) -> str:
         return ""
     same = isinstance(noted, dict) and noted.get("repository") == repository and noted.get("fingerprint") == fingerprint
     return str(noted.get("digest") or "") if same else ""
+
+
+# -- build times: how long each build's chain took to its push, the next run's order -----------------
+
+_TIMES = TypeAdapter(dict[str, float])
+
+
+def _times_path(state_dir: Path) -> Path:
+    return state_dir / "build-times.json"
+
+
+def build_times(state_dir: Path) -> dict[str, float]:
+    """Seconds from the start of the builds to each build's push, by label, as the runs here last
+    measured them; ``{}`` when none did (an unreadable file counts as none: it only orders builds)."""
+    try:
+        return _TIMES.validate_json(_times_path(state_dir).read_bytes())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_build_times(state_dir: Path, measured: dict[str, float]) -> None:
+    """Note ``measured`` (see :func:`build_times`), each label replacing its earlier figure."""
+    if not measured:
+        return
+    path = _times_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(_TIMES.dump_json({**build_times(state_dir), **measured}, indent=2))
+    tmp.replace(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -217,3 +217,22 @@ def image_specs(
                 )
             )
     return specs
+
+
+def build_order(specs: Sequence[ImageSpec], seconds: Mapping[str, float]) -> list[ImageSpec]:
+    """The builds to start, the longest first (pure): ``seconds`` is how long each build's chain took to
+    its push in an earlier run, by label. Longest first gives the critical chain the engine while it is
+    least busy. A build never measured gives no basis to reorder: the config's order stands."""
+    if any(spec.label not in seconds for spec in specs):
+        return list(specs)
+    return sorted(specs, key=lambda spec: -seconds[spec.label])  # stable: ties keep the config's order
+
+
+def head_start(order: Sequence[ImageSpec], seconds: Mapping[str, float], lead: float) -> float:
+    """How long the first build of ``order`` (see :func:`build_order`) starts ahead of the others (pure):
+    ``lead`` when it was measured to end more than ``lead`` after every other, else 0. Its session,
+    context upload and first step then have the engine to themselves, and the others still end first."""
+    if lead <= 0 or len(order) < 2 or any(spec.label not in seconds for spec in order):
+        return 0.0
+    first, *others = (seconds[spec.label] for spec in order)
+    return lead if first - max(others) > lead else 0.0

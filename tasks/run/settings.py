@@ -58,6 +58,9 @@ class Settings:
     # FMA_PULSE_SECONDS: a long step (a build, the Go modules' download) is told on the console at least this
     # often (tasks/core/pulse.py); at most 15, half the console's 30 s bound. Tests shorten it.
     pulse_seconds: float = 15.0
+    # FMA_HEAD_START_SECONDS: how long the build measured to take longest starts ahead of the others
+    # (tasks/run/plan.py, head_start); 0 starts every build at once.
+    head_start_seconds: float = 0.5
     # A Secret block is read at most once per run, when credentials are first asked for.
     _resolved: dict[str, RegistryCredentials | str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -103,6 +106,7 @@ class Settings:
             slot_wait_step_seconds=_seconds(env, "FMA_SLOT_WAIT_STEP_SECONDS", 3.0),
             slot_namespace=env.get("FMA_SLOT_NAMESPACE", ""),
             pulse_seconds=pulse,
+            head_start_seconds=_seconds(env, "FMA_HEAD_START_SECONDS", 0.5, zero=True),
         )
 
     def credentials(self, host: str) -> RegistryCredentials | None:
@@ -170,17 +174,19 @@ class Settings:
         register(self.signing_password.get_secret_value())
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number of seconds from ``env[name]``, or ``default`` when unset or empty."""
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    """A positive number of seconds from ``env[name]`` (or 0, when ``zero`` allows it), or ``default`` when
+    unset or empty."""
     text = env.get(name, "")
     if not text:
         return default
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ConfigError(f"{name}={text!r} is not a positive number of seconds: set it to one (e.g. {default:g}) "
+        value = float("nan")  # neither positive nor 0
+    if not (value > 0 or (zero and value == 0)):
+        kind = "a positive number of seconds or 0" if zero else "a positive number of seconds"
+        raise ConfigError(f"{name}={text!r} is not {kind}: set it to one (e.g. {default:g}) "
                           "or unset it")
     return value
 

@@ -12,9 +12,10 @@ import pytest
 
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.registry import RegistryProcess
-from devkit.sample_source import make_sample_source
+from devkit.sample_source import FMA_IMAGES, make_sample_source
 from devkit.sleep_server import SleepServer
 from flows.release import release
+from tasks.control.records import build_times, save_build_times
 from tasks.core import progress
 from tasks.core.errors import SigningError
 from tasks.oci.registry import RegistryAPI
@@ -108,3 +109,26 @@ def test_a_signing_failure_publishes_no_chart(
         assert src.tag in api.tags(f"{namespace}/launcher") and signatures(api, f"{namespace}/launcher") == []
         for name in ("requester", "dual-pods-controller", "launcher-populator"):
             assert signatures(api, f"{namespace}/{name}"), name
+
+
+def test_the_build_measured_longest_starts_first_and_the_others_after_its_lead(
+    registry: RegistryProcess, namespace: str, tmp_path: Path, events: list[tuple[str, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier run measured requester (last in the config) the longest by far: it starts first, and with a
+    lead longer than any build the others start only once it is built. The run notes its own times."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("FMA_STATE_DIR", str(state))
+    monkeypatch.setenv("FMA_HEAD_START_SECONDS", "600")
+    others = [name for name in FMA_IMAGES if name != "requester"]
+    save_build_times(state, {**dict.fromkeys(others, 1.0), "requester": 900.0})
+    src = make_sample_source(tmp_path / "sample", nonce=uuid.uuid4().hex)
+    release(tag=src.tag, source=str(src.path), registry=f"{registry.host}/{namespace}", config=str(src.config),
+            retry_base_delay=0.1)
+    seen = [(item, state) for item, state, _ in events]
+    building = [item for item, state in seen if state == "building"]
+    assert building[0] == "requester" and sorted(building) == sorted(FMA_IMAGES)
+    requester_built = seen.index(("requester", "built"))
+    assert all(seen.index((name, "building")) > requester_built for name in others), seen
+    times = build_times(state)
+    assert set(times) == set(FMA_IMAGES) and all(0 < t < 900 for t in times.values()), times

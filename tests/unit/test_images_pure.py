@@ -15,7 +15,7 @@ from tasks.core.errors import ConfigError
 from tasks.run.config import DEFAULT_ENGINE, Engine, assign_engines, parse_config
 from tasks.run.engines import Engines
 from tasks.run.facts import Checkout
-from tasks.run.plan import image_ref, image_specs, oci_labels
+from tasks.run.plan import ImageSpec, build_order, head_start, image_ref, image_specs, oci_labels
 from tasks.run.retry import RetryPolicy, is_transient_push_error
 
 
@@ -272,3 +272,48 @@ def test_a_dockerfile_images_spec_names_the_dockerfile_as_the_config_does(tmp_pa
     config = parse_config("images:\n  - name: requester\n    dockerfile: dockerfiles/Dockerfile.requester\n")
     (spec,) = image_specs(config, checkout(tmp_path), "r.test/fma")
     assert spec.dockerfile_name == "dockerfiles/Dockerfile.requester"
+
+
+def spec(name: str, platform: str = "linux/amd64", *, several: bool = False) -> ImageSpec:
+    return ImageSpec(name=name, ref=f"r/{name}:v1", dockerfile=None, context=Path("."), platform=platform,
+                     index_ref=f"r/{name}:v1" if several else "")
+
+
+def test_builds_start_longest_first_and_only_on_a_full_measure() -> None:
+    specs = [spec("controller"), spec("requester", "linux/amd64", several=True),
+             spec("requester", "linux/arm64", several=True), spec("launcher")]
+    measured = {"controller": 3.0, "requester linux/amd64": 2.0, "requester linux/arm64": 9.5, "launcher": 6.0}
+    assert [s.label for s in build_order(specs, measured)] == [
+        "requester linux/arm64", "launcher", "controller", "requester linux/amd64"]
+    # a build never measured here: no basis to reorder
+    assert build_order(specs, {k: v for k, v in measured.items() if k != "launcher"}) == specs
+    assert build_order(specs, {}) == specs
+    # ties keep the config's order
+    assert build_order(specs, dict.fromkeys(measured, 1.0)) == specs
+
+
+@given(st.lists(st.floats(min_value=0, max_value=100), min_size=2, max_size=6), st.floats(min_value=0, max_value=2))
+def test_the_first_build_leads_only_when_it_ends_more_than_the_lead_after_every_other(
+    seconds: list[float], lead: float,
+) -> None:
+    specs = [spec(f"image{i}") for i in range(len(seconds))]
+    measured = {s.label: t for s, t in zip(specs, seconds, strict=True)}
+    order = build_order(specs, measured)
+    assert [measured[s.label] for s in order] == sorted(seconds, reverse=True)
+    given_lead = head_start(order, measured, lead)
+    first, second = sorted(seconds, reverse=True)[:2]
+    assert given_lead == (lead if lead > 0 and first - second > lead else 0.0)
+    assert head_start(order[:1], measured, lead) == 0.0
+    assert head_start(order, {}, lead) == 0.0
+
+
+def test_the_head_start_is_half_a_second_unless_the_environment_says_otherwise() -> None:
+    from tasks.run.settings import Settings
+
+    assert Settings.from_env({}).head_start_seconds == 0.5
+    assert Settings.from_env({"FMA_HEAD_START_SECONDS": "0"}).head_start_seconds == 0.0
+    assert Settings.from_env({"FMA_HEAD_START_SECONDS": "1.5"}).head_start_seconds == 1.5
+    for bad in ("-1", "soon", "nan"):
+        refused = rf"FMA_HEAD_START_SECONDS='{bad}' is not a positive number of seconds or 0"
+        with pytest.raises(ConfigError, match=refused):
+            Settings.from_env({"FMA_HEAD_START_SECONDS": bad})

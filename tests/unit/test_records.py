@@ -6,11 +6,13 @@ from pathlib import Path
 
 from tasks.control.records import (
     build_records,
+    build_times,
     note_platform,
     noted_platform,
     published_release,
     recorded_builds,
     release_key,
+    save_build_times,
     save_builds,
     save_record,
 )
@@ -114,3 +116,15 @@ def test_a_pushed_platform_is_noted_per_repository_and_build(tmp_path: Path) -> 
     assert noted_platform(tmp_path, "r.example/x/requester", "f1") == "sha256:" + "4" * 64
     note_platform(tmp_path, "r.example/x/requester", "", "sha256:" + "5" * 64)  # no fingerprint: nothing noted
     assert noted_platform(tmp_path, "r.example/x/requester", "") == ""
+
+
+def test_build_times_are_merged_by_label_and_a_broken_file_is_none(tmp_path: Path) -> None:
+    assert build_times(tmp_path) == {}
+    save_build_times(tmp_path, {"launcher": 6.5, "requester linux/arm64": 9.0})
+    save_build_times(tmp_path, {"launcher": 5.25})
+    save_build_times(tmp_path, {})
+    assert build_times(tmp_path) == {"launcher": 5.25, "requester linux/arm64": 9.0}
+    (tmp_path / "build-times.json").write_text("{not json")
+    assert build_times(tmp_path) == {}
+    save_build_times(tmp_path, {"launcher": 1.0})  # a broken file is replaced, not a failed run
+    assert build_times(tmp_path) == {"launcher": 1.0}
