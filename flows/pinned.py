@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from prefect.runtime import deployment
-
 from tasks.core.errors import ConfigError
 from tasks.run.options import OPTIONS, Option, form_fields, pinned_changes
 
@@ -19,7 +17,7 @@ async def refuse_pinned_changes(parameters: dict[str, Any], allowed: str, option
     """A run of a deployment may change only the form's fields (of ``options``: the release's, or a
     promotion's): the rest are the operator's, read from the deployment itself (not from the run, whose
     parameters are the deployment's merged with what the form or the event sent)."""
-    deployment_id = deployment.id
+    deployment_id = _deployment_id()
     if deployment_id is None:
         return  # the CLI, a test, a benchmark: whoever runs it is the operator
     from prefect.client.orchestration import get_client
@@ -33,3 +31,17 @@ async def refuse_pinned_changes(parameters: dict[str, Any], allowed: str, option
             "only the tag and the retry settings; change the deployment's parameters, or let runs set them "
             f"with FMA_FORM_FIELDS={','.join(changed)} where it runs"
         )
+
+
+def _deployment_id() -> UUID | None:
+    """The deployment of the running flow run, from its context (``prefect.runtime.deployment.id`` reads the
+    flow run back from the server when no deployment context is set: a request per run, for nothing)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        return ctx.flow_run.deployment_id
+    from prefect.runtime import deployment
+
+    found = deployment.id
+    return UUID(str(found)) if found is not None else None

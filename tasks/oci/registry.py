@@ -18,6 +18,8 @@ import hashlib
 import ipaddress
 import json
 import re
+import socket
+import ssl
 import threading
 import time
 import warnings
@@ -59,10 +61,12 @@ warnings.filterwarnings(
 )
 
 class Schemes:
-    """Which scheme each registry host speaks, asked once per host and owner (a run's :class:`Registries`)."""
+    """Which scheme each registry host speaks, asked once per host and owner (a run's :class:`Registries`): the
+    threads that need a host at once wait for one probe."""
 
     def __init__(self) -> None:
         self._known: dict[str, str] = {}
+        self._probing: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def __call__(self, host: str) -> str:
@@ -70,15 +74,31 @@ class Schemes:
         with self._lock:
             if host in self._known:
                 return self._known[host]
-        scheme = "https"
-        if is_loopback(host):
-            try:
-                requests.get(f"https://{host}/v2/", timeout=5, verify=False)  # noqa: S501 - probing which scheme a loopback registry speaks; no data is trusted
-            except requests.exceptions.ConnectionError:  # SSLError is one
-                scheme = "http"
-        with self._lock:
-            self._known[host] = scheme
+            probing = self._probing.setdefault(host, threading.Lock())
+        with probing:
+            with self._lock:
+                if host in self._known:
+                    return self._known[host]
+            scheme = "http" if is_loopback(host) and not speaks_tls(host) else "https"
+            with self._lock:
+                self._known[host] = scheme
         return scheme
+
+
+def speaks_tls(host: str, timeout: float = 5) -> bool:
+    """Whether ``host`` (``name[:port]``, port 443 by default) completes a TLS handshake. A probe of which scheme
+    a loopback registry speaks: no certificate is checked and nothing is sent after the handshake, so nothing it
+    says is trusted. A refused or dropped connection counts as no TLS (plain HTTP's own request then says why)."""
+    parts = urlsplit(f"//{host}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA bundle to load: nothing is verified
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout=timeout) as sock, \
+                context.wrap_socket(sock, server_hostname=parts.hostname):
+            return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError: a plain HTTP server answers the hello with a 400
+        return False
 
 
 def registry_scheme(host: str) -> str:

@@ -310,3 +310,24 @@ def test_unreachable_engine_registry_and_source(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(EngineError, match=r"cannot reach the Docker engine .* start dockerd"):
         run_release(src, f"{registry.host}/{namespace}")
+
+
+def test_a_loopback_registrys_scheme_is_probed_once_by_a_tls_handshake(
+    auth_registry: RegistryProcess, registry: RegistryProcess,
+) -> None:
+    """The TLS registry completes a handshake and the plain one does not; a closed port is no TLS. Threads that
+    need a host's scheme at once wait for one probe."""
+    from concurrent.futures import ThreadPoolExecutor
+    from unittest import mock
+
+    from tasks.oci import registry as registry_module
+    from tasks.oci.registry import Schemes, speaks_tls
+
+    assert speaks_tls(auth_registry.host) and not speaks_tls(registry.host)
+    assert not speaks_tls(f"127.0.0.1:{free_port()}")
+    schemes = Schemes()
+    with mock.patch.object(registry_module, "speaks_tls", wraps=speaks_tls) as probe, \
+            ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(schemes, [auth_registry.host, registry.host] * 8))
+    assert answers == ["https", "http"] * 8
+    assert sorted(call.args[0] for call in probe.call_args_list) == sorted([auth_registry.host, registry.host])
