@@ -84,7 +84,8 @@ def api_reachable(api_url: str | None, timeout: float = 3.0) -> bool:
     if not api_url:
         return True
     try:
-        httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+        # over plain HTTP there is no TLS to verify: no CA bundle is parsed for nothing
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout, verify=api_url.startswith("https:"))
     except httpx.HTTPError as err:  # a read timeout is not unreachable: the server is there, slow
         return not server_unreachable(err)
     return True
