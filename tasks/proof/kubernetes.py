@@ -20,6 +20,7 @@ Docker engine): it never passes silently.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import secrets
 import tempfile
 import time
@@ -85,11 +86,25 @@ def bridge_gateway(client: docker.DockerClient) -> str:
         config = client.networks.get("bridge").attrs.get("IPAM", {}).get("Config") or []
     except docker.errors.DockerException as err:
         raise KubernetesError(f"cannot read the Docker engine's bridge network: {err}") from err
-    gateways = [str(c["Gateway"]) for c in config if c.get("Gateway") and ":" not in str(c["Gateway"])]
-    if not gateways:
-        raise KubernetesError("the Docker engine's bridge network has no IPv4 gateway: the containers could not "
-                              "reach the API server")
-    return gateways[0]
+    gateway = ipv4_gateway(config)
+    if gateway is None:
+        raise KubernetesError("the Docker engine's bridge network has no IPv4 gateway or subnet: the containers "
+                              "could not reach the API server")
+    return gateway
+
+
+def ipv4_gateway(config: Sequence[Mapping[str, Any]]) -> str | None:
+    """The IPv4 gateway of a network's IPAM ``config`` (pure): as given, else the subnet's first address, which is
+    the one the engine gives its bridge when none is given (a dockerd that found docker0 already up records the
+    subnet alone)."""
+    for pool in config:
+        gateway, subnet = str(pool.get("Gateway") or ""), str(pool.get("Subnet") or "")
+        if gateway and ":" not in gateway:
+            return gateway
+        if subnet and ":" not in subnet:
+            with contextlib.suppress(ValueError, StopIteration):
+                return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+    return None
 
 
 def engine_problem(client: docker.DockerClient) -> str:

@@ -23,7 +23,7 @@ from tasks.proof.checks import (
     service_account_files,
 )
 from tasks.proof.cluster import missing_parts
-from tasks.proof.kubernetes import chart_label
+from tasks.proof.kubernetes import chart_label, ipv4_gateway
 from tasks.run.result import PushedImage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +179,14 @@ def test_images_to_run_are_each_platform_by_digest() -> None:
                                       "linux/arm64": "127.0.0.1:5000/fma/dpc@sha256:b"},
         "reg/fma/lp:v1": {"linux/amd64": "reg/fma/lp@sha256:c"},
     }
+
+
+def test_the_bridge_gateway_is_the_given_one_else_the_subnets_first_address() -> None:
+    """A dockerd that found docker0 up records the bridge's subnet alone: its containers reach the host at the
+    subnet's first address, the one the engine gives the bridge."""
+    assert ipv4_gateway([{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]) == "172.17.0.1"
+    assert ipv4_gateway([{"Subnet": "172.17.0.0/16"}]) == "172.17.0.1"
+    assert ipv4_gateway([{"Subnet": "fd00::/64", "Gateway": "fd00::1"}, {"Subnet": "10.9.0.0/24"}]) == "10.9.0.1"
+    assert ipv4_gateway([{"Subnet": "fd00::/64"}]) is None
+    assert ipv4_gateway([{"Subnet": "not a subnet"}]) is None
+    assert ipv4_gateway([]) is None
