@@ -92,8 +92,9 @@ class SbomService:
         except CommandError as err:
             raise SigningError(str(err)) from err
         errors: collections.deque[str] = collections.deque(maxlen=1)  # its last line, or its panic's
-        threading.Thread(target=self._drain, args=(proc, errors), daemon=True, name="fma-sbomd-stderr").start()
-        threading.Thread(target=self._answers, args=(proc, errors), daemon=True, name="fma-sbomd").start()
+        drain = threading.Thread(target=self._drain, args=(proc, errors), daemon=True, name="fma-sbomd-stderr")
+        drain.start()
+        threading.Thread(target=self._answers, args=(proc, errors, drain), daemon=True, name="fma-sbomd").start()
         self._proc = proc
         return proc
 
@@ -108,8 +109,9 @@ class SbomService:
             if line:
                 errors.append(fatal or redact(line))
 
-    def _answers(self, proc: subprocess.Popen[str], errors: collections.deque[str]) -> None:
-        """Hand each answer to the scan waiting for it; when fma-sbomd ends, fail the ones left."""
+    def _answers(self, proc: subprocess.Popen[str], errors: collections.deque[str], drain: threading.Thread) -> None:
+        """Hand each answer to the scan waiting for it; when fma-sbomd ends, fail the ones left with its last
+        words (``drain`` reads them: waited for, so they are all read before they are told)."""
         assert proc.stdout is not None
         for raw in proc.stdout:
             try:
@@ -121,6 +123,7 @@ class SbomService:
                 waiting.set_result(str(answer.get("error") or ""))
         code = proc.wait()
         cmd.served_ended(proc)
+        drain.join(timeout=10)  # its stderr ends with it (a child that kept it open is not waited for longer)
         last = errors[-1] if errors else "no output"
         with self._lock:  # only this process's: a scan may be waiting on the one started after it
             left = [waiting for owner, waiting in self._waiting.values() if owner is proc]
