@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,9 @@ from devkit.registry import RegistryProcess
 from tests.plan import make_scheduler, save_durations, write_plan
 
 DEFAULT_WORKERS = 3
+CPU_SHOWN = 25
+CPU_SHOWN_FROM = 0.5  # seconds: below this a test costs nothing worth a line
+_CPU_AT_START = pytest.StashKey[float]()
 
 
 @dataclass
@@ -45,6 +49,7 @@ class _Run:
     server: PrefectServer | None = None
     database: str | None = None
     durations: dict[str, float] = field(default_factory=dict)  # seconds per test, for the next run's order
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per test (its process and the ones it waited for)
     warming: list[threading.Thread] = field(default_factory=list)  # making the run's shared parts
 
 
@@ -79,9 +84,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         write_plan(items)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of every process it started and waited for (a CLI run and its tools)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Any:
+    item.stash[_CPU_AT_START] = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    if call.when == "teardown" and _CPU_AT_START in item.stash:
+        report: pytest.TestReport = outcome.get_result()
+        report.user_properties.append(("cpu_seconds", round(_cpu_seconds() - item.stash[_CPU_AT_START], 2)))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _worker():
         _RUN.durations[report.nodeid] = _RUN.durations.get(report.nodeid, 0.0) + report.duration
+        for name, value in report.user_properties:
+            if name == "cpu_seconds":
+                _RUN.cpu[report.nodeid] = float(value)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The tests that cost the most CPU, beside pytest's slowest: on 2 cores the suite is CPU-bound, so these
+    are what makes it long (a test's own process and the CLI runs and tools it waited for; not the shared
+    servers' work on its behalf)."""
+    if not _RUN.cpu:
+        return
+    costliest = [kv for kv in sorted(_RUN.cpu.items(), key=lambda kv: -kv[1])[:CPU_SHOWN] if kv[1] >= CPU_SHOWN_FROM]
+    terminalreporter.write_sep("=", f"costliest {len(costliest)} tests by CPU (of {sum(_RUN.cpu.values()):.0f} "
+                                    f"CPU-s in {len(_RUN.cpu)} tests)")
+    for nodeid, seconds in costliest:
+        terminalreporter.write_line(f"{seconds:7.1f}s cpu  {nodeid}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
