@@ -108,7 +108,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _worker():
         _RUN.durations[report.nodeid] = _RUN.durations.get(report.nodeid, 0.0) + report.duration
         for name, value in report.user_properties:
-            if name == "cpu_seconds":
+            if name == "cpu_seconds" and isinstance(value, float | int):
                 _RUN.cpu[report.nodeid] = float(value)
 
 
