@@ -35,7 +35,6 @@ from flows.chains import ImageChains
 from flows.events import on_release_completed, on_release_failed
 from flows.fanout import collect_charts, sign_all, signing_failed
 from flows.pinned import refuse_pinned_changes
-from flows.promote import promote_release
 from flows.runners import runs_here, task_runner
 from tasks.charts import package_chart_task, push_chart_task
 from tasks.control.concurrency import afree_abandoned_slot, atag_slot
@@ -52,7 +51,6 @@ from tasks.forge.github import DraftRelease
 from tasks.github_release import on_github, open_draft_task
 from tasks.gomod import go_modules_task
 from tasks.helm.chart import chart_dirs, dry_run_chart
-from tasks.promote.context import PromotionRequest
 from tasks.prove import prove_task
 from tasks.push import published_images
 from tasks.run.context import ReleaseRequest, RunContext, RunServices, provenance_facts
@@ -202,6 +200,10 @@ def _staged_release(request: ReleaseRequest, run: RunContext, stage_checked: Pre
 
 def _prove_and_promote(request: ReleaseRequest, run: RunContext, at_stage: ReleaseResult, *, source: Path | None,
                        final: Preflight, draft: DraftRelease | None) -> ReleaseResult:
+    # Only a staged release promotes: a release straight to its registry never loads the promotion's modules.
+    from flows.promote import promote_release
+    from tasks.promote.context import PromotionRequest
+
     log = get_run_logger()
     proof = prove_task(at_stage, run, source)
     if not proof.passed:

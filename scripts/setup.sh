@@ -53,6 +53,10 @@ if ! "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, 
   "$here/.venv/bin/python" -c "import flows, tasks, devkit, prefect, docker, helm_python"
   touch "$here/.venv/.installed"
 fi
+# The project's own modules compiled once, here: every process then loads them from __pycache__. A shell that
+# sets PYTHONDONTWRITEBYTECODE (as CI's may) keeps Python from writing what it compiles, so each fma-release
+# process, and each test's, compiled flows/ and tasks/ again: 0.4-0.7 s of CPU per process.
+"$here/.venv/bin/python" -m compileall -q -j 0 "$here/flows" "$here/tasks" "$here/devkit" "$here/bench" >/dev/null
 
 # 3b. The unprivileged user builds run as (docs/security.md): the source's code never runs as root.
 build_user=${FMA_BUILD_USER:-fma-build}

@@ -15,17 +15,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import semver
-from github import Auth, Github, GithubException
-from github.GithubObject import NotSet
 
 from tasks.core import cmd
 from tasks.core.errors import CommandError, ConfigError, InvalidTagError, ReleaseError
 from tasks.core.redact import redact, register
 from tasks.run.inputs import is_repo_name
 from tasks.run.tags import ReleaseVersion, parse_tag
+
+if TYPE_CHECKING:  # PyGithub is imported where a call to GitHub is made: a release that publishes none never loads it
+    from github import Github
 
 DEFAULT_API_URL = "https://api.github.com"
 NONE_TEXT = "_None._"
@@ -191,6 +192,8 @@ def check_api_url(api_url: str, configured: str) -> None:
 def github_client(api_url: str = DEFAULT_API_URL, access: str = WRITE) -> Github:
     """A PyGithub client for ``api_url`` with the token from the environment; ``api_url`` must be the
     configured one (:func:`configured_api_url`), checked before the token is read."""
+    from github import Auth, Github
+
     check_api_url(api_url, configured_api_url())
     return Github(
         auth=Auth.Token(github_token(access)),
@@ -204,6 +207,8 @@ def github_client(api_url: str = DEFAULT_API_URL, access: str = WRITE) -> Github
 
 
 def _github_error(err: Exception, what: str, repo: str, access: str = WRITE) -> GitHubError:
+    from github import GithubException
+
     if isinstance(err, GithubException):
         message = ""
         if isinstance(err.data, dict):
@@ -251,6 +256,8 @@ def create_github_release(
     target: str | None = None, artifacts: str = "",
 ) -> CreatedRelease:
     """Create the GitHub release of ``tag``: notes since the previous release, pre-release and Latest decided."""
+    from github.GithubObject import NotSet
+
     parse_tag(tag)
     check_repo_name(repo)
     client = github_client(api_url)
@@ -308,6 +315,8 @@ class DraftRelease:
 def open_draft(tag: str, repo: str, *, api_url: str = DEFAULT_API_URL) -> DraftRelease:
     """The GitHub release of ``tag`` as a draft, before anything of the release is built: created with the
     notes since the previous release, or the draft an earlier run of the tag left (taken again)."""
+    from github.GithubObject import NotSet
+
     version = parse_tag(tag)
     check_repo_name(repo)
     client = github_client(api_url)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import helm_python as helm
 import yaml
@@ -35,8 +35,9 @@ from tasks.run.result import PublishedChart
 from tasks.run.retry import is_transient_push_error
 from tasks.run.settings import Settings
 
-if TYPE_CHECKING:
-    pass
+# libyaml's safe loader when PyYAML was built with it: the same documents, parsed over ten times faster (a
+# release renders each chart once per switch and reads every rendered manifest).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def rendered_images(manifests: Mapping[str, str]) -> set[str]:
     found: set[str] = set()
     for text in manifests.values():
         try:
-            docs = list(yaml.safe_load_all(text))
+            docs = list(yaml.load_all(text, Loader=SAFE_LOADER))
         except yaml.YAMLError as err:
             raise ChartError(f"the chart renders invalid YAML ({first_line(err)}): fix its templates") from err
         for doc in docs:
