@@ -36,6 +36,7 @@ from tests.plan import make_scheduler, save_durations, write_plan
 
 DEFAULT_WORKERS = 3
 CPU_SHOWN = 25
+CPU_KEY = "fma-release/cpu"  # .pytest_cache/v/fma-release/cpu: CPU seconds per test of the last run
 CPU_SHOWN_FROM = 0.5  # seconds: below this a test costs nothing worth a line
 _CPU_AT_START = pytest.StashKey[float]()
 
@@ -128,6 +129,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _worker():
         save_durations(session.config, _RUN.durations)
+        if session.config.cache is not None and _RUN.cpu:  # every test's CPU, for a closer look than the summary's
+            session.config.cache.set(CPU_KEY, {k: round(v, 2) for k, v in _RUN.cpu.items()})
 
 
 def pytest_configure(config: pytest.Config) -> None:
