@@ -129,8 +129,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _worker():
         save_durations(session.config, _RUN.durations)
-        if session.config.cache is not None and _RUN.cpu:  # every test's CPU, for a closer look than the summary's
-            session.config.cache.set(CPU_KEY, {k: round(v, 2) for k, v in _RUN.cpu.items()})
+        cache = getattr(session.config, "cache", None)  # absent under -p no:cacheprovider
+        if cache is not None and _RUN.cpu:  # every test's CPU, for a closer look than the summary's
+            cache.set(CPU_KEY, {k: round(v, 2) for k, v in _RUN.cpu.items()})
 
 
 def pytest_configure(config: pytest.Config) -> None:
