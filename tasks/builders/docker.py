@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from tasks.run.plan import ImageSpec
 
 
+def lost_cached_image(message: str) -> bool:
+    """Whether a build failed because an image its layer cache offered was deleted under it (pure): another
+    build's clean-up, or a prune, removed it between the cache's answer and its use. The engine names the
+    image by its bare ID; a build without the cache does not need it."""
+    return 'unable to find image "sha256:' in message
+
+
 def failed_step(lines: Iterable[str]) -> str:
     """The last ``Step N/M : ...`` line of a legacy-builder log, or ``""``."""
     step = ""
@@ -81,12 +88,15 @@ def build_image(client: docker.APIClient, spec: ImageSpec, run: RunContext, log:
             came_out = local_platform(client, built.image_id)
             if came_out == (wanted.os, wanted.architecture):
                 return built
-            found = "/".join(came_out or ("an unknown",))
+            why = f"the engine's layer cache gave a {'/'.join(came_out or ('an unknown',))} image"
         except ImageBuildError as err:
-            if "does not match the specified platform" not in str(err):
+            if lost_cached_image(str(err)):
+                why = "an image of the engine's layer cache was deleted mid-build"
+            elif "does not match the specified platform" in str(err):
+                why = "the engine's layer cache gave another platform's image"
+            else:
                 raise
-            found = "another platform's"
-        log.info("%s | the engine's layer cache gave a %s image: building again without the cache", spec.label, found)
+        log.info("%s | %s: building again without the cache", spec.label, why)
         built = _build(client, spec, labelled, build_args, log=log, nocache=True, step=step)
         came_out = local_platform(client, built.image_id)
         if came_out != (wanted.os, wanted.architecture):

@@ -270,3 +270,44 @@ def test_layer_cache_of_another_platform_is_not_used(
     finally:
         for ref in reversed(refs):  # and with them their layers: no arm64 layer stays in the cache
             engine.remove_image(ref, force=True, noprune=True)
+
+
+def test_a_cached_image_deleted_mid_build_is_built_again_without_the_cache(
+    engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, run_context: RunContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another build's clean-up deletes an image the legacy builder's cache has just offered (a race of
+    microseconds: it failed a CI run as 'COPY busybox /bin/busybox: unable to find image "sha256:..."').
+    The engine's answer is given to the first build here, as the race leaves it; the build runs again
+    without the cache, on the real engine, and the image is built."""
+    import logging
+    import uuid
+
+    from tasks.builders import docker as docker_builder
+    from tasks.core.errors import ImageBuildError
+    from tasks.run.plan import ImageSpec
+
+    (tmp_path / "nonce").write_text(uuid.uuid4().hex)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY nonce /nonce\n")
+    real, calls = docker_builder._build, []
+
+    def raced(*args: Any, nocache: bool = False, **kwargs: Any) -> Any:
+        calls.append(nocache)
+        if len(calls) == 1:
+            raise ImageBuildError("race", 'image race failed to build at Step 2/2 : COPY nonce /nonce: unable to '
+                                          'find image "sha256:9e1b1a67cff8313ba10a54ff01803c301b2463ed"')
+        return real(*args, nocache=nocache, **kwargs)
+
+    monkeypatch.setattr(docker_builder, "_build", raced)
+    ref = f"fma-release-test/raced:{uuid.uuid4().hex[:8]}"
+    spec = ImageSpec(name="raced", ref=ref, dockerfile=tmp_path / "Dockerfile", context=tmp_path,
+                     platform="linux/amd64")
+    log = logging.getLogger("test.raced")
+    try:
+        with caplog.at_level(logging.INFO, logger="test.raced"):
+            built = docker_builder.build_image(engine, spec, run_context, log)
+        assert calls == [False, True]
+        assert engine.inspect_image(built.image_id)["Architecture"] == "amd64"
+        assert "deleted mid-build: building again without the cache" in caplog.text
+    finally:
+        engine.remove_image(ref, force=True)

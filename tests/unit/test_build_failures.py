@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasks.builders.bases import _unreachable, base_failure
-from tasks.builders.docker import step_output
+from tasks.builders.docker import lost_cached_image, step_output
 from tasks.builders.dockerfile import BaseImage
 from tasks.core import progress
 from tasks.core.errors import OUTPUT_LINES, OUTPUT_WIDTH, ImageBuildError, RegistryError, bounded_output
@@ -108,3 +108,13 @@ def test_legacy_builder_output_is_what_the_failing_step_printed() -> None:
              "attempt 1", "fetch: no route"]
     assert step_output(lines) == ("attempt 1", "fetch: no route")
     assert step_output([]) == ()
+
+
+@pytest.mark.parametrize(("message", "lost"), [
+    ('COPY busybox /bin/busybox: unable to find image "sha256:9e1b1a67cff8313ba10a54ff01803c301b2463edcea92ed"', True),
+    ("pull access denied for upstream.invalid/static, repository does not exist", False),
+    ("No such image: fma-bases/static:latest", False),
+    ('The command \'/bin/sh -c false\' returned a non-zero code: 1', False),
+])
+def test_a_cached_image_deleted_mid_build_is_told_from_other_build_failures(message: str, lost: bool) -> None:
+    assert lost_cached_image(message) is lost
