@@ -14,23 +14,43 @@ which ends the run's process; its build commands are not killed from here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from tasks.core import progress
 
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
 EXIT_CANCELLED = 130
 _run: dict[str, UUID] = {}  # "id": the flow run of this process, once it started
+_server: dict[str, str] = {}  # "api": the API of the Prefect server the run reports to, as install() was given it
 _lock = threading.Lock()
 _stopping = threading.Event()
 
 
 def _remember_run(run_id: UUID) -> None:
     _run["id"] = run_id
+
+
+@contextlib.contextmanager
+def _client() -> Iterator[SyncPrefectClient]:
+    """A client of the run's server. Named, not taken from the settings: in the watch's thread the settings are
+    the process's, and a run that reports to the local server (PREFECT_API_URL unset) has it only in the main
+    thread's context; Prefect would start a temporary server of its own for a client without a URL."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = _server.get("api", "")
+    with temporary_settings(updates={PREFECT_API_URL: api} if api else {}), get_client(sync_client=True) as client:
+        yield client
 
 
 def abort(reason: str) -> None:
@@ -48,10 +68,9 @@ def abort(reason: str) -> None:
     run_id = _run.get("id")
     if run_id is not None:
         try:
-            from prefect.client.orchestration import get_client
             from prefect.states import Cancelled
 
-            with get_client(sync_client=True) as client:
+            with _client() as client:
                 client.set_flow_run_state(run_id, Cancelled(message=reason), force=True)
             from prefect.logging.handlers import APILogHandler
 
@@ -83,10 +102,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _watch_ui(interval: float) -> None:
     """Poll the run's state; Cancel in the Prefect UI turns it to CANCELLING."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
-    with get_client(sync_client=True) as client:
+    with _client() as client:
         while not _stopping.wait(interval):
             run_id = _run.get("id")
             if run_id is None:
@@ -108,6 +126,7 @@ def install(api_url: str, watch_interval: float = 1.0) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGUSR1, _on_signal)
+    _server["api"] = api_url
     if api_url:  # with an ephemeral server there is no UI to cancel from
         threading.Thread(target=_watch_ui, args=(watch_interval,), name="fma-cancel-watch", daemon=True
         ).start()

@@ -28,11 +28,17 @@ SLOW_SECONDS = {"ctrl-c": 29, "ui-cancel": 27}
 RESUME_SLOW_SECONDS = 20  # the resume test's slow step: long enough to be stopped in, never one of the above
 
 
-def start_cli(src: SampleSource, registry: str) -> subprocess.Popen[str]:
+def start_cli(src: SampleSource, registry: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(EXE), "run", src.tag, "--source", str(src.path), "--registry", registry, "--config", str(src.config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or {**os.environ},
     )
+
+
+def reporting_to_the_local_server(home: Path) -> dict[str, str]:
+    """The environment of a run with no server configured and the local one (the suite's) answering."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    return {**env, "FMA_LOCAL_PREFECT_URL": os.environ["PREFECT_API_URL"], "PREFECT_HOME": str(home)}
 
 
 def wait_for_lines(proc: subprocess.Popen[str], needles: list[str], timeout: float = 120) -> list[str]:
@@ -93,13 +99,15 @@ def stop(proc: subprocess.Popen[str], how: str, slow: str) -> str:
 
 @pytest.mark.parametrize("how", sorted(SLOW_SECONDS))
 def test_stopping_a_run_stops_builds_and_publishes_no_chart(
-    how: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource],
+    how: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
     """The run ends with 130 within seconds; the slow build's client (BuildKit's CLI, in a process group of
-    its own) is killed with it and BuildKit stops the step; no chart."""
+    its own) is killed with it and BuildKit stops the step; no chart. The run cancelled in the UI reports to
+    the local server (PREFECT_API_URL unset), which only the CLI's main thread is told of: its watch for the
+    cancel must read that server too."""
     src = sample(sleeps={SLOW: SLOW_SECONDS[how]}, nonce=uuid.uuid4().hex)  # nothing cached by dockerd
     reg = f"{registry.host}/{namespace}"
-    proc = start_cli(src, reg)
+    proc = start_cli(src, reg, reporting_to_the_local_server(tmp_path / "home") if how == "ui-cancel" else None)
     try:
         run_id = stop(proc, how, SLOW)
         stopped_at = time.monotonic()
