@@ -20,7 +20,10 @@ The parts: the registry, dockerd, the Prefect server (each killed with SIGKILL, 
 started again on its data), the release process (SIGKILL or SIGINT), and a ko, BuildKit client or cosign
 process that the release started (SIGKILL). Everything runs on parts the runner starts for itself: a
 Distribution registry, a second dockerd on a bridge of its own (never the machine's dockerd), and a
-Prefect server, so other users of the machine are not disturbed.
+Prefect server, so other users of the machine are not disturbed. (A test may give the lab a Prefect server it
+does not own, its session's: ``Lab.start(..., prefect_url=...)``. The lab then never kills, restarts or stops
+it, keeps its tags' slots apart in a namespace of its own, and refuses, before any round runs, rounds that
+would kill it.)
 
 The moment: for the registry, dockerd, the Prefect server and the release process, a progress line of
 the release (``requester linux/arm64: pushing``...) and a delay after it (before the next line); for a ko,
@@ -51,9 +54,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,7 +67,7 @@ from devkit.engine import EngineProcess  # noqa: E402
 from devkit.fma_sample import FmaSample, make_fma_source, push_fma_bases  # noqa: E402
 from devkit.prefect_api import get as api_get  # noqa: E402
 from devkit.prefect_api import post as api_post  # noqa: E402
-from devkit.prefect_server import start_prefect_server  # noqa: E402
+from devkit.prefect_server import start_prefect_server, wait_for_prefect_server  # noqa: E402
 from devkit.proctree import Proc, ProcessWatch, kill_tree  # noqa: E402
 from devkit.registry import RegistryProcess, free_port  # noqa: E402
 from tasks.control.concurrency import limit_name  # noqa: E402
@@ -128,36 +133,49 @@ def _environ(name: str, value: str) -> Iterator[None]:
 @dataclass
 class Lab:
     """The parts the runner starts and owns: a registry, a second dockerd, a Prefect server, the sample
-    source and a cosign key pair."""
+    source and a cosign key pair; or, given a Prefect server it does not own (a test session's), every part
+    but that one, which it only uses."""
 
     work: Path
     registry: RegistryProcess
     engine: EngineProcess
-    prefect_home: Path
-    prefect_port: int
-    prefect: subprocess.Popen[bytes] | None
+    prefect_url: str  # the API of the server the releases report to and the checks read
+    prefect_home: Path | None  # its own server's home (started again there, on its port); None: not its own
+    prefect: subprocess.Popen[bytes] | None  # its own server's process while it runs
     template: Path | None = None
     checkout: Path | None = None  # run the releases from this checkout of fma-release (before/after a change)
     source: FmaSample | None = None
     key: Path | None = None
     pub: Path | None = None
+    # FMA_SLOT_NAMESPACE of its releases ("": the server's default). On a server it does not own, one of its own:
+    # its tags (v1.0.0...) may be other users' too, whose slots and holder records its runs must not meet.
+    slot_namespace: str = ""
 
     @property
-    def prefect_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+    def owns_prefect(self) -> bool:
+        return self.prefect_home is not None
 
     @property
     def repository(self) -> str:
         return f"{self.registry.host}/chaos/fma"
 
     @classmethod
-    def start(cls, work: Path, template: Path | None) -> Lab:
+    def start(cls, work: Path, template: Path | None = None, *, prefect_url: str | None = None) -> Lab:
+        """Start the parts. ``prefect_url``: the API of a Prefect server the lab uses but does not own (it never
+        kills, restarts nor stops it; a round that would kill it is refused); without it, the lab starts its own
+        (from ``template``, a migrated SQLite database, when given)."""
         started = time.monotonic()
+        if prefect_url is not None:
+            prefect_url = prefect_url.rstrip("/")
+            wait_for_prefect_server(prefect_url, timeout=60)  # RuntimeError: not a server to run rounds on
         registry = RegistryProcess(work / "registry", free_port()).start()
         engine = EngineProcess().start()
-        port = free_port()
-        prefect, _ = start_prefect_server(work / "prefect", ui=False, template=template, port=port)
-        lab = cls(work, registry, engine, work / "prefect", port, prefect, template)
+        if prefect_url is None:
+            prefect, url = start_prefect_server(work / "prefect", ui=False, template=template, port=free_port())
+            lab = cls(work, registry, engine, url, work / "prefect", prefect, template)
+        else:
+            lab = cls(work, registry, engine, prefect_url, None, None, template,
+                      slot_namespace=f"chaos-{uuid.uuid4().hex[:12]}")
         try:
             with _environ("DOCKER_HOST", engine.docker_host):  # the bases are built on the runner's engine
                 bases = push_fma_bases(f"{registry.host}/bases")
@@ -170,8 +188,9 @@ class Lab:
         except BaseException:
             lab.stop()
             raise
+        owner = "" if lab.owns_prefect else f" (not the lab's: slot namespace {lab.slot_namespace})"
         log(f"parts up in {time.monotonic() - started:.1f}s: registry {registry.host}, dockerd "
-            f"{engine.docker_host}, Prefect {lab.prefect_url}, work {work}")
+            f"{engine.docker_host}, Prefect {lab.prefect_url}{owner}, work {work}")
         return lab
 
     def env(self) -> dict[str, str]:
@@ -186,7 +205,21 @@ class Lab:
         for name in ("FMA_SLOT_NAMESPACE", "FMA_SLOT_STALE_SECONDS", "FMA_SLOT_HEARTBEAT_SECONDS",
                      "FMA_SLOT_WAIT_STEP_SECONDS", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"):
             env.pop(name, None)  # the product's own settings
+        if self.slot_namespace:
+            env["FMA_SLOT_NAMESPACE"] = self.slot_namespace
         return env
+
+    def refuse(self, plans: Iterable[Plan]) -> None:
+        """Raise :class:`CannotRun` (one line: the round, the part, the fix) when a plan would kill a Prefect
+        server the lab does not own; called before anything of the rounds runs."""
+        for plan in plans:
+            if plan.part == "prefect" and not self.owns_prefect:
+                raise CannotRun(self._not_owned(f"round {plan.round}"))
+
+    def _not_owned(self, who: str) -> str:
+        return (f"{who} would kill part 'prefect', the Prefect server at {self.prefect_url}, which this lab uses "
+                "but does not own: play it on a lab that starts its own server (bench/chaos.py, or Lab.start "
+                "without prefect_url), or choose rounds that kill another part")
 
     def tag(self, tag: str) -> None:
         """Tag the sample's tagged commit as ``tag`` too: each round releases a tag of its own."""
@@ -207,6 +240,8 @@ class Lab:
             self.engine.kill()
             return f"dockerd {pid}"
         if part == "prefect":
+            if not self.owns_prefect:  # never a server it does not own (play() refused the round already)
+                raise CannotRun(self._not_owned("Lab.kill('prefect')"))
             assert self.prefect is not None
             killed = kill_tree(self.prefect.pid)  # the server runs its web app and services in child processes
             self.prefect.wait()
@@ -220,14 +255,16 @@ class Lab:
         elif part == "dockerd":
             self.engine.restart(timeout=60)
         elif part == "prefect":
-            self.prefect, _ = start_prefect_server(self.prefect_home, ui=False, port=self.prefect_port)
+            if self.prefect_home is None:
+                raise CannotRun(f"the Prefect server at {self.prefect_url} is not the lab's to start")
+            self.prefect, _ = start_prefect_server(self.prefect_home, ui=False, port=urlsplit(self.prefect_url).port)
         else:
             raise ValueError(part)
 
     def stop(self) -> None:
         from devkit.prefect_server import stop_prefect_server
 
-        if self.prefect is not None:
+        if self.prefect is not None:  # only ever its own
             stop_prefect_server(self.prefect)
             self.prefect = None
         self.engine.stop()
@@ -409,10 +446,20 @@ class Plan:
         return f"{self.part} at '{self.moment}' +{self.delay:.2f}s{down}"
 
 
-def plan_round(seed: int, number: int, shape: Shape, part: str | None = None) -> Plan:
+def _draw_part(seed: int, number: int, part: str | None) -> tuple[random.Random, str]:
     rng = random.Random(f"{seed}:{number}")  # noqa: S311 - chaos, not cryptography
-    chosen = rng.choice(PARTS)
-    part = part or chosen
+    chosen = rng.choice(PARTS)  # drawn even under --part: the moment's draws stay the seed's
+    return rng, part or chosen
+
+
+def round_part(seed: int, number: int, part: str | None = None) -> str:
+    """The part round ``number`` of ``seed`` kills, as :func:`plan_round` draws it: its first draw, which no
+    release enters (known before any part starts)."""
+    return _draw_part(seed, number, part)[1]
+
+
+def plan_round(seed: int, number: int, shape: Shape, part: str | None = None) -> Plan:
+    rng, part = _draw_part(seed, number, part)
     if part in PROCESSES:
         nth = rng.randint(1, max(1, shape.processes.get(part, 1)))
         delay = rng.uniform(0, min(2.0, 0.8 * shape.lifetimes.get(part, 1.0)))
@@ -566,7 +613,7 @@ def _build_tasks(lab: Lab, run: Run) -> list[str] | None:
 
 
 def _slot_problems(lab: Lab, tag: str) -> list[str]:
-    name = limit_name(tag)
+    name = limit_name(tag, lab.slot_namespace)  # as the releases named it (Lab.env)
     problems = []
     try:
         limit = api_get(f"{lab.prefect_url}/v2/concurrency_limits/{name}")
@@ -625,7 +672,9 @@ def _left_running(runs: list[Run]) -> list[str]:
 
 
 def play(lab: Lab, shape: Shape, plan: Plan) -> Outcome:
-    """Play one round; raises :class:`Broken` with the evidence when an invariant breaks."""
+    """Play one round; raises :class:`Broken` with the evidence when an invariant breaks, :class:`CannotRun`
+    (before anything runs) when it would kill a Prefect server the lab does not own."""
+    lab.refuse([plan])
     out = Outcome(plan.round, plan.part, plan.moment, plan.delay)
     lab.tag(plan.tag)
     first = Run(lab, plan.tag, f"round{plan.round}-killed")
@@ -715,11 +764,13 @@ def table(outcomes: list[Outcome]) -> str:
 def run_rounds(lab: Lab, shape: Shape, seed: int, numbers: list[int], *,
                part: str | None = None, keep_going: bool = False) -> tuple[list[Outcome], str]:
     """Play the rounds ``numbers`` of ``seed``; their outcomes, and what broke (``""`` when nothing did): the
-    first round that broke an invariant ends the rounds, unless ``keep_going``."""
+    first round that broke an invariant ends the rounds, unless ``keep_going``. :class:`CannotRun` before the
+    first round when one would kill a Prefect server the lab does not own."""
     outcomes: list[Outcome] = []
     broken: list[str] = []
-    for number in numbers:
-        plan = plan_round(seed, number, shape, part)
+    plans = [plan_round(seed, number, shape, part) for number in numbers]
+    lab.refuse(plans)
+    for number, plan in zip(numbers, plans, strict=True):
         log(f"round {number}: {plan.tag}: {plan}")
         try:
             outcome = play(lab, shape, plan)

@@ -3,11 +3,13 @@ moment, the same tag run again, and every invariant checked (whole or absent, th
 and rebuilding nothing published, a line within 60 s, a bounded console without a traceback, no leaked slot,
 no process left). CI plays three rounds of a fixed seed; the benchmark plays 30 (docs/chaos.md).
 
-The runner starts its own registry, a second dockerd on its own bridge and a Prefect server, and kills them:
-nothing the other tests use. Its rounds are ``serial`` all the same: they read the machine's process table
-(what the release left running) and are timed against bounds. The two single faults after them run beside the
-other tests: each kills a part of its own (a registry, a private dockerd) at a moment a log line or a held
-request marks, not a clock."""
+The runner starts its own registry and a second dockerd on its own bridge, and kills them: nothing the other
+tests use. Its Prefect server is the session's (tests/conftest.py), which none of the seed's rounds kills (the
+``lab`` fixture checks that before it starts anything, and the lab refuses a round that would kill a server it
+does not own); its releases keep their tags' slots in a namespace of their own there. Its rounds are
+``serial``: they read the machine's process table (what the release left running) and are timed against
+bounds. The two single faults after them run beside the other tests: each kills a part of its own (a
+registry, a private dockerd) at a moment a log line or a held request marks, not a clock."""
 
 from __future__ import annotations
 
@@ -35,12 +37,19 @@ from tests.integration.test_engines import with_engines
 pytestmark = pytest.mark.integration
 
 SEED = 16  # rounds 1-3 kill dockerd, the release process (SIGKILL), a cosign process
+ROUNDS = [1, 2, 3]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path) -> Iterator[tuple[chaos.Lab, chaos.Shape]]:
-    """The runner's parts, and what a release of the sample without a fault looks like on them."""
-    parts = chaos.Lab.start(tmp_path_factory.mktemp("chaos"), prefect_template)
+def lab(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[tuple[chaos.Lab, chaos.Shape]]:
+    """The runner's parts on the session's Prefect server, and what a release of the sample without a fault looks
+    like on them. The parts each round kills are drawn before any release (chaos.round_part): a round that would
+    kill the Prefect server fails here, before anything starts, rather than on a server other tests share."""
+    killed = [chaos.round_part(SEED, number) for number in ROUNDS]
+    if "prefect" in killed:
+        pytest.fail(f"seed {SEED}'s rounds {ROUNDS} kill {killed}: the lab plays them on the session's Prefect server, "
+                    "which it must not kill; choose a seed whose rounds do not kill part 'prefect'")
+    parts = chaos.Lab.start(tmp_path_factory.mktemp("chaos"), prefect_url=prefect_server)
     try:
         yield parts, chaos.clean_release(parts)
     finally:
@@ -53,7 +62,7 @@ def test_three_rounds_of_a_fixed_seed_break_no_invariant(lab: tuple[chaos.Lab, c
     with nothing published rebuilt; the re-run after SIGKILL of the release takes the tag's slot from the dead
     process at once (play() fails a take-over by the stale bound)."""
     parts, shape = lab
-    outcomes, broken = chaos.run_rounds(parts, shape, SEED, [1, 2, 3])
+    outcomes, broken = chaos.run_rounds(parts, shape, SEED, ROUNDS)
     assert broken == ""
     assert [o.part for o in outcomes] == ["dockerd", "release:SIGKILL", "cosign"]
     assert all(o.killed for o in outcomes), [(o.part, o.moment) for o in outcomes]  # each moment was reached
