@@ -125,41 +125,62 @@ def _limit_on(api_url: str, name: str) -> dict[str, object]:
     return body
 
 
-def test_server_restart_mid_release_leaves_no_slot_the_next_run_cannot_take(
+def test_a_server_restart_mid_release_leaves_a_dead_run_s_slot_to_the_next_run_and_a_live_run_frees_its_own(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
     prefect_template: Path,
 ) -> None:
-    """A Prefect server of the test's own stops mid-release (the run dies with it) and starts again on
-    the same database: the slot still counts (its lease was in the server's memory); the same tag run
-    again takes the slot, publishes what was missing, and does not rebuild the image already pushed."""
+    """A Prefect server of the test's own is killed (SIGKILL) while the releases of two tags build, each run holding
+    its tag's slot, and starts again on its database and port. The server has lost both leases (they live in its
+    memory) but still counts both slots.
+
+    The first run went down with its control plane (SIGKILL): its slot still counts; the same tag run again waits,
+    takes the slot over, publishes what was missing, and does not rebuild the image already pushed.
+
+    The second run survives: it ends whole, frees its slot by lowering the count itself, and deletes its record: the
+    next run of its tag waits for nothing."""
     from devkit.prefect_server import start_prefect_server, stop_prefect_server
+    from devkit.proctree import kill_tree
+    from devkit.registry import free_port
     from tasks.oci.registry import RegistryAPI
 
     fast, slow = IMAGES
-    tag = f"v0.{uuid.uuid4().int % 10_000}.5"
+    tag = f"v0.{uuid.uuid4().int % 10_000}.5"  # the run killed with the server
     src = sample(tag=tag, images=IMAGES, sleeps={fast: 0, slow: 30}, nonce=uuid.uuid4().hex)
     reg = f"{registry.host}/{namespace}"
-    home = tmp_path / "prefect-home"
-    server, url = start_prefect_server(home, ui=False, template=prefect_template)
+    # The surviving run: a tag and a registry path of its own, so that the first run's images and chart are its own.
+    live_tag = f"v0.{uuid.uuid4().int % 10_000}.8"
+    live_src = sample(tag=live_tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 30), nonce=uuid.uuid4().hex)
+    live_reg = f"{registry.host}/{namespace}-live"
+    home, port = tmp_path / "prefect-home", free_port()
+    server, url = start_prefect_server(home, ui=False, template=prefect_template, port=port)
     procs: list[subprocess.Popen[str]] = []
     try:
         first, _ = _run_on(url, src, reg, tmp_path)
         procs.append(first)
-        var = holder_variable(slot_limit(tag))
+        live, live_log = _run_on(url, live_src, live_reg, tmp_path)
+        procs.append(live)
+        var, live_var = holder_variable(slot_limit(tag)), holder_variable(slot_limit(live_tag))
         wait_for("the first run to hold the slot", lambda: _variable_on(url, var), timeout=180)
+        wait_for("the second run to hold its slot", lambda: _variable_on(url, live_var), timeout=180)
         with RegistryAPI(registry.host) as api:
             wait_for(f"{fast} to be pushed", lambda: tag in api.tags(f"{namespace}/{fast}"), timeout=180)
             fast_digest = api.digest(f"{namespace}/{fast}", tag)
-        stop_prefect_server(server)
-        first.send_signal(signal.SIGKILL)  # the run went down with its control plane
+        assert live.poll() is None, "the second run ended before the server was killed: its builds were too short"
+        kill_tree(server.pid)
+        server.wait()
+        first.send_signal(signal.SIGKILL)  # the first run went down with its control plane
         first.wait(timeout=30)
         with RegistryAPI(registry.host) as api:  # else the next run would have nothing left to publish
             assert tag not in api.tags(f"{namespace}/{slow}"), f"{slow} was pushed before the run was killed"
-        server, url = start_prefect_server(home, ui=False)
+        server, url = start_prefect_server(home, ui=False, port=port)
         assert _limit_on(url, slot_limit(tag))["active_slots"] == 1  # counted, with no lease behind it
 
         second, log = _run_on(url, src, reg, tmp_path)
         procs.append(second)
+        assert live.wait(timeout=600) == 0, live_log.read_text()[-3000:]
+        assert _limit_on(url, slot_limit(live_tag))["active_slots"] == 0
+        assert _variable_on(url, live_var) is None
+
         assert second.wait(timeout=600) == 0, log.read_text()[-3000:]
         out = log.read_text()
         assert f"waiting: {slot_limit(tag)} held by flow run" in out
@@ -338,40 +359,6 @@ def test_the_process_table_tells_a_live_holder_from_a_dead_one_and_a_zombie() ->
     assert look_at_process(record) is Liveness.GONE
     elsewhere = dataclasses.replace(record, host=dataclasses.replace(record.host, boot="another-boot"))
     assert look_at_process(elsewhere) is Liveness.UNKNOWN
-
-
-def test_a_run_whose_server_restarted_under_it_frees_its_slot_by_the_count_at_its_end(
-    registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
-    prefect_template: Path,
-) -> None:
-    """The Prefect server is killed (SIGKILL) while a release builds and starts again on its database and port:
-    the server has lost the run's lease (leases live in its memory) but still counts the slot. The run ends
-    whole, frees the slot by lowering the count itself, and deletes its record: the next run of the tag waits
-    for nothing."""
-    from devkit.prefect_server import start_prefect_server, stop_prefect_server
-    from devkit.proctree import kill_tree
-    from devkit.registry import free_port
-
-    tag = f"v0.{uuid.uuid4().int % 10_000}.8"
-    src = sample(tag=tag, images=IMAGES, sleeps=dict.fromkeys(IMAGES, 25), nonce=uuid.uuid4().hex)
-    reg = f"{registry.host}/{namespace}"
-    home, port = tmp_path / "prefect-home", free_port()
-    server, url = start_prefect_server(home, ui=False, template=prefect_template, port=port)
-    run = None
-    try:
-        run, log = _run_on(url, src, reg, tmp_path)
-        var = holder_variable(slot_limit(tag))
-        wait_for("the run to hold the slot", lambda: _variable_on(url, var), timeout=180)
-        kill_tree(server.pid)
-        server.wait()
-        server, url = start_prefect_server(home, ui=False, port=port)
-        assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
-        assert _limit_on(url, slot_limit(tag))["active_slots"] == 0
-        assert _variable_on(url, var) is None
-    finally:
-        if run is not None:
-            stop_process(run)
-        stop_prefect_server(server)
 
 
 def test_a_run_answered_from_its_record_frees_a_slot_left_by_a_run_whose_process_is_gone(
