@@ -132,7 +132,6 @@ def _release_losing_the_engine(
     return code, err.read_text()
 
 
-@pytest.mark.serial  # stops and restarts a dockerd mid-build
 def test_dockerd_restarted_mid_build_is_built_again_and_the_release_completes(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
@@ -154,7 +153,6 @@ def test_dockerd_restarted_mid_build_is_built_again_and_the_release_completes(
         assert api.tags(f"{namespace}/requester") == [src.tag]
 
 
-@pytest.mark.serial  # stops and restarts a dockerd mid-build
 def test_dockerd_gone_mid_build_fails_in_one_line_naming_the_engine_and_publishes_nothing(
     registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:

@@ -318,23 +318,6 @@ def test_a_key_noted_before_still_fails_before_any_build_when_it_does_not_open_a
                    ("launcher", "requester", "dual-pods-controller", "launcher-populator", "charts/fma-controllers"))
 
 
-def test_no_sign_releases_unsigned_and_says_so(signed: Signed, registry: RegistryProcess, tmp_path: Path) -> None:
-    """--no-sign with a key configured: published, one line saying it is unsigned, no .sig or .att anywhere."""
-    reg = f"{registry.host}/unsigned/fma"
-    out = tmp_path / "unsigned.json"
-    done = fma_release("run", signed.src.tag, "--source", str(signed.src.path), "--registry", reg, "--no-sign",
-                       "--summary-json", str(out), env={**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")})
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(out.read_text())
-    assert summary["signed"] is False and summary["signatures"] == [] and summary["verify_command"] == ""
-    assert "unsigned: --no-sign" in summary["notes"]
-    assert len([line for line in (done.stdout + done.stderr).splitlines() if "unsigned: --no-sign" in line]) >= 1
-    with RegistryAPI(registry.host) as api:
-        for name in ("launcher", "requester", "dual-pods-controller", "charts/fma-controllers"):
-            tags = api.tags(f"unsigned/fma/{name}")
-            assert tags and not [t for t in tags if t.endswith((".sig", ".att"))]
-
-
 def test_the_github_release_lists_every_digest_and_the_verify_command(signed: Signed, tmp_path: Path) -> None:
     """github-release --summary-json: the body gains an Artifacts section with every image, platform and chart
     digest, the helm install command and the verify command; a summary of another tag is refused."""
@@ -381,11 +364,12 @@ def test_the_key_from_a_prefect_secret_block_is_the_same_key(signed: Signed, tmp
     assert not any(line in done.stdout + done.stderr + out.read_text() for line in pem_lines)
 
 
-def test_a_late_signing_names_the_run_that_built_each_image(
+def test_no_sign_releases_unsigned_and_a_late_signing_names_the_run_that_built_each_image(
     signed: Signed, fma_bases: FmaBases, registry: RegistryProcess, tmp_path: Path,
 ) -> None:
-    """A release made unsigned, its bases written in the source as an unreachable registry and pulled through
-    mirrors:, then signed by a re-run with the key: the re-run says in its notes what it signed; every
+    """A release made with --no-sign while a key is configured is published unsigned and says so (its summary, one
+    line on the console, no .sig or .att anywhere). Its bases are written in the source as an unreachable registry
+    and pulled through mirrors:. Signed by a re-run with the key, the re-run says in its notes what it signed; every
     provenance names the run that built the image as builder and invocation (not the signing run), with that
     build's start and finish, each base as the source writes it (file and line) with the mirror pulled, and the
     coverage build's GOFLAGS."""
@@ -407,8 +391,17 @@ def test_a_late_signing_names_the_run_that_built_each_image(
     env = {**signed.env, "FMA_STATE_DIR": str(tmp_path / "state")}
     args = ["run", src.tag, "--source", str(src.path), "--registry", reg, "--config", str(config),
             "--retry-delay", "0.1"]
-    first = fma_release(*args, "--no-sign", env=env)
+    unsigned = tmp_path / "unsigned.json"
+    first = fma_release(*args, "--no-sign", "--summary-json", str(unsigned), env=env)
     assert first.returncode == 0, first.stderr[-3000:]
+    made = json.loads(unsigned.read_text())
+    assert made["signed"] is False and made["signatures"] == [] and made["verify_command"] == ""
+    assert "unsigned: --no-sign" in made["notes"]
+    assert len([line for line in (first.stdout + first.stderr).splitlines() if "unsigned: --no-sign" in line]) >= 1
+    with RegistryAPI(registry.host) as api:
+        for name in ("launcher", "requester", "dual-pods-controller", "launcher-populator", "charts/fma-controllers"):
+            tags = api.tags(f"late/fma/{name}")
+            assert tags and not [t for t in tags if t.endswith((".sig", ".att"))], (name, tags)
     out = tmp_path / "late.json"
     late = fma_release(*args, "--summary-json", str(out), env=env)
     assert late.returncode == 0, late.stderr[-3000:]
