@@ -10,6 +10,7 @@ its containers need no network to build.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import shutil
 import subprocess
@@ -35,6 +36,9 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+SUBNET_LOCK = Path(tempfile.gettempdir()) / "fma-engine-subnet.lock"  # machine-wide: every process's engines
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
@@ -69,10 +73,14 @@ class EngineProcess:
     def start(self, timeout: float = 30) -> EngineProcess:
         if shutil.which("dockerd") is None:
             raise RuntimeError("dockerd is not installed: run bash scripts/setup.sh")
-        subnet = _free_subnet()
-        gateway = next(subnet.hosts())
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.bridge)
+        # One engine at a time picks its subnet and takes it: two started at once (tests in parallel) would
+        # otherwise both find the same /24 free and put it on two bridges.
+        with SUBNET_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subnet = _free_subnet()
+            gateway = next(subnet.hosts())
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         if self.in_memory:
             (self.root / "data").mkdir()
