@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 from prefect import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
+from devkit import prefect_api
+
 T = TypeVar("T")
 
 
@@ -75,3 +77,26 @@ def events(name: str, resource_id: str | None = None, since_minutes: float = 30)
     )
     with get_client(sync_client=True) as client:
         return list(client.read_events(filter=flt, limit=50).events)
+
+
+def task_log_window(api: str, flow_run_id: str) -> tuple[datetime, datetime]:
+    """From the first to the last log line of the run's tasks (checkout's first line to summary's last), once
+    the run's own last line is in: every task runs while the run holds its tag's slot. Read from the logs, which
+    the server stores as they are posted, not from the task runs, which it makes from the run's events in a
+    queue of its own: a busy SQLite-backed server once had not made them four minutes after the run."""
+    def logged() -> list[dict[str, Any]] | None:
+        logs: list[dict[str, Any]] = []
+        while True:  # page by page: the server answers at most 200 lines a request
+            body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200,
+                    "offset": len(logs)}
+            page: list[dict[str, Any]] = prefect_api.post(f"{api}/logs/filter", body)
+            logs += page
+            if len(page) < 200:
+                break
+        ended = any(not line["task_run_id"] and line["message"].startswith("Finished in state") for line in logs)
+        return logs if ended else None
+
+    logs = wait_for(f"the last log line of {flow_run_id}", logged, timeout=120, every=0.5)
+    times = [datetime.fromisoformat(line["timestamp"]) for line in logs if line["task_run_id"]]
+    assert times, f"no task of {flow_run_id} logged a line"
+    return min(times), max(times)

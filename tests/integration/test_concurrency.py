@@ -21,7 +21,7 @@ from devkit.sample_source import SampleSource
 from flows.events import FAILED, SUCCEEDED
 from flows.release import release
 from tasks.core.errors import SourceError
-from tests.integration.prefect_helpers import events, recorded_task_runs, slot_limit, wait_for
+from tests.integration.prefect_helpers import events, slot_limit, task_log_window, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("fma-release"))
@@ -33,16 +33,6 @@ def flow_runs_of(tag: str, source: Path) -> list[Any]:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release {tag}"])))
     return [r for r in runs if (r.parameters or {}).get("source") == str(source)]
-
-
-def locked_window(flow_run_id: uuid.UUID) -> tuple[datetime, datetime]:
-    """From the first task's start to the last task's end, of the tasks that run inside the tag's slot
-    (the read-only preflight, before it, is no task)."""
-    tasks = recorded_task_runs(flow_run_id, "checkout ", "summary ")  # the first task and the last
-    starts = [t.start_time for t in tasks if t.start_time]
-    ends = [t.end_time for t in tasks if t.end_time]
-    assert starts and ends
-    return min(starts), max(ends)
 
 
 def overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> float:
@@ -77,7 +67,7 @@ def test_same_tag_runs_never_overlap_while_other_tags_do(
     (third,) = flow_runs_of(other_tag, other.path)
     for run in (first, second, third):
         assert run.state.is_completed()
-    a, b, c = (locked_window(r.id) for r in (first, second, third))
+    a, b, c = (task_log_window(os.environ["PREFECT_API_URL"], str(r.id)) for r in (first, second, third))
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "concurrency.json").write_text(json.dumps({
         "same_tag_gap_s": -overlap(a, b), "other_tag_overlap_s": max(overlap(a, c), overlap(b, c)),

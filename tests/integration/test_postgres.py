@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from devkit.prefect_server import (
 from devkit.registry import RegistryProcess
 from devkit.sample_source import SampleSource
 from tasks.oci.registry import RegistryAPI
-from tests.integration.prefect_helpers import slot_limit, wait_for
+from tests.integration.prefect_helpers import slot_limit, task_log_window
 from tests.integration.test_release import file_in_image
 
 pytestmark = pytest.mark.integration
@@ -87,24 +86,6 @@ def flow_runs(api: str, tag: str, source: Path) -> list[dict[str, Any]]:
     return [r for r in runs if (r.get("parameters") or {}).get("source") == str(source)]
 
 
-def task_window(api: str, flow_run_id: str) -> tuple[datetime, datetime]:
-    """From the first to the last log line of the run's tasks (checkout's first line to summary's last), once
-    the run's own last line is in: every task runs while the run holds its tag's slot. Read from the logs, which
-    the server stores as they are posted, not from the task runs, which it makes from the run's events in a
-    queue of its own: a busy SQLite-backed server once had not made them four minutes after the run."""
-    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"}
-
-    def logged() -> list[dict[str, Any]] | None:
-        logs: list[dict[str, Any]] = prefect_api.post(f"{api}/logs/filter", body)
-        ended = any(not line["task_run_id"] and line["message"].startswith("Finished in state") for line in logs)
-        return logs if ended else None
-
-    logs = wait_for(f"the last log line of {flow_run_id}", logged, timeout=120, every=0.5)
-    times = [datetime.fromisoformat(line["timestamp"]) for line in logs if line["task_run_id"]]
-    assert times, f"no task of {flow_run_id} logged a line"
-    return min(times), max(times)
-
-
 def test_tag_slot_and_release_record_on_each_backend(
     api_url: str, registry: RegistryProcess, namespace: str, sample: Callable[..., SampleSource], tmp_path: Path,
 ) -> None:
@@ -118,7 +99,7 @@ def test_tag_slot_and_release_record_on_each_backend(
 
     runs = flow_runs(api_url, src.tag, src.path)
     assert len(runs) == 2 and all(r["state_type"] == "COMPLETED" for r in runs)
-    (a_start, a_end), (b_start, b_end) = (task_window(api_url, r["id"]) for r in runs)
+    (a_start, a_end), (b_start, b_end) = (task_log_window(api_url, r["id"]) for r in runs)
     assert min(a_end, b_end) <= max(a_start, b_start), "two runs of one tag held its slot at once"
     limit = prefect_api.get(f"{api_url}/v2/concurrency_limits/{slot_limit(src.tag)}")
     assert (limit["limit"], limit["active_slots"]) == (1, 0)
