@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import os
 import shutil
 import subprocess
 import tempfile
@@ -75,12 +76,16 @@ class EngineProcess:
             raise RuntimeError("dockerd is not installed: run bash scripts/setup.sh")
         # One engine at a time picks its subnet and takes it: two started at once (tests in parallel) would
         # otherwise both find the same /24 free and put it on two bridges.
-        with SUBNET_LOCK.open("a") as lock:
+        # O_NOFOLLOW: a link planted at the lock's path in /tmp is refused, never followed as root.
+        lock = os.open(SUBNET_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             subnet = _free_subnet()
             gateway = next(subnet.hosts())
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.bridge)
+        finally:
+            os.close(lock)  # and the lock with it
         _ip("link", "set", self.bridge, "up")
         if self.in_memory:
             (self.root / "data").mkdir()
