@@ -190,6 +190,42 @@ def test_serve_and_prefect_deploy_never_take_each_others_deployments(
     assert taken is not None and taken.work_pool_name and taken.paused is False  # serve left it running
 
 
+def test_routes_remove_racing_another_remover_removes_what_it_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `routes remove` at once (two operators, or one suffix's removal beside another's taking the same
+    orphaned trigger): the one that finds a trigger and a deployment already deleted by the other between its
+    read and its deletes ends as removed, not with an internal error on the 404."""
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger
+
+    from flows import routes
+
+    suffix = f"-race-{uuid.uuid4().hex[:6]}"
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("publish-release")
+        deployment_id = client.create_deployment(flow_id=flow_id, name=f"publish-release{suffix}")
+        automation_id = client.create_automation(AutomationCore(
+            name=f"release trigger{suffix}", trigger=EventTrigger(expect={routes.RELEASE_EVENT}),
+            actions=[RunDeployment(source="selected", deployment_id=deployment_id)]))
+    read = routes._triggers
+    raced: list[str] = []
+
+    def read_then_lose_the_race(client: Any) -> list[routes.Trigger]:
+        found = read(client)
+        if any(t.id == str(automation_id) for t in found):  # the other remover deletes both, after this read
+            with get_client(sync_client=True) as other:
+                other.delete_automation(automation_id)
+                other.delete_deployment(deployment_id)
+            raced.append(str(automation_id))
+        return found
+
+    monkeypatch.setattr(routes, "_triggers", read_then_lose_the_race)
+    removed = routes.remove_route(routes.SERVED, suffix)
+    assert raced == [str(automation_id)]
+    assert [d.id for d in removed.deployments] == [str(deployment_id)]
+    assert str(automation_id) in [t.id for t in removed.triggers]
+    assert deployment_or_none(f"publish-release/publish-release{suffix}") is None
+
+
 def test_github_token_and_webhook_secret_from_secret_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """GITHUB_TOKEN_BLOCK and GITHUB_WEBHOOK_SECRET_BLOCK name Prefect Secret blocks: the watcher's requests carry
     the block's token, the receiver gets the block's secret, and both values are masked."""
