@@ -178,8 +178,18 @@ class TakeoverWatch:
                                "(--name-suffix=-NAME)")
                 # The deployments are the pool's now: serve must not pause them on its way out.
                 self._runner.pause_on_shutdown = False
-                os.kill(os.getpid(), signal.SIGINT)
+                self._stop_serve()
                 return
+
+    def _stop_serve(self) -> None:
+        """End serve: the runner's own stop (what it does on SIGTERM), scheduled on its loop. A SIGINT this
+        thread sent to its own process was lost at times: with four serves taken over at once, two went on
+        polling for minutes. Before the runner's loop has started there is nothing to stop but the start-up,
+        which SIGINT ends."""
+        if getattr(self._runner, "started", False):
+            self._runner.execute_in_background(self._runner.astop)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 @dataclass(frozen=True)
