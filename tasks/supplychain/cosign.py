@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ SBOM = "spdxjson"
 PREDICATE_TYPES = {PROVENANCE: "https://slsa.dev/provenance/v1", SBOM: "https://spdx.dev/Document"}
 # What cosign says when a digest simply has no (matching) signature or attestation yet.
 _ABSENT = ("no signatures found", "no matching signatures", "no matching attestations", "none of the attestations")
+
+
+def _statements(out: str) -> list[dict[str, Any]]:
+    """The in-toto statements in ``cosign verify-attestation --output json``'s output: one envelope a line."""
+    return [json.loads(base64.b64decode(json.loads(line)["payload"]))
+            for line in out.splitlines() if line.strip().startswith("{")]
 
 
 class VerifyFailed(Exception):
@@ -159,19 +166,33 @@ class Cosign:
 
     def verify_attestation(self, ref: str, predicate_type: str) -> list[dict[str, Any]]:
         """The in-toto statements of ``predicate_type`` attached to ``ref`` whose signatures verify."""
-        out = self._verify(["verify-attestation", "--type", predicate_type], ref)
-        statements = []
-        for line in out.splitlines():
-            if line.strip().startswith("{"):
-                envelope = json.loads(line)
-                statements.append(json.loads(base64.b64decode(envelope["payload"])))
-        return statements
+        return _statements(self._verify(["verify-attestation", "--type", predicate_type], ref))
 
-    def _verify(self, command: list[str], ref: str) -> str:
+    def all_signed(self, refs: Sequence[str]) -> bool:
+        """Whether every one of ``refs`` has a signature that verifies with the public key, in one cosign
+        process (it checks them in turn and stops at the first that fails). False says only that one did not:
+        :meth:`verify` each to learn which and why."""
+        try:
+            self._verify(["verify"], *refs)
+        except VerifyFailed:
+            return False
+        return True
+
+    def attestations_of_all(self, refs: Sequence[str], predicate_type: str) -> list[dict[str, Any]] | None:
+        """The in-toto statements of ``predicate_type`` attached to ``refs`` whose signatures verify, read in one
+        cosign process; None when one of ``refs`` has none that verifies (:meth:`verify_attestation` each to
+        learn which and why). A statement names its manifest in its subject, not by where it was found."""
+        try:
+            return _statements(self._verify(["verify-attestation", "--type", predicate_type], *refs))
+        except VerifyFailed:
+            return None
+
+    def _verify(self, command: list[str], *refs: str) -> str:
+        shown = refs[0] if len(refs) == 1 else f"{refs[0]} and {len(refs) - 1} more"
         try:
             return self._run([*command, "--key", self._public_key_path(), "--insecure-ignore-tlog=true",
-                              "--offline=true", "--output", "json", *self._registry_flags(), ref],
-                             what=f"{command[0]} {ref}")
+                              "--offline=true", "--output", "json", *self._registry_flags(), *refs],
+                             what=f"{command[0]} {shown}")
         except CommandError as err:
             reason = _reason(err)
             if err.returncode == 127:

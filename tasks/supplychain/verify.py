@@ -83,22 +83,28 @@ def origin(predicate: dict[str, Any]) -> tuple[str, str]:
     return source, commits[0] if commits else ""
 
 
-def _attested(tool: Cosign, ref: str, digest: str, predicate_type: str) -> tuple[str, list[dict[str, Any]]]:
-    """The verdict, and the predicates of the statements whose subject is ``digest``."""
-    try:
-        statements = tool.verify_attestation(ref, predicate_type)
-    except VerifyFailed as failed:
-        return ("missing" if failed.absent else failed.reason), []
+def _attested(tool: Cosign, ref: str, digest: str, predicate_type: str, *,
+              verified: list[dict[str, Any]] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The verdict, and the predicates of the statements whose subject is ``digest``: among ``verified`` (the
+    statements of the release's manifests, all verified at once) when given, else those cosign verifies on
+    ``ref`` alone."""
+    if verified is not None:
+        statements = verified
+    else:
+        try:
+            statements = tool.verify_attestation(ref, predicate_type)
+        except VerifyFailed as failed:
+            return ("missing" if failed.absent else failed.reason), []
     predicates = [s.get("predicate") or {} for s in statements if subjects_match(s, digest)]
     if not predicates:
         return f"no {predicate_type} statement has the subject {digest}", []
     return OK, predicates
 
 
-def _provenance(tool: Cosign, ref: str, digest: str, *, request: VerifyRequest,
-                name: str) -> tuple[str, tuple[str, str] | None]:
+def _provenance(tool: Cosign, ref: str, digest: str, *, request: VerifyRequest, name: str,
+                verified: list[dict[str, Any]] | None = None) -> tuple[str, tuple[str, str] | None]:
     """The provenance verdict, and the ``(source, commit)`` of the statement that passed."""
-    verdict, predicates = _attested(tool, ref, digest, PROVENANCE)
+    verdict, predicates = _attested(tool, ref, digest, PROVENANCE, verified=verified)
     if verdict != OK:
         return verdict, None
     reasons = [provenance_mismatch(p, tag=request.tag, name=name, source=request.source) for p in predicates]
@@ -129,7 +135,31 @@ class _Item:
     sbom: bool = False
 
 
-MAX_PARALLEL = 4  # cosign processes at once: each check is one, and a release has tens
+MAX_PARALLEL = 4  # cosign processes at once
+
+
+@dataclass(frozen=True)
+class _AllAtOnce:
+    """What one cosign process per kind of check found for all of a host's manifests: whether every signature
+    verified, and the verified provenance and SBOM statements (None where one manifest failed: each is then
+    checked alone, for its own verdict)."""
+
+    signed: bool
+    provenance: list[dict[str, Any]] | None
+    sbom: list[dict[str, Any]] | None
+
+
+def _all_at_once(tool: Cosign, items: Sequence[_Item]) -> _AllAtOnce:
+    """A release of tens of manifests is three cosign processes when all is well, not one per check."""
+    signed = [item.ref for item in items]
+    attested = [item.ref for item in items if not item.chart]
+    with_sbom = [item.ref for item in items if item.sbom]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        all_signed = pool.submit(tool.all_signed, signed)
+        provenance = pool.submit(tool.attestations_of_all, attested, PROVENANCE) if attested else None
+        sboms = pool.submit(tool.attestations_of_all, with_sbom, SBOM) if with_sbom else None
+        return _AllAtOnce(all_signed.result(), provenance.result() if provenance else None,
+                          sboms.result() if sboms else None)
 
 
 def _targets(request: VerifyRequest, registries: Registries) -> list[_Item | Check]:
@@ -157,24 +187,29 @@ def _targets(request: VerifyRequest, registries: Registries) -> list[_Item | Che
 
 
 def verify_release(request: VerifyRequest, settings: Settings) -> list[Check]:
-    """Every check of the release's images and charts, in order. The manifests are read first; their
-    signatures and attestations are then checked a few at a time (each check is a cosign process)."""
+    """Every check of the release's images and charts, in order. The manifests are read first; then each
+    kind of check (signature, provenance, SBOM) is one cosign process for all of a host's manifests, and
+    only where that fails is each manifest checked alone (a few cosign processes at a time), for its verdict."""
     registries = Registries(settings)
     public_pem = request.public_key.read_text()
     found = _targets(request, registries)
+    items = [item for item in found if isinstance(item, _Item)]
     with ExitStack() as stack:
         tools = {host: stack.enter_context(Cosign(settings, host, schemes=registries.schemes, public_pem=public_pem))
-                 for host in sorted({item.host for item in found if isinstance(item, _Item)})}
+                 for host in sorted({item.host for item in items})}
+        at_once = {host: _all_at_once(tool, [item for item in items if item.host == host])
+                   for host, tool in tools.items()}
 
         def check(item: _Item | Check) -> tuple[Check, tuple[str, str] | None]:
             if isinstance(item, Check):
                 return item, None
-            tool = tools[item.host]
-            signature = _signed(tool, item.ref)
+            tool, known = tools[item.host], at_once[item.host]
+            signature = OK if known.signed else _signed(tool, item.ref)
             if item.chart:
                 return Check(artifact=item.label, digest=item.digest, signature=signature), None
-            provenance, source = _provenance(tool, item.ref, item.digest, request=request, name=item.artifact)
-            sbom = _attested(tool, item.ref, item.digest, SBOM)[0] if item.sbom else ""
+            provenance, source = _provenance(tool, item.ref, item.digest, request=request, name=item.artifact,
+                                             verified=known.provenance)
+            sbom = _attested(tool, item.ref, item.digest, SBOM, verified=known.sbom)[0] if item.sbom else ""
             return Check(artifact=item.label, digest=item.digest, signature=signature, provenance=provenance,
                          sbom=sbom), source
 
