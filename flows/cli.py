@@ -112,6 +112,13 @@ def _main(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per wa
             if masked is not None:
                 print(f"fma-release: error: {redact(str(masked))}", file=sys.stderr)
             return _server_lost()
+        if server_unreachable(err):  # any other command that talks to the server: serve, routes, worker...
+            from tasks.control.outage import SERVER_LOST_EXIT, unreachable
+            from tasks.run.settings import Settings
+
+            print(f"fma-release: error: {unreachable(Settings.from_env().prefect_api_url, args.command)}",
+                  file=sys.stderr)
+            return SERVER_LOST_EXIT
         first = redact(str(err)).splitlines()[0] if str(err) else ""
         print(f"fma-release: internal error: {type(err).__name__}: {first} (re-run with --debug for the traceback)",
               file=sys.stderr)

@@ -124,11 +124,13 @@ def _configure_api_url(api_url: str | None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from flows.client_logs import quiet_server_outages_on_console
     from flows.routes import TakeoverWatch, check_serve_may_start
     from flows.serving import ServeOptions, serve_deployments
 
     _configure_api_url(args.api_url)
     check_serve_may_start(args.name_suffix)  # never over a work pool's deployments
+    quiet_server_outages_on_console()  # Prefect's logging is set up by now
     watch = TakeoverWatch(args.name_suffix)
     suffix = args.name_suffix
     served = f"publish-release{suffix}, watch-releases{suffix} and promote-release{suffix}" if args.promote_to \

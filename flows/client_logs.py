@@ -46,3 +46,34 @@ def route_client_logs(path: Path) -> None:
                 logger.removeHandler(old)
         if name in ("", "prefect._internal"):  # the others propagate to the root
             logger.addHandler(handler)
+
+
+class _OneLineWhenServerGone(logging.Filter):
+    """A console filter: a record whose error is the Prefect server gone (a refused connection, its event stream
+    closed) prints as its own line and the error's first line, not the library's traceback under it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (server_unreachable(error) or _stream_closed(error)):
+            first = str(error).splitlines()[0] if str(error) else ""
+            record.msg, record.args = f"{record.getMessage()} ({type(error).__name__}: {first})", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _stream_closed(error: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(error, ConnectionClosed)
+
+
+def quiet_server_outages_on_console() -> None:
+    """For a long-lived command that prints Prefect's own log lines (serve): the server going away gives a
+    line per record, not a traceback each. Call after Prefect has set up its logging."""
+    one_line = _OneLineWhenServerGone()
+    for name in ("", "prefect._internal"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                    and one_line not in handler.filters:
+                handler.addFilter(one_line)
+

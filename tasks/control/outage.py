@@ -104,6 +104,15 @@ def unreachable_before_done(api_url: str) -> str:
             "start the server and re-run the same tag (what was pushed is kept and not pushed again)")
 
 
+def unreachable(api_url: str, command: str) -> str:
+    """The one line of a command other than ``run`` that could not reach the server (pure)."""
+    where = f" at {api_url}" if api_url else ""
+    if command == "serve":
+        return (f"the Prefect server{where} cannot be reached: serve stopped without pausing its deployments; "
+                "start the server and serve again")
+    return f"the Prefect server{where} cannot be reached; start it and run fma-release {command} again"
+
+
 def stop_retrying() -> None:
     """Make the run's remaining API calls fail at once: the server is known gone, and each retry
     of the calls that end a flow run (its state, the tag slot's release) only delays the exit.

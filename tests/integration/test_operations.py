@@ -21,6 +21,7 @@ from prefect.exceptions import ObjectNotFound
 from devkit import prefect_api
 from devkit.github_stub import GitHubStub
 from devkit.prefect_server import start_prefect_server, stop_prefect_server
+from devkit.processes import stop_process
 from devkit.registry import RegistryProcess, free_port
 from devkit.sample_source import make_sample_source
 from devkit.units import Supervised, parse_unit
@@ -224,6 +225,37 @@ def test_routes_remove_racing_another_remover_removes_what_it_found(monkeypatch:
     assert [d.id for d in removed.deployments] == [str(deployment_id)]
     assert str(automation_id) in [t.id for t in removed.triggers]
     assert deployment_or_none(f"publish-release/publish-release{suffix}") is None
+
+
+def test_serve_whose_server_went_away_ends_in_one_line(tmp_path: Path, prefect_template: Path) -> None:
+    """serve after its Prefect server died (its poll fails, or SIGTERM stops it): exit 3 and one line naming the
+    server and that its deployments were not paused, with no traceback (it said "internal error: ConnectError")."""
+    proc, url = start_prefect_server(tmp_path / "prefect", ui=False, template=prefect_template)
+    log = tmp_path / "serve.log"
+    suffix = f"-gone-{uuid.uuid4().hex[:6]}"
+    # One client retry: serve gives up in seconds instead of after a minute of retries, by the same path.
+    serving = subprocess.Popen([CLI, "serve", f"--name-suffix={suffix}", "--registry", "127.0.0.1:1/gone",
+                                "--repo", "fma-test/gone", "--watch-interval", "0"], stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                               env={**os.environ, "PREFECT_API_URL": url, "PREFECT_CLIENT_MAX_RETRIES": "1"})
+    try:
+        wait_for("serve to register its deployments", lambda: serving.poll() is None and requests.get(
+            f"{url}/deployments/name/publish-release/publish-release{suffix}", timeout=5).ok, timeout=90, every=0.5)
+        proc.kill()
+        proc.wait(timeout=30)
+        try:
+            code = serving.wait(timeout=15)  # its next poll finds the server gone
+        except subprocess.TimeoutExpired:
+            serving.terminate()  # or an operator stops it
+            code = serving.wait(timeout=120)
+    finally:
+        stop_process(serving)
+        stop_prefect_server(proc)
+    out = log.read_text()
+    errors = [line for line in out.splitlines() if line.startswith("fma-release: error:")]
+    assert code == 3, out[-3000:]
+    assert len(errors) == 1 and url in errors[0] and "without pausing its deployments" in errors[0], out[-3000:]
+    assert "Traceback" not in out and "internal error" not in out, out[-3000:]
 
 
 def test_github_token_and_webhook_secret_from_secret_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -129,3 +129,51 @@ def test_a_refused_connection_to_a_registry_or_an_engine_is_not_the_server() -> 
     err = _raised_from(RegistryError("cannot reach the registry 127.0.0.1:5001 (ConnectionError)"), connection)
     assert not server_unreachable(err)
     assert server_unreachable(_raised_from(RegistryError("finishing"), httpx.ConnectError("refused")))
+
+
+def test_a_command_that_lost_the_server_names_it_and_serve_says_its_deployments_were_not_paused() -> None:
+    from tasks.control.outage import unreachable
+
+    served = unreachable("http://prefect.example:4200/api", "serve")
+    assert "http://prefect.example:4200/api" in served and "without pausing its deployments" in served
+    assert "run fma-release routes again" in unreachable("http://prefect.example:4200/api", "routes")
+    assert "\n" not in served
+
+
+@pytest.mark.parametrize("lost", [
+    httpx.ConnectError("All connection attempts failed"),
+    "websocket",
+])
+def test_a_library_record_about_the_lost_server_prints_as_one_line(lost: BaseException | str) -> None:
+    import logging
+    import sys
+
+    from websockets.exceptions import ConnectionClosedError
+
+    from flows.client_logs import _OneLineWhenServerGone
+
+    error = ConnectionClosedError(None, None) if lost == "websocket" else lost
+    assert isinstance(error, BaseException)
+    try:
+        raise error
+    except BaseException:
+        record = logging.LogRecord("prefect.FlowRunCancellingObserver", logging.WARNING, __file__, 1,
+                                   "The websocket failed with an %s.", ("exception",), sys.exc_info())
+    assert _OneLineWhenServerGone().filter(record)
+    line = logging.Formatter().format(record)
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("The websocket failed with an exception. (") and type(error).__name__ in line
+
+
+def test_a_record_about_another_fault_keeps_its_traceback() -> None:
+    import logging
+    import sys
+
+    from flows.client_logs import _OneLineWhenServerGone
+
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        record = logging.LogRecord("prefect.runner", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    assert _OneLineWhenServerGone().filter(record)
+    assert "Traceback" in logging.Formatter().format(record)
