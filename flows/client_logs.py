@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tasks.control.outage import OUTCOME, server_unreachable
+from tasks.core.redact import redact
 
 # Loggers Prefect configures with console handlers of their own (prefect._internal does not
 # propagate), and the HTTP client's.
@@ -55,8 +56,8 @@ class _OneLineWhenServerGone(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if error is not None and (server_unreachable(error) or _stream_closed(error)):
-            first = str(error).splitlines()[0] if str(error) else ""
-            record.msg, record.args = f"{record.getMessage()} ({type(error).__name__}: {first})", None
+            first = redact(str(error)).splitlines()[0] if str(error) else ""
+            record.msg, record.args = f"{redact(record.getMessage())} ({type(error).__name__}: {first})", None
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -177,3 +177,22 @@ def test_a_record_about_another_fault_keeps_its_traceback() -> None:
         record = logging.LogRecord("prefect.runner", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     assert _OneLineWhenServerGone().filter(record)
     assert "Traceback" in logging.Formatter().format(record)
+
+
+def test_the_one_line_about_a_lost_server_masks_a_secret_in_the_error() -> None:
+    import logging
+    import sys
+
+    from flows.client_logs import _OneLineWhenServerGone
+    from tasks.core.redact import register
+
+    secret = "s3cr3t-in-the-url-0f1e2d"
+    register(secret)
+    try:
+        raise httpx.ConnectError(f"cannot connect to https://user:{secret}@prefect.example/api")
+    except httpx.ConnectError:
+        record = logging.LogRecord("prefect.runner", logging.WARNING, __file__, 1, "poll failed", None,
+                                   sys.exc_info())
+    assert _OneLineWhenServerGone().filter(record)
+    line = logging.Formatter().format(record)
+    assert secret not in line and "ConnectError" in line
